@@ -1,0 +1,41 @@
+# Two commands: `make demo` and `make test`. Both work on a fresh clone and are idempotent.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OPA_VERSION := v1.22.2
+# OPA has no wheel: build it once per machine with Go and reuse the cached binary.
+OPA_CACHE ?= $(HOME)/.cache/stead/bin
+OPA ?= $(shell command -v opa 2>/dev/null || echo $(OPA_CACHE)/opa)
+export STEAD_OPA_BIN := $(abspath $(OPA))
+
+.PHONY: venv opa test demo bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+$(OPA_CACHE)/opa:
+	mkdir -p $(OPA_CACHE)
+	@echo "building OPA $(OPA_VERSION) into $(OPA_CACHE) (once per machine)"
+	GOBIN=$(OPA_CACHE) go install github.com/open-policy-agent/opa@$(OPA_VERSION)
+
+opa: $(OPA)
+
+test: venv opa
+	$(OPA) check --strict policies
+	$(OPA) test policies
+	$(BIN)/pytest
+
+demo: venv opa
+	$(BIN)/stead demo
+
+lint: venv
+	$(BIN)/ruff check stead workflows activities adapters workers tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .stead .stead-demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,232 @@
+# METADATA
+# title: Stead step decision
+# description: |
+#   Asked by the run workflow before every step: allow it, deny it (with reasons),
+#   or hold it for human approval (who may approve, how many, for how long, and
+#   what happens on timeout). Tenant configuration is read from data.stead.tenants.
+package stead.step # regal ignore:directory-package-mismatch
+
+import data.stead.tenancy
+
+default decision := {"outcome": "deny", "reasons": ["no rule allowed this step"], "approval": null}
+
+# METADATA
+# entrypoint: true
+# scope: document
+decision := {"outcome": "deny", "reasons": sort(violations), "approval": null} if count(violations) > 0
+
+decision := {"outcome": "allow", "reasons": ["approved"], "approval": null} if {
+	well_formed
+	count(violations) == 0
+	count(approval_triggers) > 0
+	approved
+}
+
+decision := {"outcome": "approve", "reasons": sort(approval_triggers | approval_progress), "approval": approval} if {
+	well_formed
+	count(violations) == 0
+	count(approval_triggers) > 0
+	not approved
+}
+
+decision := {"outcome": "allow", "reasons": ["allowed by policy"], "approval": null} if {
+	well_formed
+	count(violations) == 0
+	count(approval_triggers) == 0
+}
+
+tenant_config := data.stead.tenants[input.tenant]
+
+# Fields the rules below compare, and their JSON types. A missing or mistyped one
+# is a deny with a reason, never a rule that silently fails to fire; the allow
+# outcomes also require well_formed, so an absent input can never be allowed.
+required_fields := {
+	"tenant": "string",
+	"principal": "string",
+	"step.id": "string",
+	"step.operation": "string",
+	"operation.name": "string",
+	"operation.side_effect": "string",
+	"operation.risk": "string",
+	"budget.max_steps": "number",
+	"budget.max_tokens": "number",
+	"budget.max_usd": "number",
+	"spent.steps": "number",
+	"spent.tokens": "number",
+	"spent.usd": "number",
+}
+
+present_fields contains field if {
+	some field, type in required_fields
+	type_name(object.get(input, split(field, "."), null)) == type
+}
+
+well_formed if count(present_fields) == count(required_fields)
+
+default approvals := []
+
+approvals := input.approvals if is_array(input.approvals)
+
+violations contains sprintf("input.%s must be %s", [field, tenancy.type_phrase[type]]) if {
+	some field, type in required_fields
+	not field in present_fields
+}
+
+violations contains sprintf(
+	"operation %s has unknown risk %s; expected low, medium or high",
+	[input.operation.name, input.operation.risk],
+) if {
+	is_string(input.operation.risk)
+	not tenancy.risk_rank[input.operation.risk]
+}
+
+violations contains sprintf(
+	"operation %s has unknown side effect %s; expected read, write or external",
+	[input.operation.name, input.operation.side_effect],
+) if {
+	is_string(input.operation.side_effect)
+	not input.operation.side_effect in tenancy.side_effects
+}
+
+# The decision is about input.operation, so it must describe the operation the step runs.
+violations contains sprintf(
+	"step %s runs operation %s but the policy input describes operation %s",
+	[input.step.id, input.step.operation, input.operation.name],
+) if {
+	is_string(input.step.operation)
+	is_string(input.operation.name)
+	input.step.operation != input.operation.name
+}
+
+violations contains tenancy.not_configured(input.tenant) if {
+	is_string(input.tenant)
+	not tenant_config
+}
+
+violations contains tenancy.not_allowed(input.step.operation, input.tenant) if {
+	is_string(input.step.operation)
+	allowed := object.get(tenant_config, "operations", [])
+	not tenancy.operation_allowed(allowed, input.step.operation)
+}
+
+# spent counts what the run used before this step, so running one more step
+# needs spent.steps < max_steps.
+violations contains sprintf(
+	"step budget exhausted: %v of %v steps already run",
+	[input.spent.steps, input.budget.max_steps],
+) if {
+	well_formed
+	input.spent.steps >= input.budget.max_steps
+}
+
+violations contains sprintf(
+	"token budget exhausted: %v tokens spent, past the cap of %v",
+	[input.spent.tokens, input.budget.max_tokens],
+) if {
+	well_formed
+	input.spent.tokens > input.budget.max_tokens
+}
+
+violations contains sprintf(
+	"cost budget exhausted: $%v spent, past the cap of $%v",
+	[input.spent.usd, input.budget.max_usd],
+) if {
+	well_formed
+	input.spent.usd > input.budget.max_usd
+}
+
+# One rejection ends the step: asking again would only re-open a question a
+# human already answered.
+violations contains sprintf("step %s was rejected by %s", [input.step.id, vote.approver]) if {
+	some vote in approvals
+	vote.verdict == "reject"
+}
+
+# An unknown configured threshold falls back to the strictest one, never the laxest.
+default approval_threshold := "high"
+
+approval_threshold := tenant_config.approval_risk if tenancy.risk_rank[tenant_config.approval_risk]
+
+approval_threshold := "low" if {
+	is_string(tenant_config.approval_risk)
+	not tenancy.risk_rank[tenant_config.approval_risk]
+}
+
+default soft_budget_fraction := 0.8
+
+soft_budget_fraction := tenant_config.soft_budget_fraction if is_number(tenant_config.soft_budget_fraction)
+
+approval_triggers contains sprintf(
+	"operation %s has %s risk, at or above the approval threshold (%s) of tenant %s",
+	[input.operation.name, input.operation.risk, approval_threshold, input.tenant],
+) if {
+	tenancy.risk_rank[input.operation.risk] >= tenancy.risk_rank[approval_threshold]
+}
+
+approval_triggers contains sprintf(
+	"operation %s has external side effects and tenant %s approves every external effect",
+	[input.operation.name, input.tenant],
+) if {
+	input.operation.side_effect == "external"
+	tenant_config.approve_external == true
+}
+
+approval_triggers contains sprintf(
+	"cost soft limit reached: $%v spent is at or above %v%% of the $%v budget",
+	[input.spent.usd, soft_budget_fraction * 100, input.budget.max_usd],
+) if {
+	well_formed
+	input.budget.max_usd > 0
+	input.spent.usd >= soft_budget_fraction * input.budget.max_usd
+}
+
+approval_triggers contains sprintf(
+	"token soft limit reached: %v tokens spent is at or above %v%% of the %v token budget",
+	[input.spent.tokens, soft_budget_fraction * 100, input.budget.max_tokens],
+) if {
+	well_formed
+	input.budget.max_tokens > 0
+	input.spent.tokens >= soft_budget_fraction * input.budget.max_tokens
+}
+
+approval := {
+	"approvers": object.get(tenant_config, "approvers", ["group:approvers"]),
+	"min_approvals": object.get(tenant_config, "min_approvals", 1),
+	"timeout_seconds": object.get(tenant_config, "approval_timeout_seconds", 3600),
+	"on_timeout": object.get(tenant_config, "on_timeout", "reject"),
+	"escalate_to": object.get(tenant_config, "escalate_to", []),
+	"allow_self_approval": object.get(tenant_config, "allow_self_approval", false),
+}
+
+# A set, so one person approving twice counts once. Who may approve at all is
+# checked by the workflow when the approval arrives; here only the principal who
+# asked for the step is set apart.
+counted_approvers contains vote.approver if {
+	some vote in approvals
+	vote.verdict == "approve"
+	is_string(vote.approver)
+	vote.approver != input.principal
+}
+
+counted_approvers contains vote.approver if {
+	approval.allow_self_approval == true
+	some vote in approvals
+	vote.verdict == "approve"
+	is_string(vote.approver)
+}
+
+approved if count(counted_approvers) >= approval.min_approvals
+
+approval_progress contains sprintf(
+	"%v of %v required approvals received",
+	[count(counted_approvers), approval.min_approvals],
+) if {
+	count(approvals) > 0
+}
+
+approval_progress contains sprintf("approval by %s not counted: self-approval is not allowed", [input.principal]) if {
+	approval.allow_self_approval != true
+	some vote in approvals
+	vote.verdict == "approve"
+	vote.approver == input.principal
+}

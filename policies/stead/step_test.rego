@@ -1,0 +1,264 @@
+package stead.step_test # regal ignore:directory-package-mismatch
+
+import data.stead.step
+
+tenants := {
+	"acme": {"operations": ["*"], "approval_risk": "high"},
+	"shop": {
+		"operations": ["http.request", "records.*"],
+		"approval_risk": "medium",
+		"approve_external": true,
+		"approvers": ["group:shop-leads", "user:dana"],
+		"min_approvals": 2,
+		"approval_timeout_seconds": 600,
+		"on_timeout": "escalate",
+		"escalate_to": ["user:owner"],
+	},
+	"solo": {"operations": ["*"], "allow_self_approval": true},
+}
+
+read_step := {
+	"tenant": "acme",
+	"principal": "user:carol",
+	"run": {"workflow_id": "run-7", "run_id": "r-1", "started_by": "user:carol"},
+	"step": {"id": "lookup", "operation": "records.get", "args": {"key": "orders"}},
+	"operation": {"name": "records.get", "side_effect": "read", "risk": "low", "scopes": ["records:read"]},
+	"budget": {"max_steps": 10, "max_tokens": 10000, "max_usd": 1},
+	"spent": {"steps": 2, "tokens": 1500, "usd": 0.1},
+	"approvals": [],
+}
+
+email_step := object.union(read_step, {
+	"step": {"id": "notify", "operation": "email.send", "args": {"to": "ops@example.com"}},
+	"operation": {"name": "email.send", "side_effect": "external", "risk": "high", "scopes": ["email:send"]},
+})
+
+http_step := object.union(read_step, {
+	"tenant": "shop",
+	"step": {"id": "fetch", "operation": "http.request", "args": {"url": "http://127.0.0.1:9/orders"}},
+	"operation": {"name": "http.request", "side_effect": "external", "risk": "low", "scopes": ["http:request"]},
+})
+
+default_approval := {
+	"approvers": ["group:approvers"],
+	"min_approvals": 1,
+	"timeout_seconds": 3600,
+	"on_timeout": "reject",
+	"escalate_to": [],
+	"allow_self_approval": false,
+}
+
+email_risk_reason := "operation email.send has high risk, at or above the approval threshold (high) of tenant acme"
+
+approve(approver) := {"approver": approver, "verdict": "approve"}
+
+test_allow_low_risk_read if {
+	d := step.decision with input as read_step with data.stead.tenants as tenants
+	d == {"outcome": "allow", "reasons": ["allowed by policy"], "approval": null}
+}
+
+test_allow_medium_risk_below_default_threshold if {
+	medium := object.union(read_step, {"operation": {"risk": "medium"}})
+	d := step.decision with input as medium with data.stead.tenants as tenants
+	d.outcome == "allow"
+}
+
+test_allow_adapter_wildcard_in_allow_list if {
+	put := object.union(read_step, {
+		"tenant": "shop",
+		"step": {"operation": "records.put"},
+		"operation": {"name": "records.put", "side_effect": "write"},
+	})
+	d := step.decision with input as put with data.stead.tenants as tenants
+	d == {"outcome": "allow", "reasons": ["allowed by policy"], "approval": null}
+}
+
+test_allow_external_effect_when_tenant_does_not_ask_for_approval if {
+	external := object.union(email_step, {"operation": {"risk": "low"}})
+	d := step.decision with input as external with data.stead.tenants as tenants
+	d.outcome == "allow"
+}
+
+test_allow_just_below_soft_budget if {
+	d := step.decision with input as object.union(read_step, {"spent": {"usd": 0.79, "tokens": 7999}})
+		with data.stead.tenants as tenants
+	d.outcome == "allow"
+}
+
+test_allow_approved_by_another_principal if {
+	approved := object.union(email_step, {"approvals": [approve("user:alice")]})
+	d := step.decision with input as approved with data.stead.tenants as tenants
+	d == {"outcome": "allow", "reasons": ["approved"], "approval": null}
+}
+
+test_allow_self_approval_when_tenant_allows_it if {
+	own := object.union(email_step, {"tenant": "solo", "approvals": [approve("user:carol")]})
+	d := step.decision with input as own with data.stead.tenants as tenants
+	d == {"outcome": "allow", "reasons": ["approved"], "approval": null}
+}
+
+test_allow_after_enough_distinct_approvals if {
+	two := object.union(http_step, {"approvals": [approve("user:dana"), approve("user:erin")]})
+	d := step.decision with input as two with data.stead.tenants as tenants
+	d == {"outcome": "allow", "reasons": ["approved"], "approval": null}
+}
+
+test_approve_high_risk_with_default_settings if {
+	d := step.decision with input as email_step with data.stead.tenants as tenants
+	d == {"outcome": "approve", "reasons": [email_risk_reason], "approval": default_approval}
+}
+
+test_approve_demo_tenant_from_shipped_data if {
+	d := step.decision with input as object.union(email_step, {"tenant": "demo"})
+	d.outcome == "approve"
+	d.approval.approvers == ["group:approvers", "user:alice"]
+}
+
+test_approve_risk_at_tenant_threshold if {
+	medium := object.union(http_step, {"operation": {"risk": "medium"}, "approvals": null})
+	d := step.decision with input as medium
+		with data.stead.tenants as {"shop": {"operations": ["*"], "approval_risk": "medium"}}
+	d == {
+		"outcome": "approve",
+		"reasons": ["operation http.request has medium risk, at or above the approval threshold (medium) of tenant shop"],
+		"approval": default_approval,
+	}
+}
+
+test_approve_unknown_threshold_falls_back_to_strictest if {
+	d := step.decision with input as read_step
+		with data.stead.tenants as {"acme": {"operations": ["*"], "approval_risk": "hgih"}}
+	d.outcome == "approve"
+	d.reasons == ["operation records.get has low risk, at or above the approval threshold (low) of tenant acme"]
+}
+
+test_approve_external_effect_with_tenant_approval_settings if {
+	d := step.decision with input as http_step with data.stead.tenants as tenants
+	d == {
+		"outcome": "approve",
+		"reasons": ["operation http.request has external side effects and tenant shop approves every external effect"],
+		"approval": {
+			"approvers": ["group:shop-leads", "user:dana"],
+			"min_approvals": 2,
+			"timeout_seconds": 600,
+			"on_timeout": "escalate",
+			"escalate_to": ["user:owner"],
+			"allow_self_approval": false,
+		},
+	}
+}
+
+test_approve_cost_soft_limit if {
+	d := step.decision with input as object.union(read_step, {"spent": {"usd": 0.8}}) with data.stead.tenants as tenants
+	d == {
+		"outcome": "approve",
+		"reasons": ["cost soft limit reached: $0.8 spent is at or above 80% of the $1 budget"],
+		"approval": default_approval,
+	}
+}
+
+test_approve_token_soft_limit_with_tenant_fraction if {
+	d := step.decision with input as object.union(read_step, {"spent": {"tokens": 5000}})
+		with data.stead.tenants as {"acme": {"operations": ["*"], "soft_budget_fraction": 0.5}}
+	d.outcome == "approve"
+	d.reasons == ["token soft limit reached: 5000 tokens spent is at or above 50% of the 10000 token budget"]
+}
+
+test_approve_self_approval_is_not_counted if {
+	own := object.union(email_step, {"approvals": [approve("user:carol")]})
+	d := step.decision with input as own with data.stead.tenants as tenants
+	d.outcome == "approve"
+	d.reasons == [
+		"0 of 1 required approvals received",
+		"approval by user:carol not counted: self-approval is not allowed",
+		email_risk_reason,
+	]
+}
+
+test_approve_until_enough_distinct_approvers if {
+	twice := object.union(http_step, {"approvals": [approve("user:dana"), approve("user:dana")]})
+	d := step.decision with input as twice with data.stead.tenants as tenants
+	d.outcome == "approve"
+	"1 of 2 required approvals received" in d.reasons
+}
+
+test_deny_operation_not_allowed_for_tenant if {
+	email := object.union(email_step, {"tenant": "shop"})
+	d := step.decision with input as email with data.stead.tenants as tenants
+	d == {"outcome": "deny", "reasons": ["operation email.send is not allowed for tenant shop"], "approval": null}
+}
+
+test_deny_tenant_without_allow_list if {
+	d := step.decision with input as read_step with data.stead.tenants as {"acme": {}}
+	d.reasons == ["operation records.get is not allowed for tenant acme"]
+}
+
+test_deny_unconfigured_tenant if {
+	d := step.decision with input as object.union(read_step, {"tenant": "ghost"}) with data.stead.tenants as tenants
+	d == {"outcome": "deny", "reasons": ["tenant ghost is not configured"], "approval": null}
+}
+
+test_deny_step_budget_exhausted if {
+	d := step.decision with input as object.union(read_step, {"spent": {"steps": 10}}) with data.stead.tenants as tenants
+	d == {"outcome": "deny", "reasons": ["step budget exhausted: 10 of 10 steps already run"], "approval": null}
+}
+
+test_deny_token_budget_exhausted if {
+	d := step.decision with input as object.union(read_step, {"spent": {"tokens": 10001}})
+		with data.stead.tenants as tenants
+	d == {
+		"outcome": "deny",
+		"reasons": ["token budget exhausted: 10001 tokens spent, past the cap of 10000"],
+		"approval": null,
+	}
+}
+
+test_deny_cost_budget_exhausted if {
+	d := step.decision with input as object.union(read_step, {"spent": {"usd": 1.5}}) with data.stead.tenants as tenants
+	d == {"outcome": "deny", "reasons": ["cost budget exhausted: $1.5 spent, past the cap of $1"], "approval": null}
+}
+
+test_deny_wins_over_approval if {
+	broke := object.union(email_step, {"spent": {"usd": 2}, "approvals": [approve("user:alice")]})
+	d := step.decision with input as broke with data.stead.tenants as tenants
+	d == {"outcome": "deny", "reasons": ["cost budget exhausted: $2 spent, past the cap of $1"], "approval": null}
+}
+
+test_deny_rejected_by_approver if {
+	rejected := object.union(email_step, {"approvals": [
+		approve("user:alice"),
+		{"approver": "user:bob", "verdict": "reject"},
+	]})
+	d := step.decision with input as rejected with data.stead.tenants as tenants
+	d == {"outcome": "deny", "reasons": ["step notify was rejected by user:bob"], "approval": null}
+}
+
+test_deny_operation_descriptor_for_another_operation if {
+	mismatched := object.union(read_step, {"operation": {"name": "records.put"}})
+	d := step.decision with input as mismatched with data.stead.tenants as tenants
+	d.reasons == ["step lookup runs operation records.get but the policy input describes operation records.put"]
+}
+
+test_deny_unknown_risk_and_side_effect if {
+	odd := object.union(read_step, {"operation": {"risk": "extreme", "side_effect": "teleport"}})
+	d := step.decision with input as odd with data.stead.tenants as tenants
+	d.outcome == "deny"
+	d.reasons == [
+		"operation records.get has unknown risk extreme; expected low, medium or high",
+		"operation records.get has unknown side effect teleport; expected read, write or external",
+	]
+}
+
+test_deny_mistyped_spent if {
+	mistyped := object.union(read_step, {"spent": {"usd": "0.1"}})
+	d := step.decision with input as mistyped with data.stead.tenants as tenants
+	d == {"outcome": "deny", "reasons": ["input.spent.usd must be a number"], "approval": null}
+}
+
+test_deny_absent_input if {
+	d := step.decision with data.stead.tenants as tenants
+	d.outcome == "deny"
+	d.approval == null
+	count(d.reasons) == 13
+	"input.tenant must be a string" in d.reasons
+}

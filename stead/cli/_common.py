@@ -1,0 +1,42 @@
+"""What every CLI command shares: settings loading, errors as clean messages, JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from stead.errors import SteadError
+from stead.settings import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
+    """A SteadError becomes one red line and exit code 1, not a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except SteadError as exc:
+            err_console.print(f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str, sort_keys=True))

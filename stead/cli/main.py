@@ -1,0 +1,81 @@
+"""The ``stead`` entry point: one Typer app, one sub-app per concern."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Annotated
+
+import typer
+
+from stead.cli import dev
+from stead.cli._common import console, fails_cleanly, print_json, settings
+from stead.settings import Settings
+
+app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
+app.add_typer(dev.app, name="dev")
+
+
+@app.command()
+@fails_cleanly
+def worker() -> None:
+    """Run a worker on the configured task queue until SIGTERM."""
+    from workers.main import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker(settings()))
+
+
+@app.command()
+@fails_cleanly
+def demo() -> None:
+    """Start the embedded stack and a worker, run the hello workflow, print it, stop."""
+    from stead.cli.demo import demo_task_queue, embedded_stack, worker_process
+    from stead.contracts.hello import Greeting, GreetingRequest
+    from workers.main import connect
+
+    async def go(cfg: Settings, task_queue: str) -> Greeting:
+        client = await connect(cfg)
+        return await client.execute_workflow(
+            "stead.hello",
+            GreetingRequest(name="Stead"),
+            id=f"demo-hello-{uuid.uuid4()}",
+            task_queue=task_queue,
+            result_type=Greeting,
+        )
+
+    with embedded_stack() as cfg:
+        task_queue = demo_task_queue()
+        with worker_process(cfg, task_queue):
+            result = asyncio.run(go(cfg, task_queue))
+        console.print(f"[green]workflow completed[/]: {result.message} (worker {result.worker})")
+
+
+@app.command()
+@fails_cleanly
+def hello(
+    name: Annotated[str, typer.Argument(help="Who to greet.")] = "Stead",
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the hello workflow on a worker and print its result (a wiring check)."""
+    from stead.contracts.hello import GreetingRequest
+    from workers.main import connect
+
+    async def go() -> dict[str, str]:
+        cfg = settings()
+        client = await connect(cfg)
+        result = await client.execute_workflow(
+            "stead.hello",
+            GreetingRequest(name=name),
+            id=f"hello-{uuid.uuid4()}",
+            task_queue=cfg.task_queue,
+            result_type=dict,
+        )
+        return dict(result)
+
+    result = asyncio.run(go())
+    if json_out:
+        print_json(result)
+    else:
+        console.print(f"[green]workflow completed[/]: {result['message']} (from worker {result['worker']})")

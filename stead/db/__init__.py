@@ -1,0 +1,1 @@
+"""Postgres access: migrations and role bootstrap (``migrations``), tenant-scoped connections."""

@@ -1,0 +1,5 @@
+"""The embedded real stack behind ``stead dev``: Temporal, Postgres, OPA on loopback, Qdrant in process."""
+
+from stead.devstack.stack import StackState, stack_down, stack_status, stack_up
+
+__all__ = ["StackState", "stack_down", "stack_status", "stack_up"]

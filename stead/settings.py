@@ -1,0 +1,126 @@
+"""Stead's one settings class.
+
+Nothing else in Stead reads ``os.environ``: every component takes a ``Settings``.
+Values come from ``STEAD_*`` environment variables, an optional ``.env`` file and,
+for the embedded stack, ``$STEAD_HOME/stack.json`` (written by ``stead dev up``),
+in that order of precedence: an explicit variable always wins over the stack file,
+so the same worker binary runs against the embedded stack or a real cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stead.errors import ConfigError
+
+STACK_FILE = "stack.json"
+
+
+class Settings(BaseSettings):
+    """Where Stead finds Temporal, Postgres, OPA and Qdrant, and where it keeps its data."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STEAD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    home: Path = Field(default=Path(".stead"), description="Data dir for the embedded stack.")
+    temporal_address: str = Field(default="localhost:7233", description="Temporal frontend host:port.")
+    temporal_namespace: str = Field(default="default", description="Temporal namespace.")
+    task_queue: str = Field(default="stead", description="Task queue the worker polls.")
+    postgres_dsn: str = Field(
+        default="postgresql://stead_app@127.0.0.1:5432/stead",
+        description="DSN of the app role (not the table owner).",
+    )
+    postgres_admin_dsn: str | None = Field(
+        default=None, description="DSN of the owner role, used to apply migrations."
+    )
+    opa_url: str = Field(default="http://127.0.0.1:8181", description="OPA REST API base URL.")
+    opa_bin: Path | None = Field(default=None, description="Path to the opa binary.")
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server URL; unset means the embedded engine."
+    )
+    qdrant_path: Path | None = Field(
+        default=None, description="Embedded Qdrant shard dir (default $STEAD_HOME/qdrant)."
+    )
+    policy_dir: Path = Field(default=Path("policies"), description="Rego policies OPA loads.")
+    playbook_dir: Path = Field(default=Path("playbooks"), description="Playbook YAML files.")
+    planner_model: str | None = Field(default=None, description="litellm model for the planner.")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Worker /metrics port; 0 off.")
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @field_validator("postgres_dsn", "postgres_admin_dsn")
+    @classmethod
+    def _postgres_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"expected a postgresql:// DSN, got {value!r}")
+        return value
+
+    @field_validator("opa_url", "qdrant_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @cached_property
+    def resolved_qdrant_path(self) -> Path:
+        return self.qdrant_path or self.home / "qdrant"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.home / STACK_FILE
+
+
+def _stack_overrides(home: Path) -> dict[str, Any]:
+    """Endpoints recorded by ``stead dev up``; empty when no embedded stack was started."""
+    path = home / STACK_FILE
+    if not path.exists():
+        return {}
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}); run `stead dev down` then `stead dev up`")
+    endpoints = recorded.get("endpoints", {})
+    return {key: value for key, value in endpoints.items() if value is not None}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings: explicit overrides > env/.env > stack.json > defaults.
+
+    A bad value fails here, at start, with a message that names the variable.
+    """
+    try:
+        base = Settings(**overrides)
+        recorded = _stack_overrides(base.home)
+        explicit = set(base.model_fields_set)
+        fill = {key: value for key, value in recorded.items() if key not in explicit}
+        if not fill:
+            return base
+        return Settings(**{**fill, **overrides})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        lines.append(f"STEAD_{field.upper()}: {error['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)

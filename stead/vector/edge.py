@@ -1,0 +1,205 @@
+"""The embedded backend: the real Qdrant engine in process (`qdrant_edge.EdgeShard`).
+
+Used by `stead dev up`, tests and CI, so one machine runs the full stack without a
+Qdrant server. One shard lives under `path`; the engine holds an exclusive lock on
+its WAL, so only one `EdgeVectorIndex` (in any process) can have a path open.
+Share an index between processes through a Qdrant server instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from qdrant_edge import (
+    CountRequest,
+    Distance,
+    EdgeConfig,
+    EdgeShard,
+    EdgeVectorParams,
+    FieldCondition,
+    Filter,
+    HasIdCondition,
+    KeywordIndexParams,
+    MatchAny,
+    MatchValue,
+    PayloadSchemaType,
+    Point,
+    Query,
+    QueryRequest,
+    UpdateOperation,
+)
+
+from stead.vector.index import (
+    MEMORY_ID_FIELD,
+    NAMESPACE_FIELD,
+    TENANT_FIELD,
+    VectorHit,
+    VectorIndexMismatch,
+    VectorIndexUnavailable,
+    VectorPayload,
+    VectorPoint,
+    canonical_ids,
+    check_k,
+    check_tenant,
+)
+
+if TYPE_CHECKING:
+    # Aliases that exist only in the engine's type stubs, not at runtime.
+    from qdrant_edge import ConditionType, PayloadSchemaParams, PointId
+
+T = TypeVar("T")
+
+# Written by `EdgeShard.create`; its presence is how we tell "load" from "create",
+# because `load` on an empty dir and `create` on a used one both fail.
+_CONFIG_FILE = "edge_config.json"
+
+_INDEXES: dict[str, PayloadSchemaType | PayloadSchemaParams] = {
+    TENANT_FIELD: KeywordIndexParams(is_tenant=True),
+    NAMESPACE_FIELD: PayloadSchemaType.Keyword,
+    MEMORY_ID_FIELD: PayloadSchemaType.Keyword,
+}
+
+
+class EdgeVectorIndex:
+    """`VectorIndex` on an embedded shard; opens lazily so construction never blocks."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._shard: EdgeShard | None = None
+        self._dim: int | None = None
+        self._closed = False
+        # The engine tolerates threads, but close() racing an in-flight call would
+        # fail it with "Shard is not initialized"; one lock keeps the lifecycle simple.
+        self._lock = asyncio.Lock()
+
+    async def ensure_collection(self, dim: int) -> None:
+        async with self._lock:
+            self._check_open()
+            if self._shard is not None and self._dim != dim:
+                # Opened lazily without a config, so its dimension is unknown: reopen
+                # with one and let the engine verify it against the stored segments.
+                await asyncio.to_thread(self._shard.close)
+                self._shard = None
+            if self._shard is None:
+                self._shard = await asyncio.to_thread(self._open, dim)
+                self._dim = dim
+            await asyncio.to_thread(_ensure_indexes, self._shard)
+
+    async def upsert(self, points: Sequence[VectorPoint]) -> None:
+        if not points:
+            return
+        batch = [Point(p.id, list(p.vector), p.payload.model_dump(mode="json")) for p in points]
+        await self._run(lambda shard: _write(shard, UpdateOperation.upsert_points(batch)))
+
+    async def query(
+        self,
+        tenant: str,
+        vector: Sequence[float],
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> list[VectorHit]:
+        conditions = [_tenant_condition(tenant)]
+        if namespaces is not None:
+            if not namespaces:
+                return []
+            conditions.append(FieldCondition(NAMESPACE_FIELD, match=MatchAny(list(namespaces))))
+        request = QueryRequest(
+            limit=check_k(k),
+            query=Query.Nearest(list(vector)),
+            filter=Filter(must=conditions),
+            with_payload=True,
+        )
+        scored = await self._run(lambda shard: shard.query(request))
+        return [
+            VectorHit(
+                id=str(point.id),
+                score=point.score,
+                payload=VectorPayload.model_validate(point.payload or {}),
+            )
+            for point in scored
+        ]
+
+    async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
+        ids: set[PointId] = set(canonical_ids(point_ids))
+        if not ids:
+            return
+        # Deleting by filter, not by id, is what keeps another tenant's ids inert.
+        scope = Filter(must=[_tenant_condition(tenant), HasIdCondition(ids)])
+        await self._run(lambda shard: _write(shard, UpdateOperation.delete_points_by_filter(scope)))
+
+    async def count(self, tenant: str) -> int:
+        request = CountRequest(exact=True, filter=Filter(must=[_tenant_condition(tenant)]))
+        return await self._run(lambda shard: shard.count(request))
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            if self._shard is not None:
+                await asyncio.to_thread(self._shard.close)
+                self._shard = None
+
+    async def _run(self, op: Callable[[EdgeShard], T]) -> T:
+        async with self._lock:
+            self._check_open()
+            if self._shard is None:
+                # A shard from an earlier process is usable before ensure_collection.
+                self._shard = await asyncio.to_thread(self._open, None)
+            return await asyncio.to_thread(op, self._shard)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise VectorIndexUnavailable(f"the vector index at {self._path} was closed")
+
+    def _open(self, dim: int | None) -> EdgeShard:
+        config = None if dim is None else _config(dim)
+        where = str(self._path)
+        if (self._path / _CONFIG_FILE).exists():
+            try:
+                return EdgeShard.load(where, config)
+            except Exception as exc:  # the engine raises bare Exception for everything
+                if "incompatible" in str(exc):
+                    raise VectorIndexMismatch(
+                        f"the vector shard at {where} does not match dim={dim}, cosine ({exc}); "
+                        "the embedding model changed: delete the dir and re-index from Postgres"
+                    ) from exc
+                raise VectorIndexUnavailable(
+                    f"cannot open the vector shard at {where} ({exc}); if another process "
+                    "holds it, stop that process or point STEAD_QDRANT_URL at a Qdrant server"
+                ) from exc
+        if config is None:
+            raise VectorIndexUnavailable(
+                f"no vector shard at {where} yet; call ensure_collection(dim) to create it"
+            )
+        try:
+            return EdgeShard.create(where, config)
+        except Exception as exc:
+            raise VectorIndexUnavailable(
+                f"cannot create the vector shard at {where} ({exc}); is the dir writable?"
+            ) from exc
+
+
+def _config(dim: int) -> EdgeConfig:
+    return EdgeConfig(vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine))
+
+
+def _tenant_condition(tenant: str) -> ConditionType:
+    return FieldCondition(TENANT_FIELD, match=MatchValue(check_tenant(tenant)))
+
+
+def _ensure_indexes(shard: EdgeShard) -> None:
+    existing = shard.info().payload_schema
+    missing = [field for field in _INDEXES if field not in existing]
+    for field in missing:
+        shard.update(UpdateOperation.create_field_index(field, _INDEXES[field]))
+    if missing:
+        shard.flush()
+
+
+def _write(shard: EdgeShard, operation: UpdateOperation) -> None:
+    # The WAL already survives a crash; flushing makes the segments themselves current,
+    # so a reopen does not depend on WAL replay.
+    shard.update(operation)
+    shard.flush()

@@ -1,0 +1,17 @@
+"""Choose the vector backend from settings, so callers never branch on deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stead.vector.edge import EdgeVectorIndex
+from stead.vector.index import VectorIndex
+from stead.vector.server import QdrantServerIndex
+
+
+def open_vector_index(qdrant_url: str | None, qdrant_path: Path) -> VectorIndex:
+    """A Qdrant server when a URL is configured, else the embedded engine under
+    `qdrant_path`; nothing is contacted until the first call."""
+    if qdrant_url:
+        return QdrantServerIndex(url=qdrant_url)
+    return EdgeVectorIndex(qdrant_path)

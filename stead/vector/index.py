@@ -1,0 +1,140 @@
+"""The vector-index contract every backend honours, and the models that cross it.
+
+Postgres is the truth for memory; the vector index only ranks candidates. So the
+contract is deliberately small, and tenant isolation lives *in* it: every read and
+delete takes the tenant as a required argument and filters on it inside the engine,
+never after the fact and never from caller-supplied payload.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Literal, Protocol
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from stead.errors import ConfigError, ErrorCode, SteadError
+
+Sensitivity = Literal["public", "internal", "pii", "secret"]
+
+TENANT_FIELD = "tenant"
+NAMESPACE_FIELD = "namespace"
+MEMORY_ID_FIELD = "memory_id"
+
+
+def _canonical_uuid(value: str) -> str:
+    # Engines hand ids back in canonical form; normalising on the way in keeps
+    # `hit.id == point.id` true for callers who wrote an upper-case UUID.
+    return str(uuid.UUID(value))
+
+
+PointId = Annotated[str, AfterValidator(_canonical_uuid)]
+TenantId = Annotated[str, Field(min_length=1)]
+
+
+class VectorPayload(BaseModel):
+    """What the index may know about a memory: enough to filter and to find the row
+    in Postgres, nothing that would leak content if the index were copied."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: TenantId
+    namespace: str = Field(min_length=1)
+    memory_id: str = Field(min_length=1)
+    version: int = Field(ge=0)
+    sensitivity: Sensitivity
+    # Aware only: a naive expiry would be read in whatever zone the reader runs in.
+    expires_at: AwareDatetime | None = None
+
+
+class VectorPoint(BaseModel):
+    """One embedding to store; the id is a UUID because both engines require one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: PointId
+    vector: list[float] = Field(min_length=1)
+    payload: VectorPayload
+
+
+class VectorHit(BaseModel):
+    """A ranked candidate; the payload is re-validated so a foreign write cannot
+    smuggle fields past the contract."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: PointId
+    score: float
+    payload: VectorPayload
+
+
+class VectorIndexUnavailable(SteadError):
+    """The backend cannot be reached or opened; callers degrade to Postgres-only recall
+    instead of failing the run."""
+
+    code = ErrorCode.SERVICE_NOT_READY
+
+
+class VectorIndexMismatch(ConfigError):
+    """The stored collection was built for another dimension or distance: usually the
+    embedding model changed, and the index must be rebuilt, not silently mixed."""
+
+
+class VectorIndex(Protocol):
+    """A tenant-scoped nearest-neighbour index over memory embeddings."""
+
+    async def ensure_collection(self, dim: int) -> None:
+        """Create the collection and its payload indexes if missing; safe to repeat.
+
+        Raises `VectorIndexMismatch` if it exists with another dimension."""
+        ...
+
+    async def upsert(self, points: Sequence[VectorPoint]) -> None:
+        """Insert or replace points by id; durable when this returns."""
+        ...
+
+    async def query(
+        self,
+        tenant: str,
+        vector: Sequence[float],
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> list[VectorHit]:
+        """The `k` nearest points of `tenant`, best first; `namespaces` matches any
+        listed (an empty list matches nothing, `None` matches all)."""
+        ...
+
+    async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
+        """Remove the listed points that belong to `tenant`; others' ids are ignored."""
+        ...
+
+    async def count(self, tenant: str) -> int:
+        """Exact number of points stored for `tenant`."""
+        ...
+
+    async def close(self) -> None:
+        """Release the engine or connection; idempotent."""
+        ...
+
+
+def check_tenant(tenant: str) -> str:
+    """Refuse an empty tenant loudly: filtering on "" would quietly match nothing and
+    hide a caller bug that, elsewhere, could widen access."""
+    if not tenant:
+        raise ValueError("tenant must be a non-empty string; every vector query is tenant-scoped")
+    return tenant
+
+
+def check_k(k: int) -> int:
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return k
+
+
+def canonical_ids(point_ids: Sequence[str]) -> list[str]:
+    """Validate ids before they reach an engine, whose parse errors are untyped."""
+    try:
+        return [_canonical_uuid(point_id) for point_id in point_ids]
+    except ValueError as exc:
+        raise ValueError(f"point ids must be UUID strings: {exc}") from exc

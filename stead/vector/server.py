@@ -1,0 +1,178 @@
+"""The production backend: a Qdrant server through `qdrant_client.AsyncQdrantClient`.
+
+`location=":memory:"` runs qdrant-client's local mode, a pure-Python stand-in that
+keeps the contract tests honest without a server; it ignores payload indexes and
+warns that it does, which is harmless for correctness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import httpx
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from stead.vector.index import (
+    MEMORY_ID_FIELD,
+    NAMESPACE_FIELD,
+    TENANT_FIELD,
+    VectorHit,
+    VectorIndexMismatch,
+    VectorIndexUnavailable,
+    VectorPayload,
+    VectorPoint,
+    canonical_ids,
+    check_k,
+    check_tenant,
+)
+
+_INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
+    TENANT_FIELD: models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+    NAMESPACE_FIELD: models.PayloadSchemaType.KEYWORD,
+    MEMORY_ID_FIELD: models.PayloadSchemaType.KEYWORD,
+}
+
+
+class QdrantServerIndex:
+    """`VectorIndex` on one collection of a Qdrant server (or local mode in tests)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        location: str | None = None,
+        collection: str = "stead_memory",
+    ) -> None:
+        if (url is None) == (location is None):
+            raise ValueError("give exactly one of url (a Qdrant server) or location (local mode)")
+        self._where = url or location
+        self._collection = collection
+        # The compatibility probe runs in a thread at construction and only warns;
+        # an unreachable server must surface as VectorIndexUnavailable on first use.
+        self._client = AsyncQdrantClient(url=url, location=location, check_compatibility=False)
+
+    async def ensure_collection(self, dim: int) -> None:
+        async with self._reachable():
+            if not await self._client.collection_exists(self._collection):
+                try:
+                    await self._client.create_collection(
+                        self._collection,
+                        vectors_config=models.VectorParams(
+                            size=dim, distance=models.Distance.COSINE
+                        ),
+                    )
+                except UnexpectedResponse as exc:
+                    if exc.status_code != 409:  # 409: another worker created it first
+                        raise
+            info = await self._client.get_collection(self._collection)
+            self._check_shape(info, dim)
+            for field, schema in _INDEXES.items():
+                if field not in info.payload_schema:
+                    await self._client.create_payload_index(
+                        self._collection, field, field_schema=schema, wait=True
+                    )
+
+    async def upsert(self, points: Sequence[VectorPoint]) -> None:
+        if not points:
+            return
+        batch = [
+            models.PointStruct(
+                id=p.id, vector=list(p.vector), payload=p.payload.model_dump(mode="json")
+            )
+            for p in points
+        ]
+        async with self._reachable():
+            await self._client.upsert(self._collection, points=batch, wait=True)
+
+    async def query(
+        self,
+        tenant: str,
+        vector: Sequence[float],
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> list[VectorHit]:
+        conditions: list[models.Condition] = [_tenant_condition(tenant)]
+        if namespaces is not None:
+            if not namespaces:
+                return []
+            conditions.append(
+                models.FieldCondition(
+                    key=NAMESPACE_FIELD, match=models.MatchAny(any=list(namespaces))
+                )
+            )
+        async with self._reachable():
+            response = await self._client.query_points(
+                self._collection,
+                query=list(vector),
+                limit=check_k(k),
+                query_filter=models.Filter(must=conditions),
+                with_payload=True,
+            )
+        return [
+            VectorHit(
+                id=str(point.id),
+                score=point.score,
+                payload=VectorPayload.model_validate(point.payload or {}),
+            )
+            for point in response.points
+        ]
+
+    async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
+        ids: list[models.ExtendedPointId] = list(canonical_ids(point_ids))
+        if not ids:
+            return
+        # Deleting by filter, not by id, is what keeps another tenant's ids inert.
+        scope = models.Filter(must=[_tenant_condition(tenant), models.HasIdCondition(has_id=ids)])
+        async with self._reachable():
+            await self._client.delete(
+                self._collection, points_selector=models.FilterSelector(filter=scope), wait=True
+            )
+
+    async def count(self, tenant: str) -> int:
+        async with self._reachable():
+            result = await self._client.count(
+                self._collection,
+                count_filter=models.Filter(must=[_tenant_condition(tenant)]),
+                exact=True,
+            )
+        return result.count
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _check_shape(self, info: models.CollectionInfo, dim: int) -> None:
+        params = info.config.params.vectors
+        if not (
+            isinstance(params, models.VectorParams)
+            and params.size == dim
+            and params.distance == models.Distance.COSINE
+        ):
+            raise VectorIndexMismatch(
+                f"collection {self._collection!r} at {self._where} is not a single cosine "
+                f"vector of dim={dim} ({params}); the embedding model changed: "
+                "recreate the collection and re-index from Postgres"
+            )
+
+    @asynccontextmanager
+    async def _reachable(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (ResponseHandlingException, httpx.TransportError) as exc:
+            raise self._unavailable(exc) from exc
+        except UnexpectedResponse as exc:
+            if exc.status_code is not None and exc.status_code >= 500:
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _unavailable(self, exc: Exception) -> VectorIndexUnavailable:
+        return VectorIndexUnavailable(
+            f"Qdrant at {self._where} did not answer ({exc}); recall degrades to Postgres "
+            "only. Is the server running, and is STEAD_QDRANT_URL right?"
+        )
+
+
+def _tenant_condition(tenant: str) -> models.FieldCondition:
+    return models.FieldCondition(
+        key=TENANT_FIELD, match=models.MatchValue(value=check_tenant(tenant))
+    )

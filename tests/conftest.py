@@ -1,0 +1,79 @@
+"""Session fixtures: one real embedded stack per test session, a worker per test module.
+
+The stack is started with the same launcher as ``stead dev up`` in a temporary
+``STEAD_HOME`` on free loopback ports, and torn down at the end; tests never depend
+on a stack somebody started by hand. ``STEAD_*`` variables from the developer's shell
+are dropped so a stray export cannot point the suite at a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+
+from stead.devstack.stack import stack_down, stack_up
+from stead.settings import Settings, load_settings
+from workers.main import build_worker, connect
+
+REPO = Path(__file__).resolve().parents[1]
+KEEP = {"STEAD_OPA_BIN"}
+for _name in list(os.environ):
+    if _name.startswith("STEAD_") and _name not in KEEP:
+        del os.environ[_name]
+
+
+def settings_for(home: Path, **overrides: object) -> Settings:
+    """Settings for a test stack: repo policies and playbooks, no .env from the cwd."""
+    return load_settings(
+        _env_file=None,
+        home=home,
+        policy_dir=REPO / "policies",
+        playbook_dir=REPO / "playbooks",
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    home = tmp_path_factory.mktemp("stead-home")
+    base = settings_for(home)
+    stack_up(base)
+    try:
+        yield settings_for(home)
+    finally:
+        stack_down(base)
+
+
+@dataclass(frozen=True)
+class WorkerHandle:
+    client: Client
+    task_queue: str
+    settings: Settings
+
+
+@pytest_asyncio.fixture(scope="module")
+async def worker(stack: Settings) -> AsyncIterator[WorkerHandle]:
+    """An in-process worker on a task queue of its own, so modules never steal each other's tasks."""
+    task_queue = f"test-{uuid.uuid4().hex[:10]}"
+    client = await connect(stack)
+    async with build_worker(client, task_queue):
+        yield WorkerHandle(client=client, task_queue=task_queue, settings=stack)
+
+
+def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a ``stead`` child process pointed at a test stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEAD_") or k in KEEP}
+    env.update(
+        STEAD_HOME=str(settings.home),
+        STEAD_POLICY_DIR=str(settings.policy_dir),
+        STEAD_PLAYBOOK_DIR=str(settings.playbook_dir),
+    )
+    env.update(extra)
+    return env

@@ -1,0 +1,227 @@
+"""One contract, both vector backends: the embedded engine and the qdrant-client API.
+
+Tenant isolation (invariant 5) is the point of most of these tests: the vectors are
+hand-made so that the other tenant's point is always the better match.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from stead.vector import (
+    EdgeVectorIndex,
+    QdrantServerIndex,
+    VectorIndex,
+    VectorIndexMismatch,
+    VectorIndexUnavailable,
+    VectorPayload,
+    VectorPoint,
+    open_vector_index,
+)
+
+# qdrant-client's local mode (the "server-local" backend) has no payload indexes and
+# warns on every create_payload_index; the real server builds them, so ignore only that.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Payload indexes have no effect in the local Qdrant:UserWarning"
+)
+
+DIM = 4
+EAST = [1.0, 0.0, 0.0, 0.0]
+NORTH = [0.0, 1.0, 0.0, 0.0]
+UP = [0.0, 0.0, 1.0, 0.0]
+NORTH_EAST = [0.9, 0.1, 0.0, 0.0]
+
+
+def point(
+    tenant: str,
+    vector: list[float],
+    *,
+    namespace: str = "notes",
+    point_id: str | None = None,
+    version: int = 1,
+) -> VectorPoint:
+    return VectorPoint(
+        id=point_id or str(uuid.uuid4()),
+        vector=vector,
+        payload=VectorPayload(
+            tenant=tenant,
+            namespace=namespace,
+            memory_id=f"mem-{uuid.uuid4().hex[:8]}",
+            version=version,
+            sensitivity="internal",
+            expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        ),
+    )
+
+
+@pytest.fixture(params=["edge", "server-local"])
+async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorIndex]:
+    backend: VectorIndex
+    if request.param == "edge":
+        backend = EdgeVectorIndex(tmp_path / "qdrant")
+    else:
+        backend = QdrantServerIndex(location=":memory:")
+    await backend.ensure_collection(DIM)
+    yield backend
+    await backend.close()
+
+
+async def test_query_returns_nearest_point_of_the_tenant_first(index: VectorIndex) -> None:
+    east, north, north_east = point("acme", EAST), point("acme", NORTH), point("acme", NORTH_EAST)
+    await index.upsert([north, east, north_east])
+
+    hits = await index.query("acme", EAST, k=3)
+
+    assert [hit.id for hit in hits] == [east.id, north_east.id, north.id]
+    assert hits[0].score == pytest.approx(1.0)
+    assert hits[0].payload == east.payload
+
+
+async def test_tenant_never_sees_another_tenants_exact_match(index: VectorIndex) -> None:
+    acme_secret = point("acme", EAST)
+    globex_note = point("globex", UP)
+    await index.upsert([acme_secret, globex_note])
+
+    hits = await index.query("globex", EAST, k=10)
+
+    assert [hit.id for hit in hits] == [globex_note.id]
+    assert await index.query("initech", EAST, k=10) == []
+
+
+async def test_namespace_filter_matches_any_listed_namespace(index: VectorIndex) -> None:
+    note = point("acme", EAST, namespace="notes")
+    task = point("acme", NORTH_EAST, namespace="tasks")
+    contact = point("acme", EAST, namespace="contacts")
+    await index.upsert([note, task, contact])
+
+    hits = await index.query("acme", EAST, k=10, namespaces=["notes", "tasks"])
+
+    assert [hit.id for hit in hits] == [note.id, task.id]
+    assert await index.query("acme", EAST, k=10, namespaces=[]) == []
+
+
+async def test_delete_removes_point_from_query_and_count(index: VectorIndex) -> None:
+    gone, kept = point("acme", EAST), point("acme", NORTH)
+    await index.upsert([gone, kept])
+
+    await index.delete("acme", [gone.id])
+
+    assert [hit.id for hit in await index.query("acme", EAST, k=10)] == [kept.id]
+    assert await index.count("acme") == 1
+
+
+async def test_delete_in_the_name_of_another_tenant_keeps_the_point(index: VectorIndex) -> None:
+    victim = point("acme", EAST)
+    await index.upsert([victim])
+
+    await index.delete("globex", [victim.id])
+
+    assert await index.count("acme") == 1
+
+
+async def test_upsert_with_the_same_id_replaces_the_point(index: VectorIndex) -> None:
+    first = point("acme", EAST, version=1)
+    second = point("acme", NORTH, point_id=first.id, version=2)
+    await index.upsert([first])
+
+    await index.upsert([second])
+
+    hits = await index.query("acme", NORTH, k=10)
+    assert [(hit.id, hit.payload.version) for hit in hits] == [(first.id, 2)]
+    assert hits[0].score == pytest.approx(1.0)
+    assert await index.count("acme") == 1
+
+
+async def test_count_is_per_tenant(index: VectorIndex) -> None:
+    await index.upsert([point("acme", EAST), point("acme", NORTH), point("globex", UP)])
+
+    assert (await index.count("acme"), await index.count("globex")) == (2, 1)
+
+
+async def test_ensure_collection_twice_keeps_the_points(index: VectorIndex) -> None:
+    stored = point("acme", EAST)
+    await index.upsert([stored])
+
+    await index.ensure_collection(DIM)
+
+    assert [hit.id for hit in await index.query("acme", EAST, k=1)] == [stored.id]
+
+
+async def test_ensure_collection_with_another_dim_is_a_mismatch(index: VectorIndex) -> None:
+    with pytest.raises(VectorIndexMismatch):
+        await index.ensure_collection(DIM * 2)
+
+
+async def test_empty_tenant_is_refused(index: VectorIndex) -> None:
+    with pytest.raises(ValueError, match="tenant"):
+        await index.query("", EAST, k=1)
+
+
+async def test_edge_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    stored = point("acme", EAST)
+    first = EdgeVectorIndex(tmp_path / "qdrant")
+    await first.ensure_collection(DIM)
+    await first.upsert([stored])
+    await first.close()
+
+    reopened = EdgeVectorIndex(tmp_path / "qdrant")
+    try:
+        hits = await reopened.query("acme", EAST, k=1)
+        await reopened.ensure_collection(DIM)
+        assert [(hit.id, hit.payload) for hit in hits] == [(stored.id, stored.payload)]
+        assert await reopened.count("acme") == 1
+    finally:
+        await reopened.close()
+
+
+async def test_edge_second_opener_of_a_path_is_unavailable(tmp_path: Path) -> None:
+    holder = EdgeVectorIndex(tmp_path / "qdrant")
+    await holder.ensure_collection(DIM)
+    try:
+        with pytest.raises(VectorIndexUnavailable, match="another process"):
+            await EdgeVectorIndex(tmp_path / "qdrant").count("acme")
+    finally:
+        await holder.close()
+
+
+async def test_edge_query_before_any_shard_exists_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(VectorIndexUnavailable, match="ensure_collection"):
+        await EdgeVectorIndex(tmp_path / "qdrant").count("acme")
+
+
+async def test_server_unreachable_is_unavailable() -> None:
+    with socket.socket() as probe:  # a port nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    index = QdrantServerIndex(url=f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(VectorIndexUnavailable, match=f"127.0.0.1:{port}"):
+            await index.ensure_collection(DIM)
+    finally:
+        await index.close()
+
+
+async def test_factory_uses_the_server_only_when_a_url_is_set(tmp_path: Path) -> None:
+    embedded = open_vector_index(None, tmp_path)
+    remote = open_vector_index("http://127.0.0.1:6333", tmp_path)
+    try:
+        assert isinstance(embedded, EdgeVectorIndex)
+        assert isinstance(remote, QdrantServerIndex)
+    finally:
+        await embedded.close()
+        await remote.close()
+
+
+def test_points_reject_unknown_fields_and_non_uuid_ids() -> None:
+    payload = point("acme", EAST).payload.model_dump()
+    with pytest.raises(ValidationError):
+        VectorPayload.model_validate({**payload, "text": "leaked content"})
+    with pytest.raises(ValidationError):
+        VectorPoint(id="memory-1", vector=EAST, payload=VectorPayload.model_validate(payload))
