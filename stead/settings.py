@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stead.errors import ConfigError
@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     policy_dir: Path = Field(default=Path("policies"), description="Rego policies OPA loads.")
     playbook_dir: Path = Field(default=Path("playbooks"), description="Playbook YAML files.")
     planner_model: str | None = Field(default=None, description="litellm model for the planner.")
+    planner_api_base: str | None = Field(default=None, description="Planner API base URL.")
+    planner_api_key: SecretStr | None = Field(default=None, description="Planner API key.")
+    planner_timeout_seconds: float = Field(default=60.0, gt=0, description="One planner call.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Worker /metrics port; 0 off.")
 
     @field_validator("temporal_address")

@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from stead.devstack.stack import stack_down, stack_up
 from stead.settings import Settings, load_settings
-from workers.main import build_worker, connect
+from workers.main import build_worker, connect, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
 KEEP = {"STEAD_OPA_BIN"}
@@ -63,7 +63,7 @@ async def worker(stack: Settings) -> AsyncIterator[WorkerHandle]:
     """An in-process worker on a task queue of its own, so modules never steal each other's tasks."""
     task_queue = f"test-{uuid.uuid4().hex[:10]}"
     client = await connect(stack)
-    async with build_worker(client, task_queue):
+    async with open_resources(stack) as resources, build_worker(client, task_queue, resources):
         yield WorkerHandle(client=client, task_queue=task_queue, settings=stack)
 
 

@@ -9,12 +9,13 @@ from typing import Annotated
 
 import typer
 
-from stead.cli import dev
+from stead.cli import dev, runs
 from stead.cli._common import console, fails_cleanly, print_json, settings
 from stead.settings import Settings
 
 app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
+runs.register(app)
 
 
 @app.command()

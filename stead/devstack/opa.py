@@ -80,7 +80,7 @@ def start(home: Path, binary: Path, policy_dir: Path, port: int, *, timeout: flo
         "--addr", f"{LOOPBACK}:{port}",
         "--watch",
         "--log-level", "error",
-        "--disable-telemetry",
+        "--skip-version-check",
         str(policy_dir.resolve()),
     ]
     log = home / "logs" / "opa.log"

@@ -1,0 +1,206 @@
+"""Asking OPA before a plan and before every step, and recording what it said.
+
+Fail closed: OPA unreachable raises a retryable error (Temporal retries a few times,
+then the workflow blocks the step); an undefined or malformed answer is recorded as
+a ``policy_undefined`` block at once. Each decision is stored with its id and the
+policy revision, and appended to the audit log in the same transaction.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
+from stead.audit.log import AuditEvent, append_event
+from stead.contracts.activities import DecideStepInput, PlanDecisionInput
+from stead.contracts.run import ApprovalPolicy, Decision, sha256_hex
+from stead.db.pool import tenant_transaction
+from stead.planning.refs import find_refs
+from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
+from stead.runs.store import DecisionKind, group_members, record_decision
+
+
+class PolicyActivities:
+    def __init__(self, opa: OpaClient, pool: asyncpg.Pool, catalog: Catalog) -> None:
+        self._opa = opa
+        self._pool = pool
+        self._catalog = catalog
+
+    @activity.defn(name="policy.decide_plan")
+    async def decide_plan(self, req: PlanDecisionInput) -> Decision:
+        operations = {
+            step.operation: self._operation_meta(step.operation)
+            for step in req.plan.steps
+            if step.operation in self._catalog
+        }
+        opa_input: dict[str, Any] = {
+            "tenant": req.tenant,
+            "principal": req.principal,
+            "run": req.run.model_dump(mode="json"),
+            "plan": req.plan.model_dump(mode="json", include={"plan_id", "plan_hash", "steps", "planner"}),
+            "budget": req.budget.model_dump(mode="json"),
+            "operations": operations,
+        }
+        started = time.perf_counter()
+        try:
+            result = await self._opa.decide_plan(opa_input)
+        except PolicyUnavailable as exc:
+            raise ApplicationError(exc.message, type="PolicyUnavailable") from exc
+        except PolicyUndefined as exc:
+            decision = _undefined(exc)
+        else:
+            decision = Decision(
+                decision_id=uuid.uuid4().hex,
+                outcome=result.outcome,
+                reasons=tuple(result.reasons),
+                policy_revision=await self._opa.revision(),
+            )
+        eval_ms = (time.perf_counter() - started) * 1000
+        await self._record(req.tenant, req.run.workflow_id, req.run.run_id, None, "plan", decision, opa_input, eval_ms)
+        return decision
+
+    @activity.defn(name="policy.decide_step")
+    async def decide_step(self, req: DecideStepInput) -> Decision:
+        started = time.perf_counter()
+        problem = self._argument_problem(req)
+        opa_input: dict[str, Any] = {
+            "tenant": req.tenant,
+            "principal": req.principal,
+            "run": req.run.model_dump(mode="json"),
+            "step": {"id": req.step.id, "operation": req.step.operation, "args": req.step.args},
+            "operation": {"name": req.step.operation, **self._execution_meta(req)},
+            "budget": req.budget.model_dump(mode="json"),
+            "spent": req.spent.model_dump(mode="json"),
+            "approvals": [{"approver": a.approver, "verdict": a.verdict} for a in req.approvals],
+        }
+        if problem is not None:
+            # Bad input is refused before policy: it must never reach an adapter.
+            decision = Decision(decision_id=uuid.uuid4().hex, outcome="deny", reasons=(problem,))
+        else:
+            try:
+                result = await self._opa.decide_step(opa_input)
+            except PolicyUnavailable as exc:
+                raise ApplicationError(exc.message, type="PolicyUnavailable") from exc
+            except PolicyUndefined as exc:
+                decision = _undefined(exc)
+            else:
+                approval = None
+                if result.approval is not None:
+                    async with tenant_transaction(self._pool, req.tenant) as conn:
+                        eligible = await _expand(conn, req.tenant, result.approval.approvers)
+                        escalate = await _expand(conn, req.tenant, result.approval.escalate_to)
+                    approval = ApprovalPolicy(
+                        approvers=tuple(result.approval.approvers),
+                        eligible=eligible,
+                        min_approvals=result.approval.min_approvals,
+                        timeout_seconds=result.approval.timeout_seconds,
+                        on_timeout=result.approval.on_timeout,
+                        escalate_to=tuple(result.approval.escalate_to),
+                        escalate_eligible=escalate,
+                        allow_self_approval=result.approval.allow_self_approval,
+                    )
+                decision = Decision(
+                    decision_id=uuid.uuid4().hex,
+                    outcome=result.outcome,
+                    reasons=tuple(result.reasons),
+                    approval=approval,
+                    policy_revision=await self._opa.revision(),
+                )
+        eval_ms = (time.perf_counter() - started) * 1000
+        await self._record(
+            req.tenant, req.run.workflow_id, req.run.run_id, req.step.id, "step", decision, opa_input, eval_ms
+        )
+        return decision
+
+    def _argument_problem(self, req: DecideStepInput) -> str | None:
+        try:
+            self._catalog.get(req.step.operation)
+            if not find_refs(req.step.args):
+                self._catalog.parse_args(req.step.operation, req.step.args)
+        except (UnknownOperation, InvalidArguments) as exc:
+            return str(exc)
+        return None
+
+    def _operation_meta(self, name: str) -> dict[str, Any]:
+        spec = self._catalog.get(name).spec()
+        return {"side_effect": spec.side_effect, "risk": spec.risk, "scopes": list(spec.scopes)}
+
+    def _execution_meta(self, req: DecideStepInput) -> dict[str, Any]:
+        """Risk and side effect come from the worker's catalog, never from the plan."""
+        if req.step.operation in self._catalog:
+            return self._operation_meta(req.step.operation)
+        return {"side_effect": "external", "risk": "high", "scopes": []}
+
+    async def _record(
+        self,
+        tenant: str,
+        workflow_id: str,
+        run_id: str,
+        step_id: str | None,
+        kind: DecisionKind,
+        decision: Decision,
+        opa_input: dict[str, Any],
+        eval_ms: float,
+    ) -> None:
+        async with tenant_transaction(self._pool, tenant) as conn:
+            await record_decision(
+                conn,
+                tenant=tenant,
+                workflow_id=workflow_id,
+                step_id=step_id,
+                kind=kind,
+                decision=decision,
+                input_hash=sha256_hex(opa_input),
+                eval_ms=eval_ms,
+            )
+            await append_event(
+                conn,
+                AuditEvent(
+                    tenant=tenant,
+                    workflow_id=workflow_id,
+                    run_id=run_id,
+                    step_id=step_id,
+                    kind=f"{kind}_decision",
+                    actor="system:opa",
+                    data={
+                        "decision_id": decision.decision_id,
+                        "outcome": decision.outcome,
+                        "reasons": list(decision.reasons),
+                        "blocked": decision.blocked,
+                        "policy_revision": decision.policy_revision,
+                    },
+                ),
+            )
+
+
+def _undefined(exc: PolicyUndefined) -> Decision:
+    return Decision(
+        decision_id=uuid.uuid4().hex,
+        outcome="deny",
+        reasons=("policy_undefined", str(exc)),
+        blocked="policy_undefined",
+    )
+
+
+async def _expand(conn: asyncpg.Connection, tenant: str, names: Sequence[str]) -> tuple[str, ...]:
+    """``group:x`` becomes its members (from the directory); principals stay themselves."""
+    groups = [n for n in names if n.startswith("group:")]
+    members = await group_members(conn, tenant, groups) if groups else {}
+    expanded: list[str] = []
+    for name in names:
+        expanded.extend(members.get(name, []) if name.startswith("group:") else [name])
+    return tuple(_unique(expanded))
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)

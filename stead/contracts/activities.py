@@ -1,0 +1,118 @@
+"""Inputs and outputs of the run's activities: the workflow's only doors to the world."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field, JsonValue
+
+from stead.contracts.run import (
+    ApprovalRecord,
+    Budget,
+    Closed,
+    Decision,
+    Plan,
+    PrincipalId,
+    RunRequest,
+    RunState,
+    Spent,
+    Step,
+    StepExecution,
+    StepId,
+    TenantId,
+)
+
+# ApplicationError types raised by activities; the workflow branches on these names.
+PLAN_REJECTED = "PlanRejected"
+STEP_FAILED = "StepFailed"
+INVALID_ARGUMENTS = "InvalidArguments"
+UNKNOWN_OPERATION = "UnknownOperation"
+LEDGER_CONFLICT = "LedgerConflict"
+NON_RETRYABLE_TYPES = (PLAN_REJECTED, STEP_FAILED, INVALID_ARGUMENTS, UNKNOWN_OPERATION, LEDGER_CONFLICT)
+
+
+class RecalledMemory(Closed):
+    """Context recalled before planning (filled by the memory service; empty until it lands)."""
+
+    namespace: str
+    key: str
+    content: str
+    sensitivity: str = "internal"
+    version: int = 1
+
+
+class RunRef(Closed):
+    workflow_id: str
+    run_id: str
+    started_by: PrincipalId
+
+
+class PlanInput(Closed):
+    request: RunRequest
+    workflow_id: str
+    attempt: int = Field(default=1, ge=1, description="1 for the first plan, 2+ for replans.")
+    recalled: tuple[RecalledMemory, ...] = ()
+    failure_context: str | None = None
+    completed_steps: tuple[StepId, ...] = ()
+
+
+class PlanDecisionInput(Closed):
+    tenant: TenantId
+    principal: PrincipalId
+    run: RunRef
+    plan: Plan
+    budget: Budget
+
+
+class DecideStepInput(Closed):
+    tenant: TenantId
+    principal: PrincipalId
+    run: RunRef
+    plan_hash: str
+    step: Step
+    execution: StepExecution
+    budget: Budget
+    spent: Spent
+    approvals: tuple[ApprovalRecord, ...] = ()
+
+
+class ExecuteStepInput(Closed):
+    tenant: TenantId
+    principal: PrincipalId
+    run: RunRef
+    plan_hash: str
+    step: Step
+    decision_id: str
+    idempotency_key: str
+
+
+class ExecuteStepOutput(Closed):
+    output: JsonValue = None
+    replayed: bool = Field(default=False, description="True when the ledger already held the result.")
+
+
+class AuditInput(Closed):
+    tenant: TenantId
+    workflow_id: str
+    run_id: str
+    step_id: str | None = None
+    kind: str
+    actor: str
+    data: dict[str, JsonValue] = {}
+
+
+class RunRecordInput(Closed):
+    tenant: TenantId
+    workflow_id: str
+    principal: PrincipalId
+    status: RunState
+    goal: str | None = None
+    playbook: str | None = None
+    plan_hash: str | None = None
+    tokens: int | None = None
+    cost_usd: float | None = None
+    minutes_saved: float | None = None
+    labels: dict[str, str] = {}
+    summary: dict[str, JsonValue] = {}
+    finished: bool = False
+    at: datetime | None = None

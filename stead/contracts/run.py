@@ -1,0 +1,263 @@
+"""Contracts of the governed run: what enters the workflow, what it records, what it reports.
+
+Every model is closed (``extra="forbid"``): a field the workflow does not know is an
+error at the boundary, not silently dropped. Fields get defaults so old histories
+still deserialize when a field is added later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
+
+TenantId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+PrincipalId = Annotated[
+    str, StringConstraints(pattern=r"^(user|agent|service|group):[A-Za-z0-9._@+-]{1,128}$")
+]
+StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+OperationName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")]
+
+OnFailure = Literal["abort", "skip", "replan"]
+Verdict = Literal["approve", "reject"]
+Outcome = Literal["allow", "deny", "approve"]
+BlockedReason = Literal["policy_unavailable", "policy_undefined"]
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def canonical_json(value: object) -> str:
+    """One byte-exact JSON form for hashing: sorted keys, no whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_hex(value: object) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+class Budget(Closed):
+    max_steps: int = Field(default=50, ge=1, le=100_000)
+    max_tokens: int = Field(default=200_000, ge=0)
+    max_usd: float = Field(default=5.0, ge=0)
+
+
+class RunOptions(Closed):
+    """Knobs a caller may set per run; defaults suit interactive use."""
+
+    max_parallel: int = Field(default=4, ge=1, le=64)
+    max_replans: int = Field(default=1, ge=0, le=5)
+    continue_as_new_after_steps: int = Field(default=200, ge=10)
+    default_approval_timeout_seconds: int | None = Field(default=None, ge=1)
+
+
+class RunRequest(Closed):
+    tenant: TenantId
+    principal: PrincipalId
+    goal: str | None = Field(default=None, min_length=1, max_length=8_000)
+    playbook: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,100}$")
+    playbook_source: str | None = Field(
+        default=None, max_length=512_000, description="Inline playbook YAML (--playbook-file)."
+    )
+    inputs: dict[str, JsonValue] = {}
+    budget: Budget = Budget()
+    deadline: datetime | None = None
+    labels: dict[str, str] = {}
+    options: RunOptions = RunOptions()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunRequest:
+        given = [x for x in (self.goal, self.playbook, self.playbook_source) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of goal, playbook or playbook_source")
+        return self
+
+
+class Step(Closed):
+    id: StepId
+    operation: OperationName
+    args: dict[str, JsonValue] = {}
+    depends_on: tuple[StepId, ...] = ()
+    rationale: str = ""
+    on_failure: OnFailure = "abort"
+    minutes_saved: float = Field(default=0.0, ge=0, description="Value captured when it succeeds.")
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Tighter activity timeout; never above the catalog's."
+    )
+
+
+class StepExecution(Closed):
+    """How a step runs, resolved from the adapter catalog at plan time so it is in history."""
+
+    task_queue: str | None = None
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    side_effect: Literal["read", "write", "external"] = "read"
+    risk: Literal["low", "medium", "high"] = "low"
+    scopes: tuple[str, ...] = ()
+
+
+class PlannerInfo(Closed):
+    kind: Literal["playbook", "llm"]
+    model: str | None = None
+    playbook: str | None = None
+    prompt_hash: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+    attempts: int = 1
+
+
+class Plan(Closed):
+    plan_id: str
+    plan_hash: str
+    steps: tuple[Step, ...]
+    execution: dict[StepId, StepExecution] = {}
+    rationale: str = ""
+    planner: PlannerInfo
+
+    @staticmethod
+    def hash_steps(steps: tuple[Step, ...]) -> str:
+        return sha256_hex([s.model_dump(mode="json") for s in steps])
+
+
+class ApprovalPolicy(Closed):
+    approvers: tuple[str, ...]
+    eligible: tuple[PrincipalId, ...] = Field(
+        default=(), description="Principals allowed to approve: approvers with groups expanded."
+    )
+    min_approvals: int = Field(default=1, ge=1)
+    timeout_seconds: int = Field(default=3600, ge=1)
+    on_timeout: Literal["reject", "escalate"] = "reject"
+    escalate_to: tuple[str, ...] = ()
+    escalate_eligible: tuple[PrincipalId, ...] = ()
+    allow_self_approval: bool = False
+
+
+class Decision(Closed):
+    decision_id: str
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    approval: ApprovalPolicy | None = None
+    policy_revision: str = "unknown"
+    blocked: BlockedReason | None = None
+
+
+class ApprovalInput(Closed):
+    step_id: StepId
+    plan_hash: str
+    approver: PrincipalId
+    verdict: Verdict
+    comment: str = Field(default="", max_length=4_000)
+    token: str | None = Field(default=None, description="Signed principal token, when required.")
+
+
+class ApprovalRecord(Closed):
+    approver: PrincipalId
+    verdict: Verdict
+    comment: str = ""
+    at: datetime
+    escalated: bool = False
+
+
+StepState = Literal[
+    "pending",
+    "awaiting_approval",
+    "running",
+    "succeeded",
+    "failed",
+    "denied",
+    "rejected",
+    "blocked",
+    "skipped",
+    "cancelled",
+]
+RunState = Literal[
+    "planning",
+    "running",
+    "awaiting_approval",
+    "completed",
+    "failed",
+    "denied",
+    "plan_rejected",
+    "cancelled",
+    "timed_out",
+]
+TERMINAL_RUN_STATES: frozenset[str] = frozenset(
+    {"completed", "failed", "denied", "plan_rejected", "cancelled", "timed_out"}
+)
+
+
+class StepResult(Closed):
+    step_id: StepId
+    operation: OperationName
+    status: StepState
+    decision: Decision | None = None
+    approvals: tuple[ApprovalRecord, ...] = ()
+    output: JsonValue = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Spent(Closed):
+    steps: int = 0
+    tokens: int = 0
+    usd: float = 0.0
+
+
+class PendingApproval(Closed):
+    workflow_id: str
+    tenant: TenantId
+    step_id: StepId
+    operation: OperationName
+    plan_hash: str
+    args: dict[str, JsonValue]
+    reasons: tuple[str, ...]
+    approvers: tuple[str, ...]
+    eligible: tuple[PrincipalId, ...]
+    requested_by: PrincipalId
+    since: datetime
+    deadline: datetime
+
+
+class RunStatus(Closed):
+    workflow_id: str
+    tenant: TenantId
+    principal: PrincipalId
+    status: RunState
+    plan: Plan | None = None
+    steps: tuple[StepResult, ...] = ()
+    pending_approvals: tuple[PendingApproval, ...] = ()
+    spent: Spent = Spent()
+    reasons: tuple[str, ...] = ()
+    replans: int = 0
+    continued: int = 0
+
+
+class RunCarry(Closed):
+    """Everything a run knows, passed whole through continue-as-new."""
+
+    status: RunState = "running"
+    plan: Plan | None = None
+    results: dict[StepId, StepResult] = {}
+    outputs: dict[StepId, JsonValue] = {}
+    spent: Spent = Spent()
+    replans: int = 0
+    continued: int = 0
+    reasons: tuple[str, ...] = ()
+
+
+class RunInput(Closed):
+    request: RunRequest
+    carry: RunCarry | None = None

@@ -1,0 +1,39 @@
+"""Connections for the app role, always inside a tenant.
+
+Row-level security policies compare rows to ``current_setting('app.tenant_id')``.
+The setting is made per transaction (``set_config(..., true)``), so a pooled
+connection never carries one tenant's identity into another tenant's work, and a
+query outside ``tenant_transaction`` sees no tenant rows at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from stead.errors import ConfigError
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    except (OSError, asyncpg.PostgresError) as exc:
+        host = dsn.rsplit("@", 1)[-1]
+        raise ConfigError(
+            f"cannot connect to Postgres at {host}: {exc}. Is `stead dev up` running, "
+            "or is STEAD_POSTGRES_DSN right?"
+        ) from exc
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def tenant_transaction(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction in which RLS lets the app role see only ``tenant``'s rows."""
+    if not tenant:
+        raise ValueError("a tenant is required for tenant-scoped database access")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+        yield conn

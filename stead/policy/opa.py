@@ -1,0 +1,359 @@
+"""The OPA client Stead asks before every plan and every step. It fails closed.
+
+Every way a question to OPA can go wrong ends in one of two typed errors, never in
+an answer: ``PolicyUnavailable`` (OPA did not give a usable answer: down, slow,
+5xx, garbage; worth retrying) and ``PolicyUndefined`` (OPA answered, but with no
+decision or one that breaks the contract in ``policies/README.md``; retrying the
+same question gives the same answer). A malformed result is never read as allow.
+
+There are no retry loops here: Temporal owns retries, so one call is one HTTP request.
+
+Why plain ``httpx`` and not ``opa-python-client``: its ``OpaClient`` is synchronous
+(``requests``) and would block the worker's event loop; since 2.0 it also ships an
+``AsyncOpaClient``, but that pulls in ``aiohttp`` and ``aiofiles`` beside the ``httpx``
+Stead already depends on, has a single total timeout, is untyped, and its
+``query_rule`` returns the raw body after ``raise_for_status``, so "no decision"
+(a 200 without ``result``) looks like any other answer. Here one pooled
+``httpx.AsyncClient`` keeps connections alive across decisions (no TCP handshake per
+step), ``evaluate`` bounds every call by one deadline, and each failure maps to
+exactly one error a caller can branch on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Annotated, Any, Final, Literal, Self
+
+import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from stead.contracts.run import ApprovalPolicy, Decision
+from stead.errors import ErrorCode, SteadError
+
+STEP_DECISION: Final = "stead/step/decision"
+PLAN_DECISION: Final = "stead/plan/decision"
+REVISION: Final = "stead/system/health/revision"
+REVISION_TTL_SECONDS: Final = 5.0
+UNKNOWN_REVISION: Final = "unknown"
+NOT_RUNNING_HINT: Final = "Is `stead dev up` running?"
+SERVER_ERROR_HINT: Final = "See the OPA log: the policy may fail to evaluate for this input."
+
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_-]*)*$")
+# A proxy or load balancer in front of OPA may answer these while OPA itself is
+# fine a moment later: transient, like a 5xx.
+_TRANSIENT_4XX = frozenset({408, 425, 429})
+
+
+class PolicyUnavailable(SteadError):
+    """OPA gave no usable answer (unreachable, timed out, 5xx, not JSON): retryable, never allow."""
+
+    code = ErrorCode.SERVICE_NOT_READY
+
+    def __init__(
+        self, url: str, detail: str, *, subject: str = "the step", hint: str = NOT_RUNNING_HINT
+    ) -> None:
+        self.url = url
+        self.detail = detail
+        self.subject = subject
+        self.hint = hint
+        super().__init__(f"OPA at {_where(url)} {detail}; {subject} stays blocked. {hint}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle by re-calling __init__ with .args; ours take other arguments.
+        kwargs = {"subject": self.subject, "hint": self.hint}
+        return (_rebuild, (type(self), (self.url, self.detail), kwargs))
+
+
+class PolicyUndefined(SteadError):
+    """OPA answered without a valid decision (undefined path, malformed result): not retryable."""
+
+    code = ErrorCode.CONFIG
+
+    def __init__(self, path: str, detail: str | None = None, *, subject: str = "the step") -> None:
+        self.path = path
+        self.detail = detail
+        self.subject = subject
+        rule = "data." + path.replace("/", ".")
+        why = detail or (
+            "it is undefined (check that its package loads with `opa check policies/` "
+            "and that the rule name is right)"
+        )
+        super().__init__(f"OPA has no valid decision at {rule}: {why}; {subject} stays blocked.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (self.path, self.detail), {"subject": self.subject}))
+
+
+def _rebuild(cls: type[SteadError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> SteadError:
+    return cls(*args, **kwargs)
+
+
+def _where(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return url
+    return f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host or url
+
+
+# What OPA returns, closed and strict: a policy bug that yields "1" for a number,
+# "false" for a bool or an extra key is refused, not coerced into something that runs.
+Reason = Annotated[StrictStr, Field(min_length=1)]
+Reasons = Annotated[tuple[Reason, ...], Field(min_length=1)]
+
+
+class _OpaDocument(BaseModel):
+    # Scalars are Strict* below; containers stay lax so JSON arrays become tuples.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApprovalTerms(_OpaDocument):
+    """Who may approve a held step, how many, how long, and what a timeout does."""
+
+    approvers: tuple[StrictStr, ...] = Field(min_length=1)
+    min_approvals: StrictInt = Field(ge=1)
+    timeout_seconds: StrictInt = Field(ge=1)
+    on_timeout: Literal["reject", "escalate"]
+    escalate_to: tuple[StrictStr, ...]
+    allow_self_approval: StrictBool
+
+
+class StepPolicy(_OpaDocument):
+    """The document ``data.stead.step.decision`` must evaluate to."""
+
+    outcome: Literal["allow", "deny", "approve"]
+    reasons: Reasons
+    approval: ApprovalTerms | None = None
+
+    @model_validator(mode="after")
+    def _approval_only_on_approve(self) -> Self:
+        # The contract sets approval on approve and only there: an approve without
+        # terms could not be granted by anyone, an allow with terms is ambiguous.
+        if (self.outcome == "approve") != (self.approval is not None):
+            raise ValueError(
+                "approval must be an object when outcome is approve, and null otherwise "
+                f"(got outcome {self.outcome} with approval {'set' if self.approval else 'null'})"
+            )
+        return self
+
+
+class PlanPolicy(_OpaDocument):
+    """The document ``data.stead.plan.decision`` must evaluate to."""
+
+    outcome: Literal["allow", "deny"]
+    reasons: Reasons
+
+
+class StepPolicyResult(StepPolicy):
+    """A validated step decision plus how long OPA took to give it (client-side, ms)."""
+
+    eval_ms: float = Field(ge=0)
+
+    def to_decision(self, decision_id: str, *, policy_revision: str) -> Decision:
+        """The workflow contract; ``eligible`` stays empty until groups are expanded."""
+        approval = None
+        if self.approval is not None:
+            approval = ApprovalPolicy(**self.approval.model_dump())
+        return Decision(
+            decision_id=decision_id,
+            outcome=self.outcome,
+            reasons=self.reasons,
+            approval=approval,
+            policy_revision=policy_revision,
+        )
+
+
+class PlanPolicyResult(PlanPolicy):
+    """A validated plan decision plus how long OPA took to give it (client-side, ms)."""
+
+    eval_ms: float = Field(ge=0)
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "result"
+        got = json.dumps(error["input"], default=str)
+        if len(got) > 80:
+            got = got[:77] + "..."
+        problems.append(f"{where}: {error['msg']} (got {got})")
+    return "the result does not follow the decision contract: " + "; ".join(problems)
+
+
+class OpaClient:
+    """Asks OPA's REST data API, over one pooled keep-alive connection set.
+
+    Pass ``client`` to supply your own ``httpx.AsyncClient`` (a Unix-socket or
+    HTTP/2 transport, say); the caller then owns it and ``aclose`` leaves it open.
+    ``timeout`` bounds each call end to end: connect, send, evaluate and read.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 1.5, client: httpx.AsyncClient | None = None
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._owns_client = client is None
+        # trust_env=False: a HTTP(S)_PROXY exported for model APIs must not route
+        # policy inputs through a proxy, nor add its latency to every step.
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0
+            ),
+            trust_env=False,
+        )
+        self._revision: tuple[float, str] | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def evaluate(self, path: str, input: Mapping[str, Any]) -> Any:
+        """``POST /v1/data/<path>`` with ``{"input": input}``; return the defined ``result``."""
+        return await self._evaluate(path, input, subject="the step")
+
+    async def decide_step(self, input: Mapping[str, Any]) -> StepPolicyResult:
+        """Allow, deny or hold one step (``data.stead.step.decision``)."""
+        started = time.perf_counter()
+        result = await self._evaluate(STEP_DECISION, input, subject="the step")
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        try:
+            parsed = StepPolicy.model_validate(result)
+        except ValidationError as exc:
+            raise PolicyUndefined(STEP_DECISION, _describe(exc), subject="the step") from None
+        return StepPolicyResult(**dict(parsed), eval_ms=elapsed_ms)
+
+    async def decide_plan(self, input: Mapping[str, Any]) -> PlanPolicyResult:
+        """Allow or deny a whole plan before any step runs (``data.stead.plan.decision``)."""
+        started = time.perf_counter()
+        result = await self._evaluate(PLAN_DECISION, input, subject="the plan")
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        try:
+            parsed = PlanPolicy.model_validate(result)
+        except ValidationError as exc:
+            raise PolicyUndefined(PLAN_DECISION, _describe(exc), subject="the plan") from None
+        return PlanPolicyResult(**dict(parsed), eval_ms=elapsed_ms)
+
+    async def revision(self) -> str:
+        """The loaded policy set's revision, for the audit trail; ``"unknown"`` if OPA can't say.
+
+        Cached for a few seconds because it is recorded with every decision and only
+        changes on a bundle reload. Failures are not cached, so recovery shows at once.
+        """
+        now = time.monotonic()
+        if self._revision is not None and now - self._revision[0] < REVISION_TTL_SECONDS:
+            return self._revision[1]
+        try:
+            value = await self._evaluate(REVISION, {}, subject="the revision lookup")
+        except (PolicyUnavailable, PolicyUndefined):
+            return UNKNOWN_REVISION
+        if not isinstance(value, str) or not value:
+            return UNKNOWN_REVISION
+        self._revision = (now, value)
+        return value
+
+    async def _evaluate(self, path: str, input: Mapping[str, Any], *, subject: str) -> Any:
+        path = path.strip("/")
+        if not _PATH.match(path):
+            raise ValueError(f"not an OPA data path: {path!r} (expected e.g. stead/step/decision)")
+        try:
+            # One deadline for the whole exchange: httpx's timeout applies per phase,
+            # so connect + write + read could otherwise add up to several times it.
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.post(
+                    f"{self.url}/v1/data/{path}", json={"input": dict(input)}
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise PolicyUnavailable(
+                self.url, f"did not answer in {self.timeout:g} s", subject=subject
+            ) from None
+        except httpx.ConnectError as exc:
+            raise PolicyUnavailable(
+                self.url, f"could not be reached ({exc})", subject=subject
+            ) from None
+        except httpx.TransportError as exc:
+            raise PolicyUnavailable(
+                self.url, f"dropped the connection ({type(exc).__name__}: {exc})", subject=subject
+            ) from None
+
+        if response.status_code >= 500 or response.status_code in _TRANSIENT_4XX:
+            raise PolicyUnavailable(
+                self.url,
+                f"answered HTTP {response.status_code}{_opa_error(response)}",
+                subject=subject,
+                hint=SERVER_ERROR_HINT if response.status_code >= 500 else NOT_RUNNING_HINT,
+            )
+        if response.status_code != 200:
+            # OPA (or whatever listens at this URL) refuses this exact request; asking
+            # again gives the same answer, so this is a missing decision, not an outage.
+            raise PolicyUndefined(
+                path,
+                f"OPA at {_where(self.url)} refused the query with HTTP "
+                f"{response.status_code}{_opa_error(response)}",
+                subject=subject,
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise PolicyUnavailable(
+                self.url,
+                "answered with a body that is not JSON (is this URL really OPA?)",
+                subject=subject,
+            ) from None
+        if not isinstance(body, dict):
+            raise PolicyUnavailable(
+                self.url,
+                f"answered JSON {type(body).__name__}, not an OPA response object",
+                subject=subject,
+            )
+        if "result" not in body:
+            raise PolicyUndefined(path, subject=subject)
+        return body["result"]
+
+
+def _opa_error(response: httpx.Response) -> str:
+    """OPA's own error body (``code``, ``message`` and the first of ``errors``), if any."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return ""
+    parts = [
+        f"{body['code']}: {body['message']}"
+        if isinstance(body.get("code"), str)
+        else body["message"]
+    ]
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        parts.append(f"{first.get('code', 'error')}: {first.get('message', '')}")
+    return " (" + "; ".join(parts) + ")"

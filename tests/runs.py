@@ -1,0 +1,40 @@
+"""Helpers for starting governed runs in tests and configuring tenants in the real OPA."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from temporalio.client import Client, WorkflowHandle
+
+from stead.contracts.run import RunInput, RunRequest, RunStatus
+
+
+def new_tenant() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+async def configure_tenant(opa_url: str, tenant: str, **config: Any) -> None:
+    """Tenant policy data goes into OPA through its data API, as an operator would push it."""
+    body = {"operations": ["*"], "approval_risk": "high", **config}
+    async with httpx.AsyncClient() as client:
+        response = await client.put(f"{opa_url}/v1/data/stead/tenants/{tenant}", json=body)
+        response.raise_for_status()
+
+
+async def start_run(client: Client, task_queue: str, **request: Any) -> WorkflowHandle[Any, RunStatus]:
+    req = RunRequest(**request)
+    return await client.start_workflow(
+        "stead.run",
+        RunInput(request=req),
+        id=f"run-{req.tenant}-{uuid.uuid4().hex[:12]}",
+        task_queue=task_queue,
+        result_type=RunStatus,
+    )
+
+
+def playbook(*steps: dict[str, Any], inputs: dict[str, Any] | None = None) -> str:
+    import yaml
+
+    return yaml.safe_dump({"name": "inline", "inputs": inputs or {}, "steps": list(steps)})

@@ -1,0 +1,727 @@
+"""The governed run: plan → plan decision → for each step: decide → (approve) → execute.
+
+Deterministic: no I/O, clocks or randomness here; every fact about the world comes
+from an activity result recorded in history. State lives in one ``RunCarry`` so
+continue-as-new passes it whole. Policy is the only authority: after a human
+approves, the step is decided *again* with the approval in OPA's input, so the
+approval counts only if policy says it is enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from stead.contracts.activities import (
+        NON_RETRYABLE_TYPES,
+        PLAN_REJECTED,
+        AuditInput,
+        DecideStepInput,
+        ExecuteStepInput,
+        ExecuteStepOutput,
+        PlanDecisionInput,
+        PlanInput,
+        RunRecordInput,
+        RunRef,
+    )
+    from stead.contracts.run import (
+        TERMINAL_RUN_STATES,
+        ApprovalInput,
+        ApprovalRecord,
+        Decision,
+        PendingApproval,
+        Plan,
+        RunCarry,
+        RunInput,
+        RunRequest,
+        RunState,
+        RunStatus,
+        Spent,
+        Step,
+        StepExecution,
+        StepResult,
+        StepState,
+    )
+    from stead.planning.refs import RefError, resolve_refs
+
+SA_TENANT = SearchAttributeKey.for_keyword("SteadTenant")
+SA_STATUS = SearchAttributeKey.for_keyword("SteadStatus")
+SA_PENDING = SearchAttributeKey.for_bool("SteadPendingApproval")
+
+QUICK = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=10,
+    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+)
+# Policy decisions retry a few times, then the step is blocked: fail closed, not forever.
+POLICY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=2),
+    maximum_attempts=3,
+    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+)
+PLAN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=6,
+    non_retryable_error_types=[*NON_RETRYABLE_TYPES, "PlannerUnusable"],
+)
+FAILED_STEP_STATES: frozenset[str] = frozenset({"failed", "denied", "rejected", "blocked"})
+DONE_STEP_STATES: frozenset[str] = frozenset({"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled"})
+
+
+class StepStop(Exception):
+    """A step ended without success; carries the state it ended in and why."""
+
+    def __init__(self, state: StepState, reason: str, decision: Decision | None = None) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+        self.decision = decision
+
+
+@workflow.defn(name="stead.run")
+class RunWorkflow:
+    @workflow.init
+    def __init__(self, inp: RunInput) -> None:
+        self._request = inp.request
+        self._request_principal = inp.request.principal
+        self._tenant = inp.request.tenant
+        self._carry = inp.carry or RunCarry(status="planning")
+        self._ref = RunRef(
+            workflow_id=workflow.info().workflow_id,
+            run_id=workflow.info().run_id,
+            started_by=inp.request.principal,
+        )
+        self._pending: dict[str, PendingApproval] = {}
+        self._pending_policy: dict[str, tuple[frozenset[str], bool]] = {}
+        self._votes: dict[str, list[ApprovalRecord]] = {}
+        self._cancel_requested = False
+        self._steps_this_run = 0
+
+    # ---------------------------------------------------------------- entry
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> RunStatus:
+        request = inp.request
+        workflow.upsert_search_attributes(
+            [SA_TENANT.value_set(request.tenant), SA_STATUS.value_set(self._carry.status), SA_PENDING.value_set(False)]
+        )
+        if inp.carry is None:
+            await self._record_run("planning")
+            plan = await self._make_plan(attempt=1, failure=None)
+            if plan is None:
+                return await self._finish()
+            self._carry = self._carry.model_copy(update={"plan": plan, "status": "running"})
+            self._set_status("running")
+
+        outcome = await self._execute_plan()
+        if outcome == "continue":
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            carry = self._carry.model_copy(update={"continued": self._carry.continued + 1})
+            workflow.continue_as_new(RunInput(request=request, carry=carry))
+        return await self._finish()
+
+    # ------------------------------------------------------------ planning
+
+    async def _make_plan(self, *, attempt: int, failure: str | None) -> Plan | None:
+        req = self._input_request()
+        completed = tuple(sid for sid, r in self._carry.results.items() if r.status == "succeeded")
+        try:
+            plan = await workflow.execute_activity(
+                "plan.create",
+                PlanInput(
+                    request=req,
+                    workflow_id=self._ref.workflow_id,
+                    attempt=attempt,
+                    failure_context=failure,
+                    completed_steps=completed,
+                ),
+                result_type=Plan,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=PLAN_RETRY,
+            )
+        except ActivityError as err:
+            self._carry = self._carry.model_copy(
+                update={"status": "plan_rejected", "reasons": _failure_reasons(err)}
+            )
+            return None
+        self._carry = self._carry.model_copy(
+            update={
+                "spent": self._carry.spent.model_copy(
+                    update={
+                        "tokens": self._carry.spent.tokens + plan.planner.tokens,
+                        "usd": self._carry.spent.usd + plan.planner.cost_usd,
+                    }
+                )
+            }
+        )
+        decision = await self._decide_plan(plan)
+        if decision.outcome != "allow":
+            self._carry = self._carry.model_copy(
+                update={"status": "denied", "plan": plan, "reasons": decision.reasons}
+            )
+            return None
+        return plan
+
+    async def _decide_plan(self, plan: Plan) -> Decision:
+        req = self._input_request()
+        try:
+            return await workflow.execute_activity(
+                "policy.decide_plan",
+                PlanDecisionInput(
+                    tenant=req.tenant, principal=req.principal, run=self._ref, plan=plan, budget=req.budget
+                ),
+                result_type=Decision,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=POLICY_RETRY,
+            )
+        except ActivityError as err:
+            return await self._blocked_decision(None, err)
+
+    # ----------------------------------------------------------- execution
+
+    async def _execute_plan(self) -> str:
+        """Run ready steps (bounded parallelism) until done, aborted, or time to continue-as-new."""
+        req = self._input_request()
+        running: dict[str, asyncio.Task[None]] = {}
+        while True:
+            plan = self._carry.plan
+            assert plan is not None
+            if self._cancel_requested and not running:
+                self._cancel_remaining("cancelled by request")
+                self._carry = self._carry.model_copy(update={"status": "cancelled"})
+                return "done"
+            if self._carry.status in TERMINAL_RUN_STATES and not running:
+                return "done"
+            stopping = self._cancel_requested or self._carry.status in TERMINAL_RUN_STATES
+            if not stopping and not running and self._should_continue_as_new(req.options.continue_as_new_after_steps):
+                return "continue"
+            if not stopping:
+                self._skip_unreachable(plan)
+                for step in self._ready_steps(plan):
+                    if len(running) >= req.options.max_parallel:
+                        break
+                    if self._steps_this_run >= req.options.continue_as_new_after_steps:
+                        break
+                    self._steps_this_run += 1
+                    running[step.id] = asyncio.create_task(self._run_step(step, plan))
+            if not running:
+                if all(self._state(s.id) in DONE_STEP_STATES for s in plan.steps):
+                    failed = [s.id for s in plan.steps if self._state(s.id) in FAILED_STEP_STATES]
+                    if self._carry.status not in TERMINAL_RUN_STATES:
+                        self._set_status("failed" if failed and self._aborting_failure(plan) else "completed")
+                    return "done"
+                if self._should_continue_as_new(req.options.continue_as_new_after_steps):
+                    return "continue"
+                # Nothing runnable and nothing running: only a cancel can change that.
+                await workflow.wait_condition(lambda: self._cancel_requested)
+                continue
+            deadline = self._remaining_time(req.deadline)
+            try:
+                await workflow.wait_condition(
+                    lambda: any(t.done() for t in running.values()) or self._cancel_requested,
+                    timeout=deadline,
+                )
+            except TimeoutError:
+                self._cancel_requested = True
+                self._carry = self._carry.model_copy(update={"reasons": ("deadline passed",)})
+                for task in running.values():
+                    task.cancel()
+                await asyncio.gather(*running.values(), return_exceptions=True)
+                running.clear()
+                self._cancel_remaining("deadline passed")
+                self._carry = self._carry.model_copy(update={"status": "timed_out"})
+                return "done"
+            for sid in [sid for sid, t in running.items() if t.done()]:
+                running.pop(sid).result()
+            if self._cancel_requested:
+                for task in running.values():
+                    task.cancel()
+                await asyncio.gather(*running.values(), return_exceptions=True)
+                running.clear()
+
+    def _ready_steps(self, plan: Plan) -> list[Step]:
+        ready = []
+        for step in plan.steps:
+            if self._state(step.id) != "pending":
+                continue
+            if all(self._state(dep) == "succeeded" for dep in step.depends_on):
+                ready.append(step)
+        return ready
+
+    def _skip_unreachable(self, plan: Plan) -> None:
+        """A step whose dependency will never succeed is skipped, not left pending forever."""
+        changed = True
+        while changed:
+            changed = False
+            for step in plan.steps:
+                if self._state(step.id) != "pending":
+                    continue
+                dead = [d for d in step.depends_on if self._state(d) in DONE_STEP_STATES and self._state(d) != "succeeded"]
+                if dead:
+                    self._put_result(step, "skipped", error=f"dependency {dead[0]} did not succeed")
+                    changed = True
+
+    def _should_continue_as_new(self, every: int) -> bool:
+        return self._steps_this_run >= every or workflow.info().is_continue_as_new_suggested()
+
+    async def _run_step(self, step: Step, plan: Plan) -> None:
+        started = workflow.now()
+        decision: Decision | None = None
+        try:
+            resolved = self._resolve(step)
+            execution = plan.execution.get(step.id, StepExecution())
+            decision = await self._decide_until_allowed(resolved, execution, plan)
+            self._put_result(step, "running", decision=decision, started_at=started)
+            output = await self._execute(resolved, execution, plan, decision)
+            self._carry = self._carry.model_copy(
+                update={
+                    "outputs": {**self._carry.outputs, step.id: output.output},
+                    "spent": self._carry.spent.model_copy(update={"steps": self._carry.spent.steps + 1}),
+                }
+            )
+            self._put_result(
+                step, "succeeded", decision=decision, output=output.output, started_at=started, finished=True
+            )
+        except StepStop as stop:
+            self._put_result(
+                step, stop.state, decision=stop.decision or decision, error=stop.reason, started_at=started, finished=True
+            )
+            await self._after_failure(step, stop)
+        except asyncio.CancelledError:
+            self._put_result(step, "cancelled", decision=decision, error="cancelled", started_at=started, finished=True)
+
+    def _resolve(self, step: Step) -> Step:
+        try:
+            args = resolve_refs(step.args, self._carry.outputs)
+        except RefError as err:
+            raise StepStop("failed", f"cannot resolve arguments: {err}") from None
+        return step.model_copy(update={"args": args})
+
+    async def _decide_until_allowed(self, step: Step, execution: StepExecution, plan: Plan) -> Decision:
+        """Ask OPA; while it says "approve", wait for humans and ask again with their votes."""
+        escalated = False
+        while True:
+            decision = await self._decide_step(step, execution, plan)
+            if decision.blocked is not None:
+                raise StepStop("blocked", f"{decision.blocked}: " + "; ".join(decision.reasons), decision)
+            if decision.outcome == "allow":
+                return decision
+            if decision.outcome == "deny":
+                raise StepStop("denied", "; ".join(decision.reasons), decision)
+            escalated = await self._await_approval(step, plan, decision, escalated)
+            # A human "no" ends the step here; a "yes" is only counted by asking policy again.
+            rejection = self._rejection(step.id)
+            if rejection is not None:
+                raise StepStop("rejected", rejection, decision)
+
+    async def _decide_step(self, step: Step, execution: StepExecution, plan: Plan) -> Decision:
+        req = self._input_request()
+        try:
+            return await workflow.execute_activity(
+                "policy.decide_step",
+                DecideStepInput(
+                    tenant=req.tenant,
+                    principal=req.principal,
+                    run=self._ref,
+                    plan_hash=plan.plan_hash,
+                    step=step,
+                    execution=execution,
+                    budget=req.budget,
+                    spent=self._carry.spent,
+                    approvals=tuple(self._votes.get(step.id, ())),
+                ),
+                result_type=Decision,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=POLICY_RETRY,
+            )
+        except ActivityError as err:
+            return await self._blocked_decision(step.id, err)
+
+    async def _blocked_decision(self, step_id: str | None, err: ActivityError) -> Decision:
+        """OPA could not be asked: the decision is a block with the reason, recorded in the audit log."""
+        reasons = _failure_reasons(err)
+        decision = Decision(
+            decision_id=f"{self._ref.workflow_id}/{step_id or 'plan'}/blocked-{workflow.info().attempt}-{len(self._carry.results)}",
+            outcome="deny",
+            reasons=("policy_unavailable", *reasons),
+            blocked="policy_unavailable",
+        )
+        await self._audit("policy_blocked", "system:stead", step_id, {"reasons": list(decision.reasons)})
+        return decision
+
+    async def _await_approval(self, step: Step, plan: Plan, decision: Decision, escalated: bool) -> bool:
+        policy = decision.approval
+        if policy is None:
+            raise StepStop("denied", "policy asked for approval without saying who approves", decision)
+        eligible = policy.escalate_eligible if escalated else policy.eligible
+        approvers = policy.escalate_to if escalated else policy.approvers
+        now = workflow.now()
+        self._pending[step.id] = PendingApproval(
+            workflow_id=self._ref.workflow_id,
+            tenant=self._tenant,
+            step_id=step.id,
+            operation=step.operation,
+            plan_hash=plan.plan_hash,
+            args=step.args,
+            reasons=decision.reasons,
+            approvers=approvers,
+            eligible=eligible,
+            requested_by=self._request_principal,
+            since=now,
+            deadline=now + timedelta(seconds=policy.timeout_seconds),
+        )
+        self._pending_policy[step.id] = (frozenset(eligible), policy.allow_self_approval)
+        self._put_result(step, "awaiting_approval", decision=decision)
+        self._refresh_pending_flag()
+        votes_before = len(self._votes.get(step.id, ()))
+        try:
+            await workflow.wait_condition(
+                lambda: self._cancel_requested
+                or self._rejection(step.id) is not None
+                or self._approvals(step.id) >= policy.min_approvals
+                and len(self._votes.get(step.id, ())) > votes_before,
+                timeout=timedelta(seconds=policy.timeout_seconds),
+            )
+        except TimeoutError:
+            self._clear_pending(step.id)
+            if policy.on_timeout == "escalate" and not escalated and policy.escalate_to:
+                await self._audit(
+                    "approval_escalated", "system:stead", step.id, {"to": list(policy.escalate_to)}
+                )
+                return True
+            await self._audit("approval_timed_out", "system:stead", step.id, {"escalated": escalated})
+            raise StepStop("rejected", "approval timed out" + (" after escalation" if escalated else ""), decision) from None
+        self._clear_pending(step.id)
+        if self._cancel_requested:
+            raise StepStop("cancelled", "cancelled while awaiting approval", decision)
+        return escalated
+
+    async def _execute(
+        self, step: Step, execution: StepExecution, plan: Plan, decision: Decision
+    ) -> ExecuteStepOutput:
+        req = self._input_request()
+        try:
+            return await workflow.execute_activity(
+                "adapter.execute",
+                ExecuteStepInput(
+                    tenant=req.tenant,
+                    principal=req.principal,
+                    run=self._ref,
+                    plan_hash=plan.plan_hash,
+                    step=step,
+                    decision_id=decision.decision_id,
+                    idempotency_key=f"{self._ref.workflow_id}/{step.id}",
+                ),
+                result_type=ExecuteStepOutput,
+                task_queue=execution.task_queue or workflow.info().task_queue,
+                start_to_close_timeout=timedelta(seconds=execution.timeout_seconds),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(milliseconds=500),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=execution.max_attempts,
+                    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+                ),
+            )
+        except ActivityError as err:
+            raise StepStop("failed", "; ".join(_failure_reasons(err)), decision) from None
+
+    async def _after_failure(self, step: Step, stop: StepStop) -> None:
+        """``on_failure`` decides: abort the run, skip the step, or replan (bounded)."""
+        req = self._input_request()
+        if stop.state == "denied":
+            self._set_status("denied", (f"step {step.id}: {stop.reason}",))
+            return
+        if stop.state == "cancelled":
+            return
+        if step.on_failure == "skip":
+            return
+        if step.on_failure == "replan" and self._carry.replans < req.options.max_replans:
+            await self._replan(step, stop)
+            return
+        self._set_status("failed", (f"step {step.id} {stop.state}: {stop.reason}",))
+
+    async def _replan(self, step: Step, stop: StepStop) -> None:
+        self._carry = self._carry.model_copy(update={"replans": self._carry.replans + 1})
+        failure = f"step {step.id} ({step.operation}) {stop.state}: {stop.reason}"
+        old = self._carry.plan
+        assert old is not None
+        new_plan = await self._make_plan(attempt=self._carry.replans + 1, failure=failure)
+        if new_plan is None:
+            return
+        # Steps that already succeeded keep their results; the new plan supplies the rest.
+        done = {sid for sid, r in self._carry.results.items() if r.status == "succeeded"}
+        kept = [s for s in old.steps if s.id in done]
+        fresh = [s for s in new_plan.steps if s.id not in done]
+        results = {sid: r for sid, r in self._carry.results.items() if sid in done}
+        merged = new_plan.model_copy(
+            update={
+                "steps": (*kept, *fresh),
+                "execution": {**old.execution, **new_plan.execution},
+            }
+        )
+        self._carry = self._carry.model_copy(update={"plan": merged, "results": results, "status": "running"})
+        self._set_status("running")
+
+    # ---------------------------------------------------------- approvals
+
+    @workflow.update(name="approve")
+    async def approve(self, approval: ApprovalInput) -> StepResult:
+        await self._accept(approval)
+        return self._carry.results[approval.step_id]
+
+    @approve.validator
+    def _validate_approve(self, approval: ApprovalInput) -> None:
+        problem = self._approval_problem(approval)
+        if problem is not None:
+            raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
+
+    @workflow.signal(name="approve_signal")
+    async def approve_signal(self, approval: ApprovalInput) -> None:
+        """The Temporal UI path: same checks as the update; refused attempts are audited."""
+        problem = self._approval_problem(approval)
+        if problem is not None:
+            await self._audit(
+                "approval_refused",
+                approval.approver,
+                approval.step_id,
+                {"reason": problem, "verdict": approval.verdict, "via": "signal"},
+            )
+            return
+        await self._accept(approval)
+
+    def _approval_problem(self, approval: ApprovalInput) -> str | None:
+        plan = self._carry.plan
+        if approval.step_id not in self._pending:
+            return f"step {approval.step_id} is not awaiting approval"
+        if plan is None or approval.plan_hash != plan.plan_hash:
+            return "plan hash does not match the plan awaiting approval; re-read it with `stead status`"
+        eligible, self_ok = self._pending_policy[approval.step_id]
+        if approval.approver == self._request_principal and not self_ok:
+            return f"{approval.approver} started this run and may not approve its steps"
+        if approval.approver not in eligible:
+            return f"{approval.approver} is not an approver for step {approval.step_id}"
+        if any(v.approver == approval.approver for v in self._votes.get(approval.step_id, ())):
+            return f"{approval.approver} already voted on step {approval.step_id}"
+        return None
+
+    async def _accept(self, approval: ApprovalInput) -> None:
+        record = ApprovalRecord(
+            approver=approval.approver, verdict=approval.verdict, comment=approval.comment, at=workflow.now()
+        )
+        self._votes.setdefault(approval.step_id, []).append(record)
+        await self._audit(
+            "approval_accepted",
+            approval.approver,
+            approval.step_id,
+            {"verdict": approval.verdict, "comment": approval.comment, "plan_hash": approval.plan_hash},
+        )
+
+    def _approvals(self, step_id: str) -> int:
+        return sum(1 for v in self._votes.get(step_id, ()) if v.verdict == "approve")
+
+    def _rejection(self, step_id: str) -> str | None:
+        for vote in self._votes.get(step_id, ()):
+            if vote.verdict == "reject":
+                return f"rejected by {vote.approver}" + (f": {vote.comment}" if vote.comment else "")
+        return None
+
+    def _clear_pending(self, step_id: str) -> None:
+        self._pending.pop(step_id, None)
+        self._pending_policy.pop(step_id, None)
+        self._refresh_pending_flag()
+
+    def _refresh_pending_flag(self) -> None:
+        waiting = bool(self._pending)
+        if self._carry.status not in TERMINAL_RUN_STATES:
+            self._set_status("awaiting_approval" if waiting else "running")
+        workflow.upsert_search_attributes([SA_PENDING.value_set(waiting)])
+
+    # ------------------------------------------------------ cancel/queries
+
+    @workflow.signal(name="cancel")
+    def cancel(self) -> None:
+        self._cancel_requested = True
+
+    @workflow.query(name="status")
+    def status(self) -> RunStatus:
+        return self._snapshot()
+
+    @workflow.query(name="plan")
+    def plan(self) -> Plan | None:
+        return self._carry.plan
+
+    @workflow.query(name="pending_approvals")
+    def pending_approvals(self) -> list[PendingApproval]:
+        return list(self._pending.values())
+
+    # ----------------------------------------------------------- helpers
+
+    def _input_request(self) -> RunRequest:
+        return self._request
+
+    def _state(self, step_id: str) -> str:
+        result = self._carry.results.get(step_id)
+        return result.status if result else "pending"
+
+    def _put_result(
+        self,
+        step: Step,
+        status: StepState,
+        *,
+        decision: Decision | None = None,
+        output: object = None,
+        error: str | None = None,
+        started_at: datetime | None = None,
+        finished: bool = False,
+    ) -> None:
+        previous = self._carry.results.get(step.id)
+        result = StepResult(
+            step_id=step.id,
+            operation=step.operation,
+            status=status,
+            decision=decision or (previous.decision if previous else None),
+            approvals=tuple(self._votes.get(step.id, ())),
+            output=output,  # type: ignore[arg-type]
+            error=error,
+            started_at=started_at or (previous.started_at if previous else None),
+            finished_at=workflow.now() if finished else None,
+        )
+        self._carry = self._carry.model_copy(update={"results": {**self._carry.results, step.id: result}})
+
+    def _set_status(self, status: RunState, reasons: Sequence[str] = ()) -> None:
+        update: dict[str, object] = {"status": status}
+        if reasons:
+            update["reasons"] = tuple(reasons)
+        self._carry = self._carry.model_copy(update=update)
+        workflow.upsert_search_attributes([SA_STATUS.value_set(status)])
+
+    def _aborting_failure(self, plan: Plan) -> bool:
+        return any(
+            self._state(s.id) in FAILED_STEP_STATES and s.on_failure != "skip" for s in plan.steps
+        )
+
+    def _cancel_remaining(self, reason: str) -> None:
+        plan = self._carry.plan
+        if plan is None:
+            return
+        for step in plan.steps:
+            if self._state(step.id) not in DONE_STEP_STATES:
+                self._put_result(step, "cancelled", error=reason, finished=True)
+        self._pending.clear()
+        self._pending_policy.clear()
+
+    def _remaining_time(self, deadline: datetime | None) -> timedelta | None:
+        if deadline is None:
+            return None
+        return max(deadline - workflow.now(), timedelta(milliseconds=1))
+
+    def _snapshot(self) -> RunStatus:
+        plan = self._carry.plan
+        ordered = []
+        if plan is not None:
+            for step in plan.steps:
+                ordered.append(
+                    self._carry.results.get(step.id)
+                    or StepResult(step_id=step.id, operation=step.operation, status="pending")
+                )
+        return RunStatus(
+            workflow_id=self._ref.workflow_id,
+            tenant=self._tenant,
+            principal=self._request_principal,
+            status=self._carry.status,
+            plan=plan,
+            steps=tuple(ordered),
+            pending_approvals=tuple(self._pending.values()),
+            spent=self._carry.spent,
+            reasons=self._carry.reasons,
+            replans=self._carry.replans,
+            continued=self._carry.continued,
+        )
+
+    async def _audit(self, kind: str, actor: str, step_id: str | None, data: dict[str, object]) -> None:
+        await workflow.execute_activity(
+            "audit.append",
+            AuditInput(
+                tenant=self._tenant,
+                workflow_id=self._ref.workflow_id,
+                run_id=self._ref.run_id,
+                step_id=step_id,
+                kind=kind,
+                actor=actor,
+                data=data,  # type: ignore[arg-type]
+            ),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=QUICK,
+        )
+
+    async def _record_run(self, status: str, *, finished: bool = False) -> None:
+        req = self._input_request()
+        plan = self._carry.plan
+        await workflow.execute_activity(
+            "runs.record",
+            RunRecordInput(
+                tenant=req.tenant,
+                workflow_id=self._ref.workflow_id,
+                principal=req.principal,
+                status=status,
+                goal=req.goal,
+                playbook=req.playbook,
+                plan_hash=plan.plan_hash if plan else None,
+                tokens=self._carry.spent.tokens,
+                cost_usd=self._carry.spent.usd,
+                minutes_saved=self._minutes_saved(),
+                labels=req.labels,
+                summary={"reasons": list(self._carry.reasons), "steps": self._step_counts()},
+                finished=finished,
+            ),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=QUICK,
+        )
+
+    def _minutes_saved(self) -> float:
+        plan = self._carry.plan
+        if plan is None:
+            return 0.0
+        return sum(s.minutes_saved for s in plan.steps if self._state(s.id) == "succeeded")
+
+    def _step_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for result in self._carry.results.values():
+            counts[result.status] = counts.get(result.status, 0) + 1
+        return counts
+
+    async def _finish(self) -> RunStatus:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._pending.clear()
+        self._set_status(self._carry.status)
+        workflow.upsert_search_attributes([SA_PENDING.value_set(False)])
+        await self._record_run(self._carry.status, finished=True)
+        return self._snapshot()
+
+
+def _failure_reasons(err: ActivityError) -> tuple[str, ...]:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details[0] if cause.details else None
+        if isinstance(details, list) and details:
+            return tuple(str(d) for d in details)
+        return (cause.message,)
+    if cause is not None:
+        return (str(cause),)
+    return (str(err),)
+
+
+__all__ = ["PLAN_REJECTED", "RunWorkflow"]
