@@ -8,7 +8,9 @@ prompts, corrections, how many calls were made.
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -88,7 +90,7 @@ CATALOG = Catalog(
     ]
 )
 
-GOOD_PLAN = {
+GOOD_PLAN: dict[str, Any] = {
     "rationale": "store then verify",
     "steps": [
         {
@@ -109,7 +111,7 @@ GOOD_PLAN = {
         },
     ],
 }
-UNKNOWN_OP_PLAN = {
+UNKNOWN_OP_PLAN: dict[str, Any] = {
     "rationale": "drop it",
     "steps": [{"id": "drop", "operation": "records.drop", "args": {"key": "k1"}}],
 }
@@ -120,20 +122,23 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
 
 
 class FakeLlm:
     """Scripted replies in, recorded requests out."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self) -> None:
+        self.url = ""
         self.replies: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self.auth: list[str | None] = []
         self._lock = threading.Lock()
 
-    def answer(self, content: str | dict[str, Any], prompt_tokens: int = 100, completion_tokens: int = 20) -> None:
+    def answer(
+        self, content: str | dict[str, Any], prompt_tokens: int = 100, completion_tokens: int = 20
+    ) -> None:
         text = content if isinstance(content, str) else json.dumps(content)
         n = len(self.replies)
         self.replies.append(
@@ -159,6 +164,11 @@ class FakeLlm:
                 },
             )
         )
+
+    def hang(self, seconds: float) -> None:
+        """Answer, but only after ``seconds``: longer than the planner waits."""
+        self.answer(GOOD_PLAN)
+        self.replies[-1].delay = seconds
 
     def fail(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         body = {"error": {"message": message, "type": "fake_error", "param": None, "code": None}}
@@ -187,6 +197,7 @@ def _handler(llm: FakeLlm) -> type[BaseHTTPRequestHandler]:
                 reply = Reply(404, {"error": {"message": f"no route {self.path}"}})
             else:
                 reply = llm.take(raw, self.headers.get("Authorization"))
+            time.sleep(reply.delay)
             data = json.dumps(reply.body).encode()
             self.send_response(reply.status)
             for name, value in reply.headers.items():
@@ -202,12 +213,19 @@ def _handler(llm: FakeLlm) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a planner timeout) is expected here, not an error."""
+
+
 @pytest.fixture
 def llm() -> Iterator[FakeLlm]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(FakeLlm("")))
-    fake = FakeLlm(f"http://127.0.0.1:{server.server_address[1]}/v1")
-    server.RequestHandlerClass = _handler(fake)
-    thread = threading.Thread(target=server.serve_forever, name="fake-llm", daemon=True)
+    fake = FakeLlm()
+    server = QuietServer(("127.0.0.1", 0), _handler(fake))
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-llm", daemon=True
+    )
     thread.start()
     try:
         yield fake
@@ -359,13 +377,53 @@ async def test_bad_credentials_are_not_retried(llm: FakeLlm, tmp_path: Path) -> 
     assert len(llm.requests) == 1
 
 
-async def test_a_server_error_is_retryable(llm: FakeLlm, tmp_path: Path) -> None:
-    llm.fail(503, "overloaded")
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [
+        (400, PLANNER_UNUSABLE, False),
+        (403, PLANNER_UNUSABLE, False),  # litellm raises a bare APIError for 403
+        (404, PLANNER_UNUSABLE, False),
+        (500, PLANNER_UNAVAILABLE, True),
+        (502, PLANNER_UNAVAILABLE, True),
+        (503, PLANNER_UNAVAILABLE, True),
+    ],
+)
+async def test_provider_errors_are_classified_once(
+    llm: FakeLlm, tmp_path: Path, status: int, kind: str, retryable: bool
+) -> None:
+    llm.fail(status, f"provider says {status}")
     with pytest.raises(ApplicationError) as caught:
         await planner(llm, tmp_path).plan(plan_input(), "wf-9/plan-1")
+    assert caught.value.type == kind
+    assert caught.value.non_retryable is not retryable
+    assert caught.value.__cause__ is None, "raw provider errors stay out of history"
+    assert len(llm.requests) == 1
+
+
+async def test_a_slow_provider_times_out_retryably(llm: FakeLlm, tmp_path: Path) -> None:
+    llm.hang(1.0)
+    with pytest.raises(ApplicationError) as caught:
+        await planner(llm, tmp_path, planner_timeout_seconds=0.2).plan(plan_input(), "wf-9/plan-1")
     assert caught.value.type == PLANNER_UNAVAILABLE
     assert not caught.value.non_retryable
     assert len(llm.requests) == 1
+
+
+async def test_an_unreachable_provider_is_retryable(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(
+        _env_file=None,
+        home=tmp_path,
+        planner_model="openai/fake-planner",
+        planner_api_base=f"http://127.0.0.1:{port}/v1",
+        planner_api_key="test-key",
+    )
+    with pytest.raises(ApplicationError) as caught:
+        await LlmPlanner(CATALOG, settings).plan(plan_input(), "wf-9/plan-1")
+    assert caught.value.type == PLANNER_UNAVAILABLE
+    assert not caught.value.non_retryable
 
 
 async def test_secret_memories_never_reach_the_model(llm: FakeLlm, tmp_path: Path) -> None:
@@ -385,13 +443,13 @@ async def test_secret_memories_never_reach_the_model(llm: FakeLlm, tmp_path: Pat
         assert "hunter2-DO-NOT-SEND" not in body
         assert "tok-SHOUTED" not in body
         assert "Customers like short replies." in body
-    assert "[crm/style v1]" in llm.user_text(0)
+    assert '"source": "crm/style"' in llm.user_text(0)
 
 
 async def test_a_replan_tells_the_model_what_failed_and_what_is_done(
     llm: FakeLlm, tmp_path: Path
 ) -> None:
-    llm.answer({"rationale": "read again", "steps": [GOOD_PLAN["steps"][1]]})  # type: ignore[index]
+    llm.answer({"rationale": "read again", "steps": [GOOD_PLAN["steps"][1]]})
     plan = await planner(llm, tmp_path).plan(
         plan_input(attempt=2, failure_context="get timed out", completed_steps=("put",)),
         "wf-9/plan-2",
@@ -399,7 +457,7 @@ async def test_a_replan_tells_the_model_what_failed_and_what_is_done(
     assert [s.id for s in plan.steps] == ["get"]
     told = llm.user_text(0)
     assert "get timed out" in told
-    assert "put already succeeded" in told
+    assert "Already succeeded: put." in told
 
 
 async def test_no_model_configured_is_a_clear_rejection(llm: FakeLlm, tmp_path: Path) -> None:

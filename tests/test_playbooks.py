@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, JsonValue
@@ -117,8 +118,9 @@ def step(step_id: str, operation: str, args: dict[str, JsonValue], *deps: str) -
     return Step(id=step_id, operation=operation, args=args, depends_on=deps)
 
 
-def settings(tmp_path: Path, **overrides: object) -> Settings:
-    return Settings(_env_file=None, home=tmp_path, playbook_dir=DEMO, **overrides)  # type: ignore[call-arg]
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"_env_file": None, "home": tmp_path, "playbook_dir": DEMO}
+    return Settings(**values, **overrides)
 
 
 # --- loading and expansion -------------------------------------------------------
@@ -235,6 +237,12 @@ def test_malformed_playbooks_get_located_errors() -> None:
             "name: t\nsteps:\n  - {id: put, operation: records.put, when: always}\n", "inline"
         )
     assert caught.value.reasons == ["inline: steps[0] (put).when: Extra inputs are not permitted"]
+    with pytest.raises(PlaybookError, match=r"the default must be an integer, got \"x\""):
+        parse_playbook(
+            "name: t\ninputs: {n: {type: integer, default: x}}\n"
+            "steps: [{id: a, operation: records.get}]",
+            "inline",
+        )
     with pytest.raises(PlaybookError, match="a required input cannot have a default"):
         parse_playbook(
             "name: t\ninputs: {k: {required: true, default: x}}\n"
@@ -350,12 +358,12 @@ def test_build_plan_hashes_steps_and_copies_execution_from_the_catalog() -> None
 # --- the activity and the CLI preflight -------------------------------------------------
 
 
-def plan_input(request: RunRequest, **extra: object) -> PlanInput:
-    return PlanInput(request=request, workflow_id="wf-7", **extra)  # type: ignore[arg-type]
+def plan_input(request: RunRequest, **extra: Any) -> PlanInput:
+    return PlanInput(request=request, workflow_id="wf-7", **extra)
 
 
-def request(**fields: object) -> RunRequest:
-    return RunRequest(tenant="acme", principal="user:ann", **fields)  # type: ignore[arg-type]
+def request(**fields: Any) -> RunRequest:
+    return RunRequest(tenant="acme", principal="user:ann", **fields)
 
 
 async def test_activity_plans_a_named_playbook(tmp_path: Path) -> None:

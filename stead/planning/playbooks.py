@@ -32,7 +32,8 @@ from stead.planning.validate import PlanRejected
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 SUFFIX = ".yaml"
 _PLACEHOLDER = re.compile(r"\$\$\{|\$\{([^}]*)\}")
-_INPUT = re.compile(r"^inputs\.([A-Za-z_][A-Za-z0-9_-]*)$")
+_INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_INPUT = re.compile(rf"^inputs\.({_INPUT_NAME.pattern})$")
 
 _INVALID = "invalid playbook"
 
@@ -59,6 +60,10 @@ class PlaybookInput(BaseModel):
     def _required_has_no_default(self) -> PlaybookInput:
         if self.required and "default" in self.model_fields_set:
             raise ValueError("a required input cannot have a default")
+        if self.default is not None:
+            _, problem = _coerce(self.default, self.type)
+            if problem:
+                raise ValueError(f"the default {problem}")
         return self
 
     @property
@@ -75,6 +80,17 @@ class Playbook(BaseModel):
     description: str = ""
     inputs: dict[str, PlaybookInput] = {}
     steps: tuple[Step, ...]
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_names(cls, inputs: dict[str, PlaybookInput]) -> dict[str, PlaybookInput]:
+        bad = [name for name in inputs if not _INPUT_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"input names must be letters, digits, '_' or '-', starting with a letter or"
+                f" '_': {', '.join(bad)}"
+            )
+        return inputs
 
     @field_validator("steps")
     @classmethod
@@ -160,7 +176,8 @@ def expand(playbook: Playbook, inputs: Mapping[str, JsonValue]) -> list[Step]:
         fill.where = f"step {step.id!r}"
         data = step.model_dump()
         data["args"] = fill.walk(step.args)
-        data["rationale"] = fill.text(step.rationale)
+        rationale = fill.text(step.rationale)
+        data["rationale"] = rationale if isinstance(rationale, str) else json.dumps(rationale)
         steps.append(Step.model_validate(data))
     if reasons:
         raise PlaybookError(reasons, summary=f"playbook {playbook.name!r} cannot be expanded")
@@ -184,7 +201,10 @@ def _bind_inputs(
             else:
                 values[name] = value
         elif spec.has_default:
-            values[name] = spec.default
+            # Checked at parse time; coerced here so a default of "5" is 5 like a given "5".
+            values[name] = (
+                spec.default if spec.default is None else _coerce(spec.default, spec.type)[0]
+            )
         elif spec.required:
             reasons.append(f"input {name!r} is required")
     return values, reasons

@@ -65,8 +65,7 @@ def validate_plan(
         reasons.extend(_check_step(step, catalog, known))
 
     reasons.extend(
-        f"steps depend on each other in a cycle: {' -> '.join(c)}"
-        for c in _cycles(steps)
+        f"steps depend on each other in a cycle: {' -> '.join(c)}" for c in _cycles(steps)
     )
     return reasons
 
@@ -89,7 +88,8 @@ def build_plan(
         op = catalog.get(step.operation)
         execution[step.id] = StepExecution(
             task_queue=op.task_queue,
-            timeout_seconds=op.timeout_seconds,
+            # A step may tighten its operation's timeout, never loosen it.
+            timeout_seconds=min(step.timeout_seconds or op.timeout_seconds, op.timeout_seconds),
             max_attempts=op.max_attempts,
             side_effect=op.side_effect,
             risk=op.risk,
