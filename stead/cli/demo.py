@@ -62,3 +62,62 @@ def worker_process(settings: Settings, task_queue: str) -> Iterator[subprocess.P
 
 def demo_task_queue() -> str:
     return f"demo-{uuid.uuid4().hex[:8]}"
+
+
+def run_foundation_demo() -> None:
+    """Hello workflow, then the records-demo playbook through OPA, the ledger and the audit log."""
+    import asyncio
+
+    from stead.audit.log import verify_chain
+    from stead.cli.runs import summarize
+    from stead.contracts.hello import Greeting, GreetingRequest
+    from stead.contracts.run import RunInput, RunRequest, RunStatus
+    from stead.db.pool import create_pool, tenant_transaction
+    from workers.main import connect
+
+    async def go(cfg: Settings, task_queue: str) -> tuple[Greeting, RunStatus, bool]:
+        client = await connect(cfg)
+        greeting = await client.execute_workflow(
+            "stead.hello",
+            GreetingRequest(name="Stead"),
+            id=f"demo-hello-{uuid.uuid4()}",
+            task_queue=task_queue,
+            result_type=Greeting,
+        )
+        request = RunRequest(
+            tenant="demo",
+            principal="user:demo",
+            playbook="records-demo",
+            inputs={"key": f"demo-{uuid.uuid4().hex[:6]}", "note": "written by make demo"},
+        )
+        status = await client.execute_workflow(
+            "stead.run",
+            RunInput(request=request),
+            id=f"run-demo-{uuid.uuid4().hex[:12]}",
+            task_queue=task_queue,
+            result_type=RunStatus,
+        )
+        pool = await create_pool(cfg.postgres_dsn, max_size=1)
+        try:
+            async with tenant_transaction(pool, "demo") as conn:
+                chain = await verify_chain(conn, "demo")
+        finally:
+            await pool.close()
+        return greeting, status, chain.ok
+
+    with embedded_stack() as cfg:
+        task_queue = demo_task_queue()
+        with worker_process(cfg, task_queue):
+            greeting, status, chain_ok = asyncio.run(go(cfg, task_queue))
+        console.print(
+            f"[green]hello workflow completed[/]: {greeting.message} (worker {greeting.worker})"
+        )
+        console.print(f"governed run {status.workflow_id}: [bold]{status.status}[/]")
+        for step in summarize(status)["steps"]:
+            console.print(
+                f"  {step['id']:<6} {step['operation']:<14} {step['status']:<10} "
+                f"policy={step['decision']['outcome'] if step['decision'] else '-'} result={step['result']}"
+            )
+        console.print(
+            f"audit chain for tenant demo: {'[green]intact[/]' if chain_ok else '[red]BROKEN[/]'}"
+        )

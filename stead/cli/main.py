@@ -11,7 +11,6 @@ import typer
 
 from stead.cli import dev, runs
 from stead.cli._common import console, fails_cleanly, print_json, settings
-from stead.settings import Settings
 
 app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
@@ -31,26 +30,10 @@ def worker() -> None:
 @app.command()
 @fails_cleanly
 def demo() -> None:
-    """Start the embedded stack and a worker, run the hello workflow, print it, stop."""
-    from stead.cli.demo import demo_task_queue, embedded_stack, worker_process
-    from stead.contracts.hello import Greeting, GreetingRequest
-    from workers.main import connect
+    """Start the embedded stack and a worker, run hello and a governed playbook, verify the audit log."""
+    from stead.cli.demo import run_foundation_demo
 
-    async def go(cfg: Settings, task_queue: str) -> Greeting:
-        client = await connect(cfg)
-        return await client.execute_workflow(
-            "stead.hello",
-            GreetingRequest(name="Stead"),
-            id=f"demo-hello-{uuid.uuid4()}",
-            task_queue=task_queue,
-            result_type=Greeting,
-        )
-
-    with embedded_stack() as cfg:
-        task_queue = demo_task_queue()
-        with worker_process(cfg, task_queue):
-            result = asyncio.run(go(cfg, task_queue))
-        console.print(f"[green]workflow completed[/]: {result.message} (worker {result.worker})")
+    run_foundation_demo()
 
 
 @app.command()
@@ -79,4 +62,6 @@ def hello(
     if json_out:
         print_json(result)
     else:
-        console.print(f"[green]workflow completed[/]: {result['message']} (from worker {result['worker']})")
+        console.print(
+            f"[green]workflow completed[/]: {result['message']} (from worker {result['worker']})"
+        )
