@@ -17,6 +17,24 @@ app.add_typer(dev.app, name="dev")
 runs.register(app)
 
 
+db_app = typer.Typer(help="Database schema.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("migrate")
+@fails_cleanly
+def db_migrate() -> None:
+    """Apply pending migrations with the admin DSN (idempotent; safe on every deploy)."""
+    from stead.db.migrations import migrate
+    from stead.errors import ConfigError
+
+    cfg = settings()
+    if not cfg.postgres_admin_dsn:
+        raise ConfigError("set STEAD_POSTGRES_ADMIN_DSN (owner or superuser) to apply migrations")
+    applied = asyncio.run(migrate(cfg.postgres_admin_dsn, cfg.postgres_dsn))
+    console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+
+
 @app.command()
 @fails_cleanly
 def worker() -> None:
