@@ -44,7 +44,9 @@ class PolicyActivities:
             "tenant": req.tenant,
             "principal": req.principal,
             "run": req.run.model_dump(mode="json"),
-            "plan": req.plan.model_dump(mode="json", include={"plan_id", "plan_hash", "steps", "planner"}),
+            "plan": req.plan.model_dump(
+                mode="json", include={"plan_id", "plan_hash", "steps", "planner"}
+            ),
             "budget": req.budget.model_dump(mode="json"),
             "operations": operations,
         }
@@ -63,7 +65,16 @@ class PolicyActivities:
                 policy_revision=await self._opa.revision(),
             )
         eval_ms = (time.perf_counter() - started) * 1000
-        await self._record(req.tenant, req.run.workflow_id, req.run.run_id, None, "plan", decision, opa_input, eval_ms)
+        await self._record(
+            req.tenant,
+            req.run.workflow_id,
+            req.run.run_id,
+            None,
+            "plan",
+            decision,
+            opa_input,
+            eval_ms,
+        )
         return decision
 
     @activity.defn(name="policy.decide_step")
@@ -115,7 +126,14 @@ class PolicyActivities:
                 )
         eval_ms = (time.perf_counter() - started) * 1000
         await self._record(
-            req.tenant, req.run.workflow_id, req.run.run_id, req.step.id, "step", decision, opa_input, eval_ms
+            req.tenant,
+            req.run.workflow_id,
+            req.run.run_id,
+            req.step.id,
+            "step",
+            decision,
+            opa_input,
+            eval_ms,
         )
         return decision
 

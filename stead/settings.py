@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default=Path(".stead"), description="Data dir for the embedded stack.")
-    temporal_address: str = Field(default="localhost:7233", description="Temporal frontend host:port.")
+    temporal_address: str = Field(
+        default="localhost:7233", description="Temporal frontend host:port."
+    )
     temporal_namespace: str = Field(default="default", description="Temporal namespace.")
     task_queue: str = Field(default="stead", description="Task queue the worker polls.")
     postgres_dsn: str = Field(
@@ -99,7 +101,9 @@ def _stack_overrides(home: Path) -> dict[str, Any]:
     try:
         recorded = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is unreadable ({exc}); run `stead dev down` then `stead dev up`")
+        raise ConfigError(
+            f"{path} is unreadable ({exc}); run `stead dev down` then `stead dev up`"
+        ) from None
     endpoints = recorded.get("endpoints", {})
     return {key: value for key, value in endpoints.items() if value is not None}
 

@@ -60,7 +60,7 @@ class WorkerHandle:
 
 @pytest_asyncio.fixture(scope="module")
 async def worker(stack: Settings) -> AsyncIterator[WorkerHandle]:
-    """An in-process worker on a task queue of its own, so modules never steal each other's tasks."""
+    """An in-process worker on its own task queue, so modules never steal each other's tasks."""
     task_queue = f"test-{uuid.uuid4().hex[:10]}"
     client = await connect(stack)
     async with open_resources(stack) as resources, build_worker(client, task_queue, resources):

@@ -54,14 +54,18 @@ class FakeLlm:
         self.replies.append((200, _completion(content, tokens), {}))
 
     def reply_error(self, status: int, headers: dict[str, str] | None = None) -> None:
-        self.replies.append((status, {"error": {"message": f"scripted {status}", "type": "error"}}, headers or {}))
+        self.replies.append(
+            (status, {"error": {"message": f"scripted {status}", "type": "error"}}, headers or {})
+        )
 
     def handle(self, body: Any) -> tuple[int, Any, dict[str, str]]:
         with self.lock:
             self.bodies.append(body)
             if not self.replies:
                 return 500, {"error": {"message": "no scripted reply left"}}, {}
-            status, payload, headers = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+            status, payload, headers = (
+                self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+            )
             return status, payload, headers
 
 
@@ -71,8 +75,18 @@ def _completion(content: str, tokens: int) -> dict[str, Any]:
         "object": "chat.completion",
         "created": 0,
         "model": "fake-planner",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": tokens // 2, "completion_tokens": tokens - tokens // 2, "total_tokens": tokens},
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+        "usage": {
+            "prompt_tokens": tokens // 2,
+            "completion_tokens": tokens - tokens // 2,
+            "total_tokens": tokens,
+        },
     }
 
 

@@ -23,7 +23,9 @@ async def configure_tenant(opa_url: str, tenant: str, **config: Any) -> None:
         response.raise_for_status()
 
 
-async def start_run(client: Client, task_queue: str, **request: Any) -> WorkflowHandle[Any, RunStatus]:
+async def start_run(
+    client: Client, task_queue: str, **request: Any
+) -> WorkflowHandle[Any, RunStatus]:
     req = RunRequest(**request)
     return await client.start_workflow(
         "stead.run",

@@ -23,12 +23,16 @@ from tests.conftest import REPO, subprocess_env
 STEAD = [sys.executable, "-m", "stead.cli"]
 
 
-def stead(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def stead(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     base = env or {
         k: v for k, v in os.environ.items() if not k.startswith("STEAD_") or k == "STEAD_OPA_BIN"
     }
     base = {**base, "STEAD_HOME": str(home), "STEAD_POLICY_DIR": str(REPO / "policies")}
-    return subprocess.run([*STEAD, *args], capture_output=True, text=True, env=base, timeout=180, cwd=REPO)
+    return subprocess.run(
+        [*STEAD, *args], capture_output=True, text=True, env=base, timeout=180, cwd=REPO
+    )
 
 
 @pytest.fixture
@@ -61,7 +65,11 @@ def test_data_survives_down_and_up_and_down_leaves_no_process(home: Path) -> Non
     assert stead(home, "dev", "up").returncode == 0
     state = read_state(home)
     assert state is not None
-    assert asyncio.run(_row_and_workflow_exist(state.endpoints["postgres_dsn"], state.endpoints["temporal_address"], workflow_id))
+    assert asyncio.run(
+        _row_and_workflow_exist(
+            state.endpoints["postgres_dsn"], state.endpoints["temporal_address"], workflow_id
+        )
+    )
 
 
 def test_up_twice_is_harmless(home: Path) -> None:
@@ -91,7 +99,10 @@ def test_missing_opa_without_go_says_how_to_install(home: Path, tmp_path: Path) 
     }
     result = stead(home, "dev", "up", env=env)
     assert result.returncode == 1
-    assert "opa" in result.stderr and "go install github.com/open-policy-agent/opa@v1.22.2" in result.stderr
+    assert (
+        "opa" in result.stderr
+        and "go install github.com/open-policy-agent/opa@v1.22.2" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert not (home / "run" / "postgres.pid").exists()
     assert read_state(home) is None
@@ -114,21 +125,29 @@ def test_crashed_child_reports_its_log_and_stops_the_rest(home: Path, tmp_path: 
     broken_policies = tmp_path / "policies"
     broken_policies.mkdir()
     (broken_policies / "broken.rego").write_text("package stead.system\n\nthis is not rego {\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEAD_") or k == "STEAD_OPA_BIN"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("STEAD_") or k == "STEAD_OPA_BIN"
+    }
     env = {**env, "STEAD_HOME": str(home), "STEAD_POLICY_DIR": str(broken_policies)}
-    result = subprocess.run([*STEAD, "dev", "up"], capture_output=True, text=True, env=env, timeout=180, cwd=REPO)
+    result = subprocess.run(
+        [*STEAD, "dev", "up"], capture_output=True, text=True, env=env, timeout=180, cwd=REPO
+    )
     assert result.returncode == 1
     assert "opa exited during start-up" in result.stderr
     assert read_state(home) is None
     leftovers = [
-        p for p in psutil.process_iter(["cmdline"]) if str(home) in " ".join(p.info["cmdline"] or [])
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(home) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == []
 
 
 def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     env = subprocess_env_for(tmp_path, STEAD_TEMPORAL_ADDRESS="no-port-here")
-    result = subprocess.run([*STEAD, "dev", "status"], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [*STEAD, "dev", "status"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 1
     assert "STEAD_TEMPORAL_ADDRESS" in result.stderr
 
@@ -145,7 +164,9 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-async def _write_row_and_start_workflow(dsn: str | None, address: str | None, workflow_id: str) -> None:
+async def _write_row_and_start_workflow(
+    dsn: str | None, address: str | None, workflow_id: str
+) -> None:
     import asyncpg
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
@@ -156,7 +177,9 @@ async def _write_row_and_start_workflow(dsn: str | None, address: str | None, wo
     await conn.close()
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     # No worker polls this queue: the workflow stays open, stored only in the SQLite file.
-    await client.start_workflow("stead.hello", GreetingRequest(name="x"), id=workflow_id, task_queue="nobody")
+    await client.start_workflow(
+        "stead.hello", GreetingRequest(name="x"), id=workflow_id, task_queue="nobody"
+    )
 
 
 async def _row_and_workflow_exist(dsn: str | None, address: str | None, workflow_id: str) -> bool:

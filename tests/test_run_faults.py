@@ -31,7 +31,9 @@ async def pool(stack: Settings) -> asyncpg.Pool:
     await pool.close()
 
 
-async def test_worker_killed_after_effect_executes_once(stack: Settings, pool: asyncpg.Pool) -> None:
+async def test_worker_killed_after_effect_executes_once(
+    stack: Settings, pool: asyncpg.Pool
+) -> None:
     tenant = new_tenant()
     await configure_tenant(stack.opa_url, tenant)
     task_queue = f"fault-{uuid.uuid4().hex[:8]}"
@@ -42,12 +44,20 @@ async def test_worker_killed_after_effect_executes_once(stack: Settings, pool: a
         # The peer performs the effect, then kills the worker before it can report back.
         api.on_first_effect = lambda: os.kill(first.pid, signal.SIGKILL)
         handle = await start_run(
-            client, task_queue, tenant=tenant, principal="user:ann",
+            client,
+            task_queue,
+            tenant=tenant,
+            principal="user:ann",
             playbook_source=playbook(
                 {
                     "id": "charge",
                     "operation": "http.request",
-                    "args": {"method": "POST", "url": f"{url}/charges", "json": {"amount": 5}, "timeout_seconds": 2},
+                    "args": {
+                        "method": "POST",
+                        "url": f"{url}/charges",
+                        "json": {"amount": 5},
+                        "timeout_seconds": 2,
+                    },
                     "timeout_seconds": 3,
                 }
             ),
@@ -62,7 +72,9 @@ async def test_worker_killed_after_effect_executes_once(stack: Settings, pool: a
     assert api.requests >= 2
     assert api.effects[0]["key"] == f"{handle.id}/charge"
     async with tenant_transaction(pool, tenant) as conn:
-        attempts = await conn.fetchval("SELECT attempts FROM effects WHERE idempotency_key = $1", f"{handle.id}/charge")
+        attempts = await conn.fetchval(
+            "SELECT attempts FROM effects WHERE idempotency_key = $1", f"{handle.id}/charge"
+        )
     assert attempts >= 2
 
 
@@ -93,7 +105,9 @@ async def test_worker_killed_between_steps_does_not_replan(stack: Settings) -> N
             "STEAD_PLANNER_API_KEY": "test-key",
         }
         first = start_worker(stack, task_queue, **planner)
-        handle = await start_run(client, task_queue, tenant=tenant, principal="user:ann", goal="notify the team")
+        handle = await start_run(
+            client, task_queue, tenant=tenant, principal="user:ann", goal="notify the team"
+        )
         pending = await _wait_pending(handle, "notify")
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 30)
@@ -101,7 +115,12 @@ async def test_worker_killed_between_steps_does_not_replan(stack: Settings) -> N
         with worker_process(stack, task_queue, **planner):
             await handle.execute_update(
                 "approve",
-                ApprovalInput(step_id="notify", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"),
+                ApprovalInput(
+                    step_id="notify",
+                    plan_hash=pending.plan_hash,
+                    approver="user:bob",
+                    verdict="approve",
+                ),
             )
             status = await handle.result()
     assert status.status == "completed", status.reasons
@@ -122,9 +141,16 @@ async def test_opa_stopped_blocks_the_step_and_never_allows(stack: Settings, tmp
         await configure_tenant(own_opa, tenant, approval_risk="medium", approvers=["user:bob"])
         with serve(api) as url, worker_process(stack, task_queue, STEAD_OPA_URL=own_opa):
             handle = await start_run(
-                client, task_queue, tenant=tenant, principal="user:ann",
+                client,
+                task_queue,
+                tenant=tenant,
+                principal="user:ann",
                 playbook_source=playbook(
-                    {"id": "send", "operation": "http.request", "args": {"method": "POST", "url": f"{url}/x"}}
+                    {
+                        "id": "send",
+                        "operation": "http.request",
+                        "args": {"method": "POST", "url": f"{url}/x"},
+                    }
                 ),
             )
             pending = await _wait_pending(handle, "send")
@@ -132,7 +158,12 @@ async def test_opa_stopped_blocks_the_step_and_never_allows(stack: Settings, tmp
             stop_process(record, sig=signal.SIGKILL)
             await handle.execute_update(
                 "approve",
-                ApprovalInput(step_id="send", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"),
+                ApprovalInput(
+                    step_id="send",
+                    plan_hash=pending.plan_hash,
+                    approver="user:bob",
+                    verdict="approve",
+                ),
             )
             status = await handle.result()
     finally:

@@ -21,7 +21,12 @@ VALID_PLAN = {
     "rationale": "echo twice",
     "steps": [
         {"id": "a", "operation": "core.echo", "args": {"value": 1}},
-        {"id": "b", "operation": "core.echo", "args": {"value": {"$ref": "steps.a.output.value"}}, "depends_on": ["a"]},
+        {
+            "id": "b",
+            "operation": "core.echo",
+            "args": {"value": {"$ref": "steps.a.output.value"}},
+            "depends_on": ["a"],
+        },
     ],
 }
 
@@ -47,7 +52,10 @@ async def llm_worker(stack: Settings) -> AsyncIterator[LlmWorker]:
         )
         task_queue = f"llm-{uuid.uuid4().hex[:8]}"
         client = await connect(settings)
-        async with open_resources(settings) as resources, build_worker(client, task_queue, resources):
+        async with (
+            open_resources(settings) as resources,
+            build_worker(client, task_queue, resources),
+        ):
             yield LlmWorker(client, task_queue, llm, settings)
 
 
@@ -65,7 +73,9 @@ async def _run(w: LlmWorker, goal: str):  # type: ignore[no-untyped-def]
     return await handle.result()
 
 
-async def test_malformed_output_is_repaired_and_tokens_are_recorded(llm_worker: LlmWorker, llm: FakeLlm) -> None:
+async def test_malformed_output_is_repaired_and_tokens_are_recorded(
+    llm_worker: LlmWorker, llm: FakeLlm
+) -> None:
     llm.reply_plan("this is not json {", tokens=40)
     llm.reply_plan(VALID_PLAN, tokens=60)
     status = await _run(llm_worker, "echo something")
@@ -78,7 +88,9 @@ async def test_malformed_output_is_repaired_and_tokens_are_recorded(llm_worker: 
     assert [s.output for s in status.steps] == [{"value": 1}, {"value": 1}]
 
 
-async def test_rate_limit_is_retried_by_temporal_after_retry_after(llm_worker: LlmWorker, llm: FakeLlm) -> None:
+async def test_rate_limit_is_retried_by_temporal_after_retry_after(
+    llm_worker: LlmWorker, llm: FakeLlm
+) -> None:
     llm.reply_error(429, {"Retry-After": "1"})
     llm.reply_plan(VALID_PLAN)
     status = await _run(llm_worker, "echo something")
@@ -86,7 +98,9 @@ async def test_rate_limit_is_retried_by_temporal_after_retry_after(llm_worker: L
     assert len(llm.bodies) == 2
 
 
-async def test_always_invalid_output_is_rejected_with_zero_steps_run(llm_worker: LlmWorker, llm: FakeLlm) -> None:
+async def test_always_invalid_output_is_rejected_with_zero_steps_run(
+    llm_worker: LlmWorker, llm: FakeLlm
+) -> None:
     llm.reply_plan({"rationale": "x", "steps": [{"id": "a", "operation": "rm.rf", "args": {}}]})
     status = await _run(llm_worker, "do something impossible")
     assert status.status == "plan_rejected"

@@ -56,8 +56,12 @@ async def test_playbook_run_completes_with_decisions_effects_and_a_valid_audit_c
     tenant = new_tenant()
     await configure_tenant(worker.settings.opa_url, tenant)
     handle = await start_run(
-        worker.client, worker.task_queue, tenant=tenant, principal="user:ann",
-        playbook_source=PUT_GET, inputs={"key": "k1"},
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
+        playbook_source=PUT_GET,
+        inputs={"key": "k1"},
     )
     status = await handle.result()
     assert status.status == "completed", status.reasons
@@ -73,14 +77,24 @@ async def test_playbook_run_completes_with_decisions_effects_and_a_valid_audit_c
     assert chain.ok
 
 
-async def test_denied_step_never_executes_and_says_why(worker: WorkerHandle, pool: asyncpg.Pool) -> None:
+async def test_denied_step_never_executes_and_says_why(
+    worker: WorkerHandle, pool: asyncpg.Pool
+) -> None:
     tenant = new_tenant()
     await configure_tenant(worker.settings.opa_url, tenant, operations=["records.get", "core.echo"])
     handle = await start_run(
-        worker.client, worker.task_queue, tenant=tenant, principal="user:ann",
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
         playbook_source=playbook(
             {"id": "echo", "operation": "core.echo", "args": {"value": 1}},
-            {"id": "put", "operation": "records.put", "args": {"key": "x", "value": {}}, "depends_on": ["echo"]},
+            {
+                "id": "put",
+                "operation": "records.put",
+                "args": {"key": "x", "value": {}},
+                "depends_on": ["echo"],
+            },
         ),
     )
     status = await handle.result()
@@ -89,11 +103,16 @@ async def test_denied_step_never_executes_and_says_why(worker: WorkerHandle, poo
     assert await writes(pool, tenant) == 0
 
 
-async def test_plan_with_unknown_operation_is_rejected_before_any_step(worker: WorkerHandle) -> None:
+async def test_plan_with_unknown_operation_is_rejected_before_any_step(
+    worker: WorkerHandle,
+) -> None:
     tenant = new_tenant()
     await configure_tenant(worker.settings.opa_url, tenant)
     handle = await start_run(
-        worker.client, worker.task_queue, tenant=tenant, principal="user:ann",
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
         playbook_source=playbook({"id": "a", "operation": "mail.blast", "args": {}}),
     )
     status = await handle.result()
@@ -102,14 +121,24 @@ async def test_plan_with_unknown_operation_is_rejected_before_any_step(worker: W
     assert status.steps == ()
 
 
-async def test_bad_arguments_are_refused_before_the_adapter(worker: WorkerHandle, pool: asyncpg.Pool) -> None:
+async def test_bad_arguments_are_refused_before_the_adapter(
+    worker: WorkerHandle, pool: asyncpg.Pool
+) -> None:
     tenant = new_tenant()
     await configure_tenant(worker.settings.opa_url, tenant)
     handle = await start_run(
-        worker.client, worker.task_queue, tenant=tenant, principal="user:ann",
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
         playbook_source=playbook(
             {"id": "echo", "operation": "core.echo", "args": {"value": {"not": "a string"}}},
-            {"id": "put", "operation": "records.put", "args": {"key": {"$ref": "steps.echo.output.value"}, "value": {}}, "depends_on": ["echo"]},
+            {
+                "id": "put",
+                "operation": "records.put",
+                "args": {"key": {"$ref": "steps.echo.output.value"}, "value": {}},
+                "depends_on": ["echo"],
+            },
         ),
     )
     status = await handle.result()
@@ -122,12 +151,19 @@ async def test_bad_arguments_are_refused_before_the_adapter(worker: WorkerHandle
 async def _approval_run(worker: WorkerHandle, tenant: str, **config: object):  # type: ignore[no-untyped-def]
     await configure_tenant(worker.settings.opa_url, tenant, approval_risk="low", **config)
     return await start_run(
-        worker.client, worker.task_queue, tenant=tenant, principal="user:ann",
-        playbook_source=playbook({"id": "put", "operation": "records.put", "args": {"key": "a", "value": {}}}),
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
+        playbook_source=playbook(
+            {"id": "put", "operation": "records.put", "args": {"key": "a", "value": {}}}
+        ),
     )
 
 
-async def test_approval_by_a_group_member_lets_the_step_run(worker: WorkerHandle, pool: asyncpg.Pool) -> None:
+async def test_approval_by_a_group_member_lets_the_step_run(
+    worker: WorkerHandle, pool: asyncpg.Pool
+) -> None:
     tenant = new_tenant()
     async with tenant_transaction(pool, tenant) as conn:
         await add_group_member(conn, tenant, "group:approvers", "user:bob")
@@ -137,7 +173,9 @@ async def test_approval_by_a_group_member_lets_the_step_run(worker: WorkerHandle
     assert await writes(pool, tenant) == 0
     await handle.execute_update(
         "approve",
-        ApprovalInput(step_id="put", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"),
+        ApprovalInput(
+            step_id="put", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"
+        ),
     )
     status = await handle.result()
     assert status.status == "completed"
@@ -151,7 +189,13 @@ async def test_rejection_stops_the_step(worker: WorkerHandle, pool: asyncpg.Pool
     pending = await wait_pending(handle, "put")
     await handle.execute_update(
         "approve",
-        ApprovalInput(step_id="put", plan_hash=pending.plan_hash, approver="user:bob", verdict="reject", comment="not today"),
+        ApprovalInput(
+            step_id="put",
+            plan_hash=pending.plan_hash,
+            approver="user:bob",
+            verdict="reject",
+            comment="not today",
+        ),
     )
     status = await handle.result()
     assert status.status == "failed"
@@ -168,10 +212,30 @@ async def test_wrong_approver_self_approval_and_stale_plan_are_refused_without_h
     pending = await wait_pending(handle, "put")
     events_before = len((await handle.fetch_history()).events)
     attempts = [
-        (ApprovalInput(step_id="put", plan_hash=pending.plan_hash, approver="user:eve", verdict="approve"), "not an approver"),
-        (ApprovalInput(step_id="put", plan_hash=pending.plan_hash, approver="user:ann", verdict="approve"), "may not approve"),
-        (ApprovalInput(step_id="put", plan_hash="0" * 64, approver="user:bob", verdict="approve"), "plan hash"),
-        (ApprovalInput(step_id="nope", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"), "not awaiting"),
+        (
+            ApprovalInput(
+                step_id="put", plan_hash=pending.plan_hash, approver="user:eve", verdict="approve"
+            ),
+            "not an approver",
+        ),
+        (
+            ApprovalInput(
+                step_id="put", plan_hash=pending.plan_hash, approver="user:ann", verdict="approve"
+            ),
+            "may not approve",
+        ),
+        (
+            ApprovalInput(
+                step_id="put", plan_hash="0" * 64, approver="user:bob", verdict="approve"
+            ),
+            "plan hash",
+        ),
+        (
+            ApprovalInput(
+                step_id="nope", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"
+            ),
+            "not awaiting",
+        ),
     ]
     for approval, message in attempts:
         with pytest.raises(WorkflowUpdateFailedError) as refused:
@@ -183,17 +247,23 @@ async def test_wrong_approver_self_approval_and_stale_plan_are_refused_without_h
     assert (await handle.result()).status == "cancelled"
 
 
-async def test_invalid_signal_approval_is_audited_as_refused(worker: WorkerHandle, pool: asyncpg.Pool) -> None:
+async def test_invalid_signal_approval_is_audited_as_refused(
+    worker: WorkerHandle, pool: asyncpg.Pool
+) -> None:
     tenant = new_tenant()
     handle = await _approval_run(worker, tenant, approvers=["user:bob"])
     pending = await wait_pending(handle, "put")
     await handle.signal(
         "approve_signal",
-        ApprovalInput(step_id="put", plan_hash=pending.plan_hash, approver="user:eve", verdict="approve"),
+        ApprovalInput(
+            step_id="put", plan_hash=pending.plan_hash, approver="user:eve", verdict="approve"
+        ),
     )
     await handle.signal(
         "approve_signal",
-        ApprovalInput(step_id="put", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"),
+        ApprovalInput(
+            step_id="put", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"
+        ),
     )
     status = await handle.result()
     assert status.status == "completed"
@@ -204,11 +274,17 @@ async def test_invalid_signal_approval_is_audited_as_refused(worker: WorkerHandl
     assert [e.actor for e in events if e.kind == "approval_accepted"] == ["user:bob"]
 
 
-async def test_approval_timeout_escalates_then_rejects_by_default(worker: WorkerHandle, pool: asyncpg.Pool) -> None:
+async def test_approval_timeout_escalates_then_rejects_by_default(
+    worker: WorkerHandle, pool: asyncpg.Pool
+) -> None:
     tenant = new_tenant()
     handle = await _approval_run(
-        worker, tenant, approvers=["user:bob"], approval_timeout_seconds=1,
-        on_timeout="escalate", escalate_to=["user:carol"],
+        worker,
+        tenant,
+        approvers=["user:bob"],
+        approval_timeout_seconds=1,
+        on_timeout="escalate",
+        escalate_to=["user:carol"],
     )
     status: RunStatus = await handle.result()
     assert status.status == "failed"

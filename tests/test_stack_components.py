@@ -20,7 +20,9 @@ async def test_app_role_round_trips_rows_without_owning_tables(stack: Settings) 
     try:
         tenant = f"t-{uuid.uuid4().hex[:8]}"
         await conn.execute("INSERT INTO tenants (id, display_name) VALUES ($1, $2)", tenant, "Acme")
-        assert await conn.fetchval("SELECT display_name FROM tenants WHERE id = $1", tenant) == "Acme"
+        assert (
+            await conn.fetchval("SELECT display_name FROM tenants WHERE id = $1", tenant) == "Acme"
+        )
         role = await conn.fetchrow(
             "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
         )
@@ -41,7 +43,9 @@ async def test_migrations_are_tracked_once(stack: Settings) -> None:
     assert again == []
     admin = await asyncpg.connect(stack.postgres_admin_dsn)
     try:
-        versions = [r["version"] for r in await admin.fetch("SELECT version FROM schema_migrations")]
+        versions = [
+            r["version"] for r in await admin.fetch("SELECT version FROM schema_migrations")
+        ]
     finally:
         await admin.close()
     assert "0001_directory" in versions
@@ -72,7 +76,9 @@ async def test_temporal_runs_a_workflow_with_an_activity(worker: WorkerHandle) -
     )
     assert result.message == "Hello, Ada!"
     history = await worker.client.get_workflow_handle(workflow_id).fetch_history()
-    completed = [e for e in history.events if e.HasField("activity_task_completed_event_attributes")]
+    completed = [
+        e for e in history.events if e.HasField("activity_task_completed_event_attributes")
+    ]
     assert len(completed) == 1
 
 

@@ -32,7 +32,9 @@ def start_worker(settings: Settings, task_queue: str, **env: str) -> subprocess.
 
 
 @contextmanager
-def worker_process(settings: Settings, task_queue: str, **env: str) -> Iterator[subprocess.Popen[str]]:
+def worker_process(
+    settings: Settings, task_queue: str, **env: str
+) -> Iterator[subprocess.Popen[str]]:
     child = start_worker(settings, task_queue, **env)
     try:
         yield child

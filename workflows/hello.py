@@ -14,9 +14,10 @@ with workflow.unsafe.imports_passed_through():
 class HelloWorkflow:
     @workflow.run
     async def run(self, request: GreetingRequest) -> Greeting:
-        return await workflow.execute_activity(
+        greeting: Greeting = await workflow.execute_activity(
             "hello.greet",
             request,
             result_type=Greeting,
             start_to_close_timeout=timedelta(seconds=30),
         )
+        return greeting

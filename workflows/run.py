@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -42,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         RunRequest,
         RunState,
         RunStatus,
-        Spent,
         Step,
         StepExecution,
         StepResult,
@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from stead.planning.refs import RefError, resolve_refs
 
+_T = TypeVar("_T")
 SA_TENANT = SearchAttributeKey.for_keyword("SteadTenant")
 SA_STATUS = SearchAttributeKey.for_keyword("SteadStatus")
 SA_PENDING = SearchAttributeKey.for_bool("SteadPendingApproval")
@@ -77,7 +78,9 @@ PLAN_RETRY = RetryPolicy(
     non_retryable_error_types=[*NON_RETRYABLE_TYPES, "PlannerUnusable"],
 )
 FAILED_STEP_STATES: frozenset[str] = frozenset({"failed", "denied", "rejected", "blocked"})
-DONE_STEP_STATES: frozenset[str] = frozenset({"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled"})
+DONE_STEP_STATES: frozenset[str] = frozenset(
+    {"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled"}
+)
 
 
 class StepStop(Exception):
@@ -115,7 +118,11 @@ class RunWorkflow:
     async def run(self, inp: RunInput) -> RunStatus:
         request = inp.request
         workflow.upsert_search_attributes(
-            [SA_TENANT.value_set(request.tenant), SA_STATUS.value_set(self._carry.status), SA_PENDING.value_set(False)]
+            [
+                SA_TENANT.value_set(request.tenant),
+                SA_STATUS.value_set(self._carry.status),
+                SA_PENDING.value_set(False),
+            ]
         )
         if inp.carry is None:
             await self._record_run("planning")
@@ -138,7 +145,7 @@ class RunWorkflow:
         req = self._input_request()
         completed = tuple(sid for sid, r in self._carry.results.items() if r.status == "succeeded")
         try:
-            plan = await workflow.execute_activity(
+            plan = await _activity(
                 "plan.create",
                 PlanInput(
                     request=req,
@@ -177,10 +184,14 @@ class RunWorkflow:
     async def _decide_plan(self, plan: Plan) -> Decision:
         req = self._input_request()
         try:
-            return await workflow.execute_activity(
+            return await _activity(
                 "policy.decide_plan",
                 PlanDecisionInput(
-                    tenant=req.tenant, principal=req.principal, run=self._ref, plan=plan, budget=req.budget
+                    tenant=req.tenant,
+                    principal=req.principal,
+                    run=self._ref,
+                    plan=plan,
+                    budget=req.budget,
                 ),
                 result_type=Decision,
                 start_to_close_timeout=timedelta(seconds=10),
@@ -205,7 +216,11 @@ class RunWorkflow:
             if self._carry.status in TERMINAL_RUN_STATES and not running:
                 return "done"
             stopping = self._cancel_requested or self._carry.status in TERMINAL_RUN_STATES
-            if not stopping and not running and self._should_continue_as_new(req.options.continue_as_new_after_steps):
+            if (
+                not stopping
+                and not running
+                and self._should_continue_as_new(req.options.continue_as_new_after_steps)
+            ):
                 return "continue"
             if not stopping:
                 self._skip_unreachable(plan)
@@ -220,7 +235,9 @@ class RunWorkflow:
                 if all(self._state(s.id) in DONE_STEP_STATES for s in plan.steps):
                     failed = [s.id for s in plan.steps if self._state(s.id) in FAILED_STEP_STATES]
                     if self._carry.status not in TERMINAL_RUN_STATES:
-                        self._set_status("failed" if failed and self._aborting_failure(plan) else "completed")
+                        self._set_status(
+                            "failed" if failed and self._aborting_failure(plan) else "completed"
+                        )
                     return "done"
                 if self._should_continue_as_new(req.options.continue_as_new_after_steps):
                     return "continue"
@@ -268,7 +285,11 @@ class RunWorkflow:
             for step in plan.steps:
                 if self._state(step.id) != "pending":
                     continue
-                dead = [d for d in step.depends_on if self._state(d) in DONE_STEP_STATES and self._state(d) != "succeeded"]
+                dead = [
+                    d
+                    for d in step.depends_on
+                    if self._state(d) in DONE_STEP_STATES and self._state(d) != "succeeded"
+                ]
                 if dead:
                     self._put_result(step, "skipped", error=f"dependency {dead[0]} did not succeed")
                     changed = True
@@ -288,19 +309,38 @@ class RunWorkflow:
             self._carry = self._carry.model_copy(
                 update={
                     "outputs": {**self._carry.outputs, step.id: output.output},
-                    "spent": self._carry.spent.model_copy(update={"steps": self._carry.spent.steps + 1}),
+                    "spent": self._carry.spent.model_copy(
+                        update={"steps": self._carry.spent.steps + 1}
+                    ),
                 }
             )
             self._put_result(
-                step, "succeeded", decision=decision, output=output.output, started_at=started, finished=True
+                step,
+                "succeeded",
+                decision=decision,
+                output=output.output,
+                started_at=started,
+                finished=True,
             )
         except StepStop as stop:
             self._put_result(
-                step, stop.state, decision=stop.decision or decision, error=stop.reason, started_at=started, finished=True
+                step,
+                stop.state,
+                decision=stop.decision or decision,
+                error=stop.reason,
+                started_at=started,
+                finished=True,
             )
             await self._after_failure(step, stop)
         except asyncio.CancelledError:
-            self._put_result(step, "cancelled", decision=decision, error="cancelled", started_at=started, finished=True)
+            self._put_result(
+                step,
+                "cancelled",
+                decision=decision,
+                error="cancelled",
+                started_at=started,
+                finished=True,
+            )
 
     def _resolve(self, step: Step) -> Step:
         try:
@@ -309,13 +349,17 @@ class RunWorkflow:
             raise StepStop("failed", f"cannot resolve arguments: {err}") from None
         return step.model_copy(update={"args": args})
 
-    async def _decide_until_allowed(self, step: Step, execution: StepExecution, plan: Plan) -> Decision:
+    async def _decide_until_allowed(
+        self, step: Step, execution: StepExecution, plan: Plan
+    ) -> Decision:
         """Ask OPA; while it says "approve", wait for humans and ask again with their votes."""
         escalated = False
         while True:
             decision = await self._decide_step(step, execution, plan)
             if decision.blocked is not None:
-                raise StepStop("blocked", f"{decision.blocked}: " + "; ".join(decision.reasons), decision)
+                raise StepStop(
+                    "blocked", f"{decision.blocked}: " + "; ".join(decision.reasons), decision
+                )
             if decision.outcome == "allow":
                 return decision
             if decision.outcome == "deny":
@@ -329,7 +373,7 @@ class RunWorkflow:
     async def _decide_step(self, step: Step, execution: StepExecution, plan: Plan) -> Decision:
         req = self._input_request()
         try:
-            return await workflow.execute_activity(
+            return await _activity(
                 "policy.decide_step",
                 DecideStepInput(
                     tenant=req.tenant,
@@ -350,21 +394,27 @@ class RunWorkflow:
             return await self._blocked_decision(step.id, err)
 
     async def _blocked_decision(self, step_id: str | None, err: ActivityError) -> Decision:
-        """OPA could not be asked: the decision is a block with the reason, recorded in the audit log."""
+        """OPA could not be asked: the decision is a block with the reason, and it is audited."""
         reasons = _failure_reasons(err)
         decision = Decision(
-            decision_id=f"{self._ref.workflow_id}/{step_id or 'plan'}/blocked-{workflow.info().attempt}-{len(self._carry.results)}",
+            decision_id=f"blocked-{workflow.uuid4().hex}",
             outcome="deny",
             reasons=("policy_unavailable", *reasons),
             blocked="policy_unavailable",
         )
-        await self._audit("policy_blocked", "system:stead", step_id, {"reasons": list(decision.reasons)})
+        await self._audit(
+            "policy_blocked", "system:stead", step_id, {"reasons": list(decision.reasons)}
+        )
         return decision
 
-    async def _await_approval(self, step: Step, plan: Plan, decision: Decision, escalated: bool) -> bool:
+    async def _await_approval(
+        self, step: Step, plan: Plan, decision: Decision, escalated: bool
+    ) -> bool:
         policy = decision.approval
         if policy is None:
-            raise StepStop("denied", "policy asked for approval without saying who approves", decision)
+            raise StepStop(
+                "denied", "policy asked for approval without saying who approves", decision
+            )
         eligible = policy.escalate_eligible if escalated else policy.eligible
         approvers = policy.escalate_to if escalated else policy.approvers
         now = workflow.now()
@@ -388,10 +438,12 @@ class RunWorkflow:
         votes_before = len(self._votes.get(step.id, ()))
         try:
             await workflow.wait_condition(
-                lambda: self._cancel_requested
-                or self._rejection(step.id) is not None
-                or self._approvals(step.id) >= policy.min_approvals
-                and len(self._votes.get(step.id, ())) > votes_before,
+                lambda: (
+                    self._cancel_requested
+                    or self._rejection(step.id) is not None
+                    or (self._approvals(step.id) >= policy.min_approvals
+                    and len(self._votes.get(step.id, ())) > votes_before)
+                ),
                 timeout=timedelta(seconds=policy.timeout_seconds),
             )
         except TimeoutError:
@@ -401,8 +453,14 @@ class RunWorkflow:
                     "approval_escalated", "system:stead", step.id, {"to": list(policy.escalate_to)}
                 )
                 return True
-            await self._audit("approval_timed_out", "system:stead", step.id, {"escalated": escalated})
-            raise StepStop("rejected", "approval timed out" + (" after escalation" if escalated else ""), decision) from None
+            await self._audit(
+                "approval_timed_out", "system:stead", step.id, {"escalated": escalated}
+            )
+            raise StepStop(
+                "rejected",
+                "approval timed out" + (" after escalation" if escalated else ""),
+                decision,
+            ) from None
         self._clear_pending(step.id)
         if self._cancel_requested:
             raise StepStop("cancelled", "cancelled while awaiting approval", decision)
@@ -413,7 +471,7 @@ class RunWorkflow:
     ) -> ExecuteStepOutput:
         req = self._input_request()
         try:
-            return await workflow.execute_activity(
+            return await _activity(
                 "adapter.execute",
                 ExecuteStepInput(
                     tenant=req.tenant,
@@ -472,7 +530,9 @@ class RunWorkflow:
                 "execution": {**old.execution, **new_plan.execution},
             }
         )
-        self._carry = self._carry.model_copy(update={"plan": merged, "results": results, "status": "running"})
+        self._carry = self._carry.model_copy(
+            update={"plan": merged, "results": results, "status": "running"}
+        )
         self._set_status("running")
 
     # ---------------------------------------------------------- approvals
@@ -507,7 +567,7 @@ class RunWorkflow:
         if approval.step_id not in self._pending:
             return f"step {approval.step_id} is not awaiting approval"
         if plan is None or approval.plan_hash != plan.plan_hash:
-            return "plan hash does not match the plan awaiting approval; re-read it with `stead status`"
+            return "plan hash does not match the plan awaiting approval; re-read `stead status`"
         eligible, self_ok = self._pending_policy[approval.step_id]
         if approval.approver == self._request_principal and not self_ok:
             return f"{approval.approver} started this run and may not approve its steps"
@@ -519,14 +579,21 @@ class RunWorkflow:
 
     async def _accept(self, approval: ApprovalInput) -> None:
         record = ApprovalRecord(
-            approver=approval.approver, verdict=approval.verdict, comment=approval.comment, at=workflow.now()
+            approver=approval.approver,
+            verdict=approval.verdict,
+            comment=approval.comment,
+            at=workflow.now(),
         )
         self._votes.setdefault(approval.step_id, []).append(record)
         await self._audit(
             "approval_accepted",
             approval.approver,
             approval.step_id,
-            {"verdict": approval.verdict, "comment": approval.comment, "plan_hash": approval.plan_hash},
+            {
+                "verdict": approval.verdict,
+                "comment": approval.comment,
+                "plan_hash": approval.plan_hash,
+            },
         )
 
     def _approvals(self, step_id: str) -> int:
@@ -535,7 +602,9 @@ class RunWorkflow:
     def _rejection(self, step_id: str) -> str | None:
         for vote in self._votes.get(step_id, ()):
             if vote.verdict == "reject":
-                return f"rejected by {vote.approver}" + (f": {vote.comment}" if vote.comment else "")
+                return f"rejected by {vote.approver}" + (
+                    f": {vote.comment}" if vote.comment else ""
+                )
         return None
 
     def _clear_pending(self, step_id: str) -> None:
@@ -594,12 +663,14 @@ class RunWorkflow:
             status=status,
             decision=decision or (previous.decision if previous else None),
             approvals=tuple(self._votes.get(step.id, ())),
-            output=output,  # type: ignore[arg-type]
+            output=output,
             error=error,
             started_at=started_at or (previous.started_at if previous else None),
             finished_at=workflow.now() if finished else None,
         )
-        self._carry = self._carry.model_copy(update={"results": {**self._carry.results, step.id: result}})
+        self._carry = self._carry.model_copy(
+            update={"results": {**self._carry.results, step.id: result}}
+        )
 
     def _set_status(self, status: RunState, reasons: Sequence[str] = ()) -> None:
         update: dict[str, object] = {"status": status}
@@ -651,7 +722,9 @@ class RunWorkflow:
             continued=self._carry.continued,
         )
 
-    async def _audit(self, kind: str, actor: str, step_id: str | None, data: dict[str, object]) -> None:
+    async def _audit(
+        self, kind: str, actor: str, step_id: str | None, data: dict[str, object]
+    ) -> None:
         await workflow.execute_activity(
             "audit.append",
             AuditInput(
@@ -661,7 +734,7 @@ class RunWorkflow:
                 step_id=step_id,
                 kind=kind,
                 actor=actor,
-                data=data,  # type: ignore[arg-type]
+                data=data,
             ),
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=QUICK,
@@ -710,6 +783,12 @@ class RunWorkflow:
         workflow.upsert_search_attributes([SA_PENDING.value_set(False)])
         await self._record_run(self._carry.status, finished=True)
         return self._snapshot()
+
+
+async def _activity(name: str, arg: object, result_type: type[_T], **options: Any) -> _T:
+    """``execute_activity`` by name, typed: names (not functions) keep this module I/O-free."""
+    result: _T = await workflow.execute_activity(name, arg, result_type=result_type, **options)
+    return result
 
 
 def _failure_reasons(err: ActivityError) -> tuple[str, ...]:

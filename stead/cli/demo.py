@@ -116,7 +116,7 @@ def run_foundation_demo() -> None:
         for step in summarize(status)["steps"]:
             console.print(
                 f"  {step['id']:<6} {step['operation']:<14} {step['status']:<10} "
-                f"policy={step['decision']['outcome'] if step['decision'] else '-'} result={step['result']}"
+                f"policy={(step['decision'] or {}).get('outcome', '-')} result={step['result']}"
             )
         console.print(
             f"audit chain for tenant demo: {'[green]intact[/]' if chain_ok else '[red]BROKEN[/]'}"

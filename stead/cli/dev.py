@@ -17,7 +17,9 @@ app = typer.Typer(help="Run Temporal, Postgres, OPA and Qdrant locally for devel
 @app.command()
 @fails_cleanly
 def up(
-    temporal_port: Annotated[int | None, typer.Option(help="Temporal gRPC port (default: a free one).")] = None,
+    temporal_port: Annotated[
+        int | None, typer.Option(help="Temporal gRPC port (default: a free one).")
+    ] = None,
     temporal_ui_port: Annotated[int | None, typer.Option(help="Temporal UI port.")] = None,
     postgres_port: Annotated[int | None, typer.Option(help="Postgres port.")] = None,
     opa_port: Annotated[int | None, typer.Option(help="OPA port.")] = None,
@@ -37,10 +39,15 @@ def up(
 
 @app.command()
 @fails_cleanly
-def down(purge: Annotated[bool, typer.Option(help="Also delete all data in $STEAD_HOME.")] = False) -> None:
+def down(
+    purge: Annotated[bool, typer.Option(help="Also delete all data in $STEAD_HOME.")] = False,
+) -> None:
     """Stop exactly the processes `up` started."""
     stopped = stack_down(settings(), purge=purge)
-    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}" + (" (data purged)" if purge else ""))
+    console.print(
+        f"stopped: {', '.join(stopped) or 'nothing was running'}"
+        + (" (data purged)" if purge else "")
+    )
 
 
 @app.command()

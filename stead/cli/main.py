@@ -48,7 +48,7 @@ def worker() -> None:
 @app.command()
 @fails_cleanly
 def demo() -> None:
-    """Start the embedded stack and a worker, run hello and a governed playbook, verify the audit log."""
+    """Start the stack and a worker, run hello and a governed playbook, verify the audit log."""
     from stead.cli.demo import run_foundation_demo
 
     run_foundation_demo()

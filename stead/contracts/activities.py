@@ -10,7 +10,6 @@ from stead.contracts.run import (
     ApprovalRecord,
     Budget,
     Closed,
-    Decision,
     Plan,
     PrincipalId,
     RunRequest,
@@ -28,7 +27,13 @@ STEP_FAILED = "StepFailed"
 INVALID_ARGUMENTS = "InvalidArguments"
 UNKNOWN_OPERATION = "UnknownOperation"
 LEDGER_CONFLICT = "LedgerConflict"
-NON_RETRYABLE_TYPES = (PLAN_REJECTED, STEP_FAILED, INVALID_ARGUMENTS, UNKNOWN_OPERATION, LEDGER_CONFLICT)
+NON_RETRYABLE_TYPES = (
+    PLAN_REJECTED,
+    STEP_FAILED,
+    INVALID_ARGUMENTS,
+    UNKNOWN_OPERATION,
+    LEDGER_CONFLICT,
+)
 
 
 class RecalledMemory(Closed):
@@ -88,7 +93,9 @@ class ExecuteStepInput(Closed):
 
 class ExecuteStepOutput(Closed):
     output: JsonValue = None
-    replayed: bool = Field(default=False, description="True when the ledger already held the result.")
+    replayed: bool = Field(
+        default=False, description="True when the ledger already held the result."
+    )
 
 
 class AuditInput(Closed):

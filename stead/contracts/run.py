@@ -93,7 +93,10 @@ class Step(Closed):
     on_failure: OnFailure = "abort"
     minutes_saved: float = Field(default=0.0, ge=0, description="Value captured when it succeeds.")
     timeout_seconds: float | None = Field(
-        default=None, gt=0, le=3600, description="Tighter activity timeout; never above the catalog's."
+        default=None,
+        gt=0,
+        le=3600,
+        description="Tighter activity timeout; never above the catalog's.",
     )
 
 

@@ -56,13 +56,17 @@ async def ensure_roles(conn: asyncpg.Connection, app_role: str, app_password: st
         await conn.execute(f'CREATE ROLE "{OWNER_ROLE}" NOLOGIN')
     ident = _quote_ident(app_role)
     if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", app_role):
-        await conn.execute(f"CREATE ROLE {ident} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+        await conn.execute(
+            f"CREATE ROLE {ident} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+        )
     await conn.execute(f"ALTER ROLE {ident} NOSUPERUSER NOBYPASSRLS")
     if app_password is not None:
         await conn.execute(f"ALTER ROLE {ident} PASSWORD {_quote_literal(app_password)}")
 
 
-async def migrate(admin_dsn: str, app_dsn: str, directory: Path = DEFAULT_MIGRATIONS_DIR) -> list[str]:
+async def migrate(
+    admin_dsn: str, app_dsn: str, directory: Path = DEFAULT_MIGRATIONS_DIR
+) -> list[str]:
     """Apply pending migrations; returns the versions applied now (empty when up to date)."""
     migrations = discover(directory)
     app_role, app_password = app_role_from_dsn(app_dsn)

