@@ -304,3 +304,57 @@ async def test_cancel_signal_stops_a_waiting_run(worker: WorkerHandle) -> None:
     status = await handle.result()
     assert status.status == "cancelled"
     assert status.steps[0].status == "cancelled"
+
+
+async def test_express_lane_still_decides_ledgers_and_audits(
+    worker: WorkerHandle, pool: asyncpg.Pool
+) -> None:
+    from stead.contracts.run import RunOptions
+
+    tenant = new_tenant()
+    await configure_tenant(worker.settings.opa_url, tenant)
+    handle = await start_run(
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
+        playbook_source=playbook(
+            {"id": "a", "operation": "core.echo", "args": {"value": 7}},
+            {"id": "b", "operation": "core.echo", "args": {"value": {"$ref": "steps.a.output.value"}}, "depends_on": ["a"]},
+        ),
+        options=RunOptions(express_reads=True),
+    )
+    status = await handle.result()
+    assert status.status == "completed"
+    assert [s.output for s in status.steps] == [{"value": 7}, {"value": 7}]
+    history = await handle.fetch_history()
+    scheduled = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    names = {e.activity_task_scheduled_event_attributes.activity_type.name for e in scheduled}
+    assert "adapter.execute" not in names and "policy.decide_step" not in names
+    async with tenant_transaction(pool, tenant) as conn:
+        kinds = [e.kind for e in await list_events(conn, tenant, handle.id)]
+        ledgered = await conn.fetchval("SELECT count(*) FROM effects WHERE workflow_id = $1", handle.id)
+    assert kinds.count("step_decision") == 2 and kinds.count("effect") == 2
+    assert ledgered == 2
+
+
+async def test_express_lane_falls_back_to_approval_when_policy_asks(worker: WorkerHandle) -> None:
+    from stead.contracts.run import RunOptions
+
+    tenant = new_tenant()
+    await configure_tenant(worker.settings.opa_url, tenant, approval_risk="low", approvers=["user:bob"])
+    handle = await start_run(
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
+        playbook_source=playbook({"id": "a", "operation": "core.echo", "args": {"value": 1}}),
+        options=RunOptions(express_reads=True),
+    )
+    pending = await wait_pending(handle, "a")
+    await handle.execute_update(
+        "approve", ApprovalInput(step_id="a", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve")
+    )
+    status = await handle.result()
+    assert status.status == "completed"
+    assert status.steps[0].output == {"value": 1}

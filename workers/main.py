@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client
@@ -22,6 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.execution import ExecutionActivities
+from activities.express import ExpressActivities
 from activities.hello import greet
 from activities.planning import PlanningActivities
 from activities.policy import PolicyActivities
@@ -55,17 +57,19 @@ class WorkerResources:
     catalog: Catalog
     adapters: AdapterResources
 
-    def activities(self) -> list[object]:
+    def activities(self) -> list[Callable[..., Any]]:
         policy = PolicyActivities(self.opa, self.pool, self.catalog)
         execution = ExecutionActivities(self.catalog, self.pool, self.adapters)
         planning = PlanningActivities(self.catalog, self.settings)
         records = RecordActivities(self.pool)
+        express = ExpressActivities(policy, execution)
         return [
             greet,
             planning.create_plan,
             policy.decide_plan,
             policy.decide_step,
             execution.execute,
+            express.run_step,
             records.append_audit,
             records.record_run,
         ]

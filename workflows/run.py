@@ -26,6 +26,8 @@ with workflow.unsafe.imports_passed_through():
         DecideStepInput,
         ExecuteStepInput,
         ExecuteStepOutput,
+        ExpressStepInput,
+        ExpressStepOutput,
         PlanDecisionInput,
         PlanInput,
         RunRecordInput,
@@ -303,9 +305,14 @@ class RunWorkflow:
         try:
             resolved = self._resolve(step)
             execution = plan.execution.get(step.id, StepExecution())
-            decision = await self._decide_until_allowed(resolved, execution, plan)
-            self._put_result(step, "running", decision=decision, started_at=started)
-            output = await self._execute(resolved, execution, plan, decision)
+            express = await self._express(resolved, execution, plan)
+            if express is not None and express.executed and express.output is not None:
+                decision, output = express.decision, express.output
+            else:
+                first = express.decision if express is not None else None
+                decision = await self._decide_until_allowed(resolved, execution, plan, first)
+                self._put_result(step, "running", decision=decision, started_at=started)
+                output = await self._execute(resolved, execution, plan, decision)
             self._carry = self._carry.model_copy(
                 update={
                     "outputs": {**self._carry.outputs, step.id: output.output},
@@ -349,13 +356,39 @@ class RunWorkflow:
             raise StepStop("failed", f"cannot resolve arguments: {err}") from None
         return step.model_copy(update={"args": args})
 
-    async def _decide_until_allowed(
+    async def _express(
         self, step: Step, execution: StepExecution, plan: Plan
+    ) -> ExpressStepOutput | None:
+        """Low-risk reads skip two round trips through the task queue, not the governance:
+        the local activity asks OPA, records the decision, and executes through the ledger
+        only on an immediate allow. Anything else falls back to the normal path."""
+        req = self._input_request()
+        if not (req.options.express_reads and execution.side_effect == "read"):
+            return None
+        if execution.risk != "low" or execution.task_queue is not None:
+            return None
+        try:
+            return await _local_activity(
+                "express.step",
+                ExpressStepInput(
+                    decide=self._decide_input(step, execution, plan),
+                    idempotency_key=f"{self._ref.workflow_id}/{step.id}",
+                ),
+                ExpressStepOutput,
+                start_to_close_timeout=timedelta(seconds=execution.timeout_seconds),
+                retry_policy=POLICY_RETRY,
+            )
+        except ActivityError:
+            return None  # the regular path decides again and blocks or fails with a reason
+
+    async def _decide_until_allowed(
+        self, step: Step, execution: StepExecution, plan: Plan, first: Decision | None = None
     ) -> Decision:
         """Ask OPA; while it says "approve", wait for humans and ask again with their votes."""
         escalated = False
         while True:
-            decision = await self._decide_step(step, execution, plan)
+            decision = first or await self._decide_step(step, execution, plan)
+            first = None
             if decision.blocked is not None:
                 raise StepStop(
                     "blocked", f"{decision.blocked}: " + "; ".join(decision.reasons), decision
@@ -370,22 +403,25 @@ class RunWorkflow:
             if rejection is not None:
                 raise StepStop("rejected", rejection, decision)
 
-    async def _decide_step(self, step: Step, execution: StepExecution, plan: Plan) -> Decision:
+    def _decide_input(self, step: Step, execution: StepExecution, plan: Plan) -> DecideStepInput:
         req = self._input_request()
+        return DecideStepInput(
+            tenant=req.tenant,
+            principal=req.principal,
+            run=self._ref,
+            plan_hash=plan.plan_hash,
+            step=step,
+            execution=execution,
+            budget=req.budget,
+            spent=self._carry.spent,
+            approvals=tuple(self._votes.get(step.id, ())),
+        )
+
+    async def _decide_step(self, step: Step, execution: StepExecution, plan: Plan) -> Decision:
         try:
             return await _activity(
                 "policy.decide_step",
-                DecideStepInput(
-                    tenant=req.tenant,
-                    principal=req.principal,
-                    run=self._ref,
-                    plan_hash=plan.plan_hash,
-                    step=step,
-                    execution=execution,
-                    budget=req.budget,
-                    spent=self._carry.spent,
-                    approvals=tuple(self._votes.get(step.id, ())),
-                ),
+                self._decide_input(step, execution, plan),
                 result_type=Decision,
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=POLICY_RETRY,
@@ -441,8 +477,10 @@ class RunWorkflow:
                 lambda: (
                     self._cancel_requested
                     or self._rejection(step.id) is not None
-                    or (self._approvals(step.id) >= policy.min_approvals
-                    and len(self._votes.get(step.id, ())) > votes_before)
+                    or (
+                        self._approvals(step.id) >= policy.min_approvals
+                        and len(self._votes.get(step.id, ())) > votes_before
+                    )
                 ),
                 timeout=timedelta(seconds=policy.timeout_seconds),
             )
@@ -783,6 +821,13 @@ class RunWorkflow:
         workflow.upsert_search_attributes([SA_PENDING.value_set(False)])
         await self._record_run(self._carry.status, finished=True)
         return self._snapshot()
+
+
+async def _local_activity(name: str, arg: object, result_type: type[_T], **options: Any) -> _T:
+    result: _T = await workflow.execute_local_activity(
+        name, arg, result_type=result_type, **options
+    )
+    return result
 
 
 async def _activity(name: str, arg: object, result_type: type[_T], **options: Any) -> _T:

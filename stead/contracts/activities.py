@@ -10,6 +10,7 @@ from stead.contracts.run import (
     ApprovalRecord,
     Budget,
     Closed,
+    Decision,
     Plan,
     PrincipalId,
     RunRequest,
@@ -123,3 +124,16 @@ class RunRecordInput(Closed):
     summary: dict[str, JsonValue] = {}
     finished: bool = False
     at: datetime | None = None
+
+
+class ExpressStepInput(Closed):
+    """Decide and, if allowed at once, execute a low-risk read step in one local activity."""
+
+    decide: DecideStepInput
+    idempotency_key: str
+
+
+class ExpressStepOutput(Closed):
+    decision: Decision
+    executed: bool = False
+    output: ExecuteStepOutput | None = None

@@ -60,6 +60,11 @@ class RunOptions(Closed):
     max_replans: int = Field(default=1, ge=0, le=5)
     continue_as_new_after_steps: int = Field(default=200, ge=10)
     default_approval_timeout_seconds: int | None = Field(default=None, ge=1)
+    express_reads: bool = Field(
+        default=False,
+        description="Run low-risk read steps as one local activity (decide + execute), "
+        "still policy-checked, ledgered and audited.",
+    )
 
 
 class RunRequest(Closed):

@@ -1,0 +1,36 @@
+"""The express lane: one local activity that decides a low-risk read and, on an immediate
+allow, executes it. It reuses the regular policy and execution code unchanged, so the
+decision is recorded, the effect goes through the ledger and both are audited."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.execution import ExecutionActivities
+from activities.policy import PolicyActivities
+from stead.contracts.activities import ExecuteStepInput, ExpressStepInput, ExpressStepOutput
+
+
+class ExpressActivities:
+    def __init__(self, policy: PolicyActivities, execution: ExecutionActivities) -> None:
+        self._policy = policy
+        self._execution = execution
+
+    @activity.defn(name="express.step")
+    async def run_step(self, req: ExpressStepInput) -> ExpressStepOutput:
+        decision = await self._policy.decide_step(req.decide)
+        if decision.outcome != "allow" or decision.blocked is not None:
+            return ExpressStepOutput(decision=decision)
+        d = req.decide
+        output = await self._execution.execute(
+            ExecuteStepInput(
+                tenant=d.tenant,
+                principal=d.principal,
+                run=d.run,
+                plan_hash=d.plan_hash,
+                step=d.step,
+                decision_id=decision.decision_id,
+                idempotency_key=req.idempotency_key,
+            )
+        )
+        return ExpressStepOutput(decision=decision, executed=True, output=output)
