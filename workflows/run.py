@@ -227,6 +227,9 @@ class RunWorkflow:
             if not stopping:
                 self._skip_unreachable(plan)
                 for step in self._ready_steps(plan):
+                    # A started step stays "pending" until its first decision returns.
+                    if step.id in running:
+                        continue
                     if len(running) >= req.options.max_parallel:
                         break
                     if self._steps_this_run >= req.options.continue_as_new_after_steps:

@@ -1,0 +1,426 @@
+"""Record the workflow histories that ``tests/test_replay.py`` replays.
+
+``.venv/bin/python -m tests.record_histories [--replace] [scenario ...]`` adds scenarios,
+or re-records them after a workflow changed on purpose (read ``tests/histories/README.md``
+first: never re-record to hide a nondeterminism error). It starts its own embedded stack
+in a temporary STEAD_HOME, runs each scenario on an in-process worker, checks the outcome
+is the one the scenario exists to show, and writes the history of every run to
+``tests/histories/<scenario>.json``, or ``<scenario>.<n>.json`` (n = 1, 2, ...) when the
+workflow continued as new. The workflow id is ``hist-<scenario>``: exported history JSON
+does not carry it, so the replay test derives it from the file name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+
+from stead.contracts.hello import Greeting, GreetingRequest
+from stead.contracts.run import (
+    ApprovalInput,
+    PendingApproval,
+    RunInput,
+    RunOptions,
+    RunRequest,
+    RunStatus,
+    Verdict,
+)
+from stead.devstack.stack import stack_down, stack_up
+from stead.settings import Settings
+from tests.conftest import REPO, settings_for
+from tests.runs import configure_tenant, playbook
+from workers.main import build_worker, connect, open_resources
+
+HISTORIES = REPO / "tests" / "histories"
+TASK_QUEUE = "stead-histories"
+PRINCIPAL = "user:ann"
+
+PUT_GET = playbook(
+    {"id": "put", "operation": "records.put", "args": {"key": "${inputs.key}", "value": {"n": 1}}},
+    {
+        "id": "get",
+        "operation": "records.get",
+        "args": {"key": {"$ref": "steps.put.output.key"}},
+        "depends_on": ["put"],
+    },
+    inputs={"key": {"type": "string", "required": True}},
+)
+PUT_ONE = playbook({"id": "put", "operation": "records.put", "args": {"key": "a", "value": {}}})
+AnyHandle = WorkflowHandle[Any, Any]
+CHAIN_STEPS = 25
+CHAIN_CONTINUE_AFTER = 10
+
+
+def workflow_id(scenario: str) -> str:
+    return f"hist-{scenario}"
+
+
+def history_workflow_id(path: Path) -> str:
+    """``approved.json`` → ``hist-approved``; ``chain.2.json`` → ``hist-chain``."""
+    return workflow_id(path.name.split(".", 1)[0])
+
+
+async def fetch_run_chain(client: Client, wf_id: str, first_run_id: str) -> list[WorkflowHistory]:
+    """The history of every run of ``wf_id``, following continue-as-new from the first run."""
+    histories: list[WorkflowHistory] = []
+    run_id: str | None = first_run_id
+    while run_id is not None:
+        history = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+        histories.append(history)
+        last = history.events[-1]
+        if last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+        else:
+            run_id = None
+    return histories
+
+
+@dataclass(frozen=True)
+class Recorder:
+    client: Client
+    settings: Settings
+
+    async def start_run(
+        self, scenario: str, tenant_config: dict[str, Any], **request: Any
+    ) -> WorkflowHandle[Any, RunStatus]:
+        # One tenant per scenario, so record keys and audit chains never mix.
+        tenant = workflow_id(scenario)
+        await configure_tenant(self.settings.opa_url, tenant, **tenant_config)
+        req = RunRequest(tenant=tenant, principal=PRINCIPAL, **request)
+        return await self.client.start_workflow(
+            "stead.run",
+            RunInput(request=req),
+            id=workflow_id(scenario),
+            task_queue=TASK_QUEUE,
+            result_type=RunStatus,
+        )
+
+
+async def wait_pending(handle: WorkflowHandle[Any, RunStatus], step_id: str) -> PendingApproval:
+    for _ in range(400):
+        pending: list[PendingApproval] = await handle.query(
+            "pending_approvals", result_type=list[PendingApproval]
+        )
+        for item in pending:
+            if item.step_id == step_id:
+                return item
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{handle.id}: step {step_id} never awaited approval")
+
+
+def approval(
+    pending: PendingApproval, approver: str, verdict: Verdict, comment: str = ""
+) -> ApprovalInput:
+    return ApprovalInput(
+        step_id=pending.step_id,
+        plan_hash=pending.plan_hash,
+        approver=approver,
+        verdict=verdict,
+        comment=comment,
+    )
+
+
+def expect(status: RunStatus, run_state: str, *step_states: str) -> None:
+    seen = tuple(s.status for s in status.steps)
+    if status.status != run_state or (step_states and seen != step_states):
+        raise RuntimeError(
+            f"{status.workflow_id}: expected {run_state} {step_states}, got {status.status} {seen} "
+            f"({status.reasons}); the scenario no longer shows what it should, so nothing is saved"
+        )
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+async def happy(r: Recorder) -> AnyHandle:
+    handle = await r.start_run("happy", {}, playbook_source=PUT_GET, inputs={"key": "k1"})
+    expect(await handle.result(), "completed", "succeeded", "succeeded")
+    return handle
+
+
+async def _approval(r: Recorder, scenario: str, **config: Any) -> WorkflowHandle[Any, RunStatus]:
+    return await r.start_run(scenario, {"approval_risk": "low", **config}, playbook_source=PUT_ONE)
+
+
+async def approved(r: Recorder) -> AnyHandle:
+    handle = await _approval(r, "approved", approvers=["user:bob"])
+    pending = await wait_pending(handle, "put")
+    await handle.execute_update(
+        "approve",
+        approval(pending, "user:bob", "approve"),
+    )
+    expect(await handle.result(), "completed", "succeeded")
+    return handle
+
+
+async def rejected(r: Recorder) -> AnyHandle:
+    handle = await _approval(r, "rejected", approvers=["user:bob"])
+    pending = await wait_pending(handle, "put")
+    await handle.execute_update(
+        "approve",
+        approval(pending, "user:bob", "reject", comment="not today"),
+    )
+    expect(await handle.result(), "failed", "rejected")
+    return handle
+
+
+async def approval_timeout(r: Recorder) -> AnyHandle:
+    handle = await _approval(
+        r, "approval-timeout", approvers=["user:bob"], approval_timeout_seconds=1,
+        on_timeout="escalate", escalate_to=["user:carol"],
+    )
+    status = await handle.result()
+    expect(status, "failed", "rejected")
+    if "timed out after escalation" not in (status.steps[0].error or ""):
+        raise RuntimeError(f"{handle.id}: not escalated before timing out: {status.steps[0].error}")
+    return handle
+
+
+async def denied(r: Recorder) -> AnyHandle:
+    handle = await r.start_run(
+        "denied",
+        {"operations": ["records.get", "core.echo"]},
+        playbook_source=playbook(
+            {"id": "echo", "operation": "core.echo", "args": {"value": 1}},
+            {
+                "id": "put",
+                "operation": "records.put",
+                "args": {"key": "x", "value": {}},
+                "depends_on": ["echo"],
+            },
+        ),
+    )
+    # The tenant's allow-list lacks records.put, so the plan decision already says no.
+    expect(await handle.result(), "denied", "pending", "pending")
+    return handle
+
+
+async def step_denied(r: Recorder) -> AnyHandle:
+    """The plan is allowed; the step decision denies arguments that fail the schema."""
+    handle = await r.start_run(
+        "step-denied",
+        {},
+        playbook_source=playbook(
+            {"id": "echo", "operation": "core.echo", "args": {"value": {"not": "a string"}}},
+            {
+                "id": "put",
+                "operation": "records.put",
+                "args": {"key": {"$ref": "steps.echo.output.value"}, "value": {}},
+                "depends_on": ["echo"],
+            },
+        ),
+    )
+    expect(await handle.result(), "denied", "succeeded", "denied")
+    return handle
+
+
+async def plan_rejected(r: Recorder) -> AnyHandle:
+    unknown = playbook({"id": "a", "operation": "mail.blast", "args": {}})
+    handle = await r.start_run("plan-rejected", {}, playbook_source=unknown)
+    expect(await handle.result(), "plan_rejected")
+    return handle
+
+
+async def signal_approval(r: Recorder) -> AnyHandle:
+    handle = await _approval(r, "signal-approval", approvers=["user:bob"])
+    pending = await wait_pending(handle, "put")
+    for approver in ("user:eve", "user:bob"):  # eve is refused (and audited), bob counts
+        await handle.signal("approve_signal", approval(pending, approver, "approve"))
+    expect(await handle.result(), "completed", "succeeded")
+    return handle
+
+
+async def cancelled(r: Recorder) -> AnyHandle:
+    handle = await _approval(r, "cancelled", approvers=["user:bob"])
+    await wait_pending(handle, "put")
+    await handle.signal("cancel")
+    expect(await handle.result(), "cancelled", "cancelled")
+    return handle
+
+
+async def chain(r: Recorder) -> AnyHandle:
+    steps = [{"id": "s01", "operation": "core.echo", "args": {"value": 1}}]
+    for n in range(2, CHAIN_STEPS + 1):
+        steps.append(
+            {
+                "id": f"s{n:02d}",
+                "operation": "core.echo",
+                "args": {"value": {"$ref": f"steps.s{n - 1:02d}.output.value"}},
+                "depends_on": [f"s{n - 1:02d}"],
+            }
+        )
+    handle = await r.start_run(
+        "chain", {},
+        playbook_source=playbook(*steps),
+        options=RunOptions(continue_as_new_after_steps=CHAIN_CONTINUE_AFTER),
+    )
+    status = await handle.result()
+    expect(status, "completed", *["succeeded"] * CHAIN_STEPS)
+    if status.continued < 2:
+        raise RuntimeError(f"{handle.id}: continued as new {status.continued} times, not >= 2")
+    return handle
+
+
+async def fan_out(r: Recorder) -> AnyHandle:
+    """Independent steps in parallel (above max_parallel), then one step joining them."""
+    leaves = [{"id": f"leaf{n}", "operation": "core.echo", "args": {"value": n}} for n in range(6)]
+    join = {
+        "id": "join",
+        "operation": "core.echo",
+        "args": {"value": [{"$ref": f"steps.leaf{n}.output.value"} for n in range(6)]},
+        "depends_on": [f"leaf{n}" for n in range(6)],
+    }
+    handle = await r.start_run(
+        "fan-out", {}, playbook_source=playbook(*leaves, join), options=RunOptions(max_parallel=4)
+    )
+    expect(await handle.result(), "completed", *["succeeded"] * 7)
+    return handle
+
+
+async def express(r: Recorder) -> AnyHandle:
+    """Low-risk reads take the express lane (one local activity); the write does not."""
+    handle = await r.start_run(
+        "express",
+        {},
+        playbook_source=playbook(
+            {"id": "name", "operation": "core.echo", "args": {"value": "k-express"}},
+            {
+                "id": "put",
+                "operation": "records.put",
+                "args": {"key": {"$ref": "steps.name.output.value"}, "value": {"n": 2}},
+                "depends_on": ["name"],
+            },
+            {
+                "id": "get",
+                "operation": "records.get",
+                "args": {"key": {"$ref": "steps.put.output.key"}},
+                "depends_on": ["put"],
+            },
+        ),
+        options=RunOptions(express_reads=True),
+    )
+    expect(await handle.result(), "completed", "succeeded", "succeeded", "succeeded")
+    history = await handle.fetch_history()
+    if not any(e.HasField("marker_recorded_event_attributes") for e in history.events):
+        raise RuntimeError(f"{handle.id}: no local activity in history: express lane unused")
+    return handle
+
+
+async def hello(r: Recorder) -> AnyHandle:
+    handle = await r.client.start_workflow(
+        "stead.hello",
+        GreetingRequest(name="history"),
+        id=workflow_id("hello"),
+        task_queue=TASK_QUEUE,
+        result_type=Greeting,
+    )
+    greeting = await handle.result()
+    if "history" not in greeting.message:
+        raise RuntimeError(f"{handle.id}: unexpected greeting {greeting.message!r}")
+    return handle
+
+
+Scenario = Callable[[Recorder], Awaitable[AnyHandle]]
+SCENARIOS: dict[str, Scenario] = {
+    "happy": happy,
+    "approved": approved,
+    "rejected": rejected,
+    "approval-timeout": approval_timeout,
+    "denied": denied,
+    "step-denied": step_denied,
+    "plan-rejected": plan_rejected,
+    "signal-approval": signal_approval,
+    "cancelled": cancelled,
+    "chain": chain,
+    "fan-out": fan_out,
+    "express": express,
+    "hello": hello,
+}
+
+
+# ------------------------------------------------------------------- driver
+
+
+def write_histories(scenario: str, histories: list[WorkflowHistory]) -> list[Path]:
+    for stale in recorded(scenario):
+        stale.unlink()
+    if len(histories) == 1:
+        targets = [HISTORIES / f"{scenario}.json"]
+    else:
+        targets = [HISTORIES / f"{scenario}.{n}.json" for n in range(1, len(histories) + 1)]
+    for target, history in zip(targets, histories, strict=True):
+        target.write_text(compact_json(history))
+    return targets
+
+
+def compact_json(history: WorkflowHistory) -> str:
+    """``to_json()`` with one event per line: a quarter smaller, and still greppable by event."""
+    events = json.loads(history.to_json())["events"]
+    lines = ",\n".join(json.dumps(event, separators=(",", ":")) for event in events)
+    return '{"events": [\n' + lines + "\n]}\n"
+
+
+async def record(settings: Settings, names: list[str]) -> None:
+    client = await connect(settings)
+    HISTORIES.mkdir(exist_ok=True)
+    async with open_resources(settings) as resources, build_worker(client, TASK_QUEUE, resources):
+        recorder = Recorder(client, settings)
+        for name in names:
+            began = time.monotonic()
+            handle = await SCENARIOS[name](recorder)
+            assert handle.first_execution_run_id is not None
+            histories = await fetch_run_chain(client, handle.id, handle.first_execution_run_id)
+            for path, history in zip(write_histories(name, histories), histories, strict=True):
+                print(
+                    f"{path.relative_to(REPO)}: {len(history.events)} events, "
+                    f"{path.stat().st_size} bytes ({time.monotonic() - began:.1f} s)",
+                    flush=True,
+                )
+
+
+def recorded(scenario: str) -> list[Path]:
+    return sorted([*HISTORIES.glob(f"{scenario}.json"), *HISTORIES.glob(f"{scenario}.*.json")])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.record_histories", description=__doc__)
+    parser.add_argument("scenarios", nargs="*", metavar="scenario", help="default: all")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite existing histories (read tests/histories/README.md first)",
+    )
+    args = parser.parse_args(argv)
+    names: list[str] = args.scenarios or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    existing = [n for n in names if recorded(n)]
+    if existing and not args.replace:
+        # An old history is the proof that runs parked on the old code still replay.
+        print(f"keeping existing histories of {existing}; pass --replace to overwrite them")
+        names = [n for n in names if n not in existing]
+    if not names:
+        return 0
+    with tempfile.TemporaryDirectory(prefix="stead-histories-") as tmp:
+        base = settings_for(Path(tmp))
+        try:
+            stack_up(base)
+            asyncio.run(record(settings_for(Path(tmp)), names))
+        finally:
+            stack_down(base)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

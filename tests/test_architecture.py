@@ -1,0 +1,301 @@
+"""The architecture in the folder table of DESIGN.md, guarded by reading the source.
+
+Static checks with ``ast``, so they see imports inside functions too (a lazy
+``import litellm`` counts) and need no services:
+
+* workflow code, and every first-party module it imports however indirectly, uses no
+  I/O library and no environment variables: replay must not depend on the machine;
+* every activity has an explicit dotted name, because the SDK's default (the bare
+  function name) changes on a rename and strands parked runs;
+* only ``stead/settings.py`` reads the environment (STYLE.md: settings in one place).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIRST_PARTY = ("stead", "workflows", "activities", "adapters", "workers")
+RUNTIME_PACKAGES = ("stead", "workflows", "activities", "adapters", "workers")
+
+# Modules that reach the network, a database, another process or the model providers.
+IO_MODULES = frozenset(
+    {
+        "aiohttp",
+        "asyncpg",
+        "http.client",
+        "httpx",
+        "litellm",
+        "psycopg",
+        "psycopg2",
+        "qdrant_client",
+        "qdrant_edge",
+        "requests",
+        "socket",
+        "subprocess",
+        "urllib.request",
+        "urllib3",
+    }
+)
+ENV_NAMES = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"})
+ACTIVITY_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+# Environment access outside stead/settings.py, each with the reason it is not a setting.
+# Keyed by file and the exact source line, so a new access in the same file still fails.
+ENV_ALLOWED: dict[tuple[str, str], str] = {
+    (
+        "stead/planning/llm.py",
+        'os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")',
+    ): "a write, not a read: litellm takes its offline switches only from the environment, "
+    "at import time; setdefault keeps an operator's own choice",
+    (
+        "stead/planning/llm.py",
+        'os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")',
+    ): "same as above",
+    (
+        "stead/embeddings/remote.py",
+        'os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")',
+    ): "the same litellm offline switches, for the embedding client's lazy import",
+    (
+        "stead/embeddings/remote.py",
+        'os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")',
+    ): "same as above",
+    (
+        "stead/cli/demo.py",
+        'env = {**os.environ, "STEAD_HOME": str(settings.home), "STEAD_TASK_QUEUE": task_queue}',
+    ): "copied whole for the `stead worker` child, which reads its settings through Settings",
+    (
+        "stead/devstack/opa.py",
+        'env={**os.environ, "GOBIN": str(target.resolve())},',
+    ): "copied whole for the `go install` child, which needs PATH, HOME and Go's own variables",
+    (
+        "stead/devstack/opa.py",
+        'base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")',
+    ): "the XDG base-directory convention for the per-machine binary cache, a platform "
+    "location like $HOME (which Path.home() reads), not a Stead setting",
+}
+
+
+@dataclass(frozen=True)
+class Use:
+    """One import or environment access found in a module."""
+
+    path: Path
+    line: int
+    what: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(REPO)}:{self.line}"
+
+    @property
+    def source_line(self) -> str:
+        return self.path.read_text().splitlines()[self.line - 1].strip()
+
+
+def module_path(name: str) -> Path | None:
+    """The file that executes on ``import name``, for first-party modules."""
+    if name.split(".")[0] not in FIRST_PARTY:
+        return None
+    base = REPO.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node, except the bodies of ``if TYPE_CHECKING:`` (never executed)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for stmt in node.orelse for n in [stmt, *runtime_nodes(stmt)])
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
+def imported_modules(path: Path) -> list[Use]:
+    """Modules an import of ``path`` loads: parents included, since their __init__ runs."""
+    found: list[Use] = []
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in runtime_nodes(parse(path)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            # `from pkg import name` loads pkg.name too when that is a module.
+            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            for depth in range(1, len(parts) + 1):
+                found.append(Use(path, node.lineno, ".".join(parts[:depth])))
+    return found
+
+
+def env_accesses(path: Path) -> list[Use]:
+    """``os.environ``, ``os.getenv`` and friends, however ``os`` or the name was imported."""
+    tree = parse(path)
+    os_aliases = {"os"}
+    direct: set[str] = set()
+    for node in runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            os_aliases |= {a.asname or a.name for a in node.names if a.name == "os"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            direct |= {a.asname or a.name for a in node.names if a.name in ENV_NAMES}
+    found = []
+    for node in runtime_nodes(tree):
+        if isinstance(node, ast.Attribute):
+            hit = node.attr in ENV_NAMES and ast.unparse(node.value) in os_aliases
+        else:
+            hit = isinstance(node, ast.Name) and node.id in direct
+        if hit:
+            found.append(Use(path, getattr(node, "lineno", 0), ast.unparse(node)))
+    return found
+
+
+def workflow_closure() -> dict[str, list[str]]:
+    """First-party modules loaded by importing workflows/, each with the chain that loads it."""
+    roots = sorted((REPO / "workflows").glob("*.py"))
+    chains: dict[str, list[str]] = {module_name(p): [module_name(p)] for p in roots}
+    queue = list(chains)
+    while queue:
+        current = queue.pop()
+        path = module_path(current)
+        assert path is not None, current
+        for use in imported_modules(path):
+            if use.what not in chains and module_path(use.what) is not None:
+                chains[use.what] = [*chains[current], use.what]
+                queue.append(use.what)
+    return chains
+
+
+def python_files(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
+
+
+# ------------------------------------------------------------------ workflows
+
+
+def test_the_import_closure_of_workflows_follows_first_party_modules() -> None:
+    closure = workflow_closure()
+    # The walk must reach the contracts the workflows really use, or it checks nothing.
+    assert {"workflows.run", "stead.contracts.run", "stead.planning.refs"} <= set(closure)
+
+
+def test_workflow_code_and_everything_it_imports_does_no_io() -> None:
+    problems = []
+    for name, chain in sorted(workflow_closure().items()):
+        path = module_path(name)
+        assert path is not None
+        for use in imported_modules(path):
+            if use.what in IO_MODULES:
+                problems.append(f"{use.where} imports {use.what} (via {' → '.join(chain)})")
+        for use in env_accesses(path):
+            problems.append(f"{use.where} uses {use.what} (via {' → '.join(chain)})")
+    assert not problems, "workflow code must stay deterministic:\n" + "\n".join(problems)
+
+
+# ----------------------------------------------------------------- activities
+
+
+Definition = tuple[Path, ast.AsyncFunctionDef | ast.FunctionDef, ast.expr]
+
+
+def activity_definitions() -> Iterator[Definition]:
+    for path in python_files("activities"):
+        for node in ast.walk(parse(path)):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if ast.unparse(target) in {"activity.defn", "temporalio.activity.defn", "defn"}:
+                    yield path, node, decorator
+
+
+def test_every_activity_has_an_explicit_dotted_name() -> None:
+    found, problems = [], []
+    for path, func, decorator in activity_definitions():
+        where = f"{path.relative_to(REPO)}:{func.lineno} {func.name}"
+        names = [
+            kw.value.value
+            for kw in (decorator.keywords if isinstance(decorator, ast.Call) else [])
+            if kw.arg == "name" and isinstance(kw.value, ast.Constant)
+        ]
+        if not names or not isinstance(names[0], str) or not ACTIVITY_NAME.match(names[0]):
+            problems.append(f"{where}: use @activity.defn(name=\"<area>.<action>\")")
+        else:
+            found.append(names[0])
+    assert not problems, "\n".join(problems)
+    assert found, "no activities found under activities/"
+    assert len(found) == len(set(found)), f"an activity name is used twice: {sorted(found)}"
+
+
+def test_every_activity_a_workflow_calls_is_defined() -> None:
+    defined = set()
+    for _, _, decorator in activity_definitions():
+        if isinstance(decorator, ast.Call):
+            defined |= {
+                kw.value.value
+                for kw in decorator.keywords
+                if kw.arg == "name" and isinstance(kw.value, ast.Constant)
+            }
+    called = {}
+    for path in python_files("workflows"):
+        for node in ast.walk(parse(path)):
+            # execute_activity, start_local_activity, and the workflows' typed wrappers.
+            if (
+                isinstance(node, ast.Call)
+                and ast.unparse(node.func).endswith("activity")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                called[node.args[0].value] = f"{path.relative_to(REPO)}:{node.lineno}"
+    assert called, "found no activity calls in workflows/"
+    missing = {name: where for name, where in called.items() if name not in defined}
+    assert not missing, f"workflows call activities nobody defines: {missing}"
+
+
+# --------------------------------------------------------------------- settings
+
+
+def test_only_settings_reads_the_environment() -> None:
+    seen: set[tuple[str, str]] = set()
+    problems = []
+    for path in python_files(*RUNTIME_PACKAGES):
+        relative = path.relative_to(REPO).as_posix()
+        if relative == "stead/settings.py":
+            continue
+        for use in env_accesses(path):
+            key = (relative, use.source_line)
+            if key in ENV_ALLOWED:
+                seen.add(key)
+            else:
+                problems.append(f"{use.where}: {use.source_line}")
+    assert not problems, "read settings through stead.settings.Settings, not os.environ:\n" + (
+        "\n".join(problems)
+    )
+    stale = sorted(set(ENV_ALLOWED) - seen)
+    assert not stale, f"allow-list entries that no longer match any code; remove them: {stale}"
