@@ -32,9 +32,11 @@ test: venv opa
 
 demo: venv opa
 	$(BIN)/stead demo
+	$(BIN)/stead demo content
+	$(BIN)/stead demo commerce
 
 lint: venv
-	$(BIN)/ruff check stead workflows activities adapters workers tests bench
+	$(BIN)/ruff check stead workflows activities adapters workers tests bench examples
 	$(BIN)/mypy
 
 clean:

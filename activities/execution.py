@@ -3,12 +3,22 @@
 The intent row commits to the effect ledger *before* the adapter is called. A retry
 that finds the row completed returns the stored result without touching the
 adapter; one that finds it still in flight (the worker died between effect and
-completion) asks the adapter to reconcile before trying again. The step must carry
-a recorded *allow* decision: execution re-checks it rather than trusting the caller.
+completion) asks the adapter to reconcile before trying again.
+
+No adapter runs without a capability token scoped to this tenant, run, step,
+operation, argument hash, idempotency key and decision, minted by the capability
+authority only after it finds that decision recorded as an *allow*. On a worker that
+holds the signing key the token is minted here, at execution time; an edge worker
+(public key only) reads the grant the authority minted ahead for it. Either way the
+token never enters workflow history. The boundary verifies it with the public key
+alone and spends it in the capability ledger in the transaction that commits the
+effect's intent. Any refusal is audited (``capability_refused``) and fails the step
+without a retry.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -18,7 +28,20 @@ from temporalio.exceptions import ApplicationError
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
+from adapters.ratelimit import RATE_LIMITED, RateLimited, RateLimiter
 from stead.audit.log import AuditEvent, append_event
+from stead.capability import (
+    CapabilityClaims,
+    CapabilityIssuer,
+    CapabilityMismatch,
+    CapabilityRefused,
+    CapabilityReplayed,
+    CapabilityScope,
+    CapabilityVerifier,
+    NoAuthority,
+    consume,
+)
+from stead.capability.ledger import load_grant, spent_on
 from stead.contracts.activities import (
     INVALID_ARGUMENTS,
     LEDGER_CONFLICT,
@@ -31,15 +54,32 @@ from stead.contracts.run import sha256_hex
 from stead.db.pool import tenant_transaction
 from stead.ledger import effects
 from stead.ledger.effects import LedgerConflict
+from stead.observability.steps import observed_step
+
+# The ApplicationError type of every capability refusal; never retried.
+CAPABILITY_REFUSED = "CapabilityRefused"
 
 
 class ExecutionActivities:
-    def __init__(self, catalog: Catalog, pool: asyncpg.Pool, resources: Any) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        pool: asyncpg.Pool,
+        resources: Any,
+        *,
+        issuer: CapabilityIssuer | None,
+        verifier: CapabilityVerifier,
+        rate_limits: RateLimiter | None = None,
+    ) -> None:
         self._catalog = catalog
         self._pool = pool
         self._resources = resources
+        self._issuer = issuer
+        self._verifier = verifier
+        self._rate_limits = rate_limits or RateLimiter(pool)
 
     @activity.defn(name="adapter.execute")
+    @observed_step  # step metrics and the step log line: stead/observability/steps.py
     async def execute(self, req: ExecuteStepInput) -> ExecuteStepOutput:
         op, args = self._parse(req)
         ctx = OperationContext(
@@ -50,27 +90,48 @@ class ExecutionActivities:
             idempotency_key=req.idempotency_key,
             resources=self._resources,
         )
-        entry = await self._begin(req)
+        entry = await self._admit(req)
         if entry.status == "completed":
             return ExecuteStepOutput(output=entry.result, replayed=True)
         if entry.status == "failed":
-            raise ApplicationError(entry.error or "step failed earlier", type=STEP_FAILED, non_retryable=True)
+            raise ApplicationError(
+                entry.error or "step failed earlier", type=STEP_FAILED, non_retryable=True
+            )
         if entry.attempts > 1 and op.reconcile is not None:
             found = await op.reconcile(ctx, args)
             if found is not None:
                 output = found.model_dump(mode="json")
                 await self._complete(req, output, reconciled=True)
                 return ExecuteStepOutput(output=output, replayed=True)
+        await self._acquire_rate_limit(req, op)
         try:
             result = await op.run(ctx, args)
         except AdapterError as exc:
             if exc.retryable:
                 raise ApplicationError(exc.message, exc.details, type="AdapterRetryable") from exc
             await self._fail(req, exc.message)
-            raise ApplicationError(exc.message, exc.details, type=STEP_FAILED, non_retryable=True) from exc
+            raise ApplicationError(
+                exc.message, exc.details, type=STEP_FAILED, non_retryable=True
+            ) from exc
         output = result.model_dump(mode="json")
         await self._complete(req, output, reconciled=False)
         return ExecuteStepOutput(output=output)
+
+    async def _acquire_rate_limit(self, req: ExecuteStepInput, op: Operation[Any, Any]) -> None:
+        """The tenant's rate limit for ``op``, shared by all workers (adapters/ratelimit.py).
+
+        Over the limit, this attempt fails with a retry delay of exactly the wait for the
+        slot it has reserved, so the retry runs without drawing again.
+        """
+        try:
+            await self._rate_limits.acquire(req.tenant, op, req.idempotency_key)
+        except RateLimited as exc:
+            raise ApplicationError(
+                str(exc),
+                exc.details,
+                type=RATE_LIMITED,
+                next_retry_delay=timedelta(seconds=exc.retry_after),
+            ) from exc
 
     def _parse(self, req: ExecuteStepInput) -> tuple[Operation[Any, Any], Any]:
         try:
@@ -79,41 +140,85 @@ class ExecutionActivities:
         except UnknownOperation as exc:
             raise ApplicationError(str(exc), type=UNKNOWN_OPERATION, non_retryable=True) from exc
         except InvalidArguments as exc:
-            raise ApplicationError(str(exc), exc.errors, type=INVALID_ARGUMENTS, non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), exc.errors, type=INVALID_ARGUMENTS, non_retryable=True
+            ) from exc
 
-    async def _begin(self, req: ExecuteStepInput) -> effects.LedgerEntry:
-        """Check the recorded decision and commit the intent, in its own transaction."""
-        async with tenant_transaction(self._pool, req.tenant) as conn:
-            outcome = await conn.fetchval(
-                "SELECT outcome FROM decisions WHERE decision_id = $1 AND workflow_id = $2 AND step_id = $3",
-                req.decision_id,
-                req.run.workflow_id,
-                req.step.id,
+    async def _admit(self, req: ExecuteStepInput) -> effects.LedgerEntry:
+        """Get, verify and spend the step's capability, and commit the intent with it."""
+        scope = CapabilityScope.for_step(req)
+        try:
+            token = await self._token(req, scope)
+            claims = await self._verify(req, token, scope)
+            async with tenant_transaction(self._pool, req.tenant) as conn:
+                await consume(conn, claims)
+                try:
+                    return await effects.begin(
+                        conn,
+                        tenant=req.tenant,
+                        key=req.idempotency_key,
+                        workflow_id=req.run.workflow_id,
+                        step_id=req.step.id,
+                        operation=req.step.operation,
+                        args_hash=scope.args_hash,
+                        decision_id=req.decision_id,
+                    )
+                except LedgerConflict as exc:
+                    raise ApplicationError(
+                        str(exc), type=LEDGER_CONFLICT, non_retryable=True
+                    ) from exc
+        except CapabilityRefused as exc:
+            await self._refused(req, exc)
+            raise ApplicationError(
+                f"capability refused ({exc.reason}): {exc.message}",
+                type=CAPABILITY_REFUSED,
+                non_retryable=True,
+            ) from None
+
+    async def _token(self, req: ExecuteStepInput, scope: CapabilityScope) -> str:
+        """The grant the authority minted ahead (edge steps), else a token minted now."""
+        if req.capability_grant is not None:
+            async with tenant_transaction(self._pool, req.tenant) as conn:
+                return await load_grant(conn, req.capability_grant)
+        if self._issuer is None:
+            raise NoAuthority(
+                "this worker holds no capability signing key (capability.key) and the step "
+                f"carries no grant, so step {scope.step_id} cannot be authorized here"
             )
-            if outcome != "allow":
-                raise ApplicationError(
-                    f"no recorded allow decision {req.decision_id} for step {req.step.id}; refusing to execute",
-                    type=STEP_FAILED,
-                    non_retryable=True,
-                )
-            try:
-                return await effects.begin(
-                    conn,
-                    tenant=req.tenant,
-                    key=req.idempotency_key,
-                    workflow_id=req.run.workflow_id,
-                    step_id=req.step.id,
-                    operation=req.step.operation,
-                    args_hash=sha256_hex(req.step.args),
-                    decision_id=req.decision_id,
-                )
-            except LedgerConflict as exc:
-                raise ApplicationError(str(exc), type=LEDGER_CONFLICT, non_retryable=True) from exc
+        return await self._issuer.issue(scope)
 
-    async def _complete(self, req: ExecuteStepInput, output: JsonValue, *, reconciled: bool) -> None:
+    async def _verify(
+        self, req: ExecuteStepInput, token: str, scope: CapabilityScope
+    ) -> CapabilityClaims:
+        """Public-key verification; a token already spent on another step is a replay."""
+        try:
+            return self._verifier.verify(token, scope)
+        except CapabilityMismatch as exc:
+            if exc.token_id is None:
+                raise
+            async with tenant_transaction(self._pool, req.tenant) as conn:
+                spent = await spent_on(conn, exc.token_id)
+            if spent is None:
+                raise
+            raise CapabilityReplayed(
+                f"capability token {exc.token_id} was spent on {spent} and replayed for "
+                f"{scope.workflow_id}/{scope.step_id}: {exc.message}",
+                token_id=exc.token_id,
+            ) from None
+
+    async def _refused(self, req: ExecuteStepInput, exc: CapabilityRefused) -> None:
+        """Audit the refusal in its own transaction: the refused one has rolled back."""
+        async with tenant_transaction(self._pool, req.tenant) as conn:
+            await append_event(conn, refusal_event(req, exc))
+
+    async def _complete(
+        self, req: ExecuteStepInput, output: JsonValue, *, reconciled: bool
+    ) -> None:
         async with tenant_transaction(self._pool, req.tenant) as conn:
             await effects.complete(conn, tenant=req.tenant, key=req.idempotency_key, result=output)
-            await append_event(conn, self._event(req, "effect_reconciled" if reconciled else "effect", {}))
+            await append_event(
+                conn, self._event(req, "effect_reconciled" if reconciled else "effect", {})
+            )
 
     async def _fail(self, req: ExecuteStepInput, error: str) -> None:
         async with tenant_transaction(self._pool, req.tenant) as conn:
@@ -121,18 +226,31 @@ class ExecutionActivities:
             await append_event(conn, self._event(req, "effect_failed", {"error": error}))
 
     def _event(self, req: ExecuteStepInput, kind: str, extra: dict[str, JsonValue]) -> AuditEvent:
-        return AuditEvent(
-            tenant=req.tenant,
-            workflow_id=req.run.workflow_id,
-            run_id=req.run.run_id,
-            step_id=req.step.id,
-            kind=kind,
-            actor=req.principal,
-            data={
-                "operation": req.step.operation,
-                "idempotency_key": req.idempotency_key,
-                "decision_id": req.decision_id,
-                "args_hash": sha256_hex(req.step.args),
-                **extra,
-            },
-        )
+        return step_event(req, kind, extra)
+
+
+def step_event(req: ExecuteStepInput, kind: str, extra: dict[str, JsonValue]) -> AuditEvent:
+    return AuditEvent(
+        tenant=req.tenant,
+        workflow_id=req.run.workflow_id,
+        run_id=req.run.run_id,
+        step_id=req.step.id,
+        kind=kind,
+        actor=req.principal,
+        data={
+            "operation": req.step.operation,
+            "idempotency_key": req.idempotency_key,
+            "decision_id": req.decision_id,
+            "args_hash": sha256_hex(req.step.args),
+            **extra,
+        },
+    )
+
+
+def refusal_event(req: ExecuteStepInput, exc: CapabilityRefused) -> AuditEvent:
+    """``capability_refused``: why, never the token itself (only its id, when it has one)."""
+    return step_event(
+        req,
+        "capability_refused",
+        {"reason": exc.reason, "detail": exc.message, "token_id": exc.token_id},
+    )

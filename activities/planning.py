@@ -15,6 +15,7 @@ from adapters.catalog import Catalog
 from stead.contracts.activities import PLAN_REJECTED, PlanInput
 from stead.contracts.run import Plan, PlannerInfo, RunRequest
 from stead.errors import ConfigError
+from stead.observability.metrics import observe_planner
 from stead.planning.llm import NO_PLANNER_MODEL, LlmPlanner
 from stead.planning.playbooks import Playbook, expand, load_playbook, parse_playbook
 from stead.planning.validate import PlanRejected, build_plan, validate_plan
@@ -36,7 +37,10 @@ class PlanningActivities:
         plan_id = f"{req.workflow_id}/plan-{req.attempt}"
         try:
             if req.request.goal is not None:
-                return await self._llm.plan(req, plan_id)
+                plan = await self._llm.plan(req, plan_id)
+                info = plan.planner
+                observe_planner(req.request.tenant, info.model or "", info.tokens, info.cost_usd)
+                return plan
             return self._from_playbook(req, plan_id)
         except PlanRejected as exc:
             raise ApplicationError(

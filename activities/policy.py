@@ -22,9 +22,11 @@ from stead.audit.log import AuditEvent, append_event
 from stead.contracts.activities import DecideStepInput, PlanDecisionInput
 from stead.contracts.run import ApprovalPolicy, Decision, sha256_hex
 from stead.db.pool import tenant_transaction
+from stead.observability.metrics import observe_decision
 from stead.planning.refs import find_refs
 from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
 from stead.runs.store import DecisionKind, group_members, record_decision
+from stead.slo.spend import tenant_spend_this_month
 
 
 class PolicyActivities:
@@ -48,12 +50,14 @@ class PolicyActivities:
                 mode="json", include={"plan_id", "plan_hash", "steps", "planner"}
             ),
             "budget": req.budget.model_dump(mode="json"),
+            "tenant_spent": await self._tenant_spent(req.tenant, req.run.workflow_id),
             "operations": operations,
         }
         started = time.perf_counter()
         try:
             result = await self._opa.decide_plan(opa_input)
         except PolicyUnavailable as exc:
+            observe_decision(req.tenant, "plan", None, None, time.perf_counter() - started)
             raise ApplicationError(exc.message, type="PolicyUnavailable") from exc
         except PolicyUndefined as exc:
             decision = _undefined(exc)
@@ -75,6 +79,7 @@ class PolicyActivities:
             opa_input,
             eval_ms,
         )
+        observe_decision(req.tenant, "plan", None, decision, eval_ms / 1000)
         return decision
 
     @activity.defn(name="policy.decide_step")
@@ -89,6 +94,7 @@ class PolicyActivities:
             "operation": {"name": req.step.operation, **self._execution_meta(req)},
             "budget": req.budget.model_dump(mode="json"),
             "spent": req.spent.model_dump(mode="json"),
+            "tenant_spent": await self._tenant_spent(req.tenant, req.run.workflow_id),
             "approvals": [{"approver": a.approver, "verdict": a.verdict} for a in req.approvals],
         }
         if problem is not None:
@@ -98,6 +104,8 @@ class PolicyActivities:
             try:
                 result = await self._opa.decide_step(opa_input)
             except PolicyUnavailable as exc:
+                elapsed = time.perf_counter() - started
+                observe_decision(req.tenant, "step", req.step.operation, None, elapsed)
                 raise ApplicationError(exc.message, type="PolicyUnavailable") from exc
             except PolicyUndefined as exc:
                 decision = _undefined(exc)
@@ -135,7 +143,14 @@ class PolicyActivities:
             opa_input,
             eval_ms,
         )
+        observe_decision(req.tenant, "step", req.step.operation, decision, eval_ms / 1000)
         return decision
+
+    async def _tenant_spent(self, tenant: str, workflow_id: str) -> dict[str, Any]:
+        """The tenant's month-to-date spend for its budget rules, read fresh for each decision."""
+        async with tenant_transaction(self._pool, tenant) as conn:
+            spend = await tenant_spend_this_month(conn, tenant, exclude_workflow_id=workflow_id)
+        return spend.model_dump(mode="json")
 
     def _argument_problem(self, req: DecideStepInput) -> str | None:
         try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 from temporalio import activity
 
 from stead.audit.log import AuditEvent, append_event
 from stead.contracts.activities import AuditInput, RunRecordInput
 from stead.db.pool import tenant_transaction
+from stead.observability.metrics import ApprovalVerdict, observe_approval, observe_run_finished
 from stead.runs.store import record_run_started, record_run_status
 
 
@@ -17,6 +20,8 @@ class RecordActivities:
 
     @activity.defn(name="audit.append")
     async def append_audit(self, req: AuditInput) -> None:
+        verdict = _approval_verdict(req)
+        waited: float | None = None
         async with tenant_transaction(self._pool, req.tenant) as conn:
             await append_event(
                 conn,
@@ -30,6 +35,10 @@ class RecordActivities:
                     data=req.data,
                 ),
             )
+            if verdict is not None and req.step_id is not None:
+                waited = await _approval_wait_seconds(conn, req.workflow_id, req.step_id)
+        if verdict is not None:
+            observe_approval(req.tenant, verdict, waited)
 
     @activity.defn(name="runs.record")
     async def record_run(self, req: RunRecordInput) -> None:
@@ -58,6 +67,7 @@ class RecordActivities:
                     ),
                 )
                 return
+            first_finish = req.finished and await _finished_at(conn, req.workflow_id) is None
             await record_run_status(
                 conn,
                 tenant=req.tenant,
@@ -83,3 +93,46 @@ class RecordActivities:
                         data={"status": req.status, **req.summary},
                     ),
                 )
+            took = await _run_seconds(conn, req.workflow_id) if first_finish else None
+        if took is not None:
+            observe_run_finished(req.tenant, req.status, took, req.minutes_saved or 0.0)
+
+
+def _approval_verdict(req: AuditInput) -> ApprovalVerdict | None:
+    """The verdict an approval event records, for the time-to-decision metric."""
+    if req.kind == "approval_timed_out":
+        return "timed_out"
+    verdict = req.data.get("verdict")
+    if req.kind == "approval_accepted" and verdict in ("approve", "reject"):
+        return "approve" if verdict == "approve" else "reject"
+    return None
+
+
+async def _approval_wait_seconds(
+    conn: asyncpg.Connection, workflow_id: str, step_id: str
+) -> float | None:
+    """Since policy first asked for approval of the step (its first "approve" decision)."""
+    waited = await conn.fetchval(
+        "SELECT EXTRACT(EPOCH FROM now() - min(evaluated_at))::float8 FROM decisions"
+        " WHERE workflow_id = $1 AND step_id = $2 AND kind = 'step' AND outcome = 'approve'",
+        workflow_id,
+        step_id,
+    )
+    return None if waited is None else float(waited)
+
+
+async def _finished_at(conn: asyncpg.Connection, workflow_id: str) -> datetime | None:
+    finished: datetime | None = await conn.fetchval(
+        "SELECT finished_at FROM runs WHERE workflow_id = $1", workflow_id
+    )
+    return finished
+
+
+async def _run_seconds(conn: asyncpg.Connection, workflow_id: str) -> float | None:
+    """Request to last action: the run row's start to its finish stamp."""
+    took = await conn.fetchval(
+        "SELECT EXTRACT(EPOCH FROM finished_at - started_at)::float8 FROM runs"
+        " WHERE workflow_id = $1",
+        workflow_id,
+    )
+    return None if took is None else float(took)

@@ -2,11 +2,14 @@
 
 An operation is the only code that touches an external system. It declares its
 argument and result schemas, the scopes it needs, its side effect and risk (OPA
-reads both), how it stays idempotent, and how long and how often it may run.
+reads both), how it stays idempotent, how long and how often it may run, and how
+many calls per minute one tenant may make. ``adapters/README.md`` shows how to
+write one.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -19,6 +22,10 @@ Idempotency = Literal["native", "key", "reconcile"]
 
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
+
+# The same grammar as ``stead.contracts.run.OperationName``: a plan can only name
+# what this allows, so an operation outside it could never be called.
+OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 
 class OperationSpec(BaseModel):
@@ -37,6 +44,7 @@ class OperationSpec(BaseModel):
     timeout_seconds: float
     max_attempts: int
     rate_limit_per_minute: int | None
+    rate_limit_burst: int | None = None
     task_queue: str | None
 
 
@@ -55,7 +63,9 @@ class OperationContext:
 class AdapterError(Exception):
     """Raised by an operation; ``retryable`` decides whether Temporal tries again."""
 
-    def __init__(self, message: str, *, retryable: bool, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
@@ -64,6 +74,8 @@ class AdapterError(Exception):
 
 @dataclass(frozen=True)
 class Operation(Generic[A, R]):
+    """One thing a plan step can do. Checked when built, so a bad plugin fails at load."""
+
     name: str
     description: str
     args_model: type[A]
@@ -75,12 +87,51 @@ class Operation(Generic[A, R]):
     scopes: tuple[str, ...] = ()
     timeout_seconds: float = 30.0
     max_attempts: int = 5
+    # Calls per minute for *each* tenant; None is unlimited. The bucket holds
+    # ``rate_limit_burst`` tokens (default: one minute's worth). See adapters/ratelimit.py.
     rate_limit_per_minute: int | None = None
+    rate_limit_burst: int | None = None
+    # The task queue whose workers run this operation (an edge worker holding its
+    # credentials); None means the run's own queue. Operators usually assign it
+    # with STEAD_ADAPTER_QUEUES instead of hard-coding it here.
     task_queue: str | None = None
     # For idempotency="reconcile" (and "key" when the target can be asked): after a
     # crash between effect and completion, find the effect the key produced, if any.
     reconcile: Callable[[OperationContext, A], Awaitable[R | None]] | None = None
     tags: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise ValueError(f"operation {self.name!r} is malformed: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if not OPERATION_NAME.match(self.name):
+            problems.append("its name must be '<adapter>.<operation>' in lowercase, e.g. mail.send")
+        for label, model in (("args_model", self.args_model), ("result_model", self.result_model)):
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                problems.append(f"{label} must be a pydantic BaseModel subclass")
+        if not self.timeout_seconds > 0:
+            problems.append("timeout_seconds must be positive")
+        if self.max_attempts < 1:
+            problems.append("max_attempts must be at least 1")
+        for label, value in (
+            ("rate_limit_per_minute", self.rate_limit_per_minute),
+            ("rate_limit_burst", self.rate_limit_burst),
+        ):
+            if value is not None and value < 1:
+                problems.append(f"{label} must be at least 1 (None means unlimited)")
+        if self.rate_limit_burst is not None and self.rate_limit_per_minute is None:
+            problems.append("rate_limit_burst needs rate_limit_per_minute")
+        if self.idempotency == "reconcile" and self.reconcile is None:
+            problems.append('idempotency="reconcile" needs a reconcile function')
+        return problems
+
+    @property
+    def adapter(self) -> str:
+        """The adapter this operation belongs to: ``email`` for ``email.send``."""
+        return self.name.split(".", 1)[0]
 
     def spec(self) -> OperationSpec:
         return OperationSpec(
@@ -95,5 +146,6 @@ class Operation(Generic[A, R]):
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
             rate_limit_per_minute=self.rate_limit_per_minute,
+            rate_limit_burst=self.rate_limit_burst,
             task_queue=self.task_queue,
         )

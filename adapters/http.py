@@ -9,6 +9,10 @@ whether an effect happened, so re-sending with the same key *is* the reconcile.
 Credentials never travel in step args (they would land in workflow history):
 ``Authorization``, ``Cookie`` and friends are refused by the schema, and the client
 refuses every cookie, so one tenant's session can never ride along on another's call.
+A step that needs a credential names it, ``auth: {"secret": "secret://<tenant>/http/<name>",
+"scheme": "Bearer"}``, and the worker resolves it into the ``Authorization`` header
+(refused for another tenant's reference), then scrubs the value from whatever the
+response or an error would carry back into history.
 """
 
 from __future__ import annotations
@@ -21,9 +25,19 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from adapters.base import AdapterError, Operation, OperationContext
+from adapters.credentials import resolve_secret
+from stead.secrets import SecretRef, SecretRefStr, redact, redact_json
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TEXT_LIMIT = 64 * 1024
@@ -60,6 +74,32 @@ SAFE_RESPONSE_HEADERS = frozenset(
 )
 
 
+class HttpAuth(BaseModel):
+    """A credential by reference: only the reference is in args, history and OPA input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret: SecretRefStr = Field(
+        description="secret://<tenant>/http/<name>, resolved on the worker for the step's tenant."
+    )
+    scheme: str | None = Field(
+        default="Bearer",
+        pattern=r"^[A-Za-z][A-Za-z0-9._~+-]{0,31}$",
+        description="Authorization scheme before the value; null sends the value alone.",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _http_secret(cls, value: str) -> str:
+        adapter = SecretRef.parse(value).adapter
+        if adapter != "http":
+            raise ValueError(
+                f"{value} belongs to the {adapter} adapter; http.request may only use "
+                "secret://<tenant>/http/<name>"
+            )
+        return value
+
+
 class HttpRequestArgs(BaseModel):
     """One request as a plan states it; checked before OPA sees it and again before it runs."""
 
@@ -77,6 +117,9 @@ class HttpRequestArgs(BaseModel):
         default_factory=dict, description="Extra request headers; never credentials."
     )
     json_body: JsonValue = Field(default=None, alias="json", description="JSON request body.")
+    auth: HttpAuth | None = Field(
+        default=None, description="Authorization from a secret reference; never the value."
+    )
     timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     expect_status_min: int = Field(default=200, ge=100, le=599)
     expect_status_max: int = Field(default=299, ge=100, le=599)
@@ -174,6 +217,11 @@ async def _send(
     client: httpx.AsyncClient, ctx: OperationContext, args: HttpRequestArgs
 ) -> HttpResponse:
     headers = {**args.headers, IDEMPOTENCY_HEADER: ctx.idempotency_key}
+    secret = await _credential(ctx, args.auth) if args.auth is not None else None
+    scrub = (secret,) if secret is not None else ()
+    if args.auth is not None and secret is not None:
+        value = secret.get_secret_value()
+        headers["Authorization"] = f"{args.auth.scheme} {value}" if args.auth.scheme else value
     target = _describe(args)
     try:
         # httpx's timeout is per phase (connect, each read); the step's budget is total.
@@ -195,19 +243,19 @@ async def _send(
         ) from None
     except httpx.TransportError as exc:
         raise AdapterError(
-            f"{target} failed on the wire ({type(exc).__name__}: {exc}); "
+            f"{target} failed on the wire ({type(exc).__name__}: {redact(str(exc), *scrub)}); "
             "retrying with the same Idempotency-Key is safe",
             retryable=True,
             details={"url": args.url, "reason": type(exc).__name__},
         ) from None
     except httpx.HTTPError as exc:
         raise AdapterError(
-            f"{target} failed: {type(exc).__name__}: {exc}",
+            f"{target} failed: {type(exc).__name__}: {redact(str(exc), *scrub)}",
             retryable=False,
             details={"url": args.url, "reason": type(exc).__name__},
         ) from None
 
-    result = _result(response.status_code, response.headers, body, truncated)
+    result = _redacted(_result(response.status_code, response.headers, body, truncated), scrub)
     status = response.status_code
     if args.expect_status_min <= status <= args.expect_status_max:
         return result
@@ -258,6 +306,34 @@ def _result(status: int, headers: Mapping[str, str], body: bytes, truncated: boo
         json_body=parsed,
         text=text,
         truncated=truncated or len(body) > TEXT_LIMIT,
+    )
+
+
+async def _credential(ctx: OperationContext, auth: HttpAuth) -> SecretStr:
+    """Resolve ``auth.secret`` for the step's tenant; every failure is final, not retried."""
+    secret = await resolve_secret(ctx, auth.secret, adapter="http")
+    # A header value is visible ASCII; anything else would be refused by the HTTP library
+    # with an error quoting the value, or split the header (CR/LF).
+    if not all(" " <= ch <= "~" or ch == "\t" for ch in secret.get_secret_value()):
+        raise AdapterError(
+            f"{auth.secret} holds characters an HTTP header cannot carry (control characters, "
+            "line breaks or non-ASCII); store the value without them",
+            retryable=False,
+            details={"secret": auth.secret},
+        )
+    return secret
+
+
+def _redacted(result: HttpResponse, scrub: tuple[SecretStr, ...]) -> HttpResponse:
+    """The response with the credential removed, should the peer have echoed it."""
+    if not scrub:
+        return result
+    return result.model_copy(
+        update={
+            "headers": {k: redact(v, *scrub) for k, v in result.headers.items()},
+            "json_body": redact_json(result.json_body, *scrub),
+            "text": redact(result.text, *scrub),
+        }
     )
 
 

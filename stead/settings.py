@@ -10,16 +10,26 @@ so the same worker binary runs against the embedded stack or a real cluster.
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stead.errors import ConfigError
 
 STACK_FILE = "stack.json"
+
+
+class RateLimitSetting(BaseModel):
+    """An operator's per-tenant limit for an operation, overriding what it declares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_minute: int = Field(gt=0)
+    burst: int | None = Field(default=None, gt=0, description="Bucket size; default per_minute.")
 
 
 class Settings(BaseSettings):
@@ -61,6 +71,78 @@ class Settings(BaseSettings):
     planner_api_key: SecretStr | None = Field(default=None, description="Planner API key.")
     planner_timeout_seconds: float = Field(default=60.0, gt=0, description="One planner call.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Worker /metrics port; 0 off.")
+    temporal_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Temporal SDK metrics port; unset: metrics_port + 1 when that is on; 0 off.",
+    )
+    log_format: Literal["json", "text"] = Field(default="json", description="Worker log lines.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Worker log level."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL for traces (e.g. http://otel:4318); unset: off.",
+    )
+    secret_backends: tuple[Literal["env", "files"], ...] = Field(
+        default=("env", "files"), description="Where workers resolve secret:// refs, in order."
+    )
+    secret_dir: Path | None = Field(
+        default=None, description="Secret files <tenant>/<adapter>/<name> ($STEAD_HOME/secrets)."
+    )
+    codec_keyring: Path | None = Field(
+        default=None, description="AES-GCM keyring JSON file; when set, payloads are encrypted."
+    )
+    codec_active_key: str | None = Field(
+        default=None, description="Key id to encrypt with, overriding the keyring's (rollouts)."
+    )
+    codec_server_url: str | None = Field(
+        default=None, description="Codec server the Temporal UI decodes payloads with."
+    )
+    codec_server_token: SecretStr | None = Field(
+        default=None, description="Bearer token operators present to `stead codec-server`."
+    )
+    codec_cors_origins: tuple[str, ...] = Field(
+        default=(), description="Browser origins (the Temporal UI) the codec server answers."
+    )
+    # Adapters (adapters/README.md). Maps are JSON in the environment, e.g.
+    # STEAD_ADAPTER_QUEUES='{"email": "edge-email"}'.
+    adapter_queues: dict[str, str] = Field(
+        default_factory=dict,
+        description="Adapter -> task queue of the edge worker that runs it (routing).",
+    )
+    rate_limits: dict[str, RateLimitSetting] = Field(
+        default_factory=dict,
+        description='Per-tenant limit overrides by "<operation>" or "<tenant>/<operation>".',
+    )
+    files_root: Path | None = Field(
+        default=None, description="files.* sandbox root, one dir per tenant ($STEAD_HOME/files)."
+    )
+    sql_databases: dict[str, dict[str, SecretStr]] = Field(
+        default_factory=dict,
+        description="sql.*: tenant -> database name -> DSN or secret:// reference to one.",
+    )
+    smtp_host: str | None = Field(default=None, description="email.send: SMTP relay host.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="email.send: SMTP port.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="email.send: STARTTLS, implicit TLS, or plain."
+    )
+    smtp_username: str | None = Field(default=None, description="email.send: SMTP login.")
+    smtp_password: SecretStr | None = Field(default=None, description="email.send: SMTP password.")
+    email_senders: dict[str, str] = Field(
+        default_factory=dict, description="email.send: tenant -> From address."
+    )
+    email_default_sender: str | None = Field(
+        default=None, description="email.send: From address for tenants without their own."
+    )
+    keys_dir: Path | None = Field(
+        default=None,
+        description="Capability and identity key pairs ($STEAD_HOME/keys); edges hold *.pub only.",
+    )
+    principal_token: SecretStr | None = Field(
+        default=None, description="Principal token `stead approve` presents for the approver."
+    )
 
     @field_validator("temporal_address")
     @classmethod
@@ -77,7 +159,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a postgresql:// DSN, got {value!r}")
         return value
 
-    @field_validator("opa_url", "qdrant_url")
+    @field_validator("opa_url", "qdrant_url", "codec_server_url", "otlp_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -89,8 +171,32 @@ class Settings(BaseSettings):
         return self.qdrant_path or self.home / "qdrant"
 
     @property
+    def resolved_temporal_metrics_port(self) -> int:
+        """Where the Temporal SDK serves its own metrics; 0 when off."""
+        if self.temporal_metrics_port is not None:
+            return self.temporal_metrics_port
+        return self.metrics_port + 1 if 0 < self.metrics_port < 65535 else 0
+
+    @property
     def stack_file(self) -> Path:
         return self.home / STACK_FILE
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        return self.keys_dir or self.home / "keys"
+
+
+SECRET_ENV_PREFIX = "STEAD_SECRET__"
+
+
+def secret_environment() -> dict[str, SecretStr]:
+    """The ``STEAD_SECRET__<TENANT>__<ADAPTER>__<NAME>`` variables, masked from the start.
+
+    Not Settings fields: their names are data (which tenant, adapter, secret). The
+    worker hands this snapshot to the environment secret backend, so this module stays
+    the only reader of ``os.environ``.
+    """
+    return {k: SecretStr(v) for k, v in os.environ.items() if k.startswith(SECRET_ENV_PREFIX)}
 
 
 def _stack_overrides(home: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ are dropped so a stray export cannot point the suite at a real cluster.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,11 @@ KEEP = {"STEAD_OPA_BIN"}
 for _name in list(os.environ):
     if _name.startswith("STEAD_") and _name not in KEEP:
         del os.environ[_name]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Collect Temporal clients before shutdown: a live one can abort the interpreter."""
+    gc.collect()
 
 
 def settings_for(home: Path, **overrides: object) -> Settings:

@@ -16,8 +16,18 @@ def new_tenant() -> str:
 
 
 async def configure_tenant(opa_url: str, tenant: str, **config: Any) -> None:
-    """Tenant policy data goes into OPA through its data API, as an operator would push it."""
-    body = {"operations": ["*"], "approval_risk": "high", **config}
+    """Tenant policy data goes into OPA through its data API, as an operator would push it.
+
+    Test tenants count approvers' claimed names (``approval_authentication: none``)
+    unless a test asks for ``"token"``: the workflow tests exercise approval logic,
+    tests/test_identity_approvals.py exercises principal tokens.
+    """
+    body = {
+        "operations": ["*"],
+        "approval_risk": "high",
+        "approval_authentication": "none",
+        **config,
+    }
     async with httpx.AsyncClient() as client:
         response = await client.put(f"{opa_url}/v1/data/stead/tenants/{tenant}", json=body)
         response.raise_for_status()

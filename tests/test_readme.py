@@ -11,7 +11,10 @@ import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 COMMANDS = sorted(
-    {m.group(1).strip() for m in re.finditer(r"^\| `stead ([a-z][a-z -]*?)(?: [A-Z\[(-].*?)?` \|", README, re.M)}
+    {
+        m.group(1).strip()
+        for m in re.finditer(r"^\| `stead ([a-z][a-z -]*?)(?: [A-Z\[(-].*?)?` \|", README, re.M)
+    }
 )
 
 
@@ -21,12 +24,17 @@ def test_python_blocks_compile() -> None:
 
 
 def test_readme_lists_the_cli() -> None:
-    assert {"run", "status", "pending", "approve", "cancel", "audit", "demo"} <= {c.split()[0] for c in COMMANDS}
+    assert {"run", "status", "pending", "approve", "cancel", "audit", "demo"} <= {
+        c.split()[0] for c in COMMANDS
+    }
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_listed_command_exists(command: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stead.cli", *command.split(), "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "stead.cli", *command.split(), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr

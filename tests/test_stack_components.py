@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -82,8 +83,9 @@ async def test_temporal_runs_a_workflow_with_an_activity(worker: WorkerHandle) -
     assert len(completed) == 1
 
 
-async def test_qdrant_upsert_and_tenant_filtered_query(stack: Settings) -> None:
-    index = EdgeVectorIndex(stack.resolved_qdrant_path)
+async def test_qdrant_upsert_and_tenant_filtered_query(tmp_path: Path) -> None:
+    # A shard of its own: the engine allows one opener per path, and a worker may hold the stack's.
+    index = EdgeVectorIndex(tmp_path / "qdrant")
     try:
         await index.ensure_collection(dim=4)
         mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())

@@ -1,8 +1,9 @@
 """The Stead worker: which workflows and activities run on which task queue.
 
 Started by ``stead worker``. It connects with the pydantic data converter (every
-contract is a pydantic model), opens the resources activities need (Postgres pool,
-OPA client, adapter resources) once, and exits cleanly on SIGTERM/SIGINT: in-flight
+contract is a pydantic model; payloads AES-GCM encrypted when a keyring is set), opens
+the resources activities need (Postgres pool, OPA client, adapter resources and the
+secret store) once, and exits cleanly on SIGTERM/SIGINT: in-flight
 activities get the graceful-shutdown window, then the process returns 0.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,32 +20,54 @@ from typing import Any
 
 import asyncpg
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
+from activities.capability import CapabilityActivities
 from activities.execution import ExecutionActivities
 from activities.express import ExpressActivities
 from activities.hello import greet
+from activities.identity import IdentityActivities
 from activities.planning import PlanningActivities
 from activities.policy import PolicyActivities
 from activities.records import RecordActivities
 from adapters.catalog import Catalog
-from adapters.registry import AdapterResources, default_catalog
+from adapters.ratelimit import RateLimiter
+from adapters.registry import AdapterResources, worker_catalog
+from stead.capability.trust import WorkerTrust, open_trust
+from stead.codec import data_converter
 from stead.db.pool import create_pool
+from stead.observability.interceptor import ObservabilityInterceptor
+from stead.observability.logs import configure_logging
+from stead.observability.server import worker_metrics
+from stead.observability.temporal import temporal_runtime
 from stead.policy.opa import OpaClient
-from stead.settings import Settings
+from stead.secrets import open_secret_store
+from stead.errors import ConfigError
+from stead.settings import Settings, secret_environment
+from workers.edge import build_edge_worker, open_edge_resources
 from workflows.hello import HelloWorkflow
 from workflows.run import RunWorkflow
 
 log = logging.getLogger("stead.worker")
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            interceptors=tracing_interceptors(settings),
+            runtime=runtime,
+            # Pydantic payloads, AES-GCM encrypted when STEAD_CODEC_KEYRING is set.
+            data_converter=data_converter(settings),
+        )
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}. "
+            "Is `stead dev up` running, or is STEAD_TEMPORAL_ADDRESS right?"
+        ) from None
 
 
 @dataclass
@@ -56,10 +79,21 @@ class WorkerResources:
     opa: OpaClient
     catalog: Catalog
     adapters: AdapterResources
+    trust: WorkerTrust
 
     def activities(self) -> list[Callable[..., Any]]:
         policy = PolicyActivities(self.opa, self.pool, self.catalog)
-        execution = ExecutionActivities(self.catalog, self.pool, self.adapters)
+        # Steps routed to an edge worker's queue are not executed here (adapters/catalog.py).
+        execution = ExecutionActivities(
+            self.catalog.local_to(self.settings.task_queue),
+            self.pool,
+            self.adapters,
+            issuer=self.trust.authority,
+            verifier=self.trust.capabilities,
+            rate_limits=RateLimiter(self.pool, self.settings.rate_limits),
+        )
+        identity = IdentityActivities(self.pool, self.opa, self.trust.principals)
+        capability = CapabilityActivities(self.pool, self.trust.authority)
         planning = PlanningActivities(self.catalog, self.settings)
         records = RecordActivities(self.pool)
         express = ExpressActivities(policy, execution)
@@ -72,6 +106,9 @@ class WorkerResources:
             express.run_step,
             records.append_audit,
             records.record_run,
+            identity.admit_run,
+            identity.verify_approval,
+            capability.issue,
         ]
 
 
@@ -79,9 +116,13 @@ class WorkerResources:
 async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     pool = await create_pool(settings.postgres_dsn)
     opa = OpaClient(settings.opa_url)
-    adapters = await AdapterResources.open(settings, pool=pool)
+    catalog = worker_catalog(settings)
+    local = catalog.local_to(settings.task_queue).adapters()
+    adapters = await AdapterResources.open(settings, pool=pool, adapters=local)
+    adapters.secrets = open_secret_store(settings, secret_environment())
     try:
-        yield WorkerResources(settings, pool, opa, default_catalog(), adapters)
+        trust = open_trust(settings, pool)
+        yield WorkerResources(settings, pool, opa, catalog, adapters, trust)
     finally:
         await adapters.aclose()
         await opa.aclose()
@@ -95,16 +136,52 @@ def build_worker(client: Client, task_queue: str, resources: WorkerResources) ->
         workflows=[HelloWorkflow, RunWorkflow],
         activities=resources.activities(),
         graceful_shutdown_timeout=timedelta(seconds=10),
+        interceptors=[ObservabilityInterceptor()],
     )
 
 
-async def run_worker(settings: Settings) -> None:
-    client = await connect(settings)
+def tracing_interceptors(settings: Settings) -> list[ClientInterceptor]:
+    """Temporal's OpenTelemetry interceptor when STEAD_OTLP_ENDPOINT is set, else none."""
+    if settings.otlp_endpoint is None:
+        return []
+    # Imported only when tracing is on: the rest of Stead never loads OpenTelemetry.
+    from stead.observability.tracing import otlp_interceptor
+
+    return [otlp_interceptor(settings.otlp_endpoint)]
+
+
+@asynccontextmanager
+async def serving(
+    client: Client, settings: Settings, adapters: Collection[str] = ()
+) -> AsyncIterator[None]:
+    """The full worker, or with ``adapters`` an edge worker running only their steps."""
+    if adapters:
+        log.info("edge worker: only the %s adapter(s), no workflows", ", ".join(sorted(adapters)))
+        async with (
+            open_edge_resources(settings, adapters) as edge,
+            build_edge_worker(client, settings.task_queue, edge),
+        ):
+            yield
+        return
+    async with (
+        open_resources(settings) as resources,
+        build_worker(client, settings.task_queue, resources),
+    ):
+        yield
+
+
+async def run_worker(settings: Settings, *, adapters: Collection[str] = ()) -> None:
+    configure_logging(settings.log_format, settings.log_level)
+    # SDK metrics on their own port (metrics_port + 1 unless set), Core logs in our format.
+    client = await connect(settings, runtime=temporal_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with open_resources(settings) as resources, build_worker(client, settings.task_queue, resources):
+    async with (
+        worker_metrics(settings.metrics_port, client),
+        serving(client, settings, adapters),
+    ):
         log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
         print(
             f"stead worker ready: task queue {settings.task_queue!r} on {settings.temporal_address}",

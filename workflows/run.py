@@ -33,6 +33,14 @@ with workflow.unsafe.imports_passed_through():
         RunRecordInput,
         RunRef,
     )
+    from stead.contracts.capability import CapabilityGrant
+    from stead.contracts.identity import (
+        AdmitRunInput,
+        ApprovalCheck,
+        RunAdmission,
+        VerifyApprovalInput,
+        principal_token_problem,
+    )
     from stead.contracts.run import (
         TERMINAL_RUN_STATES,
         ApprovalInput,
@@ -56,6 +64,10 @@ _T = TypeVar("_T")
 SA_TENANT = SearchAttributeKey.for_keyword("SteadTenant")
 SA_STATUS = SearchAttributeKey.for_keyword("SteadStatus")
 SA_PENDING = SearchAttributeKey.for_bool("SteadPendingApproval")
+# Histories recorded before these checks existed replay without them (workflow.patched).
+RUN_ADMISSION_PATCH = "identity-run-admission"
+VERIFIED_APPROVALS_PATCH = "identity-verified-approvals"
+CAPABILITY_GRANTS_PATCH = "capability-grants-for-routed-steps"
 
 QUICK = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -128,6 +140,10 @@ class RunWorkflow:
         )
         if inp.carry is None:
             await self._record_run("planning")
+            refusal = await self._admit_run()
+            if refusal is not None:
+                self._set_status("denied", (refusal,))
+                return await self._finish()
             plan = await self._make_plan(attempt=1, failure=None)
             if plan is None:
                 return await self._finish()
@@ -140,6 +156,36 @@ class RunWorkflow:
             carry = self._carry.model_copy(update={"continued": self._carry.continued + 1})
             workflow.continue_as_new(RunInput(request=request, carry=carry))
         return await self._finish()
+
+    async def _admit_run(self) -> str | None:
+        """Why the starter may not start this run (per the tenant's directory), or None."""
+        if not workflow.patched(RUN_ADMISSION_PATCH):
+            return None
+        req = self._input_request()
+        try:
+            admission = await _activity(
+                "identity.admit_run",
+                AdmitRunInput(
+                    tenant=req.tenant, principal=req.principal, workflow_id=self._ref.workflow_id
+                ),
+                result_type=RunAdmission,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            # Fail closed: a starter nobody could check does not get to run anything.
+            reason = "the directory could not confirm the starter: " + "; ".join(
+                _failure_reasons(err)
+            )
+        else:
+            self._carry = self._carry.model_copy(
+                update={"approval_authentication": admission.approval_authentication}
+            )
+            if admission.admitted:
+                return None
+            reason = admission.reason or f"{req.principal} may not start runs in {req.tenant}"
+        await self._audit("run_refused", req.principal, None, {"reason": reason})
+        return reason
 
     # ------------------------------------------------------------ planning
 
@@ -511,20 +557,33 @@ class RunWorkflow:
         self, step: Step, execution: StepExecution, plan: Plan, decision: Decision
     ) -> ExecuteStepOutput:
         req = self._input_request()
+        execute = ExecuteStepInput(
+            tenant=req.tenant,
+            principal=req.principal,
+            run=self._ref,
+            plan_hash=plan.plan_hash,
+            step=step,
+            decision_id=decision.decision_id,
+            idempotency_key=f"{self._ref.workflow_id}/{step.id}",
+        )
+        queue = execution.task_queue or workflow.info().task_queue
         try:
+            if queue != workflow.info().task_queue and workflow.patched(CAPABILITY_GRANTS_PATCH):
+                # An edge worker holds only the public key: the authority (on this queue)
+                # mints its token ahead and keeps it in Postgres; history sees only the id.
+                grant = await _activity(
+                    "capability.issue",
+                    execute,
+                    result_type=CapabilityGrant,
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=QUICK,
+                )
+                execute = execute.model_copy(update={"capability_grant": grant.token_id})
             return await _activity(
                 "adapter.execute",
-                ExecuteStepInput(
-                    tenant=req.tenant,
-                    principal=req.principal,
-                    run=self._ref,
-                    plan_hash=plan.plan_hash,
-                    step=step,
-                    decision_id=decision.decision_id,
-                    idempotency_key=f"{self._ref.workflow_id}/{step.id}",
-                ),
+                execute,
                 result_type=ExecuteStepOutput,
-                task_queue=execution.task_queue or workflow.info().task_queue,
+                task_queue=queue,
                 start_to_close_timeout=timedelta(seconds=execution.timeout_seconds),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(milliseconds=500),
@@ -580,7 +639,12 @@ class RunWorkflow:
 
     @workflow.update(name="approve")
     async def approve(self, approval: ApprovalInput) -> StepResult:
-        await self._accept(approval)
+        check = await self._authenticate(approval, via="update")
+        if check is not None and not check.accepted:
+            raise ApplicationError(
+                check.reason or "approval refused", type="ApprovalRefused", non_retryable=True
+            )
+        await self._accept(approval, check)
         return self._carry.results[approval.step_id]
 
     @approve.validator
@@ -591,7 +655,12 @@ class RunWorkflow:
 
     @workflow.signal(name="approve_signal")
     async def approve_signal(self, approval: ApprovalInput) -> None:
-        """The Temporal UI path: same checks as the update; refused attempts are audited."""
+        """The Temporal UI path: same checks as the update; refused attempts are audited.
+
+        Anyone who can reach the UI can send this signal, so the UI proves nothing: the
+        signal counts only when it carries a principal token scoped to this approval
+        (``stead principal sign-approval`` prints the input to paste), like the update.
+        """
         problem = self._approval_problem(approval)
         if problem is not None:
             await self._audit(
@@ -601,7 +670,56 @@ class RunWorkflow:
                 {"reason": problem, "verdict": approval.verdict, "via": "signal"},
             )
             return
-        await self._accept(approval)
+        check = await self._authenticate(approval, via="signal")
+        if check is not None and not check.accepted:
+            return
+        await self._accept(approval, check)
+
+    async def _authenticate(self, approval: ApprovalInput, via: str) -> ApprovalCheck | None:
+        """Prove the approver (activity: token and directory), then re-check the vote.
+
+        Returns None for histories recorded before approvals were verified. A refusal
+        is audited here, once. The checks without I/O run again afterwards because the
+        step may have moved on, or the same approver's other vote been counted, while
+        the activity ran.
+        """
+        if not workflow.patched(VERIFIED_APPROVALS_PATCH):
+            return None
+        pending = self._pending.get(approval.step_id)
+        try:
+            check = await _activity(
+                "identity.verify_approval",
+                VerifyApprovalInput(
+                    tenant=self._tenant,
+                    workflow_id=self._ref.workflow_id,
+                    step_id=approval.step_id,
+                    plan_hash=approval.plan_hash,
+                    approver=approval.approver,
+                    verdict=approval.verdict,
+                    approvers=pending.approvers if pending is not None else (),
+                    authentication=self._carry.approval_authentication or "token",
+                    token=approval.token,
+                ),
+                result_type=ApprovalCheck,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=POLICY_RETRY,
+            )
+        except ActivityError as err:
+            check = ApprovalCheck(
+                accepted=False,
+                reason="the approver's identity could not be verified, so the vote is not "
+                "counted: " + "; ".join(_failure_reasons(err)),
+            )
+        problem = check.reason if not check.accepted else self._approval_problem(approval)
+        if problem is None:
+            return check
+        await self._audit(
+            "approval_refused",
+            approval.approver,
+            approval.step_id,
+            {"reason": problem, "verdict": approval.verdict, "via": via},
+        )
+        return ApprovalCheck(accepted=False, reason=problem)
 
     def _approval_problem(self, approval: ApprovalInput) -> str | None:
         plan = self._carry.plan
@@ -616,9 +734,15 @@ class RunWorkflow:
             return f"{approval.approver} is not an approver for step {approval.step_id}"
         if any(v.approver == approval.approver for v in self._votes.get(approval.step_id, ())):
             return f"{approval.approver} already voted on step {approval.step_id}"
-        return None
+        if approval.token is None and self._carry.approval_authentication == "token":
+            return (
+                f"tenant {self._tenant} requires approvers to present a Stead principal token: "
+                f"`stead approve ... --token-file <file>` with a token from "
+                f"`stead principal token {approval.approver} --tenant {self._tenant}`"
+            )
+        return principal_token_problem(approval.token)
 
-    async def _accept(self, approval: ApprovalInput) -> None:
+    async def _accept(self, approval: ApprovalInput, check: ApprovalCheck | None = None) -> None:
         record = ApprovalRecord(
             approver=approval.approver,
             verdict=approval.verdict,
@@ -634,6 +758,11 @@ class RunWorkflow:
                 "verdict": approval.verdict,
                 "comment": approval.comment,
                 "plan_hash": approval.plan_hash,
+                **(
+                    {}
+                    if check is None
+                    else {"authenticated": check.authenticated, "token_id": check.token_id}
+                ),
             },
         )
 

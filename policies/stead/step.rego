@@ -189,6 +189,89 @@ approval_triggers contains sprintf(
 	input.spent.tokens >= soft_budget_fraction * input.budget.max_tokens
 }
 
+# Tenant budgets, data.stead.tenants[<tenant>].budget = {monthly_usd, monthly_tokens,
+# soft_fraction}, each optional. The activity puts the spend of the tenant's other
+# runs started this calendar month (UTC) in input.tenant_spent; this run's own spend
+# so far is input.spent, so the two add up to what the tenant has used. Past the
+# soft line a step waits for a human; past the cap it is denied. A budget whose
+# input is missing or whose config is mistyped is a deny: a cap that silently
+# stops applying is worse than a run that stops.
+tenant_budget_units := {"usd": "monthly_usd", "tokens": "monthly_tokens"}
+
+tenant_budget_names := {"usd": "cost", "tokens": "token"}
+
+default tenant_budget := {}
+
+tenant_budget := tenant_config.budget
+
+tenant_cap[unit] := tenant_budget[field] if {
+	some unit, field in tenant_budget_units
+	is_number(tenant_budget[field])
+}
+
+# A tenant without its own soft line uses the per-run one (soft_budget_fraction).
+tenant_soft_fraction := tenant_budget.soft_fraction if is_number(tenant_budget.soft_fraction)
+
+# object.get, not tenant_budget.soft_fraction: OPA hoists a reference out of a
+# negated call, so an absent field would make this rule undefined instead of true.
+tenant_soft_fraction := soft_budget_fraction if not is_number(object.get(tenant_budget, "soft_fraction", null))
+
+tenant_used[unit] := input.tenant_spent[unit] + input.spent[unit] if {
+	well_formed
+	some unit, _ in tenant_cap
+	is_number(input.tenant_spent[unit])
+}
+
+budget_amount("usd", x) := sprintf("$%v", [x])
+
+budget_amount("tokens", x) := sprintf("%v tokens", [x])
+
+violations contains sprintf("tenant %s budget must be an object with monthly_usd, monthly_tokens or soft_fraction", [input.tenant]) if {
+	not is_object(tenant_budget)
+}
+
+violations contains sprintf("tenant %s budget.%s must be a number", [input.tenant, field]) if {
+	is_object(tenant_budget)
+	some field, value in tenant_budget
+	field in {"monthly_usd", "monthly_tokens", "soft_fraction"}
+	not is_number(value)
+}
+
+violations contains sprintf("tenant %s budget.soft_fraction must be between 0 and 1", [input.tenant]) if {
+	is_number(tenant_budget.soft_fraction)
+	not is_fraction(tenant_budget.soft_fraction)
+}
+
+is_fraction(x) if {
+	x >= 0
+	x <= 1
+}
+
+violations contains sprintf("input.tenant_spent.%s must be a number: tenant %s has a monthly %s budget", [unit, input.tenant, tenant_budget_names[unit]]) if {
+	some unit, _ in tenant_cap
+	not is_number(object.get(input, ["tenant_spent", unit], null))
+}
+
+violations contains sprintf(
+	"monthly %s budget of tenant %s exhausted: %s spent this month, past the cap of %s",
+	[tenant_budget_names[unit], input.tenant, budget_amount(unit, used), budget_amount(unit, tenant_cap[unit])],
+) if {
+	some unit, used in tenant_used
+	used > tenant_cap[unit]
+}
+
+approval_triggers contains sprintf(
+	"monthly %s budget of tenant %s nearly spent: %s spent this month is at or above %v%% of the %s cap",
+	[
+		tenant_budget_names[unit], input.tenant, budget_amount(unit, used),
+		tenant_soft_fraction * 100, budget_amount(unit, tenant_cap[unit]),
+	],
+) if {
+	some unit, used in tenant_used
+	tenant_cap[unit] > 0
+	used >= tenant_soft_fraction * tenant_cap[unit]
+}
+
 approval := {
 	"approvers": object.get(tenant_config, "approvers", ["group:approvers"]),
 	"min_approvals": object.get(tenant_config, "min_approvals", 1),

@@ -262,3 +262,106 @@ test_deny_absent_input if {
 	count(d.reasons) == 13
 	"input.tenant must be a string" in d.reasons
 }
+
+# Tenant budgets: "capped" allows $1 and 10000 tokens a month, soft line at half.
+budget_tenants := object.union(tenants, {"capped": {
+	"operations": ["*"],
+	"budget": {"monthly_usd": 1, "monthly_tokens": 10000, "soft_fraction": 0.5},
+}})
+
+capped_step(tenant_spent, spent) := object.union(read_step, {
+	"tenant": "capped",
+	"tenant_spent": tenant_spent,
+	"spent": spent,
+})
+
+test_allow_tenant_spend_below_monthly_soft_line if {
+	s := capped_step({"usd": 0.3, "tokens": 3000, "runs": 4}, {"usd": 0.1, "tokens": 1000})
+	d := step.decision with input as s with data.stead.tenants as budget_tenants
+	d == {"outcome": "allow", "reasons": ["allowed by policy"], "approval": null}
+}
+
+test_allow_tenant_without_budget_ignores_tenant_spend if {
+	d := step.decision with input as object.union(read_step, {"tenant_spent": {"usd": 1000, "tokens": 1e9}})
+		with data.stead.tenants as tenants
+	d.outcome == "allow"
+}
+
+test_allow_tenant_soft_limit_once_approved if {
+	s := object.union(capped_step({"usd": 0.45, "tokens": 0}, {"usd": 0.05}), {"approvals": [approve("user:alice")]})
+	d := step.decision with input as s with data.stead.tenants as budget_tenants
+	d == {"outcome": "allow", "reasons": ["approved"], "approval": null}
+}
+
+test_approve_tenant_cost_soft_limit_counts_this_run if {
+	# Other runs spent $0.45 and this one $0.05: together exactly at the soft line.
+	d := step.decision with input as capped_step({"usd": 0.45, "tokens": 0}, {"usd": 0.05})
+		with data.stead.tenants as budget_tenants
+	d == {
+		"outcome": "approve",
+		"reasons": ["monthly cost budget of tenant capped nearly spent: $0.5 spent this month is at or above 50% of the $1 cap"],
+		"approval": default_approval,
+	}
+}
+
+test_approve_tenant_token_soft_limit if {
+	d := step.decision with input as capped_step({"usd": 0, "tokens": 9000}, {"tokens": 500})
+		with data.stead.tenants as budget_tenants
+	d.outcome == "approve"
+	d.reasons == ["monthly token budget of tenant capped nearly spent: 9500 tokens spent this month is at or above 50% of the 10000 tokens cap"]
+}
+
+test_approve_tenant_soft_line_defaults_to_tenant_soft_budget_fraction if {
+	t := {"capped": {"operations": ["*"], "soft_budget_fraction": 0.9, "budget": {"monthly_usd": 10}}}
+	below := step.decision with input as capped_step({"usd": 8.8}, {"usd": 0.1}) with data.stead.tenants as t
+	below.outcome == "allow"
+	at := step.decision with input as capped_step({"usd": 8.9}, {"usd": 0.1}) with data.stead.tenants as t
+	at.reasons == ["monthly cost budget of tenant capped nearly spent: $9 spent this month is at or above 90% of the $10 cap"]
+}
+
+test_deny_tenant_cost_cap_exceeded if {
+	d := step.decision with input as capped_step({"usd": 0.95, "tokens": 0}, {"usd": 0.1})
+		with data.stead.tenants as budget_tenants
+	d == {
+		"outcome": "deny",
+		"reasons": ["monthly cost budget of tenant capped exhausted: $1.05 spent this month, past the cap of $1"],
+		"approval": null,
+	}
+}
+
+test_deny_tenant_token_cap_exceeded_even_when_approved if {
+	s := object.union(capped_step({"usd": 0, "tokens": 10001}, {"tokens": 0}), {"approvals": [approve("user:alice")]})
+	d := step.decision with input as s with data.stead.tenants as budget_tenants
+	d == {
+		"outcome": "deny",
+		"reasons": ["monthly token budget of tenant capped exhausted: 10001 tokens spent this month, past the cap of 10000 tokens"],
+		"approval": null,
+	}
+}
+
+test_deny_tenant_budget_without_tenant_spent_input if {
+	d := step.decision with input as object.union(read_step, {"tenant": "capped"})
+		with data.stead.tenants as budget_tenants
+	d.outcome == "deny"
+	d.reasons == [
+		"input.tenant_spent.tokens must be a number: tenant capped has a monthly token budget",
+		"input.tenant_spent.usd must be a number: tenant capped has a monthly cost budget",
+	]
+}
+
+test_deny_mistyped_tenant_budget if {
+	t := {"capped": {"operations": ["*"], "budget": {"monthly_usd": "1", "soft_fraction": 2}}}
+	d := step.decision with input as capped_step({"usd": 0, "tokens": 0}, {"usd": 0})
+		with data.stead.tenants as t
+	d.reasons == [
+		"tenant capped budget.monthly_usd must be a number",
+		"tenant capped budget.soft_fraction must be between 0 and 1",
+	]
+}
+
+test_deny_tenant_budget_that_is_not_an_object if {
+	t := {"capped": {"operations": ["*"], "budget": 5}}
+	d := step.decision with input as capped_step({"usd": 0, "tokens": 0}, {"usd": 0})
+		with data.stead.tenants as t
+	d.reasons == ["tenant capped budget must be an object with monthly_usd, monthly_tokens or soft_fraction"]
+}

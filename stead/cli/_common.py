@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 from collections.abc import Callable
 from functools import wraps
@@ -12,6 +14,10 @@ from rich.console import Console
 
 from stead.errors import SteadError
 from stead.settings import Settings, load_settings
+
+# A Temporal client still alive at interpreter shutdown can abort the process
+# (temporalio/sdk-python#300), losing the exit code CI relies on; collect it first.
+atexit.register(gc.collect)
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
-from rich.table import Table
+from rich.markup import escape
+from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError
 
 from stead.audit.log import list_events, verify_chain
 from stead.cli._common import console, err_console, print_json
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
 from stead.settings import Settings
+
+# The same key the run workflow upserts (workflows/run.py), read back here.
+SA_TENANT = SearchAttributeKey.for_keyword("SteadTenant")
 
 
 def show_run_audit(cfg: Settings, run_id: str, tenant: str | None, json_out: bool) -> None:
@@ -29,12 +35,16 @@ def show_run_audit(cfg: Settings, run_id: str, tenant: str | None, json_out: boo
     if json_out:
         print_json(events)
         return
-    table = Table(title=f"Audit trail of {run_id}")
-    for col in ("seq", "at", "kind", "actor", "step", "data"):
-        table.add_column(col)
+    # One line per event, like `git log --oneline`: greppable, never wrapped mid-field.
+    console.print(f"audit trail of {run_id}: {len(events)} events", highlight=False)
     for e in events:
-        table.add_row(str(e["seq"]), str(e["recorded_at"]), str(e["kind"]), str(e["actor"]), str(e.get("step_id") or ""), str(e["data"])[:80])
-    console.print(table)
+        data = json.dumps(e["data"], sort_keys=True)
+        line = (
+            f"{e['seq']:>5}  {str(e['recorded_at'])[:19].replace('T', ' ')}  {e['kind']:<18} "
+            f"{e['actor']:<16} {e.get('step_id') or '-':<10} "
+            f"{data if len(data) <= 100 else data[:99] + '…'}"
+        )
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 async def _tenant_of(cfg: Settings, run_id: str) -> str:
@@ -44,12 +54,12 @@ async def _tenant_of(cfg: Settings, run_id: str) -> str:
     client = await connect(cfg)
     try:
         described = await client.get_workflow_handle(run_id).describe()
-    except Exception as exc:
-        raise ConfigError(f"run {run_id} not found ({exc}); pass --tenant") from None
-    values = described.search_attributes.get("SteadTenant") or []
-    if not values:
+    except RPCError as exc:
+        raise ConfigError(f"run {run_id} not found ({exc.message}); pass --tenant") from None
+    tenant = described.typed_search_attributes.get(SA_TENANT)
+    if not tenant:
         raise ConfigError(f"run {run_id} has no tenant attribute; pass --tenant")
-    return str(values[0])
+    return tenant
 
 
 def verify_audit(cfg: Settings, tenant: str | None, json_out: bool) -> bool:
@@ -71,12 +81,15 @@ def verify_audit(cfg: Settings, tenant: str | None, json_out: bool) -> bool:
     if json_out:
         print_json({"ok": ok, "tenants": results})
         return ok
+    if not results:
+        console.print("no audit events to verify")
     for r in results:
         if r["ok"]:
             console.print(f"[green]ok[/] {r['tenant']}: {r['checked']} events, chain intact")
         else:
             err_console.print(
-                f"[bold red]TAMPERED[/] {r['tenant']}: first bad row seq {r['first_bad_seq']}: {r['reason']}",
+                f"[bold red]TAMPERED[/] {r['tenant']}: first bad row seq {r['first_bad_seq']}:"
+                f" {escape(str(r['reason']))}",
                 highlight=False,
             )
     return ok
@@ -86,7 +99,11 @@ async def _all_tenants(cfg: Settings) -> list[str]:
     """Listing every tenant crosses tenants, so it needs the admin role (an operator tool)."""
     if not cfg.postgres_admin_dsn:
         raise ConfigError("verifying all tenants needs STEAD_POSTGRES_ADMIN_DSN; or pass --tenant")
-    conn = await asyncpg.connect(cfg.postgres_admin_dsn)
+    try:
+        conn = await asyncpg.connect(cfg.postgres_admin_dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        host = cfg.postgres_admin_dsn.rsplit("@", 1)[-1]
+        raise ConfigError(f"cannot connect to Postgres at {host} as admin: {exc}") from None
     try:
         rows = await conn.fetch("SELECT DISTINCT tenant FROM audit_events ORDER BY tenant")
     finally:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,8 @@ def worker_process(settings: Settings, task_queue: str) -> Iterator[subprocess.P
                 break
         else:
             raise RuntimeError("the worker exited before it was ready")
+        # Keep draining: a worker blocked on a full stdout pipe would stall the demo.
+        threading.Thread(target=lambda: [None for _ in child.stdout or ()], daemon=True).start()
         yield child
     finally:
         child.send_signal(signal.SIGTERM)

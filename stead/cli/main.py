@@ -9,12 +9,19 @@ from typing import Annotated
 
 import typer
 
-from stead.cli import dev, runs
+from stead.cli import catalog, codec, dev, identity, runs, slo, webhook
 from stead.cli._common import console, fails_cleanly, print_json, settings
 
 app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(webhook.app, name="webhook")
+app.add_typer(identity.tenant_app, name="tenant")
+app.add_typer(identity.principal_app, name="principal")
+app.add_typer(identity.keys_app, name="keys")
 runs.register(app)
+slo.register(app)
+codec.register(app)
 
 
 db_app = typer.Typer(help="Database schema.")
@@ -37,21 +44,50 @@ def db_migrate() -> None:
 
 @app.command()
 @fails_cleanly
-def worker() -> None:
+def worker(
+    adapters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--adapters",
+            help="Edge worker: run only these adapters' steps (comma-separated or repeated).",
+        ),
+    ] = None,
+    task_queue: Annotated[
+        str | None, typer.Option("--task-queue", help="Queue to poll (default STEAD_TASK_QUEUE).")
+    ] = None,
+) -> None:
     """Run a worker on the configured task queue until SIGTERM."""
+    from stead.settings import load_settings
     from workers.main import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker(settings()))
+    names = [n.strip() for group in adapters or () for n in group.split(",") if n.strip()]
+    cfg = load_settings(task_queue=task_queue) if task_queue else settings()
+    asyncio.run(run_worker(cfg, adapters=names))
 
 
 @app.command()
 @fails_cleanly
-def demo() -> None:
-    """Start the stack and a worker, run hello and a governed playbook, verify the audit log."""
-    from stead.cli.demo import run_foundation_demo
+def demo(
+    case: Annotated[
+        str | None, typer.Argument(help="content | commerce; none: the foundation demo")
+    ] = None,
+) -> None:
+    """Start the stack and a worker and run a demo: the foundation loop or a field case."""
+    if case is None:
+        from stead.cli.demo import run_foundation_demo
 
-    run_foundation_demo()
+        run_foundation_demo()
+    elif case == "content":
+        from stead.cli.demo_cases import run_content_demo
+
+        run_content_demo()
+    elif case == "commerce":
+        from stead.cli.demo_cases import run_commerce_demo
+
+        run_commerce_demo()
+    else:
+        raise typer.BadParameter(f"unknown demo {case!r}; choose content or commerce")
 
 
 @app.command()

@@ -1,7 +1,10 @@
 """``stead run | status | pending | approve | cancel | audit``: operate governed runs.
 
-Exit codes of ``run --wait`` (and ``status``) are a contract CI pipelines rely on:
-0 completed, 1 failed, 2 denied or plan rejected, 3 cancelled or timed out.
+Exit codes of ``run --wait`` are a contract CI pipelines rely on: 0 completed,
+1 failed, 2 denied, plan rejected or refused before start (bad flags, unknown
+playbook, no planner model), 3 cancelled or timed out. The other commands exit 0
+when they did what was asked (``status`` reports a failed run with exit 0: it
+succeeded in reporting) and 1 when they could not (unknown run, refused approval).
 """
 
 from __future__ import annotations
@@ -9,20 +12,43 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import JsonValue, ValidationError
+from rich.markup import escape
 from rich.table import Table
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
+from temporalio.service import RPCError, RPCStatusCode
 
 from stead.cli._common import console, err_console, fails_cleanly, print_json, settings
-from stead.contracts.run import ApprovalInput, Budget, PendingApproval, RunInput, RunRequest, RunStatus
+from stead.contracts.run import (
+    ApprovalInput,
+    Budget,
+    PendingApproval,
+    RunInput,
+    RunRequest,
+    RunState,
+    RunStatus,
+    StepResult,
+    Verdict,
+)
 from stead.errors import ConfigError
+from stead.settings import Settings
 
-EXIT_CODES = {
+EXIT_CODES: dict[str, int] = {
     "completed": 0,
     "failed": 1,
     "denied": 2,
@@ -30,13 +56,29 @@ EXIT_CODES = {
     "cancelled": 3,
     "timed_out": 3,
 }
+EXIT_REFUSED = 2
+
+T = TypeVar("T")
+
+# A run whose workflow Temporal itself closed (terminated, timed out) never
+# returned a RunStatus; its last snapshot is relabelled with what happened.
+_CLOSED_BY_TEMPORAL: dict[WorkflowExecutionStatus, RunState] = {
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "cancelled",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+}
 
 
-def _client() -> tuple[Any, Client]:
+def with_client(work: Callable[[Client], Awaitable[T]], cfg: Settings | None = None) -> T:
+    """Connect, run ``work`` and let the client go, all in one event loop."""
     from workers.main import connect
 
-    cfg = settings()
-    return cfg, asyncio.run(connect(cfg))
+    async def go() -> T:
+        client = await connect(cfg or settings())
+        return await work(client)
+
+    return asyncio.run(go())
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, JsonValue]:
@@ -45,7 +87,7 @@ def parse_inputs(pairs: list[str]) -> dict[str, JsonValue]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--input {pair!r} is not key=value")
+            raise ConfigError(f"--input {pair!r} is not key=value (e.g. --input key=k1)")
         try:
             inputs[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -66,11 +108,24 @@ def summarize(status: RunStatus) -> dict[str, Any]:
                 "status": s.status,
                 "decision": None
                 if s.decision is None
-                else {"outcome": s.decision.outcome, "reasons": list(s.decision.reasons), "id": s.decision.decision_id},
+                else {
+                    "outcome": s.decision.outcome,
+                    "reasons": list(s.decision.reasons),
+                    "id": s.decision.decision_id,
+                },
                 "result": s.output,
                 "error": s.error,
             }
             for s in status.steps
+        ],
+        "pending_approvals": [
+            {
+                "step_id": p.step_id,
+                "operation": p.operation,
+                "approvers": list(p.eligible or p.approvers),
+                "deadline": p.deadline.isoformat(),
+            }
+            for p in status.pending_approvals
         ],
         "cost_usd": status.spent.usd,
         "tokens": status.spent.tokens,
@@ -86,14 +141,22 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit)
 
 
+def _refuse(message: str) -> NoReturn:
+    """Nothing was started: say why and exit 2, the code CI reads as "refused"."""
+    err_console.print(f"[bold red]cannot start[/]: {escape(message)}", highlight=False)
+    raise typer.Exit(EXIT_REFUSED)
+
+
 @fails_cleanly
 def run(
     tenant: Annotated[str, typer.Option(help="Tenant the run belongs to.")],
     principal: Annotated[str, typer.Option("--as", help="Who starts it, e.g. user:alice.")],
     goal: Annotated[str | None, typer.Option(help="Free-form goal for the LLM planner.")] = None,
-    playbook: Annotated[str | None, typer.Option(help="Playbook name from the playbook dir.")] = None,
+    playbook: Annotated[str | None, typer.Option(help="Playbook name (playbook dir).")] = None,
     playbook_file: Annotated[Path | None, typer.Option(help="A playbook YAML file.")] = None,
-    inputs: Annotated[list[str] | None, typer.Option("--input", help="Playbook input k=v (repeat).")] = None,
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", help="Playbook input k=v (repeat).")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Budget: most steps.")] = None,
     max_usd: Annotated[float | None, typer.Option(help="Budget: most dollars.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = False,
@@ -104,12 +167,15 @@ def run(
 
     source = None
     if playbook_file is not None:
-        if not playbook_file.is_file():
-            raise ConfigError(f"--playbook-file {playbook_file} does not exist")
-        source = playbook_file.read_text()
-    budget = Budget(
-        **{k: v for k, v in {"max_steps": max_steps, "max_usd": max_usd}.items() if v is not None}
-    )
+        try:
+            source = playbook_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            _refuse(f"--playbook-file {playbook_file} cannot be read ({exc.strerror})")
+    try:
+        parsed_inputs = parse_inputs(inputs or [])
+    except ConfigError as exc:
+        _refuse(exc.message)
+    limits = {"max_steps": max_steps, "max_usd": max_usd}
     try:
         request = RunRequest(
             tenant=tenant,
@@ -117,32 +183,35 @@ def run(
             goal=goal,
             playbook=playbook,
             playbook_source=source,
-            inputs=parse_inputs(inputs or []),
-            budget=budget,
+            inputs=parsed_inputs,
+            budget=Budget(**{k: v for k, v in limits.items() if v is not None}),
         )
     except ValidationError as exc:
-        err_console.print(f"[bold red]invalid run request[/]: {_pydantic_errors(exc)}", highlight=False)
-        raise typer.Exit(2) from None
+        _refuse(f"invalid run request: {_pydantic_errors(exc)}")
     cfg = settings()
     try:
         preflight(request, cfg)
     except ConfigError as exc:
-        err_console.print(f"[bold red]cannot start[/]: {exc.message}", highlight=False)
-        raise typer.Exit(2) from None
+        _refuse(exc.message)
     workflow_id = f"run-{tenant}-{uuid.uuid4().hex[:12]}"
 
-    async def go() -> RunStatus | None:
-        from workers.main import connect
-
-        client = await connect(cfg)
+    async def go(client: Client) -> RunStatus | None:
         handle = await client.start_workflow(
-            "stead.run", RunInput(request=request), id=workflow_id, task_queue=cfg.task_queue
+            "stead.run",
+            RunInput(request=request),
+            id=workflow_id,
+            task_queue=cfg.task_queue,
+            result_type=RunStatus,
         )
         if not wait:
             return None
-        return await handle.result(result_type=RunStatus)
+        try:
+            final: RunStatus = await handle.result()
+        except WorkflowFailureError as exc:
+            return await _closed_by_temporal(client, request, workflow_id, exc)
+        return final
 
-    result = asyncio.run(go())
+    result = with_client(go, cfg)
     if result is None:
         typer.echo(workflow_id)
         return
@@ -150,26 +219,68 @@ def run(
     raise typer.Exit(EXIT_CODES.get(result.status, 1))
 
 
+async def _closed_by_temporal(
+    client: Client, request: RunRequest, run_id: str, exc: WorkflowFailureError
+) -> RunStatus:
+    """The workflow ended without returning (terminated, timed out): report its last state."""
+    cause = exc.cause
+    state: RunState = "failed"
+    if isinstance(cause, (CancelledError, TerminatedError)):
+        state = "cancelled"
+    elif isinstance(cause, TemporalTimeout):
+        state = "timed_out"
+    reason = str(cause or exc)
+    handle = client.get_workflow_handle(run_id, result_type=RunStatus)
+    try:
+        last: RunStatus = await handle.query("status", result_type=RunStatus)
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        return RunStatus(
+            workflow_id=run_id,
+            tenant=request.tenant,
+            principal=request.principal,
+            status=state,
+            reasons=(reason,),
+        )
+    return last.model_copy(update={"status": state, "reasons": (*last.reasons, reason)})
+
+
 @fails_cleanly
 def status(
     run_id: Annotated[str, typer.Argument(help="The run (workflow) id.")],
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Where a run is: its plan, each step's decision and result, pending approvals."""
-    _, client = _client()
-    result = asyncio.run(_status(client, run_id))
+    """Where a run is: its plan, each step's decision and result, pending approvals.
+
+    Exits 0 whenever it could report, whatever the run's outcome; `run --wait`
+    carries the outcome exit codes.
+    """
+    result = with_client(lambda client: _status(client, run_id))
     _print_run(result, json_out)
 
 
 async def _status(client: Client, run_id: str) -> RunStatus:
-    handle = client.get_workflow_handle(run_id)
+    handle = client.get_workflow_handle(run_id, result_type=RunStatus)
     try:
         described = await handle.describe()
     except RPCError as exc:
         raise ConfigError(f"run {run_id} not found: {exc.message}") from None
     if described.status == WorkflowExecutionStatus.COMPLETED:
-        return await handle.result(result_type=RunStatus)
-    return await handle.query("status", result_type=RunStatus)
+        final: RunStatus = await handle.result()
+        return final
+    try:
+        snapshot: RunStatus = await handle.query("status", result_type=RunStatus)
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+        raise ConfigError(
+            f"run {run_id} did not answer the status query ({exc}); is a worker running "
+            "on its task queue?"
+        ) from None
+    execution = described.status
+    if execution is not None and execution in _CLOSED_BY_TEMPORAL:
+        reasons = (*snapshot.reasons, f"workflow execution {execution.name.lower()}")
+        snapshot = snapshot.model_copy(
+            update={"status": _CLOSED_BY_TEMPORAL[execution], "reasons": reasons}
+        )
+    return snapshot
 
 
 @fails_cleanly
@@ -178,30 +289,57 @@ def pending(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Steps waiting for a human, across runs (from Temporal's visibility index)."""
-    _, client = _client()
-    items = asyncio.run(list_pending(client, tenant))
+    items = with_client(lambda client: list_pending(client, tenant))
     if json_out:
         print_json([p.model_dump(mode="json") for p in items])
         return
+    if not items:
+        console.print("no steps are waiting for approval")
+        return
     table = Table(title="Pending approvals")
-    for col in ("run", "step", "operation", "approvers", "requested by", "deadline"):
+    # Run ids are what an operator copies into `stead approve`: fold them, never elide.
+    table.add_column("run", overflow="fold")
+    for col in ("step", "operation", "approvers", "requested by", "deadline (UTC)"):
         table.add_column(col)
     for p in items:
-        table.add_row(p.workflow_id, p.step_id, p.operation, ", ".join(p.eligible or p.approvers), p.requested_by, p.deadline.isoformat())
+        table.add_row(
+            p.workflow_id,
+            p.step_id,
+            p.operation,
+            ", ".join(p.eligible or p.approvers),
+            p.requested_by,
+            f"{p.deadline.astimezone(UTC):%Y-%m-%d %H:%M}",
+        )
     console.print(table)
+    for p in items:
+        console.print(
+            f"stead approve {p.workflow_id} {p.step_id} --as <approver>",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
 
 
 async def list_pending(client: Client, tenant: str | None) -> list[PendingApproval]:
+    """Runs flagged in visibility, then each run's own answer (visibility lags the workflow)."""
     query = "SteadPendingApproval = true AND ExecutionStatus = 'Running'"
     if tenant:
         query += f" AND SteadTenant = '{_quote(tenant)}'"
+    try:
+        listed = [e async for e in client.list_workflows(query)]
+    except RPCError as exc:
+        raise ConfigError(f"cannot list runs from Temporal visibility: {exc.message}") from None
     found: list[PendingApproval] = []
-    async for execution in client.list_workflows(query):
+    for execution in listed:
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         try:
-            found.extend(await handle.query("pending_approvals", result_type=list[PendingApproval]))
-        except RPCError:
+            waiting: list[PendingApproval] = await handle.query(
+                "pending_approvals", result_type=list[PendingApproval]
+            )
+        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+            # Closed or unreachable since the listing: it is not waiting on anyone here.
             continue
+        found.extend(waiting)
     return found
 
 
@@ -212,32 +350,67 @@ def approve(
     principal: Annotated[str, typer.Option("--as", help="The approver, e.g. user:alice.")],
     reject: Annotated[bool, typer.Option(help="Reject instead of approve.")] = False,
     comment: Annotated[str, typer.Option(help="Why.")] = "",
+    token: Annotated[
+        str | None, typer.Option(help="Principal token; else --token-file, STEAD_PRINCIPAL_TOKEN.")
+    ] = None,
+    token_file: Annotated[Path | None, typer.Option(help="File with the principal token.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Approve (or --reject) a pending step; refused approvals say why and change nothing."""
-    _, client = _client()
+    from stead.cli.identity import approval_token, principal_token_input
 
-    async def go() -> dict[str, Any]:
+    cfg = settings()
+    raw_token = principal_token_input(cfg, token, token_file)
+
+    async def go(client: Client) -> dict[str, Any]:
         handle = client.get_workflow_handle(run_id)
-        waiting = await handle.query("pending_approvals", result_type=list[PendingApproval])
+        try:
+            waiting: list[PendingApproval] = await handle.query(
+                "pending_approvals", result_type=list[PendingApproval]
+            )
+        except RPCError as exc:
+            raise ConfigError(f"cannot reach run {run_id}: {exc.message}") from None
         match = [p for p in waiting if p.step_id == step_id]
         if not match:
             raise ConfigError(f"step {step_id} of {run_id} is not awaiting approval")
-        approval = ApprovalInput(
-            step_id=step_id,
-            plan_hash=match[0].plan_hash,
-            approver=principal,
-            verdict="reject" if reject else "approve",
-            comment=comment,
-        )
+        verdict: Verdict = "reject" if reject else "approve"
+        # Scoped to this one approval: the copy that lands in history approves nothing else.
+        scoped = None
+        if raw_token is not None:
+            scoped = approval_token(
+                cfg,
+                raw_token,
+                run_id=run_id,
+                step_id=step_id,
+                plan_hash=match[0].plan_hash,
+                verdict=verdict,
+            )
         try:
-            result = await handle.execute_update("approve", approval)
+            approval = ApprovalInput(
+                step_id=step_id,
+                plan_hash=match[0].plan_hash,
+                approver=principal,
+                verdict=verdict,
+                comment=comment,
+                token=scoped,
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"invalid approval: {_pydantic_errors(exc)}") from None
+        try:
+            result = await handle.execute_update("approve", approval, result_type=StepResult)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            raise ConfigError(f"approval refused: {getattr(cause, 'message', str(cause))}") from None
-        return {"run_id": run_id, "step_id": step_id, "verdict": approval.verdict, "step": result}
+            raise ConfigError(
+                f"approval refused: {getattr(cause, 'message', None) or cause}"
+            ) from None
+        return {
+            "run_id": run_id,
+            "step_id": step_id,
+            "verdict": approval.verdict,
+            "step": result.model_dump(mode="json"),
+        }
 
-    outcome = asyncio.run(go())
+    outcome = with_client(go, cfg)
     if json_out:
         print_json(outcome)
     else:
@@ -247,8 +420,12 @@ def approve(
 @fails_cleanly
 def cancel(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
     """Ask a run to stop: running steps finish, nothing new starts."""
-    _, client = _client()
-    asyncio.run(client.get_workflow_handle(run_id).signal("cancel"))
+    try:
+        with_client(lambda client: client.get_workflow_handle(run_id).signal("cancel"))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ConfigError(f"run {run_id} is not running (unknown or finished)") from None
+        raise ConfigError(f"cannot cancel {run_id}: {exc.message}") from None
     console.print(f"cancel requested for {run_id}")
 
 
@@ -258,7 +435,7 @@ def audit(
     tenant: Annotated[str | None, typer.Option(help="Tenant (verify: only this tenant).")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The audit trail of a run, or `stead audit verify` to detect tampering."""
+    """The audit trail of a run, or `stead audit verify` to detect tampering (exit 1)."""
     from stead.cli.audit import show_run_audit, verify_audit
 
     if target == "verify":
@@ -274,28 +451,39 @@ def _print_run(status: RunStatus, json_out: bool) -> None:
     if json_out:
         print_json(summary)
         return
-    colour = {"completed": "green", "failed": "red", "denied": "red", "plan_rejected": "red"}.get(status.status, "yellow")
-    console.print(f"run [bold]{status.workflow_id}[/] ({status.tenant}): [{colour}]{status.status}[/]")
+    colour = {"completed": "green", "failed": "red", "denied": "red", "plan_rejected": "red"}.get(
+        status.status, "yellow"
+    )
+    console.print(
+        f"run [bold]{status.workflow_id}[/] ({status.tenant}): [{colour}]{status.status}[/]"
+    )
     for reason in status.reasons:
-        console.print(f"  reason: {reason}")
+        console.print(f"  reason: {escape(reason)}")
     table = Table()
     for col in ("step", "operation", "status", "decision", "detail"):
         table.add_column(col)
     for step in summary["steps"]:
         decision = step["decision"]["outcome"] if step["decision"] else ""
-        detail = step["error"] or (json.dumps(step["result"])[:80] if step["result"] is not None else "")
-        table.add_row(step["id"], step["operation"], step["status"], decision, detail)
+        result = step["result"]
+        detail = step["error"] or (json.dumps(result)[:80] if result is not None else "")
+        table.add_row(step["id"], step["operation"], step["status"], decision, escape(detail))
     console.print(table)
     for p in status.pending_approvals:
         console.print(
-            f"  waiting: step {p.step_id} needs approval from {', '.join(p.eligible or p.approvers)} "
-            f"→ stead approve {p.workflow_id} {p.step_id} --as <principal>"
+            f"  waiting: step {p.step_id} needs approval from "
+            f"{', '.join(p.eligible or p.approvers)} "
+            f"→ stead approve {p.workflow_id} {p.step_id} --as <principal>",
+            soft_wrap=True,
+            markup=False,
         )
-    console.print(f"  spent: {status.spent.steps} steps, {status.spent.tokens} tokens, ${status.spent.usd:.4f}")
+    spent = status.spent
+    console.print(f"  spent: {spent.steps} steps, {spent.tokens} tokens, ${spent.usd:.4f}")
 
 
 def _pydantic_errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors())
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def _quote(value: str) -> str:

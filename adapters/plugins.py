@@ -1,0 +1,83 @@
+"""Third-party adapters, found through the ``stead.adapters`` entry-point group.
+
+A package adds operations without touching Stead by declaring, in its
+``pyproject.toml``::
+
+    [project.entry-points."stead.adapters"]
+    crm = "stead_crm.adapter:operations"
+
+where ``operations()`` returns the package's :class:`~adapters.base.Operation` objects.
+Loading is eager and strict: a plugin that fails to import, or returns something
+that is not an operation, stops the worker at start with the plugin's name in the
+message. Skipping it quietly would leave runs failing later with "unknown
+operation", far from the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from adapters.base import Operation
+from stead.errors import ConfigError
+
+GROUP = "stead.adapters"
+
+
+class PluginError(ConfigError):
+    """An installed adapter plugin could not be loaded; the message names it and the fix."""
+
+
+def plugin_entry_points(group: str = GROUP) -> list[EntryPoint]:
+    """The installed entry points of ``group``, sorted so the load order is stable."""
+    return sorted(entry_points(group=group), key=lambda ep: (ep.name, ep.value))
+
+
+def load_plugin_operations(group: str = GROUP) -> list[Operation[Any, Any]]:
+    """Every operation every installed plugin offers."""
+    operations: list[Operation[Any, Any]] = []
+    for ep in plugin_entry_points(group):
+        operations.extend(_load(ep))
+    return operations
+
+
+def _load(ep: EntryPoint) -> list[Operation[Any, Any]]:
+    where = _describe(ep)
+    try:
+        factory = ep.load()
+    except Exception as exc:
+        raise PluginError(
+            f"adapter plugin {where} failed to import ({type(exc).__name__}: {exc}); "
+            "fix or uninstall the package that provides it"
+        ) from exc
+    if not callable(factory):
+        raise PluginError(
+            f"adapter plugin {where} is not callable; it must name a function returning "
+            "a list of adapters.base.Operation"
+        )
+    try:
+        produced = factory()
+    except Exception as exc:
+        raise PluginError(
+            f"adapter plugin {where} raised while listing its operations "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if isinstance(produced, Operation) or not isinstance(produced, Iterable):
+        raise PluginError(
+            f"adapter plugin {where} returned {type(produced).__name__}; expected a list of "
+            "adapters.base.Operation"
+        )
+    ops = list(produced)
+    wrong = [type(op).__name__ for op in ops if not isinstance(op, Operation)]
+    if wrong:
+        raise PluginError(
+            f"adapter plugin {where} returned {', '.join(sorted(set(wrong)))} among its "
+            "operations; every item must be an adapters.base.Operation"
+        )
+    return ops
+
+
+def _describe(ep: EntryPoint) -> str:
+    dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
+    return f"{ep.name!r} ({ep.value}, from {dist})"

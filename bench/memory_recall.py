@@ -1,0 +1,398 @@
+"""Recall latency at scale: the embedded stack against qdrant-client's local mode.
+
+What is measured: `MemoryService.recall` end to end (embed the query with the local
+all-MiniLM-L6-v2, top-k from the vector index filtered by tenant, fetch and check the
+versions in Postgres under row-level security), and the vector query alone, for
+`--memories` memories spread evenly over `--tenants` tenants. The same service code
+runs twice, once on the embedded Qdrant engine (`EdgeVectorIndex`, the default
+stack) and once on qdrant-client's `:memory:` local mode (the baseline in the same
+run); queries alternate between the two so drift hits both columns alike.
+
+How the data gets there: the corpus is generated from a seed; its embeddings are
+computed once with the real local model and cached as a .npy file (computing 100k
+takes ~25 min on 2 cores; later runs reuse it). Postgres is bulk-loaded with COPY
+as the admin role (COPY FROM does not run under row-level security), already marked
+indexed; both indexes get the same points by batched upserts.
+
+    .venv/bin/python -m bench.memory_recall                     # 100k memories x 10 tenants
+    .venv/bin/python -m bench.memory_recall --memories 5000 --queries 100   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import hashlib
+import random
+import statistics
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from stead.db.pool import create_pool
+from stead.devstack.stack import stack_down, stack_up
+from stead.embeddings import MiniLmEmbedder
+from stead.memory import RecallQuery
+from stead.memory.service import MemoryService
+from stead.settings import Settings, load_settings
+from stead.vector import EdgeVectorIndex, QdrantServerIndex, VectorIndex, VectorPayload, VectorPoint
+
+REPO = Path(__file__).resolve().parents[1]
+NAMESPACES = ("customers", "orders", "support", "brand", "ops")
+NAMES = [
+    "Ada",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Farid",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kemal",
+    "Lena",
+    "Marco",
+    "Nora",
+    "Omar",
+    "Pia",
+]
+CITIES = [
+    "Lisbon",
+    "Oslo",
+    "Denver",
+    "Pune",
+    "Lagos",
+    "Quito",
+    "Seoul",
+    "Perth",
+    "Cork",
+    "Turin",
+    "Leeds",
+    "Austin",
+]
+PRODUCTS = [
+    "bike",
+    "helmet",
+    "kettle",
+    "desk",
+    "lamp",
+    "tent",
+    "jacket",
+    "router",
+    "drone",
+    "blender",
+    "scarf",
+]
+CHANNELS = ("email", "phone", "chat", "post")
+TEMPLATES = (
+    "{name} from {city} prefers {channel} and bought a {product} last {day}.",
+    "Order {n} for a {product} ships to {city} on {day}; contact {name} by {channel}.",
+    "Support ticket {n}: {name}'s {product} stopped working after the {day} update.",
+    "Brand rule {n}: mention the {product} range only with photos taken in {city}.",
+    "Runbook {n}: restart the {product} service in {city} every {day} night.",
+)
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+QUESTIONS = (
+    "Which customer in {city} likes to be contacted by {channel}?",
+    "When does the {product} order to {city} ship?",
+    "Who reported a broken {product}?",
+    "What are the rules for showing the {product} range?",
+    "How often do we restart the {product} service in {city}?",
+)
+
+
+def corpus(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        rng.choice(TEMPLATES).format(
+            name=rng.choice(NAMES),
+            city=rng.choice(CITIES),
+            channel=rng.choice(CHANNELS),
+            product=rng.choice(PRODUCTS),
+            day=rng.choice(DAYS),
+            n=i,
+        )
+        for i in range(n)
+    ]
+
+
+def questions(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed + 1)
+    return [
+        rng.choice(QUESTIONS).format(
+            city=rng.choice(CITIES), channel=rng.choice(CHANNELS), product=rng.choice(PRODUCTS)
+        )
+        for _ in range(n)
+    ]
+
+
+def embeddings(texts: list[str], cache: Path, seed: int) -> np.ndarray[Any, Any]:
+    """Real embeddings of `texts`, computed once and cached by corpus size and seed."""
+    path = cache / f"memory_recall-{len(texts)}-{seed}.npy"
+    if path.exists():
+        cached: np.ndarray[Any, Any] = np.load(path)
+        return cached
+    # The corpus of a seed is a prefix of every larger one: reuse a bigger cache.
+    for bigger in sorted(cache.glob(f"memory_recall-*-{seed}.npy")):
+        size = int(bigger.stem.split("-")[1])
+        if size >= len(texts):
+            prefix: np.ndarray[Any, Any] = np.load(bigger, mmap_mode="r")[: len(texts)]
+            return np.ascontiguousarray(prefix)
+    cache.mkdir(parents=True, exist_ok=True)
+    embedder = MiniLmEmbedder()
+    started = time.perf_counter()
+    out = np.empty((len(texts), embedder.dim), dtype=np.float32)
+    step = 2048
+    for start in range(0, len(texts), step):
+        out[start : start + step] = embedder.embed_sync(texts[start : start + step])
+        done = min(start + step, len(texts))
+        rate = done / (time.perf_counter() - started)
+        print(f"  embedded {done}/{len(texts)} ({rate:.0f}/s)", flush=True)
+    np.save(path, out)
+    return out
+
+
+async def load_postgres(
+    admin_dsn: str, texts: list[str], tenants: list[str]
+) -> list[tuple[str, str, str, str]]:
+    """COPY memories and their (indexed) versions; returns (version id, tenant, ns, memory id)."""
+    now = datetime.now(UTC)
+    memories, versions, points = [], [], []
+    for i, text in enumerate(texts):
+        tenant = tenants[i % len(tenants)]
+        namespace = NAMESPACES[i % len(NAMESPACES)]
+        memory_id, version_id = uuid.uuid4(), uuid.uuid4()
+        memories.append((memory_id, tenant, namespace, f"k{i}", 1, now, now))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        versions.append(
+            (
+                version_id,
+                tenant,
+                memory_id,
+                1,
+                text,
+                digest,
+                "internal",
+                now,
+                now,
+                "service:bench",
+                "bench",
+                "indexed",
+                "local/all-MiniLM-L6-v2",
+            )
+        )
+        points.append((str(version_id), tenant, namespace, str(memory_id)))
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.executemany(
+            "INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING", [(t,) for t in tenants]
+        )
+        await conn.copy_records_to_table(
+            "memories",
+            records=memories,
+            columns=[
+                "id",
+                "tenant",
+                "namespace",
+                "key",
+                "current_version",
+                "created_at",
+                "updated_at",
+            ],
+        )
+        await conn.copy_records_to_table(
+            "memory_versions",
+            records=versions,
+            columns=[
+                "id",
+                "tenant",
+                "memory_id",
+                "version",
+                "content",
+                "content_hash",
+                "sensitivity",
+                "valid_from",
+                "recorded_at",
+                "principal",
+                "reason",
+                "index_state",
+                "indexed_model",
+            ],
+        )
+        await conn.execute("ANALYZE memories; ANALYZE memory_versions")
+    finally:
+        await conn.close()
+    return points
+
+
+async def load_index(
+    index: VectorIndex, points: list[tuple[str, str, str, str]], vectors: np.ndarray[Any, Any]
+) -> float:
+    started = time.perf_counter()
+    await index.ensure_collection(vectors.shape[1])
+    batch = 1000
+    for start in range(0, len(points), batch):
+        await index.upsert(
+            [
+                VectorPoint(
+                    id=pid,
+                    vector=vectors[start + j].tolist(),
+                    payload=VectorPayload(
+                        tenant=tenant,
+                        namespace=ns,
+                        memory_id=mid,
+                        version=1,
+                        sensitivity="internal",
+                    ),
+                )
+                for j, (pid, tenant, ns, mid) in enumerate(points[start : start + batch])
+            ]
+        )
+    return time.perf_counter() - started
+
+
+class PrecomputedEmbedder:
+    """Serves the query vectors computed up front, so a row can show recall's storage
+    path (index + Postgres) without the model's CPU time in it."""
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self._vectors = vectors
+
+    @property
+    def name(self) -> str:
+        return MiniLmEmbedder().name
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self._vectors[t] for t in texts]
+
+
+async def timed(call: Callable[[], Awaitable[Any]]) -> float:
+    started = time.perf_counter()
+    await call()
+    return (time.perf_counter() - started) * 1000
+
+
+def pct(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
+
+
+async def measure(cfg: Settings, args: argparse.Namespace, work: Path) -> None:
+    texts = corpus(args.memories, args.seed)
+    print(f"corpus: {len(texts)} memories x {args.tenants} tenants; embedding (cached)...")
+    vectors = embeddings(texts, args.cache, args.seed)
+    tenants = [f"bench{t:02d}" for t in range(args.tenants)]
+    started = time.perf_counter()
+    points = await load_postgres(cfg.postgres_admin_dsn or "", texts, tenants)
+    print(f"postgres: COPY of {len(points)} versions in {time.perf_counter() - started:.1f} s")
+    edge = EdgeVectorIndex(work / "qdrant")
+    local = QdrantServerIndex(location=":memory:")
+    for name, index in (("edge", edge), ("local", local)):
+        took = await load_index(index, points, vectors)
+        print(f"{name}: {len(points)} points upserted in {took:.1f} s")
+
+    embedder = MiniLmEmbedder()
+    pool = await create_pool(cfg.postgres_dsn, min_size=2, max_size=4)
+    asked = questions(args.queries + args.warmup, args.seed)
+    qvecs = embedder.embed_sync(asked)
+    cached = PrecomputedEmbedder(dict(zip(asked, qvecs, strict=True)))
+    indexes: tuple[tuple[str, VectorIndex], ...] = (("edge", edge), ("local", local))
+    services = {name: MemoryService(pool, idx, embedder) for name, idx in indexes}
+    storage = {name: MemoryService(pool, idx, cached) for name, idx in indexes}
+    recall: dict[str, list[float]] = {"edge": [], "local": []}
+    stored: dict[str, list[float]] = {"edge": [], "local": []}
+    vector: dict[str, list[float]] = {"edge": [], "local": []}
+    try:
+        for i, text in enumerate(asked):
+            tenant = tenants[i % len(tenants)]
+            q = RecallQuery(tenant=tenant, query=text, principal="service:bench", k=args.k)
+            for name in ("edge", "local") if i % 2 == 0 else ("local", "edge"):
+                svc = services[name]
+                r = await timed(functools.partial(svc.recall, q))
+                s = await timed(functools.partial(storage[name].recall, q))
+                v = await timed(functools.partial(svc.index.query, tenant, qvecs[i], args.k))
+                if i >= args.warmup:
+                    recall[name].append(r)
+                    stored[name].append(s)
+                    vector[name].append(v)
+    finally:
+        await pool.close()
+        await edge.close()
+        await local.close()
+    report(args, recall, stored, vector)
+
+
+def report(
+    args: argparse.Namespace,
+    recall: dict[str, list[float]],
+    stored: dict[str, list[float]],
+    vector: dict[str, list[float]],
+) -> None:
+    print()
+    print(
+        f"memory recall, {args.memories} memories x {args.tenants} tenants,"
+        f" k={args.k}, {args.queries} queries"
+    )
+    print(f"{'path':<36}{'p50 ms':>10}{'p95 ms':>10}{'local/edge p50':>17}{'p95':>8}")
+    rows = (
+        ("recall, end to end", recall),
+        ("recall, query pre-embedded", stored),
+        ("vector query only", vector),
+    )
+    for label, data in rows:
+        for name in ("edge", "local"):
+            p50, p95 = pct(data[name], 50), pct(data[name], 95)
+            ratio = ""
+            if name == "local":
+                ratio = f"{p50 / pct(data['edge'], 50):>16.1f}x{p95 / pct(data['edge'], 95):>7.1f}x"
+            print(f"{label + ' / ' + name:<36}{p50:>10.2f}{p95:>10.2f}{ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cache", type=Path, default=REPO / ".stead" / "bench")
+    parser.add_argument("--prepare-only", action="store_true", help="Only compute the embeddings.")
+    args = parser.parse_args()
+    if args.prepare_only:
+        embeddings(corpus(args.memories, args.seed), args.cache, args.seed)
+        return
+    warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+    with tempfile.TemporaryDirectory(prefix="stead-bench-memory-") as tmp:
+        work = Path(tmp)
+        home = {
+            "home": work / "home",
+            "policy_dir": REPO / "policies",
+            "playbook_dir": REPO / "playbooks",
+        }
+        cfg = load_settings(_env_file=None, **home)
+        stack_up(cfg)
+        try:
+            # Reload: stack_up records the endpoints it chose in the home's stack file.
+            asyncio.run(measure(load_settings(_env_file=None, **home), args, work))
+        finally:
+            stack_down(cfg)
+
+
+if __name__ == "__main__":
+    main()

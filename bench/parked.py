@@ -1,0 +1,279 @@
+"""7. 1,000 runs parked on approval: worker memory, then a bulk approve.
+
+Parked runs cost a worker memory: the SDK keeps each open workflow in its cache
+(1,000 by default), with its state and the sandbox it runs in. So the worker runs
+as a real ``stead worker`` subprocess (what an operator deploys), and its RSS is
+read with psutil: idle after start (the baseline, same run), sampled while runs
+park, and once all are parked. The tenant holds every step at or above risk
+``low`` for approval, so each run's single ``core.echo`` step waits for a human.
+
+Then every run is approved through the ``approve`` workflow update, concurrently
+behind a semaphore, and each run must complete. Parked means the run's
+``SteadPendingApproval`` search attribute is true, counted through visibility.
+
+    .venv/bin/python -m bench.parked [--quick] [--runs 1000] [--concurrency 50]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from temporalio.client import Client, WorkflowHandle
+
+from bench.harness import (
+    APPROVER,
+    KEEP_ENV,
+    REPO,
+    BenchStack,
+    Row,
+    Section,
+    Workers,
+    bounded,
+    configure_tenant,
+    new_tenant,
+    quick_flag,
+    run_standalone,
+    start_governed,
+    table,
+    write_playbook,
+)
+from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
+from stead.settings import Settings
+from workers.main import connect
+
+GOAL_RSS_MB = 1000.0
+STEP = "s0"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    runs: int
+    concurrency: int
+    timeout_s: float
+
+
+FULL = Sizes(runs=1000, concurrency=50, timeout_s=3600)
+QUICK = Sizes(runs=30, concurrency=15, timeout_s=300)
+
+
+@dataclass
+class Rss:
+    """Samples of one process's resident set size, in MB."""
+
+    process: psutil.Process
+    peak: float = 0.0
+    samples: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        mb = self.process.memory_info().rss / 1e6
+        self.peak = max(self.peak, mb)
+        self.samples.append(mb)
+        return mb
+
+    async def sample_every(self, seconds: float) -> None:
+        while True:
+            with contextlib.suppress(psutil.Error):
+                self.now()
+            await asyncio.sleep(seconds)
+
+
+@contextlib.contextmanager
+def worker_process(settings: Settings, task_queue: str) -> Iterator[subprocess.Popen[str]]:
+    """``stead worker`` on ``task_queue``, its output drained so it never blocks on a pipe."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEAD_") or k in KEEP_ENV}
+    env.update(
+        STEAD_HOME=str(settings.home),
+        STEAD_POLICY_DIR=str(settings.policy_dir),
+        STEAD_PLAYBOOK_DIR=str(settings.playbook_dir),
+        STEAD_LOG_LEVEL="WARNING",
+        STEAD_LOG_FORMAT="text",
+        STEAD_METRICS_PORT="0",
+        PYTHONPATH=str(REPO),
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "stead.cli", "worker", "--task-queue", task_queue],
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    tail: list[str] = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            tail = [*tail[-20:], line]
+            if "stead worker ready" in line:
+                break
+        else:
+            raise RuntimeError("the worker exited before it was ready:\n" + "".join(tail))
+        threading.Thread(target=_drain, args=(child,), daemon=True).start()
+        yield child
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def _drain(child: subprocess.Popen[str]) -> None:
+    assert child.stdout is not None
+    for _ in child.stdout:
+        pass
+
+
+async def parked_count(client: Client, tenant: str) -> int:
+    query = f"SteadTenant = '{tenant}' AND SteadPendingApproval = true"
+    return (await client.count_workflows(query)).count
+
+
+async def wait_parked(client: Client, tenant: str, runs: int, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    last_print = time.monotonic()
+    while True:
+        parked = await parked_count(client, tenant)
+        if parked >= runs or time.monotonic() > deadline:
+            return parked
+        if time.monotonic() - last_print > 30:
+            print(f"  parked {parked}/{runs}", flush=True)
+            last_print = time.monotonic()
+        await asyncio.sleep(1.0)
+
+
+async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
+    section = Section(f"7. {sizes.runs:,} runs parked on approval, one `stead worker` process")
+    settings = stack.settings
+    write_playbook(stack.playbook_dir, "park", [{"id": STEP, "operation": "core.echo"}])
+    tenant = new_tenant("park")
+    await configure_tenant(settings.opa_url, tenant, approval_risk="low", approvers=[APPROVER])
+    task_queue = f"bench-park-{uuid.uuid4().hex[:8]}"
+    with worker_process(settings, task_queue) as child:
+        rss = Rss(psutil.Process(child.pid))
+        await asyncio.sleep(2.0)
+        idle = rss.now()
+        sampler = asyncio.ensure_future(rss.sample_every(0.5))
+        try:
+            result = await park_and_approve(settings, tenant, task_queue, sizes, rss)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        alive = child.poll() is None
+    parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors = result
+    n = sizes.runs
+    section.lines += table(
+        ("phase", "seconds", "runs", "worker RSS MB"),
+        [
+            ("worker idle (baseline)", "", "", f"{idle:.0f}"),
+            ("start and park", f"{park_s:.1f}", f"{parked}/{n} parked", f"{rss_parked:.0f}"),
+            ("bulk approve (updates)", f"{approve_s:.1f}", f"{approved}/{n} accepted", ""),
+            ("approve to all complete", f"{complete_s:.1f}", f"{completed}/{n} completed", ""),
+            ("peak while sampling", "", "", f"{rss.peak:.0f}"),
+        ],
+    )
+    per_run = (rss_parked - idle) * 1000 / max(parked, 1)
+    section.lines.append(
+        f"RSS parked/idle {rss_parked / idle:.2f}x, ~{per_run:.0f} kB per parked run; "
+        f"approvals {sizes.concurrency} at a time; worker {'alive' if alive else 'DIED'} at the end"
+    )
+    for reason in sorted(set(errors))[:3]:
+        section.lines.append(f"FAILED: {errors.count(reason)}x {reason}")
+    section.rows += [
+        Row("7 parked", f"worker RSS, {parked:,} parked (peak)", f"{rss.peak:.0f} MB",
+            f"{idle:.0f} MB (idle worker)", f"{rss.peak / idle:.1f}x", f"< {GOAL_RSS_MB:.0f} MB",
+            rss.peak < GOAL_RSS_MB),
+        Row("7 parked", "time to park all", f"{park_s:.0f} s", "", "", f"{n:,} parked",
+            parked == n),
+        Row("7 parked", "bulk approve -> all complete", f"{approve_s + complete_s:.0f} s", "",
+            "", f"{n:,} complete", completed == n),
+    ]  # fmt: skip
+    return section
+
+
+async def park_and_approve(
+    settings: Settings, tenant: str, task_queue: str, sizes: Sizes, rss: Rss
+) -> tuple[int, float, float, int, float, float, int, list[str]]:
+    client = await connect(settings)
+    n = sizes.runs
+    started = time.perf_counter()
+    handles: list[WorkflowHandle[Any, RunStatus]] = await bounded(
+        sizes.concurrency,
+        [
+            lambda i=i: _start(client, settings, tenant, task_queue, f"park-{tenant}-{i}")
+            for i in range(n)
+        ],
+    )
+    parked = await wait_parked(client, tenant, n, sizes.timeout_s)
+    park_s = time.perf_counter() - started
+    await asyncio.sleep(2.0)
+    rss_parked = rss.now()
+    pending = await handles[0].query("pending_approvals", result_type=list[PendingApproval])
+    plan_hash = pending[0].plan_hash
+    approval = ApprovalInput(
+        step_id=STEP, plan_hash=plan_hash, approver=APPROVER, verdict="approve"
+    )
+    errors: list[str] = []
+
+    async def approve(handle: WorkflowHandle[Any, RunStatus]) -> bool:
+        try:
+            await handle.execute_update("approve", approval)
+            return True
+        except Exception as exc:
+            errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
+            return False
+
+    began = time.perf_counter()
+    approved = sum(await bounded(sizes.concurrency, [lambda h=h: approve(h) for h in handles]))
+    approve_s = time.perf_counter() - began
+
+    async def outcome(handle: WorkflowHandle[Any, RunStatus]) -> bool:
+        try:
+            status = await asyncio.wait_for(handle.result(), timeout=sizes.timeout_s)
+        except Exception as exc:
+            errors.append(f"result: {type(exc).__name__}: {exc}"[:200])
+            return False
+        if status.status != "completed":
+            errors.append(f"run {status.status}: {'; '.join(status.reasons)}"[:200])
+        return status.status == "completed"
+
+    completed = sum(await bounded(sizes.concurrency * 4, [lambda h=h: outcome(h) for h in handles]))
+    complete_s = time.perf_counter() - began - approve_s
+    return parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors
+
+
+async def _start(
+    client: Client, settings: Settings, tenant: str, task_queue: str, workflow_id: str
+) -> WorkflowHandle[Any, RunStatus]:
+    """Start one run on the subprocess worker's queue, not an in-process one."""
+    w = Workers(client, settings, stead_queue=task_queue, bare_queue="")
+    return await start_governed(w, tenant, "park", 1, workflow_id=workflow_id)
+
+
+def main() -> None:
+    parser = quick_flag(__doc__)
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--concurrency", type=int)
+    args = parser.parse_args()
+    base = QUICK if args.quick else FULL
+    sizes = Sizes(args.runs or base.runs, args.concurrency or base.concurrency, base.timeout_s)
+    run_standalone(lambda stack: measure(stack, sizes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""What a worker holds to mint and check credentials, loaded once from the key directory.
+
+* the capability authority, only where ``capability.key`` is present (main workers);
+* the capability verifier, always: ``capability.pub`` is required, since no step may
+  run without checking its token;
+* the principal-token verifier, where ``identity.pub`` is present (workers that run
+  the approval activities).
+
+Against the embedded dev stack (``$STEAD_HOME/stack.json`` exists, no ``STEAD_KEYS_DIR``)
+missing keys are created on first use, as ``stead dev up`` creates Postgres credentials;
+anywhere else a missing key is a configuration error that says which file to provide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from stead.capability.authority import CapabilityAuthority
+from stead.capability.keys import CAPABILITY, IDENTITY, KeyStore
+from stead.capability.verifier import CapabilityVerifier
+from stead.errors import ConfigError
+from stead.identity.tokens import PrincipalTokenVerifier
+from stead.settings import Settings
+
+
+@dataclass(frozen=True)
+class WorkerTrust:
+    authority: CapabilityAuthority | None
+    capabilities: CapabilityVerifier
+    principals: PrincipalTokenVerifier | None
+
+
+def key_store(settings: Settings) -> KeyStore:
+    """The settings' key directory; creates the dev keys when running on the embedded stack.
+
+    Only the default directory under a dev home is filled in: an explicit
+    ``STEAD_KEYS_DIR`` is an operator's choice (an edge worker's holds public keys
+    only) and is never added to.
+    """
+    store = KeyStore(settings.resolved_keys_dir)
+    if settings.keys_dir is None and settings.stack_file.exists():
+        store.ensure_all()
+    return store
+
+
+def open_trust(settings: Settings, pool: asyncpg.Pool) -> WorkerTrust:
+    store = key_store(settings)
+    public = store.public(CAPABILITY)
+    if public is None:
+        raise ConfigError(
+            f"no capability public key at {store.public_path(CAPABILITY)}: run `stead keys init` "
+            "where the authority runs and copy capability.pub to this worker's STEAD_KEYS_DIR"
+        )
+    private = store.private(CAPABILITY)
+    identity = store.public(IDENTITY)
+    return WorkerTrust(
+        authority=None if private is None else CapabilityAuthority(private, pool),
+        capabilities=CapabilityVerifier(public),
+        principals=None if identity is None else PrincipalTokenVerifier(identity),
+    )

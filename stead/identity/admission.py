@@ -1,0 +1,51 @@
+"""Who may start a run, and how the run's approvers must prove who they are.
+
+A tenant with a directory row is *managed*: only its enabled principals may start
+runs. A tenant without one is *unmanaged*: Stead has nobody to check the starter
+against, so the run is admitted and records the principal the client named (as before
+directories existed). Approvals are stricter: they need a principal token unless the
+tenant's policy data opts out, and a token can only be checked against a directory,
+so an unmanaged tenant's approvals fail closed by default.
+
+The approval policy is read here, once per run, from OPA
+(``data.stead.identity.approval_authentication``), so the workflow knows it without
+I/O and a vote never waits on OPA. If OPA cannot answer, the run gets ``token``.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from stead.contracts.identity import AdmitRunInput, ApprovalAuthentication, RunAdmission
+from stead.db.pool import tenant_transaction
+from stead.identity.directory import get_principal, get_tenant
+from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
+
+AUTH_MODE_PATH = "stead/identity/approval_authentication"
+
+
+async def approval_authentication(opa: OpaClient, tenant: str) -> ApprovalAuthentication:
+    """``token`` or ``none``; anything policy does not say plainly means ``token``."""
+    try:
+        value = await opa.evaluate(AUTH_MODE_PATH, {"tenant": tenant})
+    except (PolicyUnavailable, PolicyUndefined):
+        return "token"
+    return "none" if value == "none" else "token"
+
+
+async def admit_run(pool: asyncpg.Pool, opa: OpaClient, req: AdmitRunInput) -> RunAdmission:
+    mode = await approval_authentication(opa, req.tenant)
+    async with tenant_transaction(pool, req.tenant) as conn:
+        if await get_tenant(conn, req.tenant) is None:
+            return RunAdmission(admitted=True, managed=False, approval_authentication=mode)
+        principal = await get_principal(conn, req.tenant, req.principal)
+    if principal is None:
+        reason = (
+            f"{req.principal} is not a principal of tenant {req.tenant}, so it may not start "
+            f"runs; add it with `stead principal add {req.principal} --tenant {req.tenant}`"
+        )
+    elif principal.disabled:
+        reason = f"{req.principal} is disabled in tenant {req.tenant}, so it may not start runs"
+    else:
+        return RunAdmission(admitted=True, managed=True, approval_authentication=mode)
+    return RunAdmission(admitted=False, managed=True, reason=reason, approval_authentication=mode)

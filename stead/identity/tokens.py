@@ -1,0 +1,242 @@
+"""Principal tokens: a credential Stead issues so an approver proves who they are.
+
+A principal token is a biscuit signed with the identity key (``identity.key``, kept
+where administrators run ``stead principal token``); verifiers hold ``identity.pub``
+only. Its authority block names the tenant, the principal and the lifetime.
+
+A bare principal token is never sent to a workflow: approvals travel in workflow
+history, where every reader of the run could lift a bare token and approve other
+steps with it. Instead the holder *attenuates* it offline (``scope_to_approval``,
+done by ``stead approve``) with a block that only passes for one run, step, plan hash
+and verdict, and expires within minutes. The verifier requires such a block: it
+proves the token authorizes this approval, and that it would authorize no approval
+differing in any of those four fields.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from biscuit_auth import (
+    AuthorizationError,
+    AuthorizerBuilder,
+    Biscuit,
+    BiscuitBuilder,
+    BiscuitValidationError,
+    BlockBuilder,
+    PrivateKey,
+    PublicKey,
+    Rule,
+)
+from pydantic import BaseModel, ConfigDict
+
+from stead.capability.authority import Clock, utcnow
+from stead.contracts.run import Verdict
+from stead.identity.errors import (
+    PrincipalTokenExpired,
+    PrincipalTokenInvalid,
+    PrincipalTokenNotScoped,
+    PrincipalTokenScopeMismatch,
+    PrincipalTokenWrongTenant,
+)
+
+DEFAULT_TTL: Final = timedelta(hours=8)
+MAX_TTL: Final = timedelta(days=30)
+APPROVAL_TTL: Final = timedelta(minutes=5)
+MAX_TOKEN_CHARS: Final = 16_384
+
+_PRINCIPAL_BLOCK = """
+stead_token("principal", 1);
+principal({tenant}, {principal});
+token({token_id}, {issued_at}, {expires_at});
+check if time($time), $time <= {expires_at};
+"""
+
+_APPROVAL_BLOCK = """
+check if approval({workflow_id}, {step_id}, {plan_hash}, {verdict});
+check if time($time), $time <= {expires_at};
+"""
+
+_CLAIMS = Rule(
+    "claims($kind, $version, $tenant, $principal, $id, $issued, $expires) <-"
+    " stead_token($kind, $version), principal($tenant, $principal), token($id, $issued, $expires)"
+)
+
+_AUTHORIZER = """
+time({now});
+approval({workflow_id}, {step_id}, {plan_hash}, {verdict});
+allow if stead_token("principal", 1), principal({tenant}, $principal);
+"""
+
+# A value no real run, step, plan hash or verdict can take.
+_ELSEWHERE = "\x00elsewhere"
+
+
+class PrincipalClaims(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str
+    principal: str
+    token_id: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+class ApprovalScope(BaseModel):
+    """The one approval a scoped token may be used for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workflow_id: str
+    step_id: str
+    plan_hash: str
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class IssuedPrincipalToken:
+    token: str
+    claims: PrincipalClaims
+
+
+class PrincipalTokenIssuer:
+    """Signs principal tokens; whoever holds it can impersonate any principal, so guard it."""
+
+    def __init__(self, private_key: PrivateKey, *, clock: Clock = utcnow) -> None:
+        self._key = private_key
+        self._clock = clock
+
+    def issue(
+        self, tenant: str, principal: str, ttl: timedelta = DEFAULT_TTL
+    ) -> IssuedPrincipalToken:
+        if not timedelta(seconds=1) <= ttl <= MAX_TTL:
+            raise ValueError(f"principal token ttl must be between 1 s and {MAX_TTL}, got {ttl}")
+        issued_at = self._clock().astimezone(UTC).replace(microsecond=0)
+        claims = PrincipalClaims(
+            tenant=tenant,
+            principal=principal,
+            token_id=uuid.uuid4().hex,
+            issued_at=issued_at,
+            expires_at=issued_at + ttl,
+        )
+        token = BiscuitBuilder(_PRINCIPAL_BLOCK, claims.model_dump()).build(self._key)
+        return IssuedPrincipalToken(token=token.to_base64(), claims=claims)
+
+
+def scope_to_approval(
+    token: str,
+    public_key: PublicKey,
+    scope: ApprovalScope,
+    *,
+    ttl: timedelta = APPROVAL_TTL,
+    clock: Clock = utcnow,
+) -> str:
+    """Attenuate a principal token to one approval (needs the public key, not the private one)."""
+    biscuit = _parse(token, public_key)
+    expires_at = clock().astimezone(UTC).replace(microsecond=0) + ttl
+    block = BlockBuilder(_APPROVAL_BLOCK, {**scope.model_dump(), "expires_at": expires_at})
+    return biscuit.append(block).to_base64()
+
+
+def read_claims(token: str, public_key: PublicKey, *, clock: Clock = utcnow) -> PrincipalClaims:
+    """The signed claims of a token, checking only the signature (for display and the CLI)."""
+    return _claims(_parse(token, public_key), clock().astimezone(UTC))
+
+
+class PrincipalTokenVerifier:
+    """Checks principal tokens with the identity public key; holds no secret."""
+
+    def __init__(self, public_key: PublicKey, *, clock: Clock = utcnow) -> None:
+        self._public_key = public_key
+        self._clock = clock
+
+    def verify_approval(self, token: str, *, tenant: str, scope: ApprovalScope) -> PrincipalClaims:
+        """Claims of a token that proves its principal for exactly this approval; raises why not."""
+        biscuit = _parse(token, self._public_key)
+        now = self._clock().astimezone(UTC)
+        claims = _claims(biscuit, now)
+        if claims.expires_at - claims.issued_at > MAX_TTL:
+            raise PrincipalTokenInvalid(
+                f"principal token {claims.token_id} claims a lifetime above {MAX_TTL}",
+                token_id=claims.token_id,
+            )
+        if now >= claims.expires_at:
+            raise PrincipalTokenExpired(
+                f"principal token of {claims.principal} expired at "
+                f"{claims.expires_at.isoformat()}; "
+                "get a new one with `stead principal token`",
+                token_id=claims.token_id,
+            )
+        if claims.tenant != tenant:
+            raise PrincipalTokenWrongTenant(
+                f"principal token was issued for tenant {claims.tenant}, not {tenant}",
+                token_id=claims.token_id,
+            )
+        facts = scope.model_dump()
+        problem = _authorization_problem(biscuit, now, tenant, facts)
+        if problem is not None:
+            raise PrincipalTokenScopeMismatch(
+                f"principal token of {claims.principal} does not authorize this approval: "
+                f"{problem}",
+                token_id=claims.token_id,
+            )
+        for field in facts:
+            elsewhere = {**facts, field: _ELSEWHERE}
+            if _authorization_problem(biscuit, now, tenant, elsewhere) is None:
+                raise PrincipalTokenNotScoped(
+                    f"principal token of {claims.principal} is not scoped to this approval's "
+                    f"{field}; a bare token would stay usable by anyone who reads the run's "
+                    "history. Approve with `stead approve`, or make the signal input with "
+                    "`stead principal sign-approval`",
+                    token_id=claims.token_id,
+                )
+        return claims
+
+
+def _parse(token: str, public_key: PublicKey) -> Biscuit:
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        raise PrincipalTokenInvalid("principal token is empty or too long to be one of ours")
+    try:
+        return Biscuit.from_base64(token, public_key)
+    except BiscuitValidationError:
+        raise PrincipalTokenInvalid(
+            "principal token failed signature verification: not issued by this Stead's "
+            "identity key, or altered since"
+        ) from None
+
+
+def _claims(biscuit: Biscuit, now: datetime) -> PrincipalClaims:
+    found = AuthorizerBuilder("time({now});", {"now": now}).build(biscuit).query(_CLAIMS)
+    if len(found) != 1:
+        raise PrincipalTokenInvalid(
+            f"principal token carries {len(found)} claim sets; exactly one is required"
+        )
+    terms: list[Any] = found[0].terms
+    kind, version, tenant, principal, token_id, issued_at, expires_at = terms
+    if (kind, version) != ("principal", 1):
+        raise PrincipalTokenInvalid(f"token is a {kind!r} v{version} token, not a principal token")
+    try:
+        return PrincipalClaims(
+            tenant=tenant,
+            principal=principal,
+            token_id=token_id,
+            issued_at=issued_at,
+            expires_at=expires_at,
+        )
+    except ValueError as exc:
+        raise PrincipalTokenInvalid(f"principal token claims are malformed: {exc}") from None
+
+
+def _authorization_problem(
+    biscuit: Biscuit, now: datetime, tenant: str, approval: dict[str, Any]
+) -> str | None:
+    """None when every check of every block passes for this approval, else why not."""
+    params = {"now": now, "tenant": tenant, **approval}
+    try:
+        AuthorizerBuilder(_AUTHORIZER, params).build(biscuit).authorize()
+    except AuthorizationError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,237 @@
+"""What crosses the memory service's edges: its API, its activities and its workflows.
+
+Every model is closed (`extra="forbid"`) and frozen. Fields that come from the
+caller's authenticated context (tenant, principal, workflow and step ids) are
+separate from fields a model may have written (content, reason), so a forged
+provenance can only come from the trusted side.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+
+from stead.contracts.run import PrincipalId, TenantId
+
+Sensitivity = Literal["public", "internal", "pii", "secret"]
+# Ordered by how far a value may travel: a caller cleared for a level sees every lower one.
+SENSITIVITY_ORDER: dict[str, int] = {"public": 0, "internal": 1, "pii": 2, "secret": 3}
+PlannerClearance = Literal["public", "internal", "pii"]
+
+Namespace = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
+MemoryKey = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+MAX_CONTENT = 64_000
+
+# Workflow names: stable strings, because a rename would break running schedules.
+# (Activity names are literals at their @activity.defn, where the architecture test reads them.)
+REINDEX_WORKFLOW = "stead.memory.reindex"
+PURGE_WORKFLOW = "stead.memory.purge_expired"
+INDEX_OP_WORKFLOW = "stead.memory.index_op"
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provenance(_Closed):
+    """Who wrote a version, with what, from where, and why (invariant 6)."""
+
+    principal: PrincipalId
+    agent: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    prompt_hash: str | None = None
+    workflow_id: str | None = None
+    run_id: str | None = None
+    step_id: str | None = None
+    reason: str = Field(default="", max_length=2_000)
+    source_refs: tuple[str, ...] = ()
+
+
+class RememberRequest(_Closed):
+    tenant: TenantId
+    namespace: Namespace
+    key: MemoryKey
+    content: str = Field(min_length=1, max_length=MAX_CONTENT)
+    sensitivity: Sensitivity = "internal"
+    provenance: Provenance
+    valid_from: AwareDatetime | None = None
+    valid_to: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    request_key: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Idempotency key; a repeat returns the first write.",
+    )
+    request_fingerprint: str | None = Field(
+        default=None,
+        max_length=128,
+        description="What makes a repeat 'the same request' (default: a hash of this request);"
+        " a step passes its argument hash, since derived times differ between attempts.",
+    )
+
+
+class MemoryVersion(_Closed):
+    """One stored version; `content` is None once erased or when withheld from the reader."""
+
+    id: str
+    tenant: TenantId
+    namespace: str
+    key: str
+    version: int
+    content: str | None
+    content_hash: str
+    sensitivity: Sensitivity
+    valid_from: datetime
+    valid_to: datetime | None = None
+    recorded_at: datetime
+    superseded_at: datetime | None = None
+    expires_at: datetime | None = None
+    erased_at: datetime | None = None
+    index_state: str
+    provenance: Provenance
+    withheld: bool = Field(default=False, description="Content hidden by the reader's clearance.")
+
+
+class RememberResult(_Closed):
+    version: MemoryVersion
+    created: bool = Field(description="False when the request key had already written it.")
+    indexed: bool = Field(description="False: the index write failed; reindex repairs it.")
+
+
+class RecallQuery(_Closed):
+    tenant: TenantId
+    query: str = Field(min_length=1, max_length=8_000)
+    principal: PrincipalId
+    agent: str | None = None
+    namespaces: tuple[Namespace, ...] | None = None
+    k: int = Field(default=5, ge=1, le=100)
+    max_age: timedelta | None = None
+    clearance: Sensitivity = "internal"
+
+
+class RecallItem(_Closed):
+    namespace: str
+    key: str
+    version: int
+    content: str
+    sensitivity: Sensitivity
+    score: float
+    recorded_at: datetime
+    valid_from: datetime
+    valid_to: datetime | None = None
+    expires_at: datetime | None = None
+    provenance: Provenance
+
+
+class RecallResult(_Closed):
+    items: tuple[RecallItem, ...]
+    degraded: bool = Field(
+        description="True: the vector index was unavailable; full-text search answered."
+    )
+    withheld: int = Field(
+        default=0, description="Hits dropped because the reader may not see them."
+    )
+    stale: int = Field(
+        default=0, description="Index hits dropped as superseded, expired or erased."
+    )
+
+
+class EraseResult(_Closed):
+    tenant: TenantId
+    namespace: str
+    key: str
+    versions: tuple[int, ...]
+    content_hashes: tuple[str, ...]
+    vectors_removed: bool
+
+
+class PurgeResult(_Closed):
+    tenants: int
+    erased: int
+    vectors_removed: bool
+
+
+class ReindexResult(_Closed):
+    tenants: int
+    indexed: int
+    removed: int
+    failed: int
+
+
+class StateValue(_Closed):
+    tenant: TenantId
+    namespace: str
+    key: str
+    value: JsonValue
+    version: int
+    updated_at: datetime
+    updated_by: str
+
+
+# ------------------------------------------------------------------ activities
+
+
+class RecallInput(_Closed):
+    """What the run asks before planning. Clearance stops at pii: a planner never gets secrets."""
+
+    tenant: TenantId
+    principal: PrincipalId
+    query: str = Field(min_length=1, max_length=8_000)
+    workflow_id: str
+    agent: str = "planner"
+    namespaces: tuple[Namespace, ...] | None = None
+    k: int = Field(default=5, ge=1, le=50)
+    max_age_seconds: int | None = Field(default=None, ge=1)
+    clearance: PlannerClearance = "pii"
+
+
+class RunSummaryInput(_Closed):
+    """The end of a run, remembered in namespace `runs` under the workflow id."""
+
+    tenant: TenantId
+    principal: PrincipalId
+    workflow_id: str
+    run_id: str
+    status: str
+    goal: str | None = None
+    playbook: str | None = None
+    steps: tuple[tuple[str, str, str], ...] = Field(
+        default=(), description="(id, operation, status)"
+    )
+    reasons: tuple[str, ...] = ()
+    planner_model: str | None = None
+    prompt_hash: str | None = None
+    plan_hash: str | None = None
+
+
+class MaintenanceInput(_Closed):
+    """Scope of a scheduled job: one tenant, or every tenant in the directory."""
+
+    tenant: TenantId | None = None
+    full: bool = Field(default=False, description="Reindex: re-embed every current version.")
+
+
+class IndexOp(_Closed):
+    """One vector-index call routed to the worker that holds the embedded shard.
+
+    Carries vectors and content-free payloads only: memory content never enters
+    Temporal history on this path (the CLI reads and writes Postgres itself).
+    """
+
+    op: Literal["ensure", "upsert", "query", "delete", "count"]
+    embedder: str = Field(description="The caller's model name; the worker refuses a mismatch.")
+    dim: int = Field(ge=1)
+    tenant: TenantId | None = None
+    points: tuple[dict[str, JsonValue], ...] = ()
+    vector: tuple[float, ...] = ()
+    k: int = Field(default=10, ge=1, le=1_000)
+    namespaces: tuple[str, ...] | None = None
+    ids: tuple[str, ...] = ()
+
+
+class IndexOpResult(_Closed):
+    hits: tuple[dict[str, JsonValue], ...] = ()
+    count: int = 0

@@ -1,0 +1,123 @@
+"""Keeping the vector index in step with Postgres, after the fact and repairably.
+
+The index is written only after the version is committed, so a crash or an
+unavailable index can leave it behind but never ahead: `index_state` in Postgres
+says which versions still need a point ('pending') and which points must go
+('stale'). `sync` does the write for fresh versions; `repair` drains the backlog
+for a tenant and is what `stead memory reindex` and the scheduled workflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from stead.db.pool import tenant_transaction
+from stead.embeddings.base import Embedder, EmbeddingUnavailable
+from stead.memory import store
+from stead.memory.db import db_errors
+from stead.memory.metrics import UNINDEXED_WRITES
+from stead.vector import VectorIndex, VectorIndexUnavailable, VectorPayload, VectorPoint
+from stead.vector.index import VectorIndexMismatch
+
+BATCH = 128
+MAX_PASSES = 10_000
+log = logging.getLogger("stead.memory")
+
+
+class Indexer:
+    """Embeds versions and writes or deletes their points; owns the ensure-once flag."""
+
+    def __init__(self, pool: asyncpg.Pool, index: VectorIndex, embedder: Embedder) -> None:
+        self._pool = pool
+        self.index = index
+        self.embedder = embedder
+        self._ready = False
+
+    async def ensure(self) -> None:
+        """Create the collection for the embedder's dimension once per process."""
+        if not self._ready:
+            await self.index.ensure_collection(self.embedder.dim)
+            self._ready = True
+
+    async def sync(self, tenant: str, rows: Sequence[Any], stale_ids: Sequence[str]) -> bool:
+        """Index fresh versions and drop superseded points; False leaves the work pending.
+
+        Never raises for an unavailable index or model: the write is already durable,
+        and the backlog in Postgres is what `repair` picks up."""
+        try:
+            if rows:
+                await self._upsert(tenant, rows)
+        except (VectorIndexUnavailable, EmbeddingUnavailable, VectorIndexMismatch) as exc:
+            UNINDEXED_WRITES.inc(len(rows))
+            log.warning(
+                "memory of tenant %s committed but not indexed (%s); `stead memory reindex` "
+                "or the scheduled reindex will index it",
+                tenant,
+                getattr(exc, "message", exc),
+            )
+            return False
+        await self.remove(tenant, stale_ids)
+        return True
+
+    async def remove(self, tenant: str, ids: Sequence[str]) -> bool:
+        """Delete points; on failure they stay 'stale' for the next repair."""
+        if not ids:
+            return True
+        try:
+            await self.ensure()
+            await self.index.delete(tenant, ids)
+        except VectorIndexUnavailable as exc:
+            log.warning("stale vectors of tenant %s not yet removed: %s", tenant, exc.message)
+            return False
+        with db_errors("index bookkeeping"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                await store.mark_absent(conn, tenant, ids)
+        return True
+
+    async def repair(self, tenant: str, *, full: bool = False) -> tuple[int, int]:
+        """Index every pending version and delete every stale point of `tenant`.
+
+        Raises `VectorIndexUnavailable` (or `EmbeddingUnavailable`): a repair that
+        cannot reach the index must fail visibly so its schedule tries again."""
+        await self.ensure()
+        indexed = removed = 0
+        if full:
+            with db_errors("reindex"):
+                async with tenant_transaction(self._pool, tenant) as conn:
+                    await store.mark_all_pending(conn, tenant)
+        for _ in range(MAX_PASSES):
+            with db_errors("reindex"):
+                async with tenant_transaction(self._pool, tenant) as conn:
+                    pending, stale = await store.index_work(conn, tenant, BATCH)
+            if not pending and not stale:
+                break
+            if pending:
+                await self._upsert(tenant, pending)
+                indexed += len(pending)
+            if stale:
+                await self.index.delete(tenant, stale)
+                with db_errors("reindex"):
+                    async with tenant_transaction(self._pool, tenant) as conn:
+                        await store.mark_absent(conn, tenant, stale)
+                removed += len(stale)
+        return indexed, removed
+
+    async def _upsert(self, tenant: str, rows: Sequence[Any]) -> None:
+        vectors = await self.embedder.embed([row["content"] for row in rows])
+        await self.ensure()
+        points = [
+            VectorPoint(
+                id=row["id"], vector=vector, payload=VectorPayload(**store.payload_fields(row))
+            )
+            for row, vector in zip(rows, vectors, strict=True)
+        ]
+        await self.index.upsert(points)
+        with db_errors("index bookkeeping"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                await store.mark_indexed(
+                    conn, tenant, [row["id"] for row in rows], self.embedder.name
+                )

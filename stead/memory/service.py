@@ -1,0 +1,394 @@
+"""The memory service: versioned, provenance-tracked, tenant-isolated memory.
+
+Postgres is the truth and the vector index only ranks. So every answer is checked
+against Postgres before it leaves: a hit whose version was superseded, erased or has
+expired is dropped (a stale index never leaks an old value), and a hit the caller
+may not read is withheld. When the index (or the embedding model) is unavailable,
+recall still answers from Postgres full-text search and says so (`degraded`); when
+Postgres is unavailable, nothing answers, and the error says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from stead.audit.log import AuditEvent, append_event
+from stead.contracts.run import canonical_json
+from stead.db.pool import tenant_transaction
+from stead.embeddings.base import Embedder, EmbeddingUnavailable
+from stead.memory import store
+from stead.memory.contracts import (
+    EraseResult,
+    MemoryVersion,
+    PurgeResult,
+    RecallItem,
+    RecallQuery,
+    RecallResult,
+    ReindexResult,
+    RememberRequest,
+    RememberResult,
+)
+from stead.memory.db import db_errors
+from stead.memory.errors import MemoryConflict, MemoryNotFound
+from stead.memory.indexer import Indexer
+from stead.memory.metrics import DEGRADED_RECALLS
+from stead.memory.privacy import ReadGate, cleared
+from stead.memory.state import StateStore
+from stead.memory.views import recall_item, shown
+from stead.policy.opa import OpaClient
+from stead.vector import VectorIndex, VectorIndexUnavailable
+
+SYSTEM_ACTOR = "service:stead-memory"
+log = logging.getLogger("stead.memory")
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+class MemoryService:
+    """One per worker (or CLI call); shares the worker's pool, index and OPA client."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        index: VectorIndex,
+        embedder: Embedder,
+        opa: OpaClient | None = None,
+    ) -> None:
+        self._pool = pool
+        self._opa = opa
+        self._indexer = Indexer(pool, index, embedder)
+        self.state = StateStore(pool)
+
+    @property
+    def index(self) -> VectorIndex:
+        return self._indexer.index
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._indexer.embedder
+
+    async def start(self) -> bool:
+        """Prepare the index; False (logged) when it is unavailable, which only degrades."""
+        try:
+            await self._indexer.ensure()
+        except VectorIndexUnavailable as exc:
+            log.warning("memory starts without its vector index: %s", exc.message)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ writes
+
+    async def remember(self, req: RememberRequest) -> RememberResult:
+        """Append a version (Postgres, one transaction), then index it.
+
+        With a `request_key`, a repeat of the same request returns the first version
+        (`created=False`) and a different request under the same key is refused."""
+        digest = content_hash(req.content)
+        request_hash = (
+            req.request_fingerprint
+            or hashlib.sha256(
+                canonical_json(req.model_dump(mode="json", exclude={"provenance"})).encode()
+            ).hexdigest()
+        )
+        try:
+            row, superseded = await self._append(req, digest, request_hash)
+        except asyncpg.UniqueViolationError:
+            # A concurrent attempt with the same request key committed first.
+            row, superseded = await self._prior(req, request_hash), None
+        if superseded is None:
+            return RememberResult(
+                version=store.version_from_row(row),
+                created=False,
+                indexed=row["index_state"] == "indexed",
+            )
+        indexed = await self._indexer.sync(req.tenant, [row], superseded)
+        version = store.version_from_row(row).model_copy(
+            update={"index_state": "indexed" if indexed else "pending"}
+        )
+        return RememberResult(version=version, created=True, indexed=indexed)
+
+    async def _append(
+        self, req: RememberRequest, digest: str, request_hash: str
+    ) -> tuple[Any, list[str] | None]:
+        p = req.provenance
+        with db_errors("remember"):
+            async with tenant_transaction(self._pool, req.tenant) as conn:
+                if req.request_key is not None:
+                    prior = await store.find_by_request_key(conn, req.tenant, req.request_key)
+                    if prior is not None:
+                        return _same_request(prior, request_hash, req), None
+                await store.ensure_tenant(conn, req.tenant)
+                row, superseded = await store.append_version(conn, req, digest, request_hash)
+                await append_event(
+                    conn,
+                    AuditEvent(
+                        tenant=req.tenant,
+                        workflow_id=p.workflow_id,
+                        run_id=p.run_id,
+                        step_id=p.step_id,
+                        kind="memory_written",
+                        actor=p.principal,
+                        data={
+                            "namespace": req.namespace,
+                            "key": req.key,
+                            "version": row["version"],
+                            "content_hash": digest,
+                            "sensitivity": req.sensitivity,
+                            "agent": p.agent,
+                            "model": p.model,
+                            "reason": p.reason,
+                        },
+                    ),
+                )
+        return row, superseded
+
+    async def _prior(self, req: RememberRequest, request_hash: str) -> Any:
+        assert req.request_key is not None
+        with db_errors("remember"):
+            async with tenant_transaction(self._pool, req.tenant) as conn:
+                prior = await store.find_by_request_key(conn, req.tenant, req.request_key)
+        if prior is None:
+            raise MemoryConflict(
+                f"request key {req.request_key} collided with a concurrent write that then "
+                "vanished; retry the write"
+            )
+        return _same_request(prior, request_hash, req)
+
+    async def find_written(self, tenant: str, request_key: str) -> MemoryVersion | None:
+        """The version a request key wrote, if any: how a retried step finds its effect."""
+        with db_errors("reconcile"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                row = await store.find_by_request_key(conn, tenant, request_key)
+        return None if row is None else store.version_from_row(row)
+
+    async def erase(
+        self,
+        tenant: str,
+        namespace: str,
+        key: str,
+        *,
+        principal: str,
+        reason: str,
+        version: int | None = None,
+    ) -> EraseResult:
+        """Forget content (one version, or all of the key): content and vectors go; the
+        hash, the provenance and an audit record of the erasure stay."""
+        with db_errors("erase"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                rows = await store.erase_versions(
+                    conn,
+                    tenant,
+                    by=principal,
+                    reason=reason,
+                    namespace=namespace,
+                    key=key,
+                    version=version,
+                )
+                if not rows and not await store.memory_exists(conn, tenant, namespace, key):
+                    raise MemoryNotFound(f"no memory {namespace}/{key} for tenant {tenant}")
+                if rows:
+                    await append_event(
+                        conn,
+                        AuditEvent(
+                            tenant=tenant,
+                            kind="memory_erased",
+                            actor=principal,
+                            data={
+                                "namespace": namespace,
+                                "key": key,
+                                "versions": [r["version"] for r in rows],
+                                "content_hashes": [r["content_hash"] for r in rows],
+                                "reason": reason,
+                            },
+                        ),
+                    )
+        removed = await self._indexer.remove(tenant, [r["id"] for r in rows])
+        return EraseResult(
+            tenant=tenant,
+            namespace=namespace,
+            key=key,
+            versions=tuple(r["version"] for r in rows),
+            content_hashes=tuple(r["content_hash"] for r in rows),
+            vectors_removed=removed,
+        )
+
+    async def purge_expired(self, tenant: str | None = None) -> PurgeResult:
+        """Erase every version past its TTL, for one tenant or every tenant listed."""
+        tenants = [tenant] if tenant else await self._tenants()
+        erased, removed_all = 0, True
+        for t in tenants:
+            with db_errors("purge"):
+                async with tenant_transaction(self._pool, t) as conn:
+                    rows = await store.erase_versions(
+                        conn, t, by=SYSTEM_ACTOR, reason="expired", expired_only=True
+                    )
+                    if rows:
+                        await append_event(
+                            conn,
+                            AuditEvent(
+                                tenant=t,
+                                kind="memory_expired",
+                                actor=SYSTEM_ACTOR,
+                                data={
+                                    "erased": [
+                                        {
+                                            "namespace": r["namespace"],
+                                            "key": r["key"],
+                                            "version": r["version"],
+                                            "content_hash": r["content_hash"],
+                                        }
+                                        for r in rows
+                                    ]
+                                },
+                            ),
+                        )
+            erased += len(rows)
+            removed_all = await self._indexer.remove(t, [r["id"] for r in rows]) and removed_all
+        return PurgeResult(tenants=len(tenants), erased=erased, vectors_removed=removed_all)
+
+    async def reindex(self, tenant: str | None = None, *, full: bool = False) -> ReindexResult:
+        """Index pending versions and drop stale points (`full`: re-embed everything)."""
+        tenants = [tenant] if tenant else await self._tenants()
+        indexed = removed = 0
+        for t in tenants:
+            done, gone = await self._indexer.repair(t, full=full)
+            indexed, removed = indexed + done, removed + gone
+        return ReindexResult(tenants=len(tenants), indexed=indexed, removed=removed, failed=0)
+
+    # ------------------------------------------------------------------- reads
+
+    async def get(
+        self,
+        tenant: str,
+        namespace: str,
+        key: str,
+        *,
+        principal: str,
+        agent: str | None = None,
+        clearance: str = "internal",
+    ) -> MemoryVersion | None:
+        """The current version (erased versions come back with `content=None`)."""
+        with db_errors("get"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                row = await store.current_version(conn, tenant, namespace, key)
+        if row is None:
+            return None
+        gate = ReadGate(
+            self._opa, tenant=tenant, principal=principal, agent=agent, clearance=clearance
+        )
+        return await shown(row, gate)
+
+    async def history(
+        self,
+        tenant: str,
+        namespace: str,
+        key: str,
+        *,
+        principal: str,
+        agent: str | None = None,
+        clearance: str = "internal",
+    ) -> list[MemoryVersion]:
+        """Every version, oldest first, with content the reader may not see withheld."""
+        with db_errors("history"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                rows = await store.history(conn, tenant, namespace, key)
+        gate = ReadGate(
+            self._opa, tenant=tenant, principal=principal, agent=agent, clearance=clearance
+        )
+        return [await shown(row, gate) for row in rows]
+
+    async def recall(self, q: RecallQuery) -> RecallResult:
+        """Top-k live versions for `q.query`, best first, that `q.principal` may read."""
+        since = datetime.now(UTC) - q.max_age if q.max_age is not None else None
+        gate = ReadGate(
+            self._opa, tenant=q.tenant, principal=q.principal, agent=q.agent, clearance=q.clearance
+        )
+        try:
+            [vector] = await self.embedder.embed([q.query])
+            await self._indexer.ensure()
+            hits = await self.index.query(
+                q.tenant, vector, k=min(q.k * 4 + 8, 400), namespaces=q.namespaces
+            )
+        except (VectorIndexUnavailable, EmbeddingUnavailable) as exc:
+            reason = (
+                "index_unavailable"
+                if isinstance(exc, VectorIndexUnavailable)
+                else "embedding_unavailable"
+            )
+            DEGRADED_RECALLS.labels(reason=reason).inc()
+            log.warning(
+                "memory recall for tenant %s degraded to full-text search (%s): %s",
+                q.tenant,
+                reason,
+                exc.message,
+            )
+            return await self._fulltext(q, since, gate)
+        with db_errors("recall"):
+            async with tenant_transaction(self._pool, q.tenant) as conn:
+                rows = {
+                    r["id"]: r
+                    for r in await store.versions_by_id(conn, q.tenant, [h.id for h in hits])
+                }
+        items: list[RecallItem] = []
+        stale = withheld = 0
+        for hit in hits:
+            row = rows.get(hit.id)
+            # A point Postgres does not know for this tenant, or one whose version is no
+            # longer live, is the stale index talking: never an answer.
+            if row is None or hit.payload.tenant != q.tenant or not row["live"]:
+                stale += 1
+                continue
+            if q.namespaces is not None and row["namespace"] not in q.namespaces:
+                continue
+            if since is not None and row["recorded_at"] < since:
+                continue
+            if not await gate.may_read(row["sensitivity"], row["namespace"]):
+                withheld += 1
+                continue
+            if len(items) < q.k:
+                items.append(recall_item(row, hit.score))
+        return RecallResult(items=tuple(items), degraded=False, withheld=withheld, stale=stale)
+
+    async def _fulltext(
+        self, q: RecallQuery, since: datetime | None, gate: ReadGate
+    ) -> RecallResult:
+        with db_errors("recall"):
+            async with tenant_transaction(self._pool, q.tenant) as conn:
+                rows = await store.fulltext(
+                    conn,
+                    q.tenant,
+                    q.query,
+                    namespaces=q.namespaces,
+                    since=since,
+                    sensitivities=cleared(q.clearance),
+                    limit=q.k * 4 + 8,
+                )
+        items: list[RecallItem] = []
+        withheld = 0
+        for row in rows:
+            if not await gate.may_read(row["sensitivity"], row["namespace"]):
+                withheld += 1
+            elif len(items) < q.k:
+                items.append(recall_item(row, float(row["score"])))
+        return RecallResult(items=tuple(items), degraded=True, withheld=withheld)
+
+    async def _tenants(self) -> list[str]:
+        with db_errors("tenant directory"):
+            async with self._pool.acquire() as conn:
+                return await store.directory_tenants(conn)
+
+
+def _same_request(prior: Any, request_hash: str, req: RememberRequest) -> Any:
+    if prior["request_hash"] != request_hash:
+        raise MemoryConflict(
+            f"request key {req.request_key} already wrote {prior['namespace']}/{prior['key']} "
+            "with different content; a step's arguments cannot change between attempts"
+        )
+    return prior

@@ -1,0 +1,349 @@
+"""The SQL of memory: every function runs on a connection inside `tenant_transaction`.
+
+Each statement also names the tenant in its WHERE clause. Row-level security would
+hide other tenants' rows anyway; the explicit filter lets the planner use the
+tenant-leading indexes, and makes a caller bug visible as "nothing found" twice over.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from stead.memory.contracts import MemoryVersion, Provenance, RememberRequest
+
+VERSION_COLUMNS = """
+    v.id::text AS id, v.tenant, m.namespace, m.key, v.version, v.content, v.content_hash,
+    v.sensitivity, v.valid_from, v.valid_to, v.recorded_at, v.superseded_at, v.expires_at,
+    v.erased_at, v.index_state, v.principal, v.agent, v.model, v.model_version, v.prompt_hash,
+    v.workflow_id, v.run_id, v.step_id, v.reason, v.source_refs::text AS source_refs,
+    v.request_hash, v.memory_id::text AS memory_id
+"""
+_FROM = "FROM memory_versions v JOIN memories m ON m.id = v.memory_id AND m.tenant = v.tenant"
+# A version recall may return: current, not erased, not expired.
+LIVE = (
+    "v.superseded_at IS NULL AND v.erased_at IS NULL"
+    " AND (v.expires_at IS NULL OR v.expires_at > now())"
+)
+
+_CLAIM_MEMORY = """
+INSERT INTO memories AS m (tenant, namespace, key) VALUES ($1, $2, $3)
+ON CONFLICT (tenant, namespace, key) DO UPDATE SET updated_at = now()
+RETURNING id, current_version
+"""
+# Superseded points must leave the index; 'stale' asks the index writer (or reindex) to
+# delete them. Marking 'stale' even from 'absent' is harmless: deletes are idempotent.
+_SUPERSEDE = """
+UPDATE memory_versions SET superseded_at = now(), index_state = 'stale'
+WHERE tenant = $1 AND memory_id = $2 AND superseded_at IS NULL
+RETURNING id::text
+"""
+_INSERT_VERSION = """
+INSERT INTO memory_versions (tenant, memory_id, version, content, content_hash, sensitivity,
+    valid_from, valid_to, expires_at, principal, agent, model, model_version, prompt_hash,
+    workflow_id, run_id, step_id, reason, source_refs, request_key, request_hash)
+VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8, $9, $10, $11, $12, $13, $14,
+    $15, $16, $17, $18, $19::text::jsonb, $20, $21)
+RETURNING id
+"""
+
+
+def version_from_row(row: asyncpg.Record, *, withheld: bool = False) -> MemoryVersion:
+    return MemoryVersion(
+        id=row["id"],
+        tenant=row["tenant"],
+        namespace=row["namespace"],
+        key=row["key"],
+        version=row["version"],
+        content=None if withheld else row["content"],
+        content_hash=row["content_hash"],
+        sensitivity=row["sensitivity"],
+        valid_from=row["valid_from"],
+        valid_to=row["valid_to"],
+        recorded_at=row["recorded_at"],
+        superseded_at=row["superseded_at"],
+        expires_at=row["expires_at"],
+        erased_at=row["erased_at"],
+        index_state=row["index_state"],
+        provenance=Provenance(
+            principal=row["principal"],
+            agent=row["agent"],
+            model=row["model"],
+            model_version=row["model_version"],
+            prompt_hash=row["prompt_hash"],
+            workflow_id=row["workflow_id"],
+            run_id=row["run_id"],
+            step_id=row["step_id"],
+            reason=row["reason"],
+            source_refs=tuple(json.loads(row["source_refs"])),
+        ),
+        withheld=withheld and row["content"] is not None,
+    )
+
+
+async def ensure_tenant(conn: asyncpg.Connection, tenant: str) -> None:
+    """List the tenant in the directory, so scheduled jobs know whom to visit without
+    reading across tenants (RLS forbids that, by design)."""
+    await conn.execute("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", tenant)
+
+
+async def find_by_request_key(
+    conn: asyncpg.Connection, tenant: str, request_key: str
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND v.request_key = $2",
+        tenant,
+        request_key,
+    )
+    return row
+
+
+async def append_version(
+    conn: asyncpg.Connection, req: RememberRequest, content_hash: str, request_hash: str
+) -> tuple[asyncpg.Record, list[str]]:
+    """Append a version and supersede the current one; returns it and the superseded ids.
+
+    The upsert of the memory row takes its row lock, so concurrent writers of one key
+    queue here and version numbers stay gapless."""
+    claimed = await conn.fetchrow(_CLAIM_MEMORY, req.tenant, req.namespace, req.key)
+    memory_id, current = claimed["id"], int(claimed["current_version"])
+    superseded = [r["id"] for r in await conn.fetch(_SUPERSEDE, req.tenant, memory_id)]
+    p = req.provenance
+    version_id = await conn.fetchval(
+        _INSERT_VERSION,
+        req.tenant,
+        memory_id,
+        current + 1,
+        req.content,
+        content_hash,
+        req.sensitivity,
+        req.valid_from,
+        req.valid_to,
+        req.expires_at,
+        p.principal,
+        p.agent,
+        p.model,
+        p.model_version,
+        p.prompt_hash,
+        p.workflow_id,
+        p.run_id,
+        p.step_id,
+        p.reason,
+        json.dumps(list(p.source_refs)),
+        req.request_key,
+        request_hash,
+    )
+    await conn.execute(
+        "UPDATE memories SET current_version = $3, updated_at = now()"
+        " WHERE tenant = $1 AND id = $2",
+        req.tenant,
+        memory_id,
+        current + 1,
+    )
+    row = await conn.fetchrow(
+        f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND v.id = $2",
+        req.tenant,
+        version_id,
+    )
+    return row, superseded
+
+
+async def current_version(
+    conn: asyncpg.Connection, tenant: str, namespace: str, key: str
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND m.namespace = $2 AND m.key = $3"
+        " AND v.superseded_at IS NULL",
+        tenant,
+        namespace,
+        key,
+    )
+    return row
+
+
+async def history(
+    conn: asyncpg.Connection, tenant: str, namespace: str, key: str
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND m.namespace = $2 AND m.key = $3"
+        " ORDER BY v.version",
+        tenant,
+        namespace,
+        key,
+    )
+    return rows
+
+
+async def versions_by_id(
+    conn: asyncpg.Connection, tenant: str, ids: Sequence[str]
+) -> list[asyncpg.Record]:
+    """The rows behind index hits, with whether each may still be recalled."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {VERSION_COLUMNS}, ({LIVE}) AS live {_FROM}"
+        " WHERE v.tenant = $1 AND v.id = ANY($2::uuid[])",
+        tenant,
+        list(ids),
+    )
+    return rows
+
+
+async def fulltext(
+    conn: asyncpg.Connection,
+    tenant: str,
+    query: str,
+    *,
+    namespaces: Sequence[str] | None,
+    since: datetime | None,
+    sensitivities: Sequence[str],
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The degraded path: Postgres full-text search over live versions.
+
+    The query's lexemes are OR-ed (plainto_tsquery AND-s them), because a question in
+    natural language rarely has every word in the memory that answers it."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "WITH q AS (SELECT nullif(replace(plainto_tsquery('english', $2)::text, ' & ', ' | '), '')"
+        "::tsquery AS tsq)"
+        f" SELECT {VERSION_COLUMNS}, ts_rank(v.search, q.tsq) AS score {_FROM}, q"
+        f" WHERE v.tenant = $1 AND {LIVE} AND v.search @@ q.tsq"
+        " AND ($3::text[] IS NULL OR m.namespace = ANY($3::text[]))"
+        " AND ($4::timestamptz IS NULL OR v.recorded_at >= $4)"
+        " AND v.sensitivity = ANY($5::text[])"
+        " ORDER BY score DESC, v.recorded_at DESC LIMIT $6",
+        tenant,
+        query,
+        None if namespaces is None else list(namespaces),
+        since,
+        list(sensitivities),
+        limit,
+    )
+    return rows
+
+
+async def erase_versions(
+    conn: asyncpg.Connection,
+    tenant: str,
+    *,
+    by: str,
+    reason: str,
+    namespace: str | None = None,
+    key: str | None = None,
+    version: int | None = None,
+    expired_only: bool = False,
+) -> list[asyncpg.Record]:
+    """Drop the content of matching versions; hash and provenance stay.
+
+    Either one key (optionally one version of it) or, with `expired_only`, every
+    version whose TTL has passed."""
+    if not expired_only and (namespace is None or key is None):
+        raise ValueError("erase needs a namespace and key, or expired_only=True")
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "WITH erased AS (UPDATE memory_versions v SET content = NULL, erased_at = now(),"
+        " erased_by = $2, erase_reason = $3, index_state = 'stale'"
+        " FROM memories m WHERE m.id = v.memory_id AND m.tenant = v.tenant"
+        " AND v.tenant = $1 AND v.erased_at IS NULL"
+        " AND ($4::text IS NULL OR m.namespace = $4) AND ($5::text IS NULL OR m.key = $5)"
+        " AND ($6::int IS NULL OR v.version = $6)"
+        " AND (NOT $7::bool OR (v.expires_at IS NOT NULL AND v.expires_at <= now()))"
+        " RETURNING v.id::text AS id, m.namespace, m.key, v.version, v.content_hash)"
+        " SELECT * FROM erased ORDER BY namespace, key, version",
+        tenant,
+        by,
+        reason,
+        namespace,
+        key,
+        version,
+        expired_only,
+    )
+    return rows
+
+
+async def memory_exists(conn: asyncpg.Connection, tenant: str, namespace: str, key: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM memories WHERE tenant = $1 AND namespace = $2 AND key = $3",
+        tenant,
+        namespace,
+        key,
+    )
+    return found is not None
+
+
+# ------------------------------------------------------------- index bookkeeping
+
+
+async def mark_indexed(
+    conn: asyncpg.Connection, tenant: str, ids: Sequence[str], model: str
+) -> None:
+    """Record points just written. A row that changed meanwhile (superseded, erased) no
+    longer wants its point: it becomes 'stale', so the next pass deletes the point."""
+    await conn.execute(
+        "UPDATE memory_versions SET indexed_model = $3,"
+        " index_state = CASE WHEN index_state = 'pending' AND erased_at IS NULL"
+        " AND superseded_at IS NULL THEN 'indexed' ELSE 'stale' END"
+        " WHERE tenant = $1 AND id = ANY($2::uuid[])",
+        tenant,
+        list(ids),
+        model,
+    )
+
+
+async def mark_absent(conn: asyncpg.Connection, tenant: str, ids: Sequence[str]) -> None:
+    await conn.execute(
+        "UPDATE memory_versions SET index_state = 'absent'"
+        " WHERE tenant = $1 AND id = ANY($2::uuid[]) AND index_state = 'stale'",
+        tenant,
+        list(ids),
+    )
+
+
+async def index_work(
+    conn: asyncpg.Connection, tenant: str, limit: int
+) -> tuple[list[asyncpg.Record], list[str]]:
+    """Live versions waiting for a point, and ids whose point must go."""
+    await conn.execute(
+        "UPDATE memory_versions v SET index_state = 'stale'"
+        f" WHERE v.tenant = $1 AND v.index_state = 'pending' AND NOT ({LIVE})",
+        tenant,
+    )
+    pending: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND v.index_state = 'pending'"
+        " ORDER BY v.recorded_at LIMIT $2",
+        tenant,
+        limit,
+    )
+    stale = await conn.fetch(
+        "SELECT id::text AS id FROM memory_versions WHERE tenant = $1 AND index_state = 'stale'"
+        " LIMIT $2",
+        tenant,
+        limit,
+    )
+    return pending, [r["id"] for r in stale]
+
+
+async def mark_all_pending(conn: asyncpg.Connection, tenant: str) -> int:
+    """For a full rebuild (new model, lost shard): every live version wants a point again."""
+    status: str = await conn.execute(
+        f"UPDATE memory_versions v SET index_state = 'pending' WHERE v.tenant = $1 AND {LIVE}",
+        tenant,
+    )
+    return int(status.split()[-1])
+
+
+async def directory_tenants(conn: asyncpg.Connection) -> list[str]:
+    return [r["id"] for r in await conn.fetch("SELECT id FROM tenants ORDER BY id")]
+
+
+def payload_fields(row: Any) -> dict[str, Any]:
+    """What the vector index may know about a version: never its content."""
+    return {
+        "tenant": row["tenant"],
+        "namespace": row["namespace"],
+        "memory_id": row["memory_id"],
+        "version": row["version"],
+        "sensitivity": row["sensitivity"],
+        "expires_at": row["expires_at"],
+    }
