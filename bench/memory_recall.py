@@ -377,7 +377,10 @@ def main() -> None:
     if args.prepare_only:
         embeddings(corpus(args.memories, args.seed), args.cache, args.seed)
         return
+    # Local mode says it ignores payload indexes and is not meant for this size: that
+    # is exactly what makes it the baseline.
     warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+    warnings.filterwarnings("ignore", message="Local mode is not recommended")
     with tempfile.TemporaryDirectory(prefix="stead-bench-memory-") as tmp:
         work = Path(tmp)
         home = {
