@@ -25,12 +25,14 @@ from adapters.core import ECHO
 from adapters.email import EMAIL_SEND, SmtpRelay
 from adapters.files import FILES_READ, FILES_WRITE, FileSandbox
 from adapters.http import HTTP_REQUEST, new_http_client
+from adapters.memory import MEMORY_REMEMBER
 from adapters.plugins import load_plugin_operations
 from adapters.records import RECORDS_GET, RECORDS_PUT
 from adapters.sql import SQL_EXECUTE, SQL_QUERY, SqlDatabases
 from adapters.webhook import WEBHOOK_POST
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
+from stead.memory.service import MemoryService
 from stead.secrets import SecretStore, open_secret_store
 from stead.settings import Settings, secret_environment
 
@@ -61,7 +63,9 @@ def builtin_operations() -> list[Operation[Any, Any]]:
         FILES_WRITE,
         FILES_READ,
         WEBHOOK_POST,
-        *CONTENT_OPERATIONS, *COMMERCE_OPERATIONS,  # the field cases (examples/README.md)
+        MEMORY_REMEMBER,
+        *CONTENT_OPERATIONS,  # the field cases (examples/README.md)
+        *COMMERCE_OPERATIONS,
     ]
 
 
@@ -118,6 +122,7 @@ class AdapterResources:
     smtp: SmtpRelay | None = None
     files: FileSandbox | None = None
     secrets: SecretStore | None = None
+    memory: MemoryService | None = None  # set by the worker; memory.remember reads it
     _owns_pool: bool = field(default=False, repr=False)
     _owns_http: bool = field(default=False, repr=False)
 

@@ -16,6 +16,7 @@ disk's fsync latency is measured in the same run.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from bench.harness import (
@@ -101,7 +102,10 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
         if sizes.count_commits:
             before = await pg_counters(admin)
             for steps in (n, 1):
-                await retried(lambda s=steps: run_governed(w, tenant, f"chain{s}", s, express=True))
+                counted_run = functools.partial(
+                    run_governed, w, tenant, f"chain{steps}", steps, express=True
+                )
+                await retried(counted_run)
                 after = await pg_counters(admin)
                 counted.append(after - before)
                 before = after

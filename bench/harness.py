@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -532,7 +532,7 @@ def quick_flag(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def run_standalone(measure: Callable[[BenchStack], Awaitable[Section]]) -> Section:
+def run_standalone(measure: Callable[[BenchStack], Coroutine[Any, Any, Section]]) -> Section:
     """Start a stack, measure, print the section and its summary rows, stop the stack."""
     quiet_logging()
     print(machine_line())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -77,7 +78,7 @@ class Rss:
     samples: list[float] = field(default_factory=list)
 
     def now(self) -> float:
-        mb = self.process.memory_info().rss / 1e6
+        mb = float(self.process.memory_info().rss) / 1e6
         self.peak = max(self.peak, mb)
         self.samples.append(mb)
         return mb
@@ -215,7 +216,7 @@ async def park_and_approve(
     handles: list[WorkflowHandle[Any, RunStatus]] = await bounded(
         sizes.concurrency,
         [
-            lambda i=i: _start(client, settings, tenant, task_queue, f"park-{tenant}-{i}")
+            functools.partial(_start, client, settings, tenant, task_queue, f"park-{tenant}-{i}")
             for i in range(n)
         ],
     )
@@ -239,7 +240,9 @@ async def park_and_approve(
             return False
 
     began = time.perf_counter()
-    approved = sum(await bounded(sizes.concurrency, [lambda h=h: approve(h) for h in handles]))
+    approved = sum(
+        await bounded(sizes.concurrency, [functools.partial(approve, h) for h in handles])
+    )
     approve_s = time.perf_counter() - began
 
     async def outcome(handle: WorkflowHandle[Any, RunStatus]) -> bool:
@@ -252,7 +255,9 @@ async def park_and_approve(
             errors.append(f"run {status.status}: {'; '.join(status.reasons)}"[:200])
         return status.status == "completed"
 
-    completed = sum(await bounded(sizes.concurrency * 4, [lambda h=h: outcome(h) for h in handles]))
+    completed = sum(
+        await bounded(sizes.concurrency * 4, [functools.partial(outcome, h) for h in handles])
+    )
     complete_s = time.perf_counter() - began - approve_s
     return parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors
 

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     planner_api_base: str | None = Field(default=None, description="Planner API base URL.")
     planner_api_key: SecretStr | None = Field(default=None, description="Planner API key.")
     planner_timeout_seconds: float = Field(default=60.0, gt=0, description="One planner call.")
+    embedding_model: str | None = Field(
+        default=None, description="litellm embedding model; unset means the bundled MiniLM."
+    )
+    embedding_dim: int | None = Field(default=None, ge=1, description="Its vector size.")
+    embedding_api_base: str | None = Field(default=None, description="Embedding API base URL.")
+    embedding_api_key: SecretStr | None = Field(default=None, description="Embedding API key.")
+    memory_reindex_every_seconds: int = Field(default=600, ge=10, description="Reindex schedule.")
+    memory_purge_every_seconds: int = Field(default=3600, ge=60, description="TTL purge schedule.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Worker /metrics port; 0 off.")
     temporal_metrics_port: int | None = Field(
         default=None,

@@ -29,6 +29,7 @@ from activities.execution import ExecutionActivities
 from activities.express import ExpressActivities
 from activities.hello import greet
 from activities.identity import IdentityActivities
+from activities.memory import MemoryActivities
 from activities.planning import PlanningActivities
 from activities.policy import PolicyActivities
 from activities.records import RecordActivities
@@ -38,16 +39,24 @@ from adapters.registry import AdapterResources, worker_catalog
 from stead.capability.trust import WorkerTrust, open_trust
 from stead.codec import data_converter
 from stead.db.pool import create_pool
+from stead.errors import ConfigError
+from stead.memory.factory import open_memory_service
+from stead.memory.service import MemoryService
 from stead.observability.interceptor import ObservabilityInterceptor
 from stead.observability.logs import configure_logging
 from stead.observability.server import worker_metrics
 from stead.observability.temporal import temporal_runtime
 from stead.policy.opa import OpaClient
 from stead.secrets import open_secret_store
-from stead.errors import ConfigError
 from stead.settings import Settings, secret_environment
 from workers.edge import build_edge_worker, open_edge_resources
 from workflows.hello import HelloWorkflow
+from workflows.memory import (
+    MemoryIndexOpWorkflow,
+    MemoryPurgeWorkflow,
+    MemoryReindexWorkflow,
+    ensure_schedules,
+)
 from workflows.run import RunWorkflow
 
 log = logging.getLogger("stead.worker")
@@ -80,6 +89,7 @@ class WorkerResources:
     catalog: Catalog
     adapters: AdapterResources
     trust: WorkerTrust
+    memory: MemoryService
 
     def activities(self) -> list[Callable[..., Any]]:
         policy = PolicyActivities(self.opa, self.pool, self.catalog)
@@ -109,6 +119,7 @@ class WorkerResources:
             identity.admit_run,
             identity.verify_approval,
             capability.issue,
+            *MemoryActivities(self.memory).all(),
         ]
 
 
@@ -120,10 +131,14 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     local = catalog.local_to(settings.task_queue).adapters()
     adapters = await AdapterResources.open(settings, pool=pool, adapters=local)
     adapters.secrets = open_secret_store(settings, secret_environment())
+    # An index another process holds only degrades recall (Postgres full-text search).
+    memory = await open_memory_service(settings, pool, opa)
+    adapters.memory = memory
     try:
         trust = open_trust(settings, pool)
-        yield WorkerResources(settings, pool, opa, catalog, adapters, trust)
+        yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
     finally:
+        await memory.index.close()
         await adapters.aclose()
         await opa.aclose()
         await pool.close()
@@ -133,7 +148,13 @@ def build_worker(client: Client, task_queue: str, resources: WorkerResources) ->
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[HelloWorkflow, RunWorkflow],
+        workflows=[
+            HelloWorkflow,
+            RunWorkflow,
+            MemoryReindexWorkflow,
+            MemoryPurgeWorkflow,
+            MemoryIndexOpWorkflow,
+        ],
         activities=resources.activities(),
         graceful_shutdown_timeout=timedelta(seconds=10),
         interceptors=[ObservabilityInterceptor()],
@@ -182,6 +203,14 @@ async def run_worker(settings: Settings, *, adapters: Collection[str] = ()) -> N
         worker_metrics(settings.metrics_port, client),
         serving(client, settings, adapters),
     ):
+        if not adapters:
+            # Schedules only for the real worker: test queues must not collect them.
+            await ensure_schedules(
+                client,
+                settings.task_queue,
+                reindex_every=timedelta(seconds=settings.memory_reindex_every_seconds),
+                purge_every=timedelta(seconds=settings.memory_purge_every_seconds),
+            )
         log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
         print(
             f"stead worker ready: task queue {settings.task_queue!r} on {settings.temporal_address}",

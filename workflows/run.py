@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ExpressStepOutput,
         PlanDecisionInput,
         PlanInput,
+        RecalledMemory,
         RunRecordInput,
         RunRef,
     )
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         StepResult,
         StepState,
     )
+    from stead.memory.contracts import RecallInput, RunSummaryInput
     from stead.planning.refs import RefError, resolve_refs
 
 _T = TypeVar("_T")
@@ -65,6 +67,8 @@ SA_TENANT = SearchAttributeKey.for_keyword("SteadTenant")
 SA_STATUS = SearchAttributeKey.for_keyword("SteadStatus")
 SA_PENDING = SearchAttributeKey.for_bool("SteadPendingApproval")
 # Histories recorded before these checks existed replay without them (workflow.patched).
+MEMORY_RECALL_PATCH = "memory-recall-before-planning"
+MEMORY_SUMMARY_PATCH = "memory-remember-run-summary"
 RUN_ADMISSION_PATCH = "identity-run-admission"
 VERIFIED_APPROVALS_PATCH = "identity-verified-approvals"
 CAPABILITY_GRANTS_PATCH = "capability-grants-for-routed-steps"
@@ -199,6 +203,7 @@ class RunWorkflow:
                     request=req,
                     workflow_id=self._ref.workflow_id,
                     attempt=attempt,
+                    recalled=await self._recall(),
                     failure_context=failure,
                     completed_steps=completed,
                 ),
@@ -228,6 +233,58 @@ class RunWorkflow:
             )
             return None
         return plan
+
+    async def _recall(self) -> tuple[RecalledMemory, ...]:
+        """Context for the LLM planner from memory. Playbooks need none; a memory outage
+        plans without context rather than failing the run."""
+        req = self._input_request()
+        if req.goal is None or not workflow.patched(MEMORY_RECALL_PATCH):
+            return ()
+        try:
+            recalled = await _activity(
+                "memory.recall",
+                RecallInput(
+                    tenant=req.tenant,
+                    principal=req.principal,
+                    query=req.goal,
+                    workflow_id=self._ref.workflow_id,
+                ),
+                result_type=list[RecalledMemory],
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK,
+            )
+        except ActivityError:
+            return ()
+        return tuple(recalled)
+
+    async def _remember_summary(self) -> None:
+        """The run's outcome, remembered with provenance; best effort after the record."""
+        if not workflow.patched(MEMORY_SUMMARY_PATCH):
+            return
+        req = self._input_request()
+        plan = self._carry.plan
+        try:
+            await workflow.execute_activity(
+                "memory.remember_run_summary",
+                RunSummaryInput(
+                    tenant=req.tenant,
+                    principal=req.principal,
+                    workflow_id=self._ref.workflow_id,
+                    run_id=workflow.info().run_id,
+                    status=self._carry.status,
+                    goal=req.goal,
+                    playbook=req.playbook,
+                    steps=tuple((r.step_id, r.operation, r.status) for r in self._snapshot().steps),
+                    reasons=self._carry.reasons,
+                    planner_model=plan.planner.model if plan else None,
+                    prompt_hash=plan.planner.prompt_hash if plan else None,
+                    plan_hash=plan.plan_hash if plan else None,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK,
+            )
+        except ActivityError:
+            return
 
     async def _decide_plan(self, plan: Plan) -> Decision:
         req = self._input_request()
@@ -952,6 +1009,7 @@ class RunWorkflow:
         self._set_status(self._carry.status)
         workflow.upsert_search_attributes([SA_PENDING.value_set(False)])
         await self._record_run(self._carry.status, finished=True)
+        await self._remember_summary()
         return self._snapshot()
 
 

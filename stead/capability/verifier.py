@@ -22,6 +22,7 @@ from biscuit_auth import (
     Rule,
 )
 
+from stead.biscuit_limits import limited
 from stead.capability.authority import Clock, utcnow
 from stead.capability.claims import MAX_TTL, CapabilityClaims, CapabilityScope
 from stead.capability.errors import CapabilityExpired, CapabilityInvalid, CapabilityMismatch
@@ -73,9 +74,9 @@ class CapabilityVerifier:
                 f"capability token {claims.token_id} expired at {claims.expires_at.isoformat()}",
                 token_id=claims.token_id,
             )
-        authorizer = AuthorizerBuilder(_AUTHORIZER, {"now": now, **expected.model_dump()}).build(
-            biscuit
-        )
+        authorizer = limited(
+            AuthorizerBuilder(_AUTHORIZER, {"now": now, **expected.model_dump()})
+        ).build(biscuit)
         try:
             authorizer.authorize()
         except AuthorizationError as exc:
@@ -99,7 +100,7 @@ class CapabilityVerifier:
 
 def _claims(biscuit: Biscuit, now: datetime) -> CapabilityClaims:
     """Read the authority block's claims; anything but exactly one complete set is invalid."""
-    authorizer = AuthorizerBuilder("time({now});", {"now": now}).build(biscuit)
+    authorizer = limited(AuthorizerBuilder("time({now});", {"now": now})).build(biscuit)
     found = authorizer.query(_CLAIMS)
     if len(found) != 1:
         raise CapabilityInvalid(

@@ -9,13 +9,14 @@ from typing import Annotated
 
 import typer
 
-from stead.cli import catalog, codec, dev, identity, runs, slo, webhook
+from stead.cli import catalog, codec, dev, identity, memory, runs, slo, webhook
 from stead.cli._common import console, fails_cleanly, print_json, settings
 
 app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(webhook.app, name="webhook")
+app.add_typer(memory.app, name="memory")
 app.add_typer(identity.tenant_app, name="tenant")
 app.add_typer(identity.principal_app, name="principal")
 app.add_typer(identity.keys_app, name="keys")

@@ -33,6 +33,7 @@ from biscuit_auth import (
 )
 from pydantic import BaseModel, ConfigDict
 
+from stead.biscuit_limits import limited
 from stead.capability.authority import Clock, utcnow
 from stead.contracts.run import Verdict
 from stead.identity.errors import (
@@ -209,7 +210,7 @@ def _parse(token: str, public_key: PublicKey) -> Biscuit:
 
 
 def _claims(biscuit: Biscuit, now: datetime) -> PrincipalClaims:
-    found = AuthorizerBuilder("time({now});", {"now": now}).build(biscuit).query(_CLAIMS)
+    found = limited(AuthorizerBuilder("time({now});", {"now": now})).build(biscuit).query(_CLAIMS)
     if len(found) != 1:
         raise PrincipalTokenInvalid(
             f"principal token carries {len(found)} claim sets; exactly one is required"
@@ -236,7 +237,7 @@ def _authorization_problem(
     """None when every check of every block passes for this approval, else why not."""
     params = {"now": now, "tenant": tenant, **approval}
     try:
-        AuthorizerBuilder(_AUTHORIZER, params).build(biscuit).authorize()
+        limited(AuthorizerBuilder(_AUTHORIZER, params)).build(biscuit).authorize()
     except AuthorizationError as exc:
         return str(exc)
     return None
