@@ -74,7 +74,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     admin = stack.settings.postgres_admin_dsn or ""
     async with in_process_workers(stack.settings) as w:
         tenant = new_tenant("express")
-        await configure_tenant(stack.settings.opa_url, tenant)
+        await configure_tenant(stack.settings, tenant)
         retried = Retried()
         variants = {
             "bare local activity (baseline)": lambda k: run_bare(w, k, local=True),

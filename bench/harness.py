@@ -37,7 +37,9 @@ from temporalio.worker import Worker
 
 from bench.bare import BareChainWorkflow, noop
 from stead.contracts.run import Budget, RunInput, RunOptions, RunRequest, RunStatus
+from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack.stack import read_state, stack_down, stack_up
+from stead.identity.directory import add_principal, create_tenant
 from stead.settings import Settings, load_settings
 from workers.main import build_worker, connect, open_resources
 
@@ -143,8 +145,14 @@ def new_tenant(label: str) -> str:
     return f"b{label[:6]}{uuid.uuid4().hex[:8]}"
 
 
-async def configure_tenant(opa_url: str, tenant: str, **config: Any) -> None:
-    """Tenant policy data through OPA's data API, as an operator pushes it."""
+async def configure_tenant(settings: Settings, tenant: str, **config: Any) -> None:
+    """Policy data through OPA's data API, and a directory entry, as an operator sets them up.
+
+    The tenant is *managed* from the start, with the starter and the approver as its
+    principals: a tenant without a directory row becomes managed as soon as anything
+    (a run's memory summary) creates one, and from then on refuses unlisted starters,
+    so an unmanaged benchmark tenant would lock itself out after its first run.
+    """
     body = {
         "operations": ["core.echo"],
         "approval_risk": "high",
@@ -152,8 +160,16 @@ async def configure_tenant(opa_url: str, tenant: str, **config: Any) -> None:
         **config,
     }
     async with httpx.AsyncClient(trust_env=False) as http:
-        answer = await http.put(f"{opa_url}/v1/data/stead/tenants/{tenant}", json=body)
+        answer = await http.put(f"{settings.opa_url}/v1/data/stead/tenants/{tenant}", json=body)
         answer.raise_for_status()
+    pool = await create_pool(settings.postgres_dsn, min_size=1, max_size=1)
+    try:
+        async with tenant_transaction(pool, tenant) as conn:
+            await create_tenant(conn, tenant, "benchmark")
+            for principal in (PRINCIPAL, APPROVER):
+                await add_principal(conn, tenant, principal)
+    finally:
+        await pool.close()
 
 
 def write_playbook(directory: Path, name: str, steps: Sequence[dict[str, Any]]) -> str:

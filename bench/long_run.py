@@ -89,7 +89,7 @@ async def one_run(w: Workers, stack: BenchStack, steps: int, timeout_s: float) -
     name = f"long{steps}"
     write_playbook(stack.playbook_dir, name, independent(steps))
     tenant = new_tenant("long")
-    await configure_tenant(stack.settings.opa_url, tenant)
+    await configure_tenant(stack.settings, tenant)
     started = time.perf_counter()
     handle = await start_governed(
         w, tenant, name, steps, max_parallel=PARALLEL, continue_after=CONTINUE_AFTER

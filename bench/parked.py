@@ -162,7 +162,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     settings = stack.settings
     write_playbook(stack.playbook_dir, "park", [{"id": STEP, "operation": "core.echo"}])
     tenant = new_tenant("park")
-    await configure_tenant(settings.opa_url, tenant, approval_risk="low", approvers=[APPROVER])
+    await configure_tenant(settings, tenant, approval_risk="low", approvers=[APPROVER])
     task_queue = f"bench-park-{uuid.uuid4().hex[:8]}"
     with worker_process(settings, task_queue) as child:
         rss = Rss(psutil.Process(child.pid))

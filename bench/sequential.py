@@ -133,7 +133,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
         write_playbook(stack.playbook_dir, f"chain{n}", echo_chain(n))
     async with in_process_workers(stack.settings) as w:
         tenant = new_tenant("seq")
-        await configure_tenant(stack.settings.opa_url, tenant)
+        await configure_tenant(stack.settings, tenant)
         meter = Meter(stack.settings)
         retried = Retried()
         chains = variants(w, tenant, retried)

@@ -101,7 +101,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     write_playbook(stack.playbook_dir, f"chain{s}", echo_chain(s))
     async with in_process_workers(stack.settings) as w:
         tenant = new_tenant("thru")
-        await configure_tenant(stack.settings.opa_url, tenant)
+        await configure_tenant(stack.settings, tenant)
         calls = variants(w, tenant, s)
         names = list(calls)
         for name in names:

@@ -340,7 +340,7 @@ async def test_audit_lists_the_run_and_verify_detects_tampering(cli: Cli) -> Non
     assert trail.code == 0, trail
     events = trail.json()
     kinds = [e["kind"] for e in events]
-    assert kinds[0] == "run_started" and kinds[-1] == "run_finished", kinds
+    assert kinds[0] == "run_started" and kinds[-2:] == ["run_finished", "memory_written"], kinds
     assert "plan_decision" in kinds, kinds
     assert kinds.count("step_decision") == 2 and kinds.count("effect") == 2, kinds
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)

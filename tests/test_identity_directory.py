@@ -150,7 +150,13 @@ async def test_a_managed_tenant_refuses_runs_from_strangers(
         recorded = await conn.fetchrow(
             "SELECT principal, status FROM runs WHERE workflow_id = $1", handle.id
         )
-    assert [e.kind for e in events] == ["run_started", "run_refused", "run_finished"]
+    # The refused run's summary is still remembered, after its final record.
+    assert [e.kind for e in events] == [
+        "run_started",
+        "run_refused",
+        "run_finished",
+        "memory_written",
+    ]
     assert events[1].actor == "user:mallory"
     assert dict(recorded) == {"principal": "user:mallory", "status": "denied"}
 

@@ -1,11 +1,12 @@
 """Who may start a run, and how the run's approvers must prove who they are.
 
-A tenant with a directory row is *managed*: only its enabled principals may start
-runs. A tenant without one is *unmanaged*: Stead has nobody to check the starter
-against, so the run is admitted and records the principal the client named (as before
-directories existed). Approvals are stricter: they need a principal token unless the
-tenant's policy data opts out, and a token can only be checked against a directory,
-so an unmanaged tenant's approvals fail closed by default.
+A tenant with principals in the directory is *managed*: only its enabled principals
+may start runs. A bare ``tenants`` row is not enough, because memory lists every tenant
+it stores for so that scheduled jobs can visit them. A tenant without principals is
+*unmanaged*: Stead has nobody to check the starter against, so the run is admitted and
+records the principal the client named. Approvals are stricter: they need a principal
+token unless the tenant's policy data opts out, and a token can only be checked
+against a directory, so an unmanaged tenant's approvals fail closed by default.
 
 The approval policy is read here, once per run, from OPA
 (``data.stead.identity.approval_authentication``), so the workflow knows it without
@@ -18,7 +19,7 @@ import asyncpg
 
 from stead.contracts.identity import AdmitRunInput, ApprovalAuthentication, RunAdmission
 from stead.db.pool import tenant_transaction
-from stead.identity.directory import get_principal, get_tenant
+from stead.identity.directory import get_principal
 from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
 
 AUTH_MODE_PATH = "stead/identity/approval_authentication"
@@ -36,7 +37,10 @@ async def approval_authentication(opa: OpaClient, tenant: str) -> ApprovalAuthen
 async def admit_run(pool: asyncpg.Pool, opa: OpaClient, req: AdmitRunInput) -> RunAdmission:
     mode = await approval_authentication(opa, req.tenant)
     async with tenant_transaction(pool, req.tenant) as conn:
-        if await get_tenant(conn, req.tenant) is None:
+        managed = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM principals WHERE tenant = $1)", req.tenant
+        )
+        if not managed:
             return RunAdmission(admitted=True, managed=False, approval_authentication=mode)
         principal = await get_principal(conn, req.tenant, req.principal)
     if principal is None:
