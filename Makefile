@@ -38,6 +38,11 @@ demo: venv opa
 	$(BIN)/stead demo content
 	$(BIN)/stead demo commerce
 
+# Benchmarks print ratios against baselines measured in the same run; no test asserts a time.
+bench: venv opa
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
 lint: venv
 	$(BIN)/ruff check stead workflows activities adapters workers tests bench examples
 	$(BIN)/mypy
