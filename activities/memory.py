@@ -9,6 +9,7 @@ is not.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from stead.contracts.activities import RecalledMemory
 from stead.embeddings.base import EmbeddingUnavailable
 from stead.memory.contracts import (
+    MAX_CONTENT,
     IndexOp,
     IndexOpResult,
     MaintenanceInput,
@@ -151,6 +153,9 @@ class MemoryActivities:
         return IndexOpResult()
 
 
+SUMMARY_STEPS = 100
+
+
 def summary_text(req: RunSummaryInput) -> str:
     """A plain-text account a later planner can read: what was asked, what ran, how it
     ended. Step outputs are left out: they may hold data the summary must not copy."""
@@ -159,11 +164,21 @@ def summary_text(req: RunSummaryInput) -> str:
         lines.append(f"Goal: {req.goal}")
     if req.playbook:
         lines.append(f"Playbook: {req.playbook}")
-    for step_id, operation, status in req.steps:
+    counts = Counter(status for _, _, status in req.steps)
+    if counts:
+        lines.append("Steps: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    # Long runs (thousands of steps) would overflow a memory version: name the first
+    # steps and the ones that did not succeed, and count the rest.
+    shown = [s for s in req.steps if s[2] != "succeeded"][:SUMMARY_STEPS] or req.steps[
+        :SUMMARY_STEPS
+    ]
+    for step_id, operation, status in shown:
         lines.append(f"Step {step_id} ({operation}): {status}")
-    for reason in req.reasons:
+    if len(req.steps) > len(shown):
+        lines.append(f"... and {len(req.steps) - len(shown)} more steps")
+    for reason in req.reasons[:SUMMARY_STEPS]:
         lines.append(f"Reason: {reason}")
-    return "\n".join(lines)
+    return "\n".join(lines)[:MAX_CONTENT]
 
 
 def _tenant(req: IndexOp) -> str:

@@ -295,3 +295,22 @@ async def test_routing_with_another_embedder_is_refused(worker: MemoryWorker) ->
 
     with pytest.raises(Exception, match="holds local/all-MiniLM-L6-v2"):
         await routed.count(new_tenant())
+
+
+def test_a_long_run_summary_fits_one_memory_version() -> None:
+    from activities.memory import summary_text
+    from stead.memory.contracts import MAX_CONTENT, RunSummaryInput
+
+    steps = tuple((f"s{i:05d}", "core.echo", "succeeded") for i in range(5_000))
+    text = summary_text(
+        RunSummaryInput(
+            tenant="acme",
+            principal="user:ann",
+            workflow_id="run-acme-x",
+            run_id="r1",
+            status="completed",
+            steps=(*steps, ("last", "http.request", "failed")),
+        )
+    )
+    assert len(text) <= MAX_CONTENT
+    assert "5000 succeeded" in text and "Step last (http.request): failed" in text

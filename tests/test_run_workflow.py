@@ -322,7 +322,12 @@ async def test_express_lane_still_decides_ledgers_and_audits(
         principal="user:ann",
         playbook_source=playbook(
             {"id": "a", "operation": "core.echo", "args": {"value": 7}},
-            {"id": "b", "operation": "core.echo", "args": {"value": {"$ref": "steps.a.output.value"}}, "depends_on": ["a"]},
+            {
+                "id": "b",
+                "operation": "core.echo",
+                "args": {"value": {"$ref": "steps.a.output.value"}},
+                "depends_on": ["a"],
+            },
         ),
         options=RunOptions(express_reads=True),
     )
@@ -330,12 +335,16 @@ async def test_express_lane_still_decides_ledgers_and_audits(
     assert status.status == "completed"
     assert [s.output for s in status.steps] == [{"value": 7}, {"value": 7}]
     history = await handle.fetch_history()
-    scheduled = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    scheduled = [
+        e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
+    ]
     names = {e.activity_task_scheduled_event_attributes.activity_type.name for e in scheduled}
     assert "adapter.execute" not in names and "policy.decide_step" not in names
     async with tenant_transaction(pool, tenant) as conn:
         kinds = [e.kind for e in await list_events(conn, tenant, handle.id)]
-        ledgered = await conn.fetchval("SELECT count(*) FROM effects WHERE workflow_id = $1", handle.id)
+        ledgered = await conn.fetchval(
+            "SELECT count(*) FROM effects WHERE workflow_id = $1", handle.id
+        )
     assert kinds.count("step_decision") == 2 and kinds.count("effect") == 2
     assert ledgered == 2
 
@@ -344,7 +353,9 @@ async def test_express_lane_falls_back_to_approval_when_policy_asks(worker: Work
     from stead.contracts.run import RunOptions
 
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant, approval_risk="low", approvers=["user:bob"])
+    await configure_tenant(
+        worker.settings.opa_url, tenant, approval_risk="low", approvers=["user:bob"]
+    )
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -355,7 +366,10 @@ async def test_express_lane_falls_back_to_approval_when_policy_asks(worker: Work
     )
     pending = await wait_pending(handle, "a")
     await handle.execute_update(
-        "approve", ApprovalInput(step_id="a", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve")
+        "approve",
+        ApprovalInput(
+            step_id="a", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"
+        ),
     )
     status = await handle.result()
     assert status.status == "completed"

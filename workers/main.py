@@ -213,7 +213,8 @@ async def run_worker(settings: Settings, *, adapters: Collection[str] = ()) -> N
             )
         log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
         print(
-            f"stead worker ready: task queue {settings.task_queue!r} on {settings.temporal_address}",
+            f"stead worker ready: task queue {settings.task_queue!r} "
+            f"on {settings.temporal_address}",
             flush=True,
         )
         await stop.wait()

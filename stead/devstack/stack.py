@@ -149,7 +149,10 @@ def stack_up(settings: Settings, requested: RequestedPorts | None = None) -> Sta
                     metrics=claim("temporal metrics", None),
                 )
                 record = temporal.start(
-                    home, ports, settings.temporal_namespace, codec_endpoint=settings.codec_server_url
+                    home,
+                    ports,
+                    settings.temporal_namespace,
+                    codec_endpoint=settings.codec_server_url,
                 )
                 started.append(("temporal", record))
                 services["temporal"] = _record(record, ports.__dict__, home, "temporal")
