@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 from temporalio.client import Client, WorkflowHandle
 
-from stead.contracts.run import RunInput, RunRequest, RunStatus
+from stead.contracts.run import PendingApproval, RunInput, RunRequest, RunStatus
 
 
 def new_tenant() -> str:
@@ -50,3 +51,16 @@ def playbook(*steps: dict[str, Any], inputs: dict[str, Any] | None = None) -> st
     import yaml
 
     return yaml.safe_dump({"name": "inline", "inputs": inputs or {}, "steps": list(steps)})
+
+
+async def wait_pending(handle: WorkflowHandle[Any, RunStatus], step_id: str) -> PendingApproval:
+    """Poll the run's own ``pending_approvals`` query (bounded) until ``step_id`` waits."""
+    for _ in range(600):
+        pending: list[PendingApproval] = await handle.query(
+            "pending_approvals", result_type=list[PendingApproval]
+        )
+        for item in pending:
+            if item.step_id == step_id:
+                return item
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id}: step {step_id} never awaited approval")

@@ -12,14 +12,14 @@ import uuid
 import asyncpg
 import pytest
 
-from stead.contracts.run import ApprovalInput, PendingApproval
+from stead.contracts.run import ApprovalInput
 from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack import opa as opa_stack
 from stead.devstack.ports import free_port
 from stead.devstack.proc import stop as stop_process
 from stead.settings import Settings
 from tests.peers import FakeLlm, IdempotentApi, serve
-from tests.runs import configure_tenant, new_tenant, playbook, start_run
+from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.workers import start_worker, stop_worker, worker_process
 from workers.main import connect
 
@@ -108,7 +108,7 @@ async def test_worker_killed_between_steps_does_not_replan(stack: Settings) -> N
         handle = await start_run(
             client, task_queue, tenant=tenant, principal="user:ann", goal="notify the team"
         )
-        pending = await _wait_pending(handle, "notify")
+        pending = await wait_pending(handle, "notify")
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 30)
         stop_worker(first)
@@ -153,7 +153,7 @@ async def test_opa_stopped_blocks_the_step_and_never_allows(stack: Settings, tmp
                     }
                 ),
             )
-            pending = await _wait_pending(handle, "send")
+            pending = await wait_pending(handle, "send")
             # OPA dies while the step waits; the approval makes the workflow ask OPA again.
             stop_process(record, sig=signal.SIGKILL)
             await handle.execute_update(
@@ -173,15 +173,6 @@ async def test_opa_stopped_blocks_the_step_and_never_allows(stack: Settings, tmp
     assert send.status == "blocked"
     assert send.decision is not None and send.decision.blocked == "policy_unavailable"
     assert api.effects == []
-
-
-async def _wait_pending(handle, step_id: str) -> PendingApproval:  # type: ignore[no-untyped-def]
-    for _ in range(600):
-        for item in await handle.query("pending_approvals", result_type=list[PendingApproval]):
-            if item.step_id == step_id:
-                return item
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{step_id} never awaited approval")
 
 
 async def _wait_step_done(handle, step_id: str) -> None:  # type: ignore[no-untyped-def]

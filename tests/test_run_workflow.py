@@ -7,11 +7,11 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from stead.audit.log import list_events, verify_chain
-from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
+from stead.contracts.run import ApprovalInput, RunStatus
 from stead.db.pool import create_pool, tenant_transaction
 from stead.runs.store import add_group_member
 from tests.conftest import WorkerHandle
-from tests.runs import configure_tenant, new_tenant, playbook, start_run
+from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 
 PUT_GET = playbook(
     {"id": "put", "operation": "records.put", "args": {"key": "${inputs.key}", "value": {"n": 1}}},
@@ -35,19 +35,6 @@ async def pool(worker: WorkerHandle) -> asyncpg.Pool:
 async def writes(pool: asyncpg.Pool, tenant: str) -> int:
     async with tenant_transaction(pool, tenant) as conn:
         return int(await conn.fetchval("SELECT count(*) FROM records_writes"))
-
-
-async def wait_pending(handle, step_id: str) -> PendingApproval:  # type: ignore[no-untyped-def]
-    """Block on the workflow's own state via a polling query with a bounded count."""
-    import asyncio
-
-    for _ in range(300):
-        pending = await handle.query("pending_approvals", result_type=list[PendingApproval])
-        for item in pending:
-            if item.step_id == step_id:
-                return item
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"step {step_id} never awaited approval")
 
 
 async def test_playbook_run_completes_with_decisions_effects_and_a_valid_audit_chain(
