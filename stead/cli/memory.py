@@ -43,7 +43,7 @@ from stead.memory.service import MemoryService
 from stead.memory.shard import GuardedEdgeIndex
 from stead.policy.opa import OpaClient
 from stead.settings import Settings
-from stead.vector import QdrantServerIndex, VectorIndex, VectorIndexUnavailable
+from stead.vector import VectorIndex, VectorIndexUnavailable
 
 app = typer.Typer(
     help="Versioned, provenance-tracked tenant memory (Postgres truth, Qdrant index).",
@@ -79,6 +79,8 @@ async def open_session(cfg: Settings) -> AsyncIterator[Session]:
         via: Via = "local"
         client = None
         if cfg.qdrant_url:
+            from stead.vector.server import QdrantServerIndex  # slow import, only when used
+
             index = QdrantServerIndex(url=cfg.qdrant_url)
         else:
             edge = GuardedEdgeIndex(cfg.resolved_qdrant_path)

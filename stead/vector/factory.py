@@ -6,12 +6,13 @@ from pathlib import Path
 
 from stead.vector.edge import EdgeVectorIndex
 from stead.vector.index import VectorIndex
-from stead.vector.server import QdrantServerIndex
 
 
 def open_vector_index(qdrant_url: str | None, qdrant_path: Path) -> VectorIndex:
     """A Qdrant server when a URL is configured, else the embedded engine under
     `qdrant_path`; nothing is contacted until the first call."""
     if qdrant_url:
+        from stead.vector.server import QdrantServerIndex  # slow import, only when used
+
         return QdrantServerIndex(url=qdrant_url)
     return EdgeVectorIndex(qdrant_path)
