@@ -191,6 +191,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self.closed = False
         self.idle_since = 0.0
+        self._lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -220,6 +221,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self._lost.done():
+            self._lost.set_result(None)
         if self._waiter is not None and not self._waiter.done():
             why = f"{type(exc).__name__}: {exc}" if exc else "the server closed the connection"
             self._waiter.set_exception(ConnectionDropped(why))
@@ -239,6 +242,9 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             # abort, not close: nothing we still want to send, and no lingering FIN_WAIT.
             self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        await self._lost
 
     def _finish(self, response: Response) -> None:
         self._parser = None
@@ -308,9 +314,13 @@ class Http1Pool:
             return response
 
     async def aclose(self) -> None:
+        """Close the idle connections and wait until their sockets are gone."""
         self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        closing, self._idle = self._idle, []
+        for connection in closing:
+            connection.close()
+        for connection in closing:
+            await connection.wait_closed()
 
     def _checkout(self) -> _Connection | None:
         now = time.monotonic()
