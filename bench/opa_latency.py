@@ -10,8 +10,9 @@ what the step decision costs over a bare HTTP round trip to the same server.
 
 Variants differ in the client wire (``stack``: ``OpaClient``'s own HTTP/1.1 pool,
 what workers use; ``httpx`` and ``aiohttp``: the same ``OpaClient`` over those
-libraries) or in how OPA runs (flags, environment, socket); the server variants are
-reached over httpx, the only wire here that speaks Unix sockets and h2c.
+libraries) or in how OPA runs (flags, environment, socket); ``before`` is the stack
+as it was (httpx, Go's default GOGC). ``uds`` and ``h2c`` are reached over httpx, the
+only wire here that speaks Unix sockets and h2c.
 
     .venv/bin/python -m bench.opa_latency [--n 2000] [--warmup 300] [--only stack,httpx]
 """
@@ -35,7 +36,7 @@ from typing import Any, Literal
 import aiohttp
 import httpx
 
-from stead.devstack.opa import ensure_binary
+from stead.devstack.opa import SERVER_ENV, ensure_binary, server_argv
 from stead.devstack.ports import LOOPBACK, free_port
 from stead.policy import OpaClient
 from stead.policy.http1 import ConnectFailed, ConnectionDropped, Response
@@ -77,12 +78,14 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("stack", wire="http1"),  # the flags `stead dev up` uses, OpaClient's own wire
-    Variant("httpx"),  # the same OPA, the client Stead used before (bench/README.md, 4)
+    Variant("stack", wire="http1"),  # how `stead dev up` runs OPA, OpaClient's own wire
+    # The stack before bench/README.md section 4's fix: httpx, and Go's default GOGC.
+    Variant("before", env={"GOGC": "100"}),
+    Variant("httpx"),
     Variant("aiohttp", wire="aiohttp"),
     Variant("no-watch", watch=False, wire="http1"),
     Variant("read-store", flags=("--optimize-store-for-read-speed",), wire="http1"),
-    Variant("gogc400", env={"GOGC": "400"}, wire="http1"),
+    Variant("gogc100", env={"GOGC": "100"}, wire="http1"),  # Go's default, before 4
     Variant("gomaxprocs1", env={"GOMAXPROCS": "1"}, wire="http1"),
     Variant("uds", uds=True),
     Variant("h2c", flags=("--h2c",), h2c=True),
@@ -138,12 +141,7 @@ async def opa_process(
     else:
         port = free_port()
         addr, url = f"{LOOPBACK}:{port}", f"http://{LOOPBACK}:{port}"
-    argv = [
-        str(binary), "run", "--server", "--addr", addr,
-        "--log-level", "error", "--skip-version-check",
-        *(["--watch"] if variant.watch else []), *variant.flags,
-        str(REPO / "policies"),
-    ]  # fmt: skip
+    argv = [*server_argv(binary, addr, REPO / "policies", watch=variant.watch), *variant.flags]
     log = workdir / f"{variant.name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -151,7 +149,7 @@ async def opa_process(
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=sink,
-            env={**os.environ, **variant.env},
+            env={**os.environ, **SERVER_ENV, **variant.env},
         )
     transport = httpx.AsyncHTTPTransport(
         uds=str(socket_path) if variant.uds else None,
