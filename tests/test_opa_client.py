@@ -581,9 +581,9 @@ async def test_a_body_framed_by_closing_the_connection_is_read_to_the_end() -> N
         (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"res",
          "dropped the connection (the connection closed in the middle of the response)"),
         (b"SSH-2.0-OpenSSH_9.6\r\nConnection: close\r\n\r\n",
-         "dropped the connection (the server broke HTTP/1.1: not an HTTP/1.x status line"),
+         "dropped the connection (the server broke HTTP/1.1: illegal status line"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n",
-         "dropped the connection (the server broke HTTP/1.1: bad chunk size"),
+         "dropped the connection (the server broke HTTP/1.1: illegal chunk header"),
     ],
     ids=["cut-mid-body", "not-http", "bad-chunk"],
 )  # fmt: skip
@@ -603,3 +603,23 @@ async def test_an_httpx_client_of_your_own_is_used_and_left_open(stack: Settings
         async with OpaClient(stack.opa_url, client=http) as opa:
             assert (await opa.decide_step(READ_STEP)).outcome == "allow"
         assert not http.is_closed
+
+
+@pytest.mark.parametrize(
+    ("first", "per_connection"),
+    [
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + http_reply(b'{"result": 1}'), [2]),
+        (http_reply(b'{"result": 1}') + b"HTTP/1.1 200 OK\r\n", [1, 1]),
+        (http_reply(b'{"result": 1}').replace(b"HTTP/1.1", b"HTTP/1.0"), [1, 1]),
+    ],
+    ids=["interim-100", "bytes-after-the-response", "http-1.0"],
+)  # fmt: skip
+async def test_a_connection_is_reused_only_when_the_answer_ended_cleanly(
+    first: bytes, per_connection: list[int]
+) -> None:
+    async def reply(n: int) -> bytes:
+        return first if n == 1 else http_reply(b'{"result": %d}' % n)
+
+    async with scripted_server(reply) as (url, served), OpaClient(url) as opa:
+        assert [await opa.evaluate("stead/any", {}) for _ in range(2)] == [1, 2]
+    assert served == per_connection
