@@ -581,9 +581,9 @@ async def test_a_body_framed_by_closing_the_connection_is_read_to_the_end() -> N
         (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"res",
          "dropped the connection (the connection closed in the middle of the response)"),
         (b"SSH-2.0-OpenSSH_9.6\r\nConnection: close\r\n\r\n",
-         "dropped the connection (the server broke HTTP/1.1: not an HTTP/1.x status line"),
+         "dropped the connection (the server broke HTTP/1.1: illegal status line"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n",
-         "dropped the connection (the server broke HTTP/1.1: bad chunk size"),
+         "dropped the connection (the server broke HTTP/1.1: illegal chunk header"),
     ],
     ids=["cut-mid-body", "not-http", "bad-chunk"],
 )  # fmt: skip

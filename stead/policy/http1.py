@@ -1,28 +1,27 @@
-"""A minimal HTTP/1.1 keep-alive client: the wire under ``OpaClient``.
+"""The wire under ``OpaClient``: a small asyncio keep-alive pool that speaks HTTP/1.1 via h11.
 
-Why not httpx (or aiohttp) here: a policy decision is one small POST to a loopback OPA
-on every step, so the client's own per-request cost is most of the round trip.
+Why not httpx or aiohttp: a policy decision is one small POST to a loopback OPA on
+every step, so the client's own per-request cost is most of the round trip.
 ``bench/opa_latency.py`` measured ``decide_step`` through the same ``OpaClient`` on
-each wire, OPAs started alike (GOGC=400), five same-run comparisons: httpx p50
-0.94-1.00 ms, aiohttp 0.44-0.49, this module 0.35-0.40 (OPA's own handler: ~0.3 of
-it). The saving is httpx's layers (request and response models, header
-normalisation, the pool's locks, an ``anyio`` stream per read) and aiohttp's (its
-connector and stream reader); here a response wakes the waiting task once, from
-``data_received``.
+each wire, five same-run comparisons, OPAs started alike (GOGC=400), load 6-9: p50
+httpx 0.94-1.00 ms, aiohttp 0.44-0.49, this pool 0.44-0.48 (a hand-written parser
+0.35-0.40); p99 was set by the machine's load, not the wire. httpx pays for its
+request and response models, header normalisation, the pool's locks and an ``anyio``
+stream per read. A hand-written parser was ~0.08 ms faster at p50 but is HTTP code we
+would have to keep correct ourselves; the goal is the p99, where it made no difference,
+so the parsing is h11's.
 
-Why not h11 (the sans-IO HTTP/1.1 state machine httpx is built on) behind this same
-pool: tried, and it cost p50 0.44-0.48 ms against this parser's 0.35-0.40 in five
-same-run comparisons (aiohttp 0.44-0.49), about 0.1 ms of pure-Python state machine
-per exchange; p99 was no different. So the parser stays, small and pinned by
-tests/test_opa_client.py (framings, 1xx, bytes after a response, broken responses).
+HTTP/1.1 itself is h11's (the sans-IO state machine httpx is built on): response
+framing by ``Content-Length``, chunked coding or the connection closing, 1xx interim
+responses, ``Connection: close`` and HTTP/1.0, and rejecting what is not HTTP. This
+module owns only sockets, the pool and the one-exchange-at-a-time rule.
 
-Scope is exactly what OPA's REST API needs, and no more: POST with a body; a response
-framed by ``Content-Length``, chunked transfer coding, or the connection closing;
-``http://`` and ``https://``. No pipelining: a connection carries one exchange at a
-time and returns to the idle pool only after its response was read in full and the
-server did not ask to close, so a late or partial answer is never read as the answer
-to the next question. Any failure, timeout or cancellation closes the connection.
-No retries: a request that fails raises, and the caller (Temporal) decides.
+Scope is what OPA's REST API needs: POST with a body, ``http://`` and ``https://``.
+No pipelining: a connection carries one exchange at a time and returns to the idle
+pool only after its response was read in full, with nothing after it, and the server
+did not ask to close, so a late or partial answer is never read as the answer to the
+next question. Any failure, timeout or cancellation closes the connection. No
+retries: a request that fails raises, and the caller (Temporal) decides.
 """
 
 from __future__ import annotations
@@ -34,9 +33,10 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+import h11
+
 MAX_HEAD_BYTES: Final = 64 * 1024
 MAX_BODY_BYTES: Final = 64 * 1024 * 1024
-_NO_BODY_STATUS: Final = frozenset({204, 304})
 
 
 class ConnectFailed(Exception):
@@ -54,149 +54,15 @@ class Response:
     keep_alive: bool
 
 
-class _Malformed(Exception):
-    pass
-
-
-class ResponseParser:
-    """Incremental parser for one HTTP/1.1 response; ``feed`` returns it once complete."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._state = "head"
-        self._status = 0
-        self._keep_alive = True
-        self._remaining = 0  # body bytes left (length framing) or in the current chunk
-        self._body = bytearray()
-        self.leftover = False  # bytes beyond the response: the connection can't be trusted
-
-    def feed(self, data: bytes) -> Response | None:
-        self._buf += data
-        while True:
-            if self._state == "head":
-                if not self._parse_head():
-                    return None
-            elif self._state == "length":
-                take = min(self._remaining, len(self._buf))
-                self._append(self._buf[:take])
-                del self._buf[:take]
-                self._remaining -= take
-                if self._remaining:
-                    return None
-                return self._done()
-            elif self._state == "chunk-size":
-                end = self._buf.find(b"\r\n")
-                if end < 0:
-                    if len(self._buf) > 1024:
-                        raise _Malformed("chunk size line too long")
-                    return None
-                size_text = bytes(self._buf[:end]).split(b";", 1)[0].strip()
-                del self._buf[: end + 2]
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise _Malformed(f"bad chunk size {size_text[:20]!r}") from None
-                if size < 0:
-                    raise _Malformed("negative chunk size")
-                self._state, self._remaining = ("trailer", 0) if size == 0 else ("chunk", size)
-            elif self._state == "chunk":
-                if len(self._buf) < self._remaining + 2:
-                    return None
-                if self._buf[self._remaining : self._remaining + 2] != b"\r\n":
-                    raise _Malformed("chunk not followed by CRLF")
-                self._append(self._buf[: self._remaining])
-                del self._buf[: self._remaining + 2]
-                self._state = "chunk-size"
-            elif self._state == "trailer":
-                if self._buf.startswith(b"\r\n"):
-                    del self._buf[:2]
-                    return self._done()
-                end = self._buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self._buf) > MAX_HEAD_BYTES:
-                        raise _Malformed("trailer too long")
-                    return None
-                del self._buf[: end + 4]
-                return self._done()
-            else:  # "close": the body runs until the server closes the connection
-                self._append(self._buf)
-                self._buf.clear()
-                return None
-
-    def feed_eof(self) -> Response:
-        """The server closed the connection: a complete response only if framed by close."""
-        if self._state != "close":
-            raise _Malformed("the connection closed in the middle of the response")
-        return self._done()
-
-    @property
-    def started(self) -> bool:
-        return self._state != "head" or bool(self._buf)
-
-    def _parse_head(self) -> bool:
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buf) > MAX_HEAD_BYTES:
-                raise _Malformed("response head too long")
-            return False
-        lines = bytes(self._buf[:end]).split(b"\r\n")
-        del self._buf[: end + 4]
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise _Malformed(f"not an HTTP/1.x status line: {lines[0][:40]!r}")
-        status = int(parts[1])
-        if 100 <= status < 200:
-            return True  # an interim response (100 Continue); the real one follows
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise _Malformed(f"bad header line {line[:40]!r}")
-            key = name.strip().lower()
-            value = value.strip()
-            framing = key in (b"content-length", b"transfer-encoding")
-            if framing and key in headers and headers[key] != value:
-                raise _Malformed(f"conflicting {key.decode()} headers")
-            headers[key] = value
-        tokens = {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")}
-        if parts[0] == b"HTTP/1.0":
-            self._keep_alive = b"keep-alive" in tokens
-        else:
-            self._keep_alive = b"close" not in tokens
-        self._status = status
-        if status in _NO_BODY_STATUS:
-            self._state, self._remaining = "length", 0
-        elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            self._state = "chunk-size"
-        elif b"content-length" in headers:
-            length = headers[b"content-length"]
-            if not length.isdigit():
-                raise _Malformed(f"bad Content-Length {length[:20]!r}")
-            self._remaining = int(length)
-            if self._remaining > MAX_BODY_BYTES:
-                raise _Malformed(f"body of {self._remaining} bytes is over the limit")
-            self._state = "length"
-        else:
-            self._state, self._keep_alive = "close", False
-        return True
-
-    def _append(self, data: bytes | bytearray) -> None:
-        if len(self._body) + len(data) > MAX_BODY_BYTES:
-            raise _Malformed(f"body over the {MAX_BODY_BYTES}-byte limit")
-        self._body += data
-
-    def _done(self) -> Response:
-        self.leftover = bool(self._buf)
-        return Response(self._status, bytes(self._body), self._keep_alive and not self.leftover)
-
-
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one exchange in flight."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
-        self._parser: ResponseParser | None = None
+        self._http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._waiter: asyncio.Future[Response] | None = None
+        self._status = 0
+        self._body = bytearray()
         self.closed = False
         self.idle_since = 0.0
         self._lost = asyncio.get_running_loop().create_future()
@@ -206,25 +72,16 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None:
+        if self._waiter is None:
             self._fail(ConnectionDropped("the server sent data nobody asked for"))
             return
-        try:
-            response = self._parser.feed(data)
-        except _Malformed as exc:
-            self._fail(ConnectionDropped(f"the server broke HTTP/1.1: {exc}"))
-            return
-        if response is not None:
-            self._finish(response)
+        self._http.receive_data(data)
+        self._read()
 
     def eof_received(self) -> bool:
-        if self._parser is not None:
-            try:
-                response = self._parser.feed_eof()
-            except _Malformed as exc:
-                self._fail(ConnectionDropped(str(exc)))
-            else:
-                self._finish(response)
+        if self._waiter is not None:
+            self._http.receive_data(b"")
+            self._read()
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -235,11 +92,12 @@ class _Connection(asyncio.Protocol):
             why = f"{type(exc).__name__}: {exc}" if exc else "the server closed the connection"
             self._waiter.set_exception(ConnectionDropped(why))
 
-    async def exchange(self, request: bytes) -> Response:
-        assert self._transport is not None and self._parser is None
-        self._parser = ResponseParser()
+    async def exchange(self, request: h11.Request, body: bytes) -> Response:
+        assert self._transport is not None and self._waiter is None
+        self._status, self._body = 0, bytearray()
         self._waiter = asyncio.get_running_loop().create_future()
-        self._transport.write(request)
+        events = (request, h11.Data(body), h11.EndOfMessage())
+        self._transport.write(b"".join(self._http.send(e) or b"" for e in events))
         try:
             return await self._waiter
         finally:
@@ -254,15 +112,37 @@ class _Connection(asyncio.Protocol):
     async def wait_closed(self) -> None:
         await self._lost
 
-    def _finish(self, response: Response) -> None:
-        self._parser = None
-        if not response.keep_alive:
+    def _read(self) -> None:
+        try:
+            while (event := self._http.next_event()) is not h11.NEED_DATA:
+                if isinstance(event, h11.Response):
+                    self._status = event.status_code
+                elif isinstance(event, h11.Data):
+                    if len(self._body) + len(event.data) > MAX_BODY_BYTES:
+                        raise h11.RemoteProtocolError(f"body over {MAX_BODY_BYTES} bytes")
+                    self._body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    self._finish()
+                    return
+                # else an interim 1xx response (InformationalResponse): the real one follows
+        except h11.RemoteProtocolError as exc:
+            if self._http.trailing_data[1]:  # the server closed before the response ended
+                self._fail(ConnectionDropped("the connection closed in the middle of the response"))
+            else:
+                self._fail(ConnectionDropped(f"the server broke HTTP/1.1: {exc}"))
+
+    def _finish(self) -> None:
+        http = self._http
+        leftover = bool(http.trailing_data[0])  # bytes beyond the response: don't trust it
+        keep_alive = http.our_state is h11.DONE and http.their_state is h11.DONE and not leftover
+        if keep_alive:
+            http.start_next_cycle()
+        else:
             self.close()
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(response)
+            self._waiter.set_result(Response(self._status, bytes(self._body), keep_alive))
 
     def _fail(self, exc: Exception) -> None:
-        self._parser = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
         self.close()
@@ -291,7 +171,7 @@ class Http1Pool:
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
-        self._prefix = parts.path.rstrip("/")
+        self._prefix = parts.path.rstrip("/").encode("ascii")
         host = f"[{self._host}]" if ":" in self._host else self._host
         default_port = self._port == (443 if self._ssl else 80)
         self._host_header = (host if default_port else f"{host}:{self._port}").encode("ascii")
@@ -303,16 +183,21 @@ class Http1Pool:
 
     async def post(self, path: str, body: bytes, content_type: bytes) -> Response:
         """POST ``body`` to ``path`` (below the URL's own path); the whole response, read."""
-        request = b"".join((
-            b"POST ", self._prefix.encode("ascii"), path.encode("ascii"), b" HTTP/1.1\r\n",
-            b"Host: ", self._host_header, b"\r\nUser-Agent: stead\r\nAccept: application/json",
-            b"\r\nContent-Type: ", content_type,
-            b"\r\nContent-Length: ", str(len(body)).encode("ascii"), b"\r\n\r\n", body,
-        ))  # fmt: skip
+        request = h11.Request(
+            method=b"POST",
+            target=self._prefix + path.encode("ascii"),
+            headers=[
+                (b"Host", self._host_header),
+                (b"User-Agent", b"stead"),
+                (b"Accept", b"application/json"),
+                (b"Content-Type", content_type),
+                (b"Content-Length", b"%d" % len(body)),
+            ],
+        )
         async with self._slots:
             connection = self._checkout() or await self._connect()
             try:
-                response = await connection.exchange(request)
+                response = await connection.exchange(request, body)
             except BaseException:
                 # Timed out, cancelled or broken: a reply may still be on its way, so
                 # this connection can never carry another question.

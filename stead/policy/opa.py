@@ -17,10 +17,10 @@ returns the raw body after ``raise_for_status``, so "no decision" (a 200 without
 Why not ``httpx`` (which this client used until the decision-latency benchmark):
 every step pays one decision on its critical path, and against a loopback OPA most
 of that round trip was httpx's own per-request work, not OPA's (evaluation is
-~0.2 ms). The wire is now ``stead.policy.http1``, a minimal keep-alive HTTP/1.1
-pool that does only what OPA's data API needs; it cut ``decide_step`` p50 from
-0.94-1.00 to 0.35-0.40 ms against the same OPAs in the same runs, where aiohttp or h11
-behind the same pool gave 0.44-0.49 (bench/README.md, section 4; http1's docstring).
+~0.2 ms). The wire is now ``stead.policy.http1``, a small keep-alive pool speaking
+HTTP/1.1 through h11 that does only what OPA's data API needs; it cut ``decide_step``
+p50 from 0.94-1.00 to 0.44-0.48 ms against the same OPAs in the same runs
+(bench/README.md, section 4; http1's docstring).
 Pass ``client=`` to go through your own ``httpx.AsyncClient`` instead (a
 Unix-socket or HTTP/2 transport, say). Either way ``evaluate`` bounds every call by
 one deadline, and each failure maps to exactly one error a caller can branch on.
