@@ -1,11 +1,13 @@
 """4. OPA decision latency from the client: p50/p99 of ``decide_step`` against a trivial query.
 
-A thin wrapper over bench/opa_latency.py (its ``stack`` variant: OPA started with the
-flags ``stead dev up`` uses, the repo's policies, Stead's pooled ``OpaClient``), so
+A thin wrapper over bench/opa_latency.py (its ``stack`` variant: OPA started the way
+``stead dev up`` starts it, the repo's policies, Stead's pooled ``OpaClient``), so
 the number in the combined table is measured exactly as that benchmark measures it:
 N sequential step decisions interleaved with N queries of
 ``data.stead.system.health`` (the baseline: a bare HTTP round trip to the same OPA).
-For the other server variants (unix socket, h2c, ...) run bench/opa_latency.py itself.
+Its ``before`` variant (the httpx client, Go's default GOGC) runs in the same rounds,
+so the section also shows what section 4's fix bought on this machine, right now.
+For the other variants (aiohttp, unix socket, h2c, ...) run bench/opa_latency.py.
 
     .venv/bin/python -m bench.decisions [--quick] [--n 2000] [--warmup 300]
 """
@@ -49,9 +51,10 @@ QUICK = Sizes(n=300, warmup=50)
 async def measure(settings: Settings, sizes: Sizes = FULL) -> Section:
     """Needs only the opa binary: it starts (and stops) an OPA process of its own."""
     binary = ensure_binary(settings.home, settings.opa_bin)
-    stack_variant = [v for v in VARIANTS if v.name == "stack"]
+    variants = [v for v in VARIANTS if v.name in ("stack", "before")]
     with tempfile.TemporaryDirectory(prefix="stead-bench-opa-") as tmp:
-        (sample,) = await opa_measure(binary, stack_variant, sizes.n, sizes.warmup, Path(tmp))
+        samples = await opa_measure(binary, variants, sizes.n, sizes.warmup, Path(tmp))
+    sample, before = (next(s for s in samples if s.variant == name) for name in ("stack", "before"))
     d50, d99 = percentile(sample.decision_ms, 50), percentile(sample.decision_ms, 99)
     b50, b99 = percentile(sample.baseline_ms, 50), percentile(sample.baseline_ms, 99)
     section = Section(f"4. OPA decision latency from the client ({len(sample.decision_ms)} calls)")
@@ -61,6 +64,8 @@ async def measure(settings: Settings, sizes: Sizes = FULL) -> Section:
         f"{percentile(sample.decision_ms, 95):>8.3f}{d99:>8.3f}",
         f"{'trivial query (baseline)':<34}{b50:>8.3f}"
         f"{percentile(sample.baseline_ms, 95):>8.3f}{b99:>8.3f}",
+        f"{'before (httpx, GOGC=100)':<34}{percentile(before.decision_ms, 50):>8.3f}"
+        f"{percentile(before.decision_ms, 95):>8.3f}{percentile(before.decision_ms, 99):>8.3f}",
         f"ratio p50 {d50 / b50:.2f}x, p99 {d99 / b99:.2f}x; OPA's own timers (p50): handler "
         f"{sample.server_handler_ms or 0:.3f} ms, eval {sample.server_eval_ms or 0:.3f} ms",
     ]

@@ -2,13 +2,19 @@
 
 Every step pays one ``decide_step`` round trip before it may run, so this is the
 policy tax on a plan's critical path. The benchmark starts its own OPA processes
-(the repo's ``policies/``, a free loopback port each), one per server variant, and
-from one async ``OpaClient`` measures N sequential ``decide_step`` calls interleaved
-with N trivial queries (``data.stead.system.health``): interleaving puts drift (CPU
-frequency, a noisy neighbour) into both columns alike, so their ratio is what the
-step decision costs over a bare HTTP round trip to the same server.
+(the repo's ``policies/``, a free loopback port each), one per variant, and from an
+async ``OpaClient`` per variant measures N sequential ``decide_step`` calls
+interleaved with N trivial queries (``data.stead.system.health``): interleaving puts
+drift (CPU frequency, a noisy neighbour) into both columns alike, so their ratio is
+what the step decision costs over a bare HTTP round trip to the same server.
 
-    .venv/bin/python -m bench.opa_latency [--n 2000] [--warmup 300] [--only stack,uds]
+Variants differ in the client wire (``stack``: ``OpaClient``'s own HTTP/1.1 pool,
+what workers use; ``httpx`` and ``aiohttp``: the same ``OpaClient`` over those
+libraries) or in how OPA runs (flags, environment, socket); ``before`` is the stack
+as it was (httpx, Go's default GOGC). ``uds`` and ``h2c`` are reached over httpx, the
+only wire here that speaks Unix sockets and h2c.
+
+    .venv/bin/python -m bench.opa_latency [--n 2000] [--warmup 300] [--only stack,httpx]
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import aiohttp
 import httpx
 
-from stead.devstack.opa import ensure_binary
+from stead.devstack.opa import SERVER_ENV, ensure_binary, server_argv
 from stead.devstack.ports import LOOPBACK, free_port
 from stead.policy import OpaClient
+from stead.policy.http1 import ConnectFailed, ConnectionDropped, Response
 from stead.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,16 +74,46 @@ class Variant:
     watch: bool = True
     uds: bool = False
     h2c: bool = False
+    wire: Literal["http1", "httpx", "aiohttp"] = "httpx"
 
 
 VARIANTS = (
-    Variant("stack"),  # the flags `stead dev up` uses
-    Variant("no-watch", watch=False),
-    Variant("read-store", flags=("--optimize-store-for-read-speed",)),
+    Variant("stack", wire="http1"),  # how `stead dev up` runs OPA, OpaClient's own wire
+    # The stack before bench/README.md section 4's fix: httpx, and Go's default GOGC.
+    Variant("before", env={"GOGC": "100"}),
+    Variant("httpx"),
+    Variant("aiohttp", wire="aiohttp"),
+    Variant("no-watch", watch=False, wire="http1"),
+    Variant("read-store", flags=("--optimize-store-for-read-speed",), wire="http1"),
+    Variant("gogc100", env={"GOGC": "100"}, wire="http1"),  # Go's default, before 4
+    Variant("gomaxprocs1", env={"GOMAXPROCS": "1"}, wire="http1"),
     Variant("uds", uds=True),
     Variant("h2c", flags=("--h2c",), h2c=True),
-    Variant("gomaxprocs1", env={"GOMAXPROCS": "1"}),
 )
+
+
+class AiohttpWire:
+    """Bench only: ``OpaClient``'s wire over one ``aiohttp`` session, to compare clients."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30.0)
+        )
+
+    async def post(self, path: str, body: bytes, content_type: bytes) -> Response:
+        try:
+            async with self._session.post(
+                self._url + path, data=body, headers={"Content-Type": content_type.decode()}
+            ) as answer:
+                return Response(answer.status, await answer.read(), keep_alive=True)
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(str(exc)) from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionDropped(str(exc)) from None
+
+    async def aclose(self) -> None:
+        await self._session.close()
 
 
 @dataclass(frozen=True)
@@ -103,12 +141,7 @@ async def opa_process(
     else:
         port = free_port()
         addr, url = f"{LOOPBACK}:{port}", f"http://{LOOPBACK}:{port}"
-    argv = [
-        str(binary), "run", "--server", "--addr", addr,
-        "--log-level", "error", "--skip-version-check",
-        *(["--watch"] if variant.watch else []), *variant.flags,
-        str(REPO / "policies"),
-    ]  # fmt: skip
+    argv = [*server_argv(binary, addr, REPO / "policies", watch=variant.watch), *variant.flags]
     log = workdir / f"{variant.name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -116,7 +149,7 @@ async def opa_process(
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=sink,
-            env={**os.environ, **variant.env},
+            env={**os.environ, **SERVER_ENV, **variant.env},
         )
     transport = httpx.AsyncHTTPTransport(
         uds=str(socket_path) if variant.uds else None,
@@ -124,11 +157,14 @@ async def opa_process(
         http2=variant.h2c,
     )
     http = httpx.AsyncClient(transport=transport, trust_env=False, timeout=2.0)
-    opa = OpaClient(url, client=http)
+    opa = OpaClient(url, client=http) if variant.wire == "httpx" else OpaClient(url)
+    if variant.wire == "aiohttp":
+        opa._wire = AiohttpWire(url)  # bench only: the same client logic over aiohttp
     try:
         await wait_ready(opa, process, log)
         yield opa, http
     finally:
+        await opa.aclose()
         await http.aclose()
         if process.poll() is None:
             process.terminate()

@@ -14,11 +14,12 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from stead.devstack.opa import ensure_binary
@@ -129,6 +130,14 @@ decision := "allow" if input.a
 decision := "deny" if input.b
 """
 
+# A result as large as the input asks: OPA streams big answers with chunked transfer
+# coding, and they arrive over several socket reads.
+BIG_POLICY = """\
+package stead.big
+
+items := numbers.range(1, input.n)
+"""
+
 
 # --- helpers: an OPA process of our own, always reaped ------------------------------
 
@@ -178,6 +187,7 @@ async def malformed_opa(
     (folder / "step.rego").write_text(MALFORMED_POLICY)
     (folder / "plan.rego").write_text(MALFORMED_PLAN_POLICY)
     (folder / "conflict.rego").write_text(CONFLICT_POLICY)
+    (folder / "big.rego").write_text(BIG_POLICY)
     async with own_opa(stack, folder, folder.parent / f"{folder.name}.log") as (url, _):
         yield url
 
@@ -227,6 +237,67 @@ async def not_opa_server() -> AsyncIterator[str]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def scripted_server(
+    reply: Callable[[int], Awaitable[bytes]],
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A real HTTP server that is not OPA, answering the n-th request with ``reply(n)``.
+
+    Yields its URL and how many requests each connection carried, in connection order.
+    A connection is closed once ``reply`` returns bytes that say ``Connection: close``.
+    """
+    per_connection: list[int] = []
+    served = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        slot = len(per_connection)
+        per_connection.append(0)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )  # fmt: skip
+                await reader.readexactly(length)
+                per_connection[slot] += 1
+                served += 1
+                answer = await reply(served)
+                writer.write(answer)
+                await writer.drain()
+                if b"connection: close" in answer.lower():
+                    break
+        writer.close()
+
+    server = await asyncio.start_server(handle, LOOPBACK, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://{LOOPBACK}:{port}", per_connection
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def http_reply(body: bytes, *, close: bool = False, length: bool = True) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    if length:
+        head += b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+    if close:
+        head += b"Connection: close\r\n"
+    return head + b"\r\n" + body
+
+
+def connections_to(url: str) -> int:
+    """This process's established TCP connections to ``url``'s port (what OPA sees)."""
+    port = int(url.rsplit(":", 1)[1])
+    return sum(
+        1
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    )
 
 
 # --- decisions from the shipped policies ---------------------------------------------
@@ -439,3 +510,116 @@ async def test_policy_conflict_500_raises_policy_unavailable(malformed_opa: str)
         message
     )
     assert message.endswith("See the OPA log: the policy may fail to evaluate for this input.")
+
+
+# --- the wire: keep-alive, framing, concurrency, broken connections --------------------
+
+
+async def test_sequential_decisions_share_one_connection(stack: Settings) -> None:
+    async with OpaClient(stack.opa_url) as opa:
+        for _ in range(20):
+            assert (await opa.decide_step(READ_STEP)).outcome == "allow"
+        assert connections_to(stack.opa_url) == 1
+    assert connections_to(stack.opa_url) == 0
+
+
+async def test_concurrent_decisions_each_get_their_own_answer(stack: Settings) -> None:
+    exhausted = {**READ_STEP, "spent": {"steps": 10, "tokens": 0, "usd": 0}}
+    inputs = [READ_STEP, email_step("demo"), exhausted] * 10
+    async with OpaClient(stack.opa_url) as opa:
+        results = await asyncio.gather(*(opa.decide_step(step) for step in inputs))
+        again = await asyncio.gather(*(opa.decide_step(step) for step in inputs))
+    assert [r.outcome for r in results] == ["allow", "approve", "deny"] * 10
+    assert [r.outcome for r in again] == ["allow", "approve", "deny"] * 10
+
+
+async def test_a_large_chunked_result_arrives_whole(malformed_opa: str) -> None:
+    async with OpaClient(malformed_opa) as opa:
+        items = await opa.evaluate("stead/big/items", {"n": 60000})
+        assert items == list(range(1, 60001))
+        assert await opa.evaluate("stead/big/items", {"n": 3}) == [1, 2, 3]
+
+
+async def test_an_answer_after_the_deadline_is_never_read_as_the_next_answer() -> None:
+    late = asyncio.Event()
+
+    async def reply(n: int) -> bytes:
+        if n == 1:
+            await late.wait()
+            return http_reply(b'{"result": "first"}')
+        return http_reply(b'{"result": "second"}')
+
+    async with scripted_server(reply) as (url, per_connection), OpaClient(url, timeout=0.2) as opa:
+        with pytest.raises(PolicyUnavailable, match=r"did not answer in 0\.2 s"):
+            await opa.evaluate("stead/any", {})
+        late.set()
+        assert await opa.evaluate("stead/any", {}) == "second"
+    assert per_connection == [1, 1]
+
+
+async def test_server_asking_to_close_gets_a_fresh_connection_next_time() -> None:
+    async def reply(n: int) -> bytes:
+        return http_reply(b'{"result": %d}' % n, close=n == 1)
+
+    async with scripted_server(reply) as (url, per_connection), OpaClient(url) as opa:
+        assert [await opa.evaluate("stead/any", {}) for _ in range(3)] == [1, 2, 3]
+    assert per_connection == [1, 2]
+
+
+async def test_a_body_framed_by_closing_the_connection_is_read_to_the_end() -> None:
+    async def reply(n: int) -> bytes:
+        return http_reply(b'{"result": "until close"}', close=True, length=False)
+
+    async with scripted_server(reply) as (url, _), OpaClient(url) as opa:
+        assert await opa.evaluate("stead/any", {}) == "until close"
+        assert await opa.evaluate("stead/any", {}) == "until close"
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"res",
+         "dropped the connection (the connection closed in the middle of the response)"),
+        (b"SSH-2.0-OpenSSH_9.6\r\nConnection: close\r\n\r\n",
+         "dropped the connection (the server broke HTTP/1.1: illegal status line"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n",
+         "dropped the connection (the server broke HTTP/1.1: illegal chunk header"),
+    ],
+    ids=["cut-mid-body", "not-http", "bad-chunk"],
+)  # fmt: skip
+async def test_a_broken_response_raises_policy_unavailable(answer: bytes, problem: str) -> None:
+    async def reply(n: int) -> bytes:
+        return answer
+
+    async with scripted_server(reply) as (url, _), OpaClient(url) as opa:
+        with pytest.raises(PolicyUnavailable) as caught:
+            await opa.decide_step(READ_STEP)
+    assert problem in str(caught.value)
+    assert str(caught.value).endswith("the step stays blocked. Is `stead dev up` running?")
+
+
+async def test_an_httpx_client_of_your_own_is_used_and_left_open(stack: Settings) -> None:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        async with OpaClient(stack.opa_url, client=http) as opa:
+            assert (await opa.decide_step(READ_STEP)).outcome == "allow"
+        assert not http.is_closed
+
+
+@pytest.mark.parametrize(
+    ("first", "per_connection"),
+    [
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + http_reply(b'{"result": 1}'), [2]),
+        (http_reply(b'{"result": 1}') + b"HTTP/1.1 200 OK\r\n", [1, 1]),
+        (http_reply(b'{"result": 1}').replace(b"HTTP/1.1", b"HTTP/1.0"), [1, 1]),
+    ],
+    ids=["interim-100", "bytes-after-the-response", "http-1.0"],
+)  # fmt: skip
+async def test_a_connection_is_reused_only_when_the_answer_ended_cleanly(
+    first: bytes, per_connection: list[int]
+) -> None:
+    async def reply(n: int) -> bytes:
+        return first if n == 1 else http_reply(b'{"result": %d}' % n)
+
+    async with scripted_server(reply) as (url, served), OpaClient(url) as opa:
+        assert [await opa.evaluate("stead/any", {}) for _ in range(2)] == [1, 2]
+    assert served == per_connection

@@ -22,6 +22,30 @@ from stead.errors import BinaryMissing, StackError
 OPA_MODULE = "github.com/open-policy-agent/opa"
 OPA_VERSION = "v1.22.2"
 READINESS_QUERY = "stead/system/health"
+# Go collects garbage whenever the heap doubles (GOGC=100). Each decision allocates,
+# so OPA collected every few hundred decisions, and a collection landing mid-request
+# was most of the decision p99 (bench/README.md, 4). 400 lets the heap grow to five
+# times the live set (a few tens of MB with Stead's policies) between collections.
+# An operator's own GOGC in the environment wins.
+SERVER_ENV: dict[str, str] = {"GOGC": "400"}
+
+
+def server_argv(binary: Path, addr: str, policy_dir: Path, *, watch: bool = True) -> list[str]:
+    """``opa run --server`` as the stack runs it; bench/opa_latency.py measures this."""
+    return [
+        str(binary),
+        "run",
+        "--server",
+        "--addr",
+        addr,
+        *(["--watch"] if watch else []),
+        # Decision logs stay off (no --set decision_logs...): a log line per step is
+        # I/O on the hot path, and Stead records every decision in Postgres anyway.
+        "--log-level",
+        "error",
+        "--skip-version-check",
+        str(policy_dir.resolve()),
+    ]
 
 
 def machine_cache_dir() -> Path:
@@ -79,20 +103,10 @@ def start(
 ) -> proc.PidRecord:
     if not policy_dir.is_dir():
         raise StackError(f"policy dir {policy_dir} does not exist; set STEAD_POLICY_DIR")
-    argv = [
-        str(binary),
-        "run",
-        "--server",
-        "--addr",
-        f"{LOOPBACK}:{port}",
-        "--watch",
-        "--log-level",
-        "error",
-        "--skip-version-check",
-        str(policy_dir.resolve()),
-    ]
+    argv = server_argv(binary, f"{LOOPBACK}:{port}", policy_dir)
     log = home / "logs" / "opa.log"
-    record = proc.spawn("opa", argv, run_dir=home / "run", log_path=log)
+    env = {**SERVER_ENV, **os.environ}
+    record = proc.spawn("opa", argv, run_dir=home / "run", log_path=log, env=env)
     url = f"http://{LOOPBACK}:{port}"
     proc.wait_ready("opa", record, lambda: is_ready(url), log_path=log, timeout=timeout)
     return record

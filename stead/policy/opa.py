@@ -8,15 +8,22 @@ same question gives the same answer). A malformed result is never read as allow.
 
 There are no retry loops here: Temporal owns retries, so one call is one HTTP request.
 
-Why plain ``httpx`` and not ``opa-python-client``: its ``OpaClient`` is synchronous
-(``requests``) and would block the worker's event loop; since 2.0 it also ships an
-``AsyncOpaClient``, but that pulls in ``aiohttp`` and ``aiofiles`` beside the ``httpx``
-Stead already depends on, has a single total timeout, is untyped, and its
-``query_rule`` returns the raw body after ``raise_for_status``, so "no decision"
-(a 200 without ``result``) looks like any other answer. Here one pooled
-``httpx.AsyncClient`` keeps connections alive across decisions (no TCP handshake per
-step), ``evaluate`` bounds every call by one deadline, and each failure maps to
-exactly one error a caller can branch on.
+Why not ``opa-python-client``: its ``OpaClient`` is synchronous (``requests``) and
+would block the worker's event loop; its ``AsyncOpaClient`` (2.0) pulls in ``aiohttp``
+and ``aiofiles``, has a single total timeout, is untyped, and its ``query_rule``
+returns the raw body after ``raise_for_status``, so "no decision" (a 200 without
+``result``) looks like any other answer.
+
+Why not ``httpx`` (which this client used until the decision-latency benchmark):
+every step pays one decision on its critical path, and against a loopback OPA most
+of that round trip was httpx's own per-request work, not OPA's (evaluation is
+~0.2 ms). The wire is now ``stead.policy.http1``, a small keep-alive pool speaking
+HTTP/1.1 through h11 that does only what OPA's data API needs; it cut ``decide_step``
+p50 from 0.94-1.00 to 0.44-0.48 ms against the same OPAs in the same runs
+(bench/README.md, section 4; http1's docstring).
+Pass ``client=`` to go through your own ``httpx.AsyncClient`` instead (a
+Unix-socket or HTTP/2 transport, say). Either way ``evaluate`` bounds every call by
+one deadline, and each failure maps to exactly one error a caller can branch on.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import re
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Protocol, Self
 
 import httpx
 from pydantic import (
@@ -43,6 +50,7 @@ from pydantic import (
 
 from stead.contracts.run import ApprovalPolicy, Decision
 from stead.errors import ErrorCode, SteadError
+from stead.policy.http1 import ConnectFailed, ConnectionDropped, Http1Pool, Response
 
 STEP_DECISION: Final = "stead/step/decision"
 PLAN_DECISION: Final = "stead/plan/decision"
@@ -194,8 +202,38 @@ def _describe(exc: ValidationError) -> str:
     return "the result does not follow the decision contract: " + "; ".join(problems)
 
 
+class _Wire(Protocol):
+    async def post(self, path: str, body: bytes, content_type: bytes) -> Response: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _HttpxWire:
+    """A caller's own ``httpx.AsyncClient`` behind the same two errors as ``Http1Pool``."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    async def post(self, path: str, body: bytes, content_type: bytes) -> Response:
+        try:
+            answer = await self._client.post(
+                self._url + path, content=body, headers={"Content-Type": content_type.decode()}
+            )
+        except httpx.TimeoutException:
+            raise TimeoutError from None
+        except httpx.ConnectError as exc:
+            raise ConnectFailed(str(exc)) from None
+        except httpx.TransportError as exc:
+            raise ConnectionDropped(f"{type(exc).__name__}: {exc}") from None
+        return Response(answer.status_code, answer.content, keep_alive=True)
+
+    async def aclose(self) -> None:
+        """The caller owns the client: leave it open."""
+
+
 class OpaClient:
-    """Asks OPA's REST data API, over one pooled keep-alive connection set.
+    """Asks OPA's REST data API, over one pool of keep-alive connections.
 
     Pass ``client`` to supply your own ``httpx.AsyncClient`` (a Unix-socket or
     HTTP/2 transport, say); the caller then owns it and ``aclose`` leaves it open.
@@ -209,15 +247,12 @@ class OpaClient:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._owns_client = client is None
-        # trust_env=False: a HTTP(S)_PROXY exported for model APIs must not route
-        # policy inputs through a proxy, nor add its latency to every step.
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0
-            ),
-            trust_env=False,
+        # No proxy, ever: a HTTP(S)_PROXY exported for model APIs must not route policy
+        # inputs through a proxy, nor add its latency to every step.
+        self._wire: _Wire = (
+            _HttpxWire(client, self.url)
+            if client is not None
+            else Http1Pool(self.url, max_connections=64, max_idle=16, idle_expiry=30.0)
         )
         self._revision: tuple[float, str] | None = None
 
@@ -233,8 +268,7 @@ class OpaClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        await self._wire.aclose()
 
     async def evaluate(self, path: str, input: Mapping[str, Any]) -> Any:
         """``POST /v1/data/<path>`` with ``{"input": input}``; return the defined ``result``."""
@@ -285,64 +319,67 @@ class OpaClient:
         if not _PATH.match(path):
             raise ValueError(f"not an OPA data path: {path!r} (expected e.g. stead/step/decision)")
         try:
-            # One deadline for the whole exchange: httpx's timeout applies per phase,
-            # so connect + write + read could otherwise add up to several times it.
+            body = json.dumps(
+                {"input": dict(input)}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+        except ValueError as exc:
+            raise ValueError(f"the policy input is not JSON: {exc}") from None
+        try:
+            # One deadline for the whole exchange, connecting included.
             async with asyncio.timeout(self.timeout):
-                response = await self._client.post(
-                    f"{self.url}/v1/data/{path}", json={"input": dict(input)}
-                )
-        except (TimeoutError, httpx.TimeoutException):
+                response = await self._wire.post(f"/v1/data/{path}", body, b"application/json")
+        except TimeoutError:
             raise PolicyUnavailable(
                 self.url, f"did not answer in {self.timeout:g} s", subject=subject
             ) from None
-        except httpx.ConnectError as exc:
+        except ConnectFailed as exc:
             raise PolicyUnavailable(
                 self.url, f"could not be reached ({exc})", subject=subject
             ) from None
-        except httpx.TransportError as exc:
+        except ConnectionDropped as exc:
             raise PolicyUnavailable(
-                self.url, f"dropped the connection ({type(exc).__name__}: {exc})", subject=subject
+                self.url, f"dropped the connection ({exc})", subject=subject
             ) from None
 
-        if response.status_code >= 500 or response.status_code in _TRANSIENT_4XX:
+        if response.status >= 500 or response.status in _TRANSIENT_4XX:
             raise PolicyUnavailable(
                 self.url,
-                f"answered HTTP {response.status_code}{_opa_error(response)}",
+                f"answered HTTP {response.status}{_opa_error(response)}",
                 subject=subject,
-                hint=SERVER_ERROR_HINT if response.status_code >= 500 else NOT_RUNNING_HINT,
+                hint=SERVER_ERROR_HINT if response.status >= 500 else NOT_RUNNING_HINT,
             )
-        if response.status_code != 200:
+        if response.status != 200:
             # OPA (or whatever listens at this URL) refuses this exact request; asking
             # again gives the same answer, so this is a missing decision, not an outage.
             raise PolicyUndefined(
                 path,
                 f"OPA at {_where(self.url)} refused the query with HTTP "
-                f"{response.status_code}{_opa_error(response)}",
+                f"{response.status}{_opa_error(response)}",
                 subject=subject,
             )
         try:
-            body = response.json()
+            answer = json.loads(response.body)
         except ValueError:
             raise PolicyUnavailable(
                 self.url,
                 "answered with a body that is not JSON (is this URL really OPA?)",
                 subject=subject,
             ) from None
-        if not isinstance(body, dict):
+        if not isinstance(answer, dict):
             raise PolicyUnavailable(
                 self.url,
-                f"answered JSON {type(body).__name__}, not an OPA response object",
+                f"answered JSON {type(answer).__name__}, not an OPA response object",
                 subject=subject,
             )
-        if "result" not in body:
+        if "result" not in answer:
             raise PolicyUndefined(path, subject=subject)
-        return body["result"]
+        return answer["result"]
 
 
-def _opa_error(response: httpx.Response) -> str:
+def _opa_error(response: Response) -> str:
     """OPA's own error body (``code``, ``message`` and the first of ``errors``), if any."""
     try:
-        body = response.json()
+        body = json.loads(response.body)
     except ValueError:
         return ""
     if not isinstance(body, dict) or not isinstance(body.get("message"), str):
