@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         RunRequest,
         RunState,
         RunStatus,
+        Spent,
         Step,
         StepExecution,
         StepResult,
@@ -422,9 +423,7 @@ class RunWorkflow:
             self._carry = self._carry.model_copy(
                 update={
                     "outputs": {**self._carry.outputs, step.id: output.output},
-                    "spent": self._carry.spent.model_copy(
-                        update={"steps": self._carry.spent.steps + 1}
-                    ),
+                    "spent": self._spent_after(output),
                 }
             )
             self._put_result(
@@ -454,6 +453,21 @@ class RunWorkflow:
                 started_at=started,
                 finished=True,
             )
+
+    def _spent_after(self, output: ExecuteStepOutput) -> Spent:
+        """One more step, plus the tokens and dollars its adapter reported (an LLM draft):
+        a data change only, so histories recorded before ``usage`` existed replay alike."""
+        spent = self._carry.spent
+        usage = output.usage
+        if usage is None:
+            return spent.model_copy(update={"steps": spent.steps + 1})
+        return spent.model_copy(
+            update={
+                "steps": spent.steps + 1,
+                "tokens": spent.tokens + usage.tokens,
+                "usd": spent.usd + usage.usd,
+            }
+        )
 
     def _resolve(self, step: Step) -> Step:
         try:

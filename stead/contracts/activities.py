@@ -96,10 +96,22 @@ class ExecuteStepInput(Closed):
     )
 
 
+class StepUsage(Closed):
+    """What a step consumed that counts against the run's budget (an LLM call's tokens
+    and dollars), as its adapter reported it."""
+
+    tokens: int = Field(default=0, ge=0)
+    usd: float = Field(default=0.0, ge=0)
+
+
 class ExecuteStepOutput(Closed):
     output: JsonValue = None
     replayed: bool = Field(
         default=False, description="True when the ledger already held the result."
+    )
+    # Appended with a default, so outputs in histories recorded before it still load.
+    usage: StepUsage | None = Field(
+        default=None, description="Tokens and dollars the adapter reports; added to spent."
     )
 
 
