@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ExpressStepInput,
         ExpressStepOutput,
         PlanDecisionInput,
+        PlanFailure,
         PlanInput,
         RecalledMemory,
         RunRecordInput,
@@ -194,7 +195,9 @@ class RunWorkflow:
 
     # ------------------------------------------------------------ planning
 
-    async def _make_plan(self, *, attempt: int, failure: str | None) -> Plan | None:
+    async def _make_plan(
+        self, *, attempt: int, failure: str | None, detail: PlanFailure | None = None
+    ) -> Plan | None:
         req = self._input_request()
         completed = tuple(sid for sid, r in self._carry.results.items() if r.status == "succeeded")
         try:
@@ -207,6 +210,7 @@ class RunWorkflow:
                     recalled=await self._recall(),
                     failure_context=failure,
                     completed_steps=completed,
+                    failure=detail,
                 ),
                 result_type=Plan,
                 start_to_close_timeout=timedelta(minutes=5),
@@ -687,7 +691,19 @@ class RunWorkflow:
         failure = f"step {step.id} ({step.operation}) {stop.state}: {stop.reason}"
         old = self._carry.plan
         assert old is not None
-        new_plan = await self._make_plan(attempt=self._carry.replans + 1, failure=failure)
+        # The same facts as fields (data in the activity input, not a new command).
+        rejection = next((v for v in self._votes.get(step.id, ()) if v.verdict == "reject"), None)
+        detail = PlanFailure(
+            step_id=step.id,
+            operation=step.operation,
+            state=stop.state,
+            reason=stop.reason,
+            approver=rejection.approver if rejection else None,
+            comment=rejection.comment if rejection else "",
+        )
+        new_plan = await self._make_plan(
+            attempt=self._carry.replans + 1, failure=failure, detail=detail
+        )
         if new_plan is None:
             return
         # Steps that already succeeded keep their results; the new plan supplies the rest.

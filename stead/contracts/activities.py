@@ -53,6 +53,18 @@ class RunRef(Closed):
     started_by: PrincipalId
 
 
+class PlanFailure(Closed):
+    """The failure that caused a replan, as fields: what a deterministic planner (a
+    playbook's ``on_reject``) needs without parsing ``failure_context``."""
+
+    step_id: StepId
+    operation: str
+    state: str = Field(description="The step's final state: rejected, failed, blocked...")
+    reason: str = ""
+    approver: PrincipalId | None = Field(default=None, description="Who rejected it, if anyone.")
+    comment: str = Field(default="", description="The rejecting approver's comment.")
+
+
 class PlanInput(Closed):
     request: RunRequest
     workflow_id: str
@@ -60,6 +72,8 @@ class PlanInput(Closed):
     recalled: tuple[RecalledMemory, ...] = ()
     failure_context: str | None = None
     completed_steps: tuple[StepId, ...] = ()
+    # Appended with a default, so inputs in histories recorded before it still load.
+    failure: PlanFailure | None = None
 
 
 class PlanDecisionInput(Closed):
