@@ -36,7 +36,7 @@ from stead.db.pool import create_pool, tenant_transaction
 from stead.identity.directory import add_principal, create_tenant
 from stead.memory.contracts import Provenance, RememberRequest
 from stead.settings import Settings
-from stead.slo.report import compute_report
+from stead.slo.report import Figures, compute_report
 from tests.cases import (
     approve_until_done,
     configure_case_tenant,
@@ -149,6 +149,17 @@ async def case(stack: Settings) -> AsyncIterator[Case]:
             retire(state.worker)
 
 
+async def slo_figures(settings: Settings, tenant: str) -> Figures:
+    """The tenant's last hour as `stead slo --json` computes it."""
+    pool = await create_pool(settings.postgres_dsn, max_size=1)
+    try:
+        async with tenant_transaction(pool, tenant) as conn:
+            report = await compute_report(conn, tenant=tenant, since="1h")
+    finally:
+        await pool.close()
+    return report.tenants.get(tenant, report.total)
+
+
 def weekly(case: Case, **timeouts: float) -> RunRequest:
     week = content.week()
     return content_request(
@@ -228,6 +239,7 @@ async def test_weekly_playbook_redrafts_a_rejected_package_with_the_comment_and_
     case: Case, stack: Settings
 ) -> None:
     comment = "Say the livestream starts Friday at 6pm"
+    before = await slo_figures(stack, case.tenant)
     handle = await case.start(weekly(case))
     first = await wait_pending(handle, "publish")
     await decide(handle, first, CREATOR, reject=True, comment=comment)
@@ -269,6 +281,9 @@ async def test_weekly_playbook_redrafts_a_rejected_package_with_the_comment_and_
         await pool.close()
     assert record is not None
     assert record["tokens"] == tokens and record["usd"] == pytest.approx(usd)
+    figures = await slo_figures(stack, case.tenant)  # what `stead slo --json` reports
+    assert figures.cost.total_tokens == before.cost.total_tokens + tokens
+    assert figures.cost.total_usd == pytest.approx(before.cost.total_usd + usd)
 
     # What went out is remembered as structured data, with this run as its provenance.
     remembered = step(status, "remember").output
@@ -290,6 +305,7 @@ async def test_llm_planned_week_redrafts_a_rejected_draft_with_the_reviewers_com
 ) -> None:
     week = content.week()
     planner_calls = case.llm.count("planner")
+    before = await slo_figures(stack, case.tenant)
     handle = await case.start(
         content_goal_request(
             case.tenant,
@@ -317,16 +333,11 @@ async def test_llm_planned_week_redrafts_a_rejected_draft_with_the_reviewers_com
     assert len(published) == 2 and all(comment in p["text"] for p in published)
     assert step(status, "redraft_x_2").output["cost_usd"] > 0  # type: ignore[index,call-overload,operator]
 
-    pool = await create_pool(stack.postgres_dsn, max_size=1)
-    try:
-        async with tenant_transaction(pool, case.tenant) as conn:
-            report = await compute_report(conn, tenant=case.tenant, since="1h")
-    finally:
-        await pool.close()
-    figures = report.tenants[case.tenant]
-    assert figures.approvals.overridden == 1
+    figures = await slo_figures(stack, case.tenant)
+    assert figures.approvals.overridden == before.approvals.overridden + 1
     assert figures.minutes_saved > 0
-    assert figures.cost.total_usd > 0  # the planner's tokens, priced by litellm
+    # The planner's tokens and the drafts', priced by litellm.
+    assert figures.cost.total_usd == pytest.approx(before.cost.total_usd + status.spent.usd)
 
 
 async def test_tightening_the_review_threshold_in_opa_holds_more_steps(case: Case) -> None:
