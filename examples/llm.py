@@ -236,10 +236,17 @@ def _content_plan(
         },
         {
             "id": "remember",
-            "operation": "records.put",
+            "operation": "memory.remember",
             "args": {
-                "key": "content/published",
-                "value": {"goal": goal, "summary": {"$ref": f"steps.{package_id}.output.summary"}},
+                "namespace": "content",
+                "key": "published",
+                "content": f"Published: {goal}",
+                "data": {
+                    "goal": goal,
+                    "summary": {"$ref": f"steps.{package_id}.output.summary"},
+                    "posts": {"$ref": f"steps.{publish_id}.output.posts"},
+                },
+                "reason": "what went out after the creator's review",
             },
             "depends_on": [publish_id, package_id],
         },

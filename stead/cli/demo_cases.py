@@ -91,6 +91,14 @@ def _drafting_cost(status: RunStatus) -> float:
     return total
 
 
+def _preview(text: object) -> str:
+    """The start of a post, and its last line when that is the reviewer's revision."""
+    body = str(text)
+    last = body.rstrip().splitlines()[-1] if body.strip() else ""
+    revised = last.startswith("(Revised after review")
+    return body[:100] + (f" ... {last}" if revised else "")
+
+
 def _print_memory(status: RunStatus) -> None:
     """What the run recalled from memory and what it remembered, with provenance."""
     for s in status.steps:
@@ -208,7 +216,7 @@ async def _content(cfg: Settings, ex: Any, folder: Path) -> None:
                 posts = pending.args.get("posts")
                 for post in posts if isinstance(posts, list) else []:
                     if isinstance(post, dict):
-                        console.print(escape(f"  [{post['channel']}] {str(post['text'])[:140]}"))
+                        console.print(escape(f"  [{post['channel']}] {_preview(post['text'])}"))
                 if pending.step_id == "publish" and not rejected:
                     stead_approve(
                         cfg, pending, CREATOR, token, reject=True, comment=PLAYBOOK_COMMENT
