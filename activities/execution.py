@@ -49,6 +49,7 @@ from stead.contracts.activities import (
     UNKNOWN_OPERATION,
     ExecuteStepInput,
     ExecuteStepOutput,
+    StepUsage,
 )
 from stead.contracts.run import sha256_hex
 from stead.db.pool import tenant_transaction
@@ -92,7 +93,9 @@ class ExecutionActivities:
         )
         entry = await self._admit(req)
         if entry.status == "completed":
-            return ExecuteStepOutput(output=entry.result, replayed=True)
+            return ExecuteStepOutput(
+                output=entry.result, replayed=True, usage=reported_usage(op, entry.result)
+            )
         if entry.status == "failed":
             raise ApplicationError(
                 entry.error or "step failed earlier", type=STEP_FAILED, non_retryable=True
@@ -102,7 +105,9 @@ class ExecutionActivities:
             if found is not None:
                 output = found.model_dump(mode="json")
                 await self._complete(req, output, reconciled=True)
-                return ExecuteStepOutput(output=output, replayed=True)
+                return ExecuteStepOutput(
+                    output=output, replayed=True, usage=reported_usage(op, output)
+                )
         await self._acquire_rate_limit(req, op)
         try:
             result = await op.run(ctx, args)
@@ -115,7 +120,7 @@ class ExecutionActivities:
             ) from exc
         output = result.model_dump(mode="json")
         await self._complete(req, output, reconciled=False)
-        return ExecuteStepOutput(output=output)
+        return ExecuteStepOutput(output=output, usage=reported_usage(op, output))
 
     async def _acquire_rate_limit(self, req: ExecuteStepInput, op: Operation[Any, Any]) -> None:
         """The tenant's rate limit for ``op``, shared by all workers (adapters/ratelimit.py).
@@ -227,6 +232,19 @@ class ExecutionActivities:
 
     def _event(self, req: ExecuteStepInput, kind: str, extra: dict[str, JsonValue]) -> AuditEvent:
         return step_event(req, kind, extra)
+
+
+def reported_usage(op: Operation[Any, Any], output: JsonValue) -> StepUsage | None:
+    """What the result says the step consumed, for the run's spend (``step_usage()`` on
+    the result model, e.g. ``llm.generate``'s tokens and dollars).
+
+    Read from the stored JSON, so a result replayed from the ledger counts too: the
+    workflow never saw the attempt that paid for it.
+    """
+    if not hasattr(op.result_model, "step_usage") or not isinstance(output, dict):
+        return None
+    usage: StepUsage | None = op.result_model.model_validate(output).step_usage()
+    return usage
 
 
 def step_event(req: ExecuteStepInput, kind: str, extra: dict[str, JsonValue]) -> AuditEvent:

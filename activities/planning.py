@@ -17,7 +17,14 @@ from stead.contracts.run import Plan, PlannerInfo, RunRequest
 from stead.errors import ConfigError
 from stead.observability.metrics import observe_planner
 from stead.planning.llm import NO_PLANNER_MODEL, LlmPlanner
-from stead.planning.playbooks import Playbook, expand, load_playbook, parse_playbook
+from stead.planning.playbooks import (
+    Playbook,
+    expand,
+    expand_replan,
+    failure_of,
+    load_playbook,
+    parse_playbook,
+)
 from stead.planning.validate import PlanRejected, build_plan, validate_plan
 from stead.settings import Settings
 
@@ -51,10 +58,23 @@ class PlanningActivities:
         """Expand the playbook and validate it like any other plan.
 
         On a replan only the steps that have not completed are planned again, so a
-        deterministic playbook retries the rest of its work instead of redoing it.
+        deterministic playbook retries the rest of its work instead of redoing it; a
+        rejected step's ``on_reject`` block adds the redo steps with the reviewer's
+        comment (``expand_replan``).
         """
         playbook = _playbook(req.request, self._settings)
-        steps = [s for s in expand(playbook, req.request.inputs) if s.id not in req.completed_steps]
+        if req.attempt > 1:
+            steps = expand_replan(
+                playbook,
+                req.request.inputs,
+                attempt=req.attempt,
+                failure=failure_of(req.failure),
+                completed=req.completed_steps,
+            )
+        else:
+            steps = [
+                s for s in expand(playbook, req.request.inputs) if s.id not in req.completed_steps
+            ]
         reasons = validate_plan(
             steps, self._catalog, req.request.budget, completed=req.completed_steps
         )

@@ -12,7 +12,9 @@ the auto-fix limits it is given into ``small`` and ``large``. That split only ro
 work; the authority is policy (``policies/stead/commerce.rego``), which checks every
 adjustment of every ``shop.adjust_stock`` step against the tenant's limits in OPA data
 and holds the step for a human when any is over. Stale limits therefore escalate
-more, never less.
+more, never less. Given earlier findings from memory (``memory.history``), it also
+names the SKUs that were mismatched last time too, and the playbook remembers this
+run's findings (``memory.remember`` with ``data``) for the next one.
 
 ``shop.adjust_stock`` sends one adjustment per SKU under an ``Idempotency-Key``
 derived from the step's, so a retry or a dead worker never adjusts twice.
@@ -31,6 +33,7 @@ from adapters.base import AdapterError, Operation, OperationContext
 from adapters.content import http_url
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
+from adapters.memory import HistoryItem
 
 SKU = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -272,6 +275,20 @@ class ReconcileArgs(_Closed):
     auto_units: int = Field(ge=0, description="Route to `small` at most this many units...")
     auto_value: float = Field(ge=0, description="...and at most this much value; policy decides.")
     trigger: dict[str, JsonValue] = Field(default_factory=dict, description="Why this ran.")
+    history: list[HistoryItem] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Earlier findings from memory (memory.history), oldest first.",
+    )
+
+
+class PreviousRun(_Closed):
+    """The latest remembered reconciliation: which memory version, written by which run."""
+
+    version: int
+    workflow_id: str | None
+    recorded_at: str
+    mismatched: list[str] = Field(description="SKUs it found mismatched (fixed or escalated).")
 
 
 class ReconcileResult(_Closed):
@@ -280,6 +297,10 @@ class ReconcileResult(_Closed):
     small: list[Adjustment]
     large: list[Adjustment]
     unmatched: list[Unmatched]
+    previous: PreviousRun | None = Field(default=None, description="What memory recalled.")
+    recurring: list[str] = Field(
+        default_factory=list, description="Mismatched now and in the previous reconciliation."
+    )
     summary: str = Field(description="The findings as text, for review and memory.")
 
 
@@ -308,13 +329,46 @@ async def reconcile(ctx: OperationContext, args: ReconcileArgs) -> ReconcileResu
         (small if fits else large).append(adjustment)
     unmatched = [Unmatched(sku=s, only_in="shop") for s in sorted(shop.keys() - stock.keys())]
     unmatched += [Unmatched(sku=s, only_in="warehouse") for s in sorted(stock.keys() - shop.keys())]
+    previous = _previous(args.history)
+    now = {a.sku for a in (*small, *large)}
+    recurring = sorted(now & set(previous.mismatched)) if previous else []
+    summary = _summary(args, matched, small, large, unmatched)
+    if previous is not None:
+        summary += (
+            f"\nPrevious reconciliation (memory v{previous.version}, run "
+            f"{previous.workflow_id or 'unknown'}): {len(previous.mismatched)} mismatched"
+            + (f"; mismatched again: {', '.join(recurring)}." if recurring else "; none again.")
+        )
     return ReconcileResult(
         checked=len(shop.keys() | stock.keys()),
         matched=matched,
         small=small,
         large=large,
         unmatched=unmatched,
-        summary=_summary(args, matched, small, large, unmatched),
+        previous=previous,
+        recurring=recurring,
+        summary=summary,
+    )
+
+
+def _previous(history: list[HistoryItem]) -> PreviousRun | None:
+    """The newest remembered findings (the ``data`` the playbook's remember step wrote)."""
+    if not history:
+        return None
+    last = history[-1]
+    data = last.data if isinstance(last.data, dict) else {}
+    skus: set[str] = set()
+    for label in ("auto_fix", "escalated"):
+        batch = data.get(label)
+        for item in batch if isinstance(batch, list) else []:
+            sku = item.get("sku") if isinstance(item, dict) else None
+            if isinstance(sku, str):
+                skus.add(sku)
+    return PreviousRun(
+        version=last.version,
+        workflow_id=last.workflow_id,
+        recorded_at=last.recorded_at,
+        mismatched=sorted(skus),
     )
 
 

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -26,8 +26,6 @@ from adapters.http import request as http_request
 from adapters.llm import LLM_GENERATE
 
 CHANNEL = r"^[a-z][a-z0-9_-]{0,31}$"
-# What a memory may carry into a draft (and so to a model provider): never pii or secrets.
-SHAREABLE = frozenset({"public", "internal"})
 
 
 class _Closed(BaseModel):
@@ -65,6 +63,8 @@ class BriefItem(_Closed):
     written_by: str
     recorded_at: str
     reason: str = ""
+    workflow_id: str | None = Field(default=None, description="The run that wrote it, if any.")
+    step_id: str | None = None
 
 
 class BriefResult(_Closed):
@@ -94,74 +94,24 @@ async def brief(ctx: OperationContext, args: BriefArgs) -> BriefResult:
 
 
 async def _memory_versions(ctx: OperationContext, ref: MemoryRef) -> list[BriefItem]:
-    """Through the worker's memory service when it has one (its read gate asks OPA),
-    else straight from Postgres, the truth, limited to public and internal content."""
-    from stead.memory.service import MemoryService
+    """Through ``adapters/memory.py``: the service's read gate, else Postgres, the truth,
+    limited to public and internal content."""
+    from adapters.memory import shareable_versions
 
-    service = getattr(ctx.resources, "memory", None)
-    if isinstance(service, MemoryService):
-        from stead.memory.errors import MemoryUnavailable
-
-        try:
-            found = await service.history(
-                ctx.tenant, ref.namespace, ref.key, principal=ctx.principal
-            )
-        except MemoryUnavailable as exc:
-            raise AdapterError(
-                exc.message, retryable=True, details={"reason": "unavailable"}
-            ) from None
-        rows: list[dict[str, Any]] = [
-            {
-                "version": v.version,
-                "content": None if v.withheld else v.content,
-                "sensitivity": v.sensitivity,
-                "principal": v.provenance.principal,
-                "recorded_at": v.recorded_at,
-                "reason": v.provenance.reason,
-            }
-            for v in found
-        ]
-    else:
-        rows = await _versions_from_postgres(ctx, ref)
     return [
         BriefItem(
             namespace=ref.namespace,
             key=ref.key,
-            version=int(row["version"]),
-            content=str(row["content"]),
-            written_by=str(row["principal"]),
-            recorded_at=row["recorded_at"].isoformat(),
-            reason=str(row["reason"] or ""),
+            version=v.version,
+            content=v.content or "",
+            written_by=v.provenance.principal,
+            recorded_at=v.recorded_at.isoformat(),
+            reason=v.provenance.reason,
+            workflow_id=v.provenance.workflow_id,
+            step_id=v.provenance.step_id,
         )
-        for row in rows
-        if row["content"] is not None and row["sensitivity"] in SHAREABLE
+        for v in await shareable_versions(ctx, ref.namespace, ref.key)
     ]
-
-
-async def _versions_from_postgres(ctx: OperationContext, ref: MemoryRef) -> list[dict[str, Any]]:
-    import asyncpg
-
-    from stead.db.pool import tenant_transaction
-    from stead.memory import store
-
-    pool = getattr(ctx.resources, "pool", None)
-    if not isinstance(pool, asyncpg.Pool):
-        raise AdapterError(
-            "content.brief needs the worker's Postgres pool (AdapterResources.pool)",
-            retryable=False,
-            details={"reason": "no_pool"},
-        )
-    try:
-        async with tenant_transaction(pool, ctx.tenant) as conn:
-            rows = await store.history(conn, ctx.tenant, ref.namespace, ref.key)
-    except (OSError, asyncpg.PostgresConnectionError) as exc:
-        raise AdapterError(
-            f"memory is unreachable ({type(exc).__name__}); Temporal retries",
-            retryable=True,
-            details={"reason": "unavailable"},
-        ) from None
-    now = datetime.now(UTC)
-    return [dict(row) for row in rows if row["expires_at"] is None or row["expires_at"] > now]
 
 
 # --------------------------------------------------------------- calendar

@@ -2,7 +2,8 @@
 
 Any provider litellm speaks will do (the demo and tests use ``examples/llm.py``, an
 OpenAI-compatible stand-in). Tokens and dollars come back in the result (``usage``,
-``cost_usd``), because a draft's cost belongs to the run that asked for it. Context is
+``cost_usd``), because a draft's cost belongs to the run that asked for it: the result's
+``step_usage()`` puts them in the run's spend (``ExecuteStepOutput.usage``). Context is
 sent as JSON under its own heading: data from memory or earlier steps cannot pose as
 instructions. Temporal owns retries: litellm's are off, and each provider error is
 classed retryable or not here, once.
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
+from stead.contracts.activities import StepUsage
 from stead.secrets import SecretRefStr
 
 
@@ -68,6 +70,11 @@ class GenerateResult(_Closed):
     usage: Usage
     cost_usd: float = Field(description="What litellm prices the call at; 0 for unpriced models.")
     prompt_hash: str = Field(description="sha256 of the messages sent, for provenance.")
+
+    def step_usage(self) -> StepUsage:
+        """The draft's tokens and dollars, which the execution activity adds to the run's
+        spend: the budget policy, ``runs.record`` and ``stead slo`` then count them."""
+        return StepUsage(tokens=self.usage.total_tokens, usd=max(self.cost_usd, 0.0))
 
 
 def messages_for(args: GenerateArgs) -> list[dict[str, str]]:

@@ -1,10 +1,17 @@
-"""``memory.remember``: a step writes a versioned memory, with the run as its provenance.
+"""``memory.remember`` and ``memory.history``: a step writes or reads versioned memory.
 
 Content, sensitivity and the stated reason come from the plan; who wrote it and from
 where (principal, workflow, step) come from the ``OperationContext`` the worker
 builds, never from the plan. The step's idempotency key is the version's request
 key, so a retry or a reconcile after a crash finds the version the first attempt
 wrote instead of appending another.
+
+A step may remember structured ``data`` (an earlier step's output, by ``$ref``)
+instead of, or under, a line of ``content``. Memory stores text, so the value is
+rendered once, deterministically (sorted keys, a fenced JSON block after the
+heading), and the same arguments always give the same text and content hash. The
+block is the value itself: ``remembered_data`` reads it back, and ``memory.history``
+returns it parsed, so a later run recalls what an earlier one found, not a summary.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
 from stead.memory.contracts import (
@@ -29,6 +37,36 @@ from stead.memory.errors import MemoryConflict, MemoryUnavailable
 from stead.memory.service import MemoryService
 
 TEN_YEARS = 10 * 365 * 24 * 3600
+DATA_OPEN = "\n\n```json\n"
+DATA_CLOSE = "\n```"
+# What a memory read may hand to a step (and so to workflow history and model
+# providers): never pii or secrets.
+SHAREABLE = frozenset({"public", "internal"})
+
+
+def render_memory(content: str | None, data: JsonValue) -> str:
+    """The stored text of a remembered value: ``content`` (or a neutral heading), then the
+    data as sorted, indented JSON in a fenced block. Pure, so a retry writes the same text."""
+    heading = (content or "").strip() or "Structured record (JSON):"
+    if data is None:
+        return heading
+    body = json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1)
+    return f"{heading}{DATA_OPEN}{body}{DATA_CLOSE}"
+
+
+def remembered_data(text: str) -> JsonValue:
+    """The structured value ``render_memory`` put in ``text``, or None for plain text.
+
+    JSON escapes newlines inside strings, so the last opening fence is the block's.
+    """
+    start = text.rfind(DATA_OPEN)
+    if start < 0 or not text.endswith(DATA_CLOSE):
+        return None
+    try:
+        value: JsonValue = json.loads(text[start + len(DATA_OPEN) : -len(DATA_CLOSE)])
+    except ValueError:
+        return None
+    return value
 
 
 class RememberArgs(BaseModel):
@@ -36,7 +74,17 @@ class RememberArgs(BaseModel):
 
     namespace: Namespace
     key: MemoryKey
-    content: str = Field(min_length=1, max_length=MAX_CONTENT)
+    content: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CONTENT,
+        description="The text to remember; with data, the heading above it.",
+    )
+    data: JsonValue = Field(
+        default=None,
+        description="A structured value (e.g. a step's output by $ref), stored as sorted "
+        "JSON under the content and returned parsed by memory.history.",
+    )
     sensitivity: Sensitivity = "internal"
     reason: str = Field(
         min_length=1, max_length=2_000, description="Why this is worth remembering."
@@ -45,6 +93,23 @@ class RememberArgs(BaseModel):
     valid_from: AwareDatetime | None = None
     valid_to: AwareDatetime | None = None
     source_refs: list[str] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _fits(self) -> RememberArgs:
+        if self.content is None and self.data is None:
+            raise ValueError("give content, data, or both: there is nothing to remember")
+        size = len(self.text)
+        if size > MAX_CONTENT:
+            raise ValueError(
+                f"content and data render to {size} characters; one memory version holds at "
+                f"most {MAX_CONTENT}. Remember a summary, or fewer fields of the output"
+            )
+        return self
+
+    @property
+    def text(self) -> str:
+        """What is stored: the content, with the data rendered under it."""
+        return render_memory(self.content, self.data)
 
 
 class RememberOpResult(BaseModel):
@@ -69,7 +134,7 @@ async def remember(ctx: OperationContext, args: RememberArgs) -> RememberOpResul
         tenant=ctx.tenant,
         namespace=args.namespace,
         key=args.key,
-        content=args.content,
+        content=args.text,
         sensitivity=args.sensitivity,
         valid_from=args.valid_from,
         valid_to=args.valid_to,
@@ -136,11 +201,151 @@ def _args_hash(args: RememberArgs) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+# ---------------------------------------------------------------- history
+
+
+class HistoryArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: Namespace
+    key: MemoryKey
+    versions: int = Field(default=1, ge=1, le=10, description="Most recent versions to return.")
+    required: bool = Field(default=False, description="Fail the step when none exists.")
+
+
+class HistoryItem(BaseModel):
+    """One version as a step sees it: the text, the data parsed back, and its provenance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str
+    key: str
+    version: int
+    content: str
+    data: JsonValue = None
+    written_by: str
+    workflow_id: str | None = None
+    step_id: str | None = None
+    recorded_at: str
+    reason: str = ""
+
+
+class HistoryResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    items: list[HistoryItem] = Field(description="Oldest first.")
+
+
+async def history(ctx: OperationContext, args: HistoryArgs) -> HistoryResult:
+    """The newest shareable versions of one key, e.g. what earlier runs remembered."""
+    found = await shareable_versions(ctx, args.namespace, args.key)
+    if not found and args.required:
+        raise AdapterError(
+            f"memory {args.namespace}/{args.key} of tenant {ctx.tenant} does not exist (or "
+            "may not be shared with a step); remember it first",
+            retryable=False,
+            details={"reason": "memory_missing", "memory": f"{args.namespace}/{args.key}"},
+        )
+    return HistoryResult(items=[history_item(v) for v in found[-args.versions :]])
+
+
+def history_item(version: MemoryVersion) -> HistoryItem:
+    content = version.content or ""
+    return HistoryItem(
+        namespace=version.namespace,
+        key=version.key,
+        version=version.version,
+        content=content,
+        data=remembered_data(content),
+        written_by=version.provenance.principal,
+        workflow_id=version.provenance.workflow_id,
+        step_id=version.provenance.step_id,
+        recorded_at=version.recorded_at.isoformat(),
+        reason=version.provenance.reason,
+    )
+
+
+async def shareable_versions(
+    ctx: OperationContext, namespace: str, key: str
+) -> list[MemoryVersion]:
+    """Every live version of a key a step may see, oldest first: public and internal only.
+
+    Through the worker's memory service when it has one (its read gate asks OPA), else
+    straight from Postgres, the truth.
+    """
+    service = getattr(ctx.resources, "memory", None)
+    if isinstance(service, MemoryService):
+        try:
+            found = await service.history(ctx.tenant, namespace, key, principal=ctx.principal)
+        except MemoryUnavailable as exc:
+            raise AdapterError(
+                exc.message, retryable=True, details={"reason": "unavailable"}
+            ) from None
+    else:
+        found = await _versions_from_postgres(ctx, namespace, key)
+    now = datetime.now(UTC)
+    return [
+        v
+        for v in found
+        if v.content is not None
+        and not v.withheld
+        and v.erased_at is None
+        and v.sensitivity in SHAREABLE
+        and (v.expires_at is None or v.expires_at > now)
+    ]
+
+
+async def _versions_from_postgres(
+    ctx: OperationContext, namespace: str, key: str
+) -> list[MemoryVersion]:
+    import asyncpg
+
+    from stead.db.pool import tenant_transaction
+    from stead.memory import store
+
+    pool = getattr(ctx.resources, "pool", None)
+    if not isinstance(pool, asyncpg.Pool):
+        raise AdapterError(
+            "reading memory needs the worker's Postgres pool (AdapterResources.pool)",
+            retryable=False,
+            details={"reason": "no_pool"},
+        )
+    rows: list[Any]
+    try:
+        async with tenant_transaction(pool, ctx.tenant) as conn:
+            rows = await store.history(conn, ctx.tenant, namespace, key)
+    except (OSError, asyncpg.PostgresConnectionError) as exc:
+        raise AdapterError(
+            f"memory is unreachable ({type(exc).__name__}); Temporal retries",
+            retryable=True,
+            details={"reason": "unavailable"},
+        ) from None
+    return [store.version_from_row(row) for row in rows]
+
+
+MEMORY_HISTORY: Operation[HistoryArgs, HistoryResult] = Operation(
+    name="memory.history",
+    description=(
+        "Read the newest versions of one of the tenant's memories (e.g. what earlier runs "
+        "remembered), with who wrote each, from which run and step, and structured data "
+        "parsed back; pii and secrets are never returned."
+    ),
+    args_model=HistoryArgs,
+    result_model=HistoryResult,
+    run=history,
+    side_effect="read",
+    risk="low",
+    idempotency="native",
+    scopes=("memory:read",),
+    timeout_seconds=30.0,
+)
+
 MEMORY_REMEMBER: Operation[RememberArgs, RememberOpResult] = Operation(
     name="memory.remember",
     description=(
         "Remember a fact for the run's tenant under namespace/key as a new version (old "
-        "versions stay readable). Say why in reason; mark personal data sensitivity=pii. "
+        "versions stay readable): text in content, a structured value (e.g. a step's output "
+        "by $ref) in data, or both. Say why in reason; mark personal data sensitivity=pii. "
         "Exactly once per step."
     ),
     args_model=RememberArgs,

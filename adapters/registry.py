@@ -25,7 +25,7 @@ from adapters.core import ECHO
 from adapters.email import EMAIL_SEND, SmtpRelay
 from adapters.files import FILES_READ, FILES_WRITE, FileSandbox
 from adapters.http import HTTP_REQUEST, new_http_client
-from adapters.memory import MEMORY_REMEMBER
+from adapters.memory import MEMORY_HISTORY, MEMORY_REMEMBER
 from adapters.plugins import load_plugin_operations
 from adapters.records import RECORDS_GET, RECORDS_PUT
 from adapters.sql import SQL_EXECUTE, SQL_QUERY, SqlDatabases
@@ -64,6 +64,7 @@ def builtin_operations() -> list[Operation[Any, Any]]:
         FILES_READ,
         WEBHOOK_POST,
         MEMORY_REMEMBER,
+        MEMORY_HISTORY,
         *CONTENT_OPERATIONS,  # the field cases (examples/README.md)
         *COMMERCE_OPERATIONS,
     ]

@@ -36,7 +36,8 @@ _REJECTED = re.compile(r"rejected by ((?:user|agent|service|group):[^:\s]+)(?::\
 
 @dataclass
 class ExampleLlm:
-    """Counts what it was asked, so tests can check who called it and how often."""
+    """Keeps what it was asked (role, model, system and user messages), so tests can
+    check who called it, how often, and with which context."""
 
     calls: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -53,7 +54,9 @@ class ExampleLlm:
         user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
         role = "planner" if system.startswith(PLANNER_MARK) else "writer"
         with self._lock:
-            self.calls.append({"role": role, "model": body.get("model"), "user": user})
+            self.calls.append(
+                {"role": role, "model": body.get("model"), "system": system, "user": user}
+            )
         text = plan(user) if role == "planner" else write(system, user)
         prompt_tokens = max(1, len(system + user) // 4)
         completion_tokens = max(1, len(text) // 4)
@@ -233,10 +236,17 @@ def _content_plan(
         },
         {
             "id": "remember",
-            "operation": "records.put",
+            "operation": "memory.remember",
             "args": {
-                "key": "content/published",
-                "value": {"goal": goal, "summary": {"$ref": f"steps.{package_id}.output.summary"}},
+                "namespace": "content",
+                "key": "published",
+                "content": f"Published: {goal}",
+                "data": {
+                    "goal": goal,
+                    "summary": {"$ref": f"steps.{package_id}.output.summary"},
+                    "posts": {"$ref": f"steps.{publish_id}.output.posts"},
+                },
+                "reason": "what went out after the creator's review",
             },
             "depends_on": [publish_id, package_id],
         },

@@ -158,6 +158,7 @@ async def test_nightly_run_fixes_small_escalates_large_and_survives_a_worker_kil
     ]
     remembered = step(status, "remember").output
     assert isinstance(remembered, dict) and remembered["version"] >= 1
+    assert remembered["namespace"] == "commerce" and remembered["key"] == "reconciliation"
 
 
 async def test_tightening_the_limit_in_opa_escalates_more_on_the_next_run(
@@ -191,6 +192,20 @@ async def test_tightening_the_limit_in_opa_escalates_more_on_the_next_run(
 
     after, second = await escalated_after_a_run(read_limits=True)
     assert after == ["CAP-03", "LMP-05"]
+    # The second run recalled the first one's findings from memory, with provenance.
+    assert step(first, "previous").output == {"items": []}
+    recalled = step(second, "previous").output["items"]  # type: ignore[index,call-overload]
+    assert len(recalled) == 1
+    assert recalled[0]["workflow_id"] == first.workflow_id
+    assert recalled[0]["step_id"] == "remember"
+    assert [a["sku"] for a in recalled[0]["data"]["escalated"]] == ["LMP-05"]
+    compare = step(second, "compare").output
+    assert isinstance(compare, dict)
+    assert compare["previous"]["workflow_id"] == first.workflow_id  # type: ignore[index,call-overload]
+    assert compare["recurring"] == ["CAP-03", "LMP-05", "MUG-01"]
+    assert "mismatched again: CAP-03, LMP-05, MUG-01" in compare["summary"]  # type: ignore[operator]
+    versions = [step(r, "remember").output["version"] for r in (first, second)]  # type: ignore[index,call-overload]
+    assert versions[1] == versions[0] + 1
     assert step(second, "fix_small").output == {  # MUG-01 (2 units) is still fixed alone
         "applied": [
             {

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from adapters.memory import remembered_data
 from examples import content
 from examples._http import serve
 from examples.llm import ExampleLlm
@@ -35,7 +36,7 @@ from stead.db.pool import create_pool, tenant_transaction
 from stead.identity.directory import add_principal, create_tenant
 from stead.memory.contracts import Provenance, RememberRequest
 from stead.settings import Settings
-from stead.slo.report import compute_report
+from stead.slo.report import Figures, compute_report
 from tests.cases import (
     approve_until_done,
     configure_case_tenant,
@@ -148,6 +149,17 @@ async def case(stack: Settings) -> AsyncIterator[Case]:
             retire(state.worker)
 
 
+async def slo_figures(settings: Settings, tenant: str) -> Figures:
+    """The tenant's last hour as `stead slo --json` computes it."""
+    pool = await create_pool(settings.postgres_dsn, max_size=1)
+    try:
+        async with tenant_transaction(pool, tenant) as conn:
+            report = await compute_report(conn, tenant=tenant, since="1h")
+    finally:
+        await pool.close()
+    return report.tenants.get(tenant, report.total)
+
+
 def weekly(case: Case, **timeouts: float) -> RunRequest:
     week = content.week()
     return content_request(
@@ -223,11 +235,77 @@ async def test_weekly_playbook_is_reviewed_then_published_once_through_a_5xx_and
     assert attempts >= 3
 
 
+async def test_weekly_playbook_redrafts_a_rejected_package_with_the_comment_and_counts_its_cost(
+    case: Case, stack: Settings
+) -> None:
+    comment = "Say the livestream starts Friday at 6pm"
+    before = await slo_figures(stack, case.tenant)
+    handle = await case.start(weekly(case))
+    first = await wait_pending(handle, "publish")
+    await decide(handle, first, CREATOR, reject=True, comment=comment)
+
+    # The playbook's on_reject block: the drafts are redone with the comment as feedback.
+    second = await wait_pending(handle, "republish_2")
+    asked = [c for c in case.llm.calls if c["role"] == "writer" and comment in c["system"]]
+    assert len(asked) == 2  # redraft_x_2 and redraft_linkedin_2 sent it to the model
+    texts = [p["text"] for p in second.args["posts"]]  # type: ignore[union-attr,index,call-overload]
+    assert [comment in t for t in texts] == [True, True, False, False]  # clips unchanged
+    await decide(handle, second, CREATOR)
+    status, approved = await approve_until_done(handle, CREATOR)
+
+    assert status.status == "completed", status.reasons
+    assert status.replans == 1 and approved == ["newsletter"]
+    assert "publish" not in [s.step_id for s in status.steps]  # replaced by republish_2
+    published = case.posts_of(handle.id)
+    assert [p["channel"] for p in published] == ["x", "linkedin", "shorts", "shorts"]
+    assert all(p["idempotency_key"].startswith(f"{handle.id}/republish_2/") for p in published)
+    assert all(comment in p["text"] for p in published[:2])
+
+    # Every draft's tokens and dollars are in the run's spend and its record.
+    drafts = [
+        s.output for s in status.steps if s.operation == "llm.generate" and s.status == "succeeded"
+    ]
+    assert len(drafts) == 5  # three drafts, two redrafts
+    tokens = sum(d["usage"]["total_tokens"] for d in drafts)  # type: ignore[index,call-overload,misc]
+    usd = sum(d["cost_usd"] for d in drafts)  # type: ignore[index,call-overload,misc]
+    assert tokens > 0 and usd > 0
+    assert status.spent.tokens == tokens and status.spent.usd == pytest.approx(usd)
+    pool = await create_pool(stack.postgres_dsn, max_size=1)
+    try:
+        async with tenant_transaction(pool, case.tenant) as conn:
+            record = await conn.fetchrow(
+                "SELECT tokens, cost_usd::float8 AS usd FROM runs WHERE workflow_id = $1",
+                handle.id,
+            )
+    finally:
+        await pool.close()
+    assert record is not None
+    assert record["tokens"] == tokens and record["usd"] == pytest.approx(usd)
+    figures = await slo_figures(stack, case.tenant)  # what `stead slo --json` reports
+    assert figures.cost.total_tokens == before.cost.total_tokens + tokens
+    assert figures.cost.total_usd == pytest.approx(before.cost.total_usd + usd)
+
+    # What went out is remembered as structured data, with this run as its provenance.
+    remembered = step(status, "remember").output
+    assert isinstance(remembered, dict) and remembered["key"] == "published"
+    async with open_session(case.settings) as session:
+        versions = await session.service.history(
+            case.tenant, "content", "published", principal=CREATOR
+        )
+    latest = versions[-1]
+    assert latest.version == remembered["version"]
+    assert (latest.provenance.workflow_id, latest.provenance.step_id) == (handle.id, "remember")
+    data = remembered_data(latest.content or "")
+    assert isinstance(data, dict) and data["week"] == content.week()["week"]
+    assert [p["post_id"] for p in data["posts"]] == [p["id"] for p in published]  # type: ignore[index,union-attr,call-overload]
+
+
 async def test_llm_planned_week_redrafts_a_rejected_draft_with_the_reviewers_comment(
     case: Case, stack: Settings
 ) -> None:
     week = content.week()
     planner_calls = case.llm.count("planner")
+    before = await slo_figures(stack, case.tenant)
     handle = await case.start(
         content_goal_request(
             case.tenant,
@@ -255,16 +333,11 @@ async def test_llm_planned_week_redrafts_a_rejected_draft_with_the_reviewers_com
     assert len(published) == 2 and all(comment in p["text"] for p in published)
     assert step(status, "redraft_x_2").output["cost_usd"] > 0  # type: ignore[index,call-overload,operator]
 
-    pool = await create_pool(stack.postgres_dsn, max_size=1)
-    try:
-        async with tenant_transaction(pool, case.tenant) as conn:
-            report = await compute_report(conn, tenant=case.tenant, since="1h")
-    finally:
-        await pool.close()
-    figures = report.tenants[case.tenant]
-    assert figures.approvals.overridden == 1
+    figures = await slo_figures(stack, case.tenant)
+    assert figures.approvals.overridden == before.approvals.overridden + 1
     assert figures.minutes_saved > 0
-    assert figures.cost.total_usd > 0  # the planner's tokens, priced by litellm
+    # The planner's tokens and the drafts', priced by litellm.
+    assert figures.cost.total_usd == pytest.approx(before.cost.total_usd + status.spent.usd)
 
 
 async def test_tightening_the_review_threshold_in_opa_holds_more_steps(case: Case) -> None:

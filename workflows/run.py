@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ExpressStepInput,
         ExpressStepOutput,
         PlanDecisionInput,
+        PlanFailure,
         PlanInput,
         RecalledMemory,
         RunRecordInput,
@@ -54,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         RunRequest,
         RunState,
         RunStatus,
+        Spent,
         Step,
         StepExecution,
         StepResult,
@@ -193,7 +195,9 @@ class RunWorkflow:
 
     # ------------------------------------------------------------ planning
 
-    async def _make_plan(self, *, attempt: int, failure: str | None) -> Plan | None:
+    async def _make_plan(
+        self, *, attempt: int, failure: str | None, detail: PlanFailure | None = None
+    ) -> Plan | None:
         req = self._input_request()
         completed = tuple(sid for sid, r in self._carry.results.items() if r.status == "succeeded")
         try:
@@ -206,6 +210,7 @@ class RunWorkflow:
                     recalled=await self._recall(),
                     failure_context=failure,
                     completed_steps=completed,
+                    failure=detail,
                 ),
                 result_type=Plan,
                 start_to_close_timeout=timedelta(minutes=5),
@@ -422,9 +427,7 @@ class RunWorkflow:
             self._carry = self._carry.model_copy(
                 update={
                     "outputs": {**self._carry.outputs, step.id: output.output},
-                    "spent": self._carry.spent.model_copy(
-                        update={"steps": self._carry.spent.steps + 1}
-                    ),
+                    "spent": self._spent_after(output),
                 }
             )
             self._put_result(
@@ -454,6 +457,21 @@ class RunWorkflow:
                 started_at=started,
                 finished=True,
             )
+
+    def _spent_after(self, output: ExecuteStepOutput) -> Spent:
+        """One more step, plus the tokens and dollars its adapter reported (an LLM draft):
+        a data change only, so histories recorded before ``usage`` existed replay alike."""
+        spent = self._carry.spent
+        usage = output.usage
+        if usage is None:
+            return spent.model_copy(update={"steps": spent.steps + 1})
+        return spent.model_copy(
+            update={
+                "steps": spent.steps + 1,
+                "tokens": spent.tokens + usage.tokens,
+                "usd": spent.usd + usage.usd,
+            }
+        )
 
     def _resolve(self, step: Step) -> Step:
         try:
@@ -673,7 +691,19 @@ class RunWorkflow:
         failure = f"step {step.id} ({step.operation}) {stop.state}: {stop.reason}"
         old = self._carry.plan
         assert old is not None
-        new_plan = await self._make_plan(attempt=self._carry.replans + 1, failure=failure)
+        # The same facts as fields (data in the activity input, not a new command).
+        rejection = next((v for v in self._votes.get(step.id, ()) if v.verdict == "reject"), None)
+        detail = PlanFailure(
+            step_id=step.id,
+            operation=step.operation,
+            state=stop.state,
+            reason=stop.reason,
+            approver=rejection.approver if rejection else None,
+            comment=rejection.comment if rejection else "",
+        )
+        new_plan = await self._make_plan(
+            attempt=self._carry.replans + 1, failure=failure, detail=detail
+        )
         if new_plan is None:
             return
         # Steps that already succeeded keep their results; the new plan supplies the rest.

@@ -97,3 +97,26 @@ test_allow_other_operations_ignore_reconcile_limits if {
 	d := step.decision with input as other with data.stead.tenants as tenants
 	d.outcome == "allow"
 }
+
+# The field cases remember their findings (memory.remember, a low-risk write) and recall
+# earlier ones (memory.history, a low-risk read) without a human, under the shipped
+# tenant data (policies/stead/data.json).
+memory_step(tenant, operation, side_effect) := {
+	"tenant": tenant,
+	"principal": "service:nightly",
+	"run": {"workflow_id": "run-1", "run_id": "r-1", "started_by": "service:nightly"},
+	"step": {"id": "remember", "operation": operation, "args": {"namespace": "commerce", "key": "reconciliation"}},
+	"operation": {"name": operation, "side_effect": side_effect, "risk": "low", "scopes": ["memory:write"]},
+	"budget": {"max_steps": 50, "max_tokens": 200000, "max_usd": 5},
+	"spent": {"steps": 3, "tokens": 0, "usd": 0},
+	"approvals": [],
+}
+
+test_allow_the_case_tenants_to_remember_and_recall_history if {
+	every tenant in ["shop", "creator"] {
+		every op in [["memory.remember", "write"], ["memory.history", "read"]] {
+			d := step.decision with input as memory_step(tenant, op[0], op[1])
+			d.outcome == "allow"
+		}
+	}
+}

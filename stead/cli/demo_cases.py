@@ -49,6 +49,7 @@ from stead.settings import Settings
 
 CREATOR = "user:creator"
 OPS_LEAD = "user:ops-lead"
+PLAYBOOK_COMMENT = "Say the livestream starts Friday at 6pm"
 
 
 async def _start(
@@ -88,6 +89,43 @@ def _drafting_cost(status: RunStatus) -> float:
         if s.operation == "llm.generate" and isinstance(cost, int | float):
             total += cost
     return total
+
+
+def _preview(text: object) -> str:
+    """The start of a post, and its last line when that is the reviewer's revision."""
+    body = str(text)
+    last = body.rstrip().splitlines()[-1] if body.strip() else ""
+    revised = last.startswith("(Revised after review")
+    return body[:100] + (f" ... {last}" if revised else "")
+
+
+def _print_memory(status: RunStatus) -> None:
+    """What the run recalled from memory and what it remembered, with provenance."""
+    for s in status.steps:
+        out: dict[str, Any] = s.output if isinstance(s.output, dict) else {}
+        items = out.get("items")
+        if s.operation in ("memory.history", "content.brief") and isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and item.get("workflow_id"):
+                    console.print(
+                        f"  recalled {item['namespace']}/{item['key']} v{item['version']}"
+                        f" (written by run {item['workflow_id']}, step {item['step_id']})"
+                    )
+        if s.operation == "memory.remember" and out:
+            console.print(
+                f"  remembered {out['namespace']}/{out['key']} v{out['version']}"
+                f" (provenance: run {status.workflow_id}, step {s.step_id})"
+            )
+        previous = out.get("previous")
+        if s.operation == "commerce.reconcile" and isinstance(previous, dict):
+            again = out.get("recurring")
+            before = previous.get("mismatched")
+            listed = ", ".join(str(x) for x in again) if isinstance(again, list) else ""
+            console.print(
+                f"  previous reconciliation (run {previous.get('workflow_id')}) found "
+                f"{len(before) if isinstance(before, list) else 0} mismatched; again now: "
+                + (listed or "none")
+            )
 
 
 # ------------------------------------------------------------------ content
@@ -165,18 +203,34 @@ async def _content(cfg: Settings, ex: Any, folder: Path) -> None:
                 llm_api_base=f"{llm_url}/v1",
             )
             console.rule(f"1. the weekly playbook for {week['week']}")
-            console.print("(the platform will answer the first upload with a 503 after storing it)")
+            console.print(
+                "(the creator rejects the first package with a comment: the playbook's "
+                "on_reject redrafts with it; the platform answers the first upload with a 503 "
+                "after storing it)"
+            )
             platform.fail_next(503, when="after")
             handle = await _start(client, task_queue, weekly)
+            rejected = False
             while (pending := await next_pending(handle)) is not None:
                 show_pending(pending)
                 posts = pending.args.get("posts")
                 for post in posts if isinstance(posts, list) else []:
                     if isinstance(post, dict):
-                        console.print(escape(f"  [{post['channel']}] {str(post['text'])[:110]}"))
+                        console.print(escape(f"  [{post['channel']}] {_preview(post['text'])}"))
+                if pending.step_id == "publish" and not rejected:
+                    stead_approve(
+                        cfg, pending, CREATOR, token, reject=True, comment=PLAYBOOK_COMMENT
+                    )
+                    rejected = True
+                    continue
                 stead_approve(cfg, pending, CREATOR, token)
             first = await handle.result()
             _print_run(first)
+            _print_memory(first)
+            console.print(
+                f"  spent: {first.spent.tokens} tokens, ${first.spent.usd:.6f} "
+                "(the drafts' usage, reported by llm.generate)"
+            )
 
             console.rule("2. the LLM-planned variant: a rejected draft is redrafted")
             goal = content_goal_request(
@@ -285,6 +339,7 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
                 runs.run_id(ex_event(event)), result_type=RunStatus
             ).result()
             _print_run(result)
+            _print_memory(result)
 
             console.rule("3. policy change: tighten the auto-fix limit in OPA")
             await ex.warehouse.recount(
@@ -354,7 +409,9 @@ async def _reconcile(
             stead_approve(cfg, pending, OPS_LEAD, token)
         else:
             stead_approve(cfg, pending, OPS_LEAD, token, reject=True, comment="recount first")
-    _print_run(await handle.result())
+    status = await handle.result()
+    _print_run(status)
+    _print_memory(status)
 
 
 def run_commerce_demo() -> None:

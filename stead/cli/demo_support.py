@@ -199,8 +199,9 @@ async def slo_summary(settings: Settings, tenant: str, extra_usd: float = 0.0) -
     )
     console.print(f"  minutes saved: {f.minutes_saved:g}")
     console.print(
-        f"  cost: planner ${f.cost.total_usd:.6f} ({f.cost.total_tokens} tokens)"
-        + (f", drafting ${extra_usd:.6f} (from llm.generate results)" if extra_usd else "")
+        f"  cost: ${f.cost.total_usd:.6f} ({f.cost.total_tokens} tokens; planner and adapters"
+        " such as llm.generate, as each run recorded)"
+        + (f", of which drafting ${extra_usd:.6f}" if extra_usd else "")
     )
     console.print(f"  recovered steps: {f.recovery.recovered_steps} (retried, no effect doubled)")
 

@@ -53,6 +53,18 @@ class RunRef(Closed):
     started_by: PrincipalId
 
 
+class PlanFailure(Closed):
+    """The failure that caused a replan, as fields: what a deterministic planner (a
+    playbook's ``on_reject``) needs without parsing ``failure_context``."""
+
+    step_id: StepId
+    operation: str
+    state: str = Field(description="The step's final state: rejected, failed, blocked...")
+    reason: str = ""
+    approver: PrincipalId | None = Field(default=None, description="Who rejected it, if anyone.")
+    comment: str = Field(default="", description="The rejecting approver's comment.")
+
+
 class PlanInput(Closed):
     request: RunRequest
     workflow_id: str
@@ -60,6 +72,8 @@ class PlanInput(Closed):
     recalled: tuple[RecalledMemory, ...] = ()
     failure_context: str | None = None
     completed_steps: tuple[StepId, ...] = ()
+    # Appended with a default, so inputs in histories recorded before it still load.
+    failure: PlanFailure | None = None
 
 
 class PlanDecisionInput(Closed):
@@ -96,10 +110,22 @@ class ExecuteStepInput(Closed):
     )
 
 
+class StepUsage(Closed):
+    """What a step consumed that counts against the run's budget (an LLM call's tokens
+    and dollars), as its adapter reported it."""
+
+    tokens: int = Field(default=0, ge=0)
+    usd: float = Field(default=0.0, ge=0)
+
+
 class ExecuteStepOutput(Closed):
     output: JsonValue = None
     replayed: bool = Field(
         default=False, description="True when the ledger already held the result."
+    )
+    # Appended with a default, so outputs in histories recorded before it still load.
+    usage: StepUsage | None = Field(
+        default=None, description="Tokens and dollars the adapter reports; added to spent."
     )
 
 

@@ -4,6 +4,12 @@ A playbook declares typed inputs and a list of steps whose arguments may use
 ``${inputs.<name>}``. Expansion is pure and deterministic, so the same playbook
 with the same inputs always yields the same plan hash. See ``playbooks/README.md``
 for the format.
+
+A step may carry ``on_reject``: the steps that redo the work a reviewer turned
+down. When the step is rejected and the run replans, :func:`expand_replan` adds
+them under new ids (``<id>_<attempt>``) with ``${failure.comment}`` filled in, and
+points the steps still to run at the redone ones. The same playbook, inputs,
+failure and completed steps always give the same plan.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-from stead.contracts.run import Step
+from stead.contracts.activities import PlanFailure
+from stead.contracts.run import Step, StepId
+from stead.planning.refs import REF_KEY, is_ref
 from stead.planning.validate import PlanRejected
 
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -34,6 +42,9 @@ SUFFIX = ".yaml"
 _PLACEHOLDER = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _INPUT = re.compile(rf"^inputs\.({_INPUT_NAME.pattern})$")
+_FAILURE = re.compile(r"^failure\.([a-z_]+)$")
+FAILURE_FIELDS = ("step", "operation", "state", "reason", "approver", "comment", "attempt")
+_REDONE = re.compile(r"^(.+)_(\d+)$")
 
 _INVALID = "invalid playbook"
 
@@ -71,6 +82,45 @@ class PlaybookInput(BaseModel):
         return "default" in self.model_fields_set
 
 
+class RedoStep(Step):
+    """A step of an ``on_reject`` block; ``replaces`` names the playbook step it redoes,
+    so the steps still to run use its output instead."""
+
+    replaces: StepId | None = None
+
+
+class PlaybookStep(Step):
+    on_reject: tuple[RedoStep, ...] = Field(
+        default=(),
+        max_length=20,
+        description="Steps added (ids suffixed _<attempt>) when this step is rejected and "
+        "the run replans; needs on_failure: replan.",
+    )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What ``${failure.<field>}`` fills in: the rejected step and the reviewer's word."""
+
+    step: str
+    operation: str = ""
+    state: str = "rejected"
+    reason: str = ""
+    approver: str = ""
+    comment: str = ""
+
+    def values(self, attempt: int) -> dict[str, JsonValue]:
+        return {
+            "step": self.step,
+            "operation": self.operation,
+            "state": self.state,
+            "reason": self.reason,
+            "approver": self.approver,
+            "comment": self.comment,
+            "attempt": attempt,
+        }
+
+
 class Playbook(BaseModel):
     """A parsed playbook; ``steps`` are templates until :func:`expand` fills them in."""
 
@@ -79,7 +129,7 @@ class Playbook(BaseModel):
     name: str = Field(pattern=NAME.pattern, max_length=100)
     description: str = ""
     inputs: dict[str, PlaybookInput] = {}
-    steps: tuple[Step, ...]
+    steps: tuple[PlaybookStep, ...]
 
     @field_validator("inputs")
     @classmethod
@@ -99,6 +149,27 @@ class Playbook(BaseModel):
         if not steps:
             raise ValueError("a playbook needs at least one step")
         return steps
+
+    @model_validator(mode="after")
+    def _redo_blocks(self) -> Playbook:
+        main = {s.id for s in self.steps}
+        problems: list[str] = []
+        seen: set[str] = set()
+        for step in self.steps:
+            if step.on_reject and step.on_failure != "replan":
+                problems.append(f"step {step.id!r} has on_reject, which needs on_failure: replan")
+            for redo in step.on_reject:
+                where = f"step {step.id!r} on_reject {redo.id!r}"
+                if redo.id in main or redo.id in seen:
+                    problems.append(f"{where}: the id is already used; give each its own")
+                if _REDONE.match(redo.id):
+                    problems.append(f"{where}: ids ending in _<number> are for the redone steps")
+                if redo.replaces is not None and redo.replaces not in main:
+                    problems.append(f"{where}: replaces {redo.replaces!r}, not a playbook step")
+                seen.add(redo.id)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def available_playbooks(playbook_dir: Path) -> list[str]:
@@ -169,19 +240,134 @@ def expand(playbook: Playbook, inputs: Mapping[str, JsonValue]) -> list[Step]:
     Undeclared inputs, missing required ones and values of the wrong type are all
     reported together.
     """
+    steps, _ = _expand_all(playbook, inputs, Failure(step=""), attempt=2)
+    return steps
+
+
+def expand_replan(
+    playbook: Playbook,
+    inputs: Mapping[str, JsonValue],
+    *,
+    attempt: int,
+    failure: Failure | None,
+    completed: Collection[str],
+) -> list[Step]:
+    """The steps of plan ``attempt`` (2+) after ``failure``, given the steps that succeeded.
+
+    Without an ``on_reject`` block for a rejected step this is the playbook's steps that
+    have not completed. With one, its steps are added as ``<id>_<attempt>``, and every
+    step still to run depends on and refers to the newest version of each replaced step
+    (a redo from this round, else one completed in an earlier round). Inside the block,
+    a reference to another block step means its new version, and a reference to a
+    playbook step means its newest completed version: what the reviewer saw.
+    """
+    main, blocks = _expand_all(playbook, inputs, failure or Failure(step=""), attempt=attempt)
+    origin = _origin(playbook, failure.step) if failure is not None else None
+    block = (
+        blocks.get(origin or "", []) if failure is not None and failure.state == "rejected" else []
+    )
+    redo_of = {r.id: r.replaces for s in playbook.steps for r in s.on_reject if r.replaces}
+    newest: dict[str, tuple[int, str]] = {}
+    for sid in completed:
+        match = _REDONE.match(sid)
+        if match and redo_of.get(match.group(1)):
+            target, n = str(redo_of[match.group(1)]), int(match.group(2))
+            if n > newest.get(target, (0, ""))[0]:
+                newest[target] = (n, sid)
+    before = {target: sid for target, (_, sid) in newest.items()}
+    ids = {redo.id: f"{redo.id}_{attempt}" for redo, _ in block}
+    after = {**before, **{str(r.replaces): ids[r.id] for r, _ in block if r.replaces}}
+    steps = [_renamed(step, {**before, **ids}, new_id=ids[redo.id]) for redo, step in block]
+    steps += [
+        _renamed(step, after) for step in main if step.id not in completed and step.id not in after
+    ]
+    return [s for s in steps if s.id not in completed]
+
+
+def failure_of(detail: PlanFailure | None) -> Failure | None:
+    """The :class:`Failure` a replan's ``PlanFailure`` describes."""
+    if detail is None:
+        return None
+    return Failure(
+        step=detail.step_id,
+        operation=detail.operation,
+        state=detail.state,
+        reason=detail.reason,
+        approver=detail.approver or "",
+        comment=detail.comment,
+    )
+
+
+def _expand_all(
+    playbook: Playbook, inputs: Mapping[str, JsonValue], failure: Failure, *, attempt: int
+) -> tuple[list[Step], dict[str, list[tuple[RedoStep, Step]]]]:
+    """Every step filled in: the playbook's, and each on_reject block's with ``failure``.
+
+    Blocks are expanded on every plan, the first included, so a bad placeholder in
+    one fails the run at its start rather than after a reviewer's rejection.
+    """
     values, reasons = _bind_inputs(playbook, inputs)
     fill = _Fill(values=values, declared=playbook.inputs.keys(), reasons=reasons)
     steps: list[Step] = []
+    blocks: dict[str, list[tuple[RedoStep, Step]]] = {}
     for step in playbook.steps:
-        fill.where = f"step {step.id!r}"
-        data = step.model_dump()
-        data["args"] = fill.walk(step.args)
-        rationale = fill.text(step.rationale)
-        data["rationale"] = rationale if isinstance(rationale, str) else json.dumps(rationale)
-        steps.append(Step.model_validate(data))
+        fill.where, fill.failure = f"step {step.id!r}", None
+        steps.append(_filled(step, fill, exclude={"on_reject"}))
+        fill.failure = failure.values(attempt)
+        for redo in step.on_reject:
+            fill.where = f"step {step.id!r} on_reject {redo.id!r}"
+            blocks.setdefault(step.id, []).append((redo, _filled(redo, fill, {"replaces"})))
     if reasons:
         raise PlaybookError(reasons, summary=f"playbook {playbook.name!r} cannot be expanded")
-    return steps
+    return steps, blocks
+
+
+def _filled(step: Step, fill: _Fill, exclude: set[str]) -> Step:
+    data = step.model_dump(exclude=exclude)
+    data["args"] = fill.walk(step.args)
+    rationale = fill.text(step.rationale)
+    data["rationale"] = rationale if isinstance(rationale, str) else json.dumps(rationale)
+    return Step.model_validate(data)
+
+
+def _origin(playbook: Playbook, failed: str) -> str | None:
+    """The playbook step whose on_reject applies: the failed step, or the one it redoes."""
+    if any(s.id == failed for s in playbook.steps):
+        return failed
+    match = _REDONE.match(failed)
+    if match is None:
+        return None
+    for step in playbook.steps:
+        for redo in step.on_reject:
+            if redo.id == match.group(1):
+                return redo.replaces
+    return None
+
+
+def _renamed(step: Step, names: Mapping[str, str], *, new_id: str | None = None) -> Step:
+    """``step`` with its id, dependencies and ``$ref``s pointed through ``names``."""
+    return step.model_copy(
+        update={
+            "id": new_id or step.id,
+            "depends_on": tuple(dict.fromkeys(names.get(d, d) for d in step.depends_on)),
+            "args": _rename_refs(step.args, names),
+        }
+    )
+
+
+def _rename_refs(value: Any, names: Mapping[str, str]) -> Any:
+    if is_ref(value):
+        ref = value[REF_KEY]
+        if isinstance(ref, str) and ref.startswith("steps."):
+            sid, dot, rest = ref[len("steps.") :].partition(".")
+            if sid in names:
+                return {REF_KEY: f"steps.{names[sid]}{dot}{rest}"}
+        return value
+    if isinstance(value, dict):
+        return {k: _rename_refs(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rename_refs(v, names) for v in value]
+    return value
 
 
 def _bind_inputs(
@@ -245,6 +431,8 @@ class _Fill:
     reasons: list[str]
 
     where: str = ""
+    # ``${failure.<field>}`` values inside an on_reject block; None elsewhere.
+    failure: Mapping[str, JsonValue] | None = None
 
     def walk(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -269,11 +457,25 @@ class _Fill:
         return _PLACEHOLDER.sub(replace, text)
 
     def value(self, expr: str) -> JsonValue:
+        failure = _FAILURE.match(expr.strip())
+        if failure is not None:
+            if self.failure is None:
+                self.reasons.append(
+                    f"{self.where}: ${{{expr}}} is only available in on_reject steps"
+                )
+                return None
+            if failure.group(1) not in self.failure:
+                self.reasons.append(
+                    f"{self.where}: unknown ${{{expr}}}; failure has " + ", ".join(FAILURE_FIELDS)
+                )
+                return None
+            return self.failure[failure.group(1)]
         match = _INPUT.match(expr.strip())
         if match is None:
             self.reasons.append(
                 f"{self.where}: unsupported placeholder ${{{expr}}};"
                 " only ${inputs.<name>} is allowed (write $${ for a literal ${)"
+                + ("; in on_reject also ${failure.<field>}" if self.failure is not None else "")
             )
             return None
         name = match.group(1)
