@@ -21,8 +21,9 @@ Metric definitions (the JSON keys of :class:`Figures`):
     End-to-end run latency, ``finished_at - started_at`` of each finished run
     (request to last recorded action, approval waits included).
 ``cost``
-    ``total_usd`` and ``total_tokens`` summed over finished runs (planner usage the
-    run recorded); ``mean_usd_per_run`` is ``total_usd / runs.finished``.
+    ``total_usd`` and ``total_tokens`` summed over finished runs (the planner's usage
+    plus what adapters reported, e.g. ``llm.generate`` drafts, as the run recorded);
+    ``mean_usd_per_run`` is ``total_usd / runs.finished``.
 ``failure_rate``
     ``runs.failed / runs.finished``, where ``failed`` counts the statuses
     ``failed`` and ``timed_out``. Denied, plan-rejected and cancelled runs are

@@ -6,7 +6,7 @@ window is the calendar month in UTC, taken from the database clock so all worker
 agree on when a month turns over.
 
 The run being decided is left out: its spend so far travels in the step input as
-``spent`` (the workflow's own count, which includes planner cost not yet written
+``spent`` (the workflow's own count, which includes planner and adapter cost not yet written
 to its row), and counting its row too would count it twice. A run records its
 totals when it finishes, so runs still in flight add nothing until then.
 """
