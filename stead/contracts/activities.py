@@ -60,6 +60,20 @@ class PlanInput(Closed):
     recalled: tuple[RecalledMemory, ...] = ()
     failure_context: str | None = None
     completed_steps: tuple[StepId, ...] = ()
+    allow_stored: bool = Field(
+        default=False,
+        description="The workflow can run a plan stored by reference (window by window); "
+        "without it a plan of any size comes back whole, as before.",
+    )
+
+
+class PlanWindowInput(Closed):
+    """Load the next window of a stored plan: ``plan`` is its header (no steps)."""
+
+    tenant: TenantId
+    plan: Plan
+    start: int = Field(ge=0)
+    size: int = Field(ge=1)
 
 
 class PlanDecisionInput(Closed):
