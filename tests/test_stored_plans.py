@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from stead.runs.plans import (
 )
 from stead.runs.store import get_run
 from stead.settings import Settings, load_settings
+from tests.conftest import REPO, subprocess_env
 from tests.record_histories import fetch_run_chain
 from tests.runs import configure_tenant, new_tenant, start_run
 from workers.main import build_worker, connect, open_resources
@@ -97,8 +100,6 @@ async def workers(
 
 def write_playbook(w: Workers, steps: list[dict[str, Any]]) -> str:
     """A playbook file the workers load by name (JSON is YAML)."""
-    import json
-
     name = f"p{uuid.uuid4().hex[:10]}"
     (w.playbooks / f"{name}.yaml").write_text(
         json.dumps({"name": name, "inputs": {}, "steps": steps})
@@ -304,6 +305,39 @@ def test_largest_payload_stays_below_the_plan_the_inline_run_carries(sixty: Pair
         f"inline {inline_largest} B"
     )
     assert stored_largest < whole_plan <= inline_largest
+
+
+async def stead_cli(settings: Settings, *args: str) -> tuple[int, str]:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "stead.cli",
+        *args,
+        env=subprocess_env(settings),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(child.communicate(), timeout=60)
+    assert child.returncode == 0, err.decode()
+    return child.returncode, out.decode()
+
+
+async def test_cli_status_reports_whole_run_counts_and_the_current_window(
+    sixty: Pair, workers: Workers
+) -> None:
+    _, out = await stead_cli(workers.settings, "status", sixty.stored.workflow_id, "--json")
+    summary = json.loads(out)
+    assert summary["status"] == "completed"
+    assert summary["total_steps"] == 60
+    assert summary["step_counts"] == {"succeeded": 58, "failed": 1, "skipped": 1}
+    assert summary["window"] == {"start": 50, "steps": 10}
+    assert len(summary["steps"]) == 10
+    _, text = await stead_cli(workers.settings, "status", sixty.stored.workflow_id)
+    assert "1 failed, 1 skipped, 58 succeeded of 60" in text
+    assert "steps 51-60, the current window" in text
+    _, inline = await stead_cli(workers.settings, "status", sixty.inline.workflow_id, "--json")
+    assert "total_steps" not in json.loads(inline)
 
 
 async def test_policy_decides_the_whole_stored_plan(workers: Workers) -> None:
