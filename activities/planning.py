@@ -8,12 +8,14 @@ wait them out.
 
 from __future__ import annotations
 
+import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from adapters.catalog import Catalog
-from stead.contracts.activities import PLAN_REJECTED, PlanInput
-from stead.contracts.run import Plan, PlannerInfo, RunRequest
+from stead.contracts.activities import PLAN_REJECTED, PlanInput, PlanWindowInput
+from stead.contracts.run import Plan, PlannerInfo, RunRequest, Step, StepExecution, StoredPlan
+from stead.db.pool import tenant_transaction
 from stead.errors import ConfigError
 from stead.observability.metrics import observe_planner
 from stead.planning.llm import NO_PLANNER_MODEL, LlmPlanner
@@ -26,17 +28,34 @@ from stead.planning.playbooks import (
     parse_playbook,
 )
 from stead.planning.validate import PlanRejected, build_plan, validate_plan
+from stead.runs.plans import (
+    PlanNotStored,
+    execution_order,
+    load_window,
+    outputs_needed_after,
+    referenced_outputs,
+    store_plan,
+    stored_plan_hash,
+)
 from stead.settings import Settings
 
 INLINE_ORIGIN = "--playbook-file"
+PLAN_NOT_STORED = "PlanNotStored"
 
 
 class PlanningActivities:
-    """Holds the catalog and settings the planners need; one instance per worker."""
+    """Holds the catalog and settings the planners need; one instance per worker.
 
-    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+    ``pool`` is where plans too large for history are stored; without one (unit tests
+    of the planners) such a plan is rejected rather than sent whole.
+    """
+
+    def __init__(
+        self, catalog: Catalog, settings: Settings, pool: asyncpg.Pool | None = None
+    ) -> None:
         self._catalog = catalog
         self._settings = settings
+        self._pool = pool
         self._llm = LlmPlanner(catalog, settings)
 
     @activity.defn(name="plan.create")
@@ -47,12 +66,92 @@ class PlanningActivities:
                 plan = await self._llm.plan(req, plan_id)
                 info = plan.planner
                 observe_planner(req.request.tenant, info.model or "", info.tokens, info.cost_usd)
-                return plan
-            return self._from_playbook(req, plan_id)
+            else:
+                plan = self._from_playbook(req, plan_id)
+            return await self._stored_if_large(req, plan)
         except PlanRejected as exc:
             raise ApplicationError(
                 str(exc), exc.reasons, type=PLAN_REJECTED, non_retryable=True
             ) from None
+
+    @activity.defn(name="plan.window")
+    async def plan_window(self, req: PlanWindowInput) -> Plan:
+        """The next window of a stored plan, read from Postgres (the plan never re-enters
+        history whole). A plan that is gone fails the run: nothing else could run it."""
+        if req.plan.stored is None or self._pool is None:
+            raise ApplicationError(
+                "this worker cannot load windows of stored plans (no plan store)",
+                type=PLAN_NOT_STORED,
+                non_retryable=True,
+            )
+        try:
+            async with tenant_transaction(self._pool, req.tenant) as conn:
+                window = await load_window(
+                    conn,
+                    tenant=req.tenant,
+                    plan_hash=req.plan.plan_hash,
+                    start=req.start,
+                    size=req.size,
+                )
+        except PlanNotStored as exc:
+            raise ApplicationError(exc.message, type=PLAN_NOT_STORED, non_retryable=True) from None
+        if not window.steps:
+            raise ApplicationError(
+                f"plan {req.plan.plan_hash} has {window.total_steps} steps; "
+                f"there is no window at step {req.start}",
+                type=PLAN_NOT_STORED,
+                non_retryable=True,
+            )
+        return req.plan.model_copy(
+            update={
+                "steps": window.steps,
+                "execution": window.execution,
+                "stored": StoredPlan(
+                    total_steps=window.total_steps,
+                    window_start=req.start,
+                    keep_outputs=window.keep_outputs,
+                ),
+            }
+        )
+
+    async def _stored_if_large(self, req: PlanInput, plan: Plan) -> Plan:
+        """A plan over ``plan_inline_max_steps`` goes to Postgres; history gets its first window.
+
+        Smaller plans, replans, and every plan of a workflow that predates stored plans
+        come back whole exactly as before. The stored plan is hashed over what is stored, so the
+        hash approvers see names the whole plan, not the window.
+        """
+        limit = self._settings.plan_inline_max_steps
+        # A replan merges into the run's inline plan; stored plans never replan (below).
+        if not req.allow_stored or req.attempt > 1 or len(plan.steps) <= limit:
+            return plan
+        replanning = [s.id for s in plan.steps if s.on_failure == "replan"]
+        if replanning:
+            raise PlanRejected(
+                [
+                    f"step {sid!r} uses on_failure: replan, which plans over {limit} steps "
+                    "(stored by reference and run window by window) do not support; "
+                    "use skip or abort, or split the playbook"
+                    for sid in replanning[:5]
+                ],
+                summary=f"a {len(plan.steps)}-step plan cannot replan",
+            )
+        if self._pool is None:
+            raise PlanRejected(
+                [f"the plan has {len(plan.steps)} steps and this worker has no plan store"]
+            )
+        steps = execution_order(plan.steps)
+        plan_hash = stored_plan_hash(steps, plan.execution)
+        async with tenant_transaction(self._pool, req.request.tenant) as conn:
+            await store_plan(
+                conn,
+                tenant=req.request.tenant,
+                plan_hash=plan_hash,
+                steps=steps,
+                execution=plan.execution,
+            )
+        size = req.request.options.continue_as_new_after_steps
+        return _first_window(plan, plan_hash, steps, size)
 
     def _from_playbook(self, req: PlanInput, plan_id: str) -> Plan:
         """Expand the playbook and validate it like any other plan.
@@ -82,6 +181,22 @@ class PlanningActivities:
             raise PlanRejected(reasons, summary=f"playbook {playbook.name!r} gives an invalid plan")
         info = PlannerInfo(kind="playbook", playbook=playbook.name)
         return build_plan(steps, self._catalog, info, playbook.description, plan_id)
+
+
+def _first_window(plan: Plan, plan_hash: str, steps: list[Step], size: int) -> Plan:
+    window = tuple(steps[:size])
+    execution: dict[str, StepExecution] = {s.id: plan.execution[s.id] for s in window}
+    return plan.model_copy(
+        update={
+            "plan_hash": plan_hash,
+            "steps": window,
+            "execution": execution,
+            "stored": StoredPlan(
+                total_steps=len(steps),
+                keep_outputs=outputs_needed_after(referenced_outputs(steps), len(window)),
+            ),
+        }
+    )
 
 
 def preflight(request: RunRequest, settings: Settings) -> None:

@@ -25,6 +25,7 @@ from stead.db.pool import tenant_transaction
 from stead.observability.metrics import observe_decision
 from stead.planning.refs import find_refs
 from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
+from stead.runs.plans import PlanNotStored, load_steps
 from stead.runs.store import DecisionKind, group_members, record_decision
 from stead.slo.spend import tenant_spend_this_month
 
@@ -37,16 +38,28 @@ class PolicyActivities:
 
     @activity.defn(name="policy.decide_plan")
     async def decide_plan(self, req: PlanDecisionInput) -> Decision:
+        """Policy decides the whole plan: a stored plan (history holds one window of it)
+        is read back by its hash first; if it cannot be read, no decision is made."""
+        plan = req.plan
+        if plan.stored is not None:
+            try:
+                async with tenant_transaction(self._pool, req.tenant) as conn:
+                    steps = await load_steps(conn, tenant=req.tenant, plan_hash=plan.plan_hash)
+            except PlanNotStored as exc:
+                raise ApplicationError(
+                    exc.message, type="PlanNotStored", non_retryable=True
+                ) from None
+            plan = plan.model_copy(update={"steps": steps})
         operations = {
             step.operation: self._operation_meta(step.operation)
-            for step in req.plan.steps
+            for step in plan.steps
             if step.operation in self._catalog
         }
         opa_input: dict[str, Any] = {
             "tenant": req.tenant,
             "principal": req.principal,
             "run": req.run.model_dump(mode="json"),
-            "plan": req.plan.model_dump(
+            "plan": plan.model_dump(
                 mode="json", include={"plan_id", "plan_hash", "steps", "planner"}
             ),
             "budget": req.budget.model_dump(mode="json"),

@@ -151,6 +151,11 @@ class Settings(BaseSettings):
     principal_token: SecretStr | None = Field(
         default=None, description="Principal token `stead approve` presents for the approver."
     )
+    plan_inline_max_steps: int = Field(
+        default=500,
+        ge=1,
+        description="Plans with more steps are stored in Postgres and run window by window.",
+    )
 
     @field_validator("temporal_address")
     @classmethod

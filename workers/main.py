@@ -104,12 +104,13 @@ class WorkerResources:
         )
         identity = IdentityActivities(self.pool, self.opa, self.trust.principals)
         capability = CapabilityActivities(self.pool, self.trust.authority)
-        planning = PlanningActivities(self.catalog, self.settings)
+        planning = PlanningActivities(self.catalog, self.settings, self.pool)
         records = RecordActivities(self.pool)
         express = ExpressActivities(policy, execution)
         return [
             greet,
             planning.create_plan,
+            planning.plan_window,
             policy.decide_plan,
             policy.decide_step,
             execution.execute,

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         PlanDecisionInput,
         PlanFailure,
         PlanInput,
+        PlanWindowInput,
         RecalledMemory,
         RunRecordInput,
         RunRef,
@@ -55,6 +56,8 @@ with workflow.unsafe.imports_passed_through():
         RunRequest,
         RunState,
         RunStatus,
+        SettledStep,
+        SettledWindows,
         Spent,
         Step,
         StepExecution,
@@ -74,6 +77,7 @@ MEMORY_SUMMARY_PATCH = "memory-remember-run-summary"
 RUN_ADMISSION_PATCH = "identity-run-admission"
 VERIFIED_APPROVALS_PATCH = "identity-verified-approvals"
 CAPABILITY_GRANTS_PATCH = "capability-grants-for-routed-steps"
+STORED_PLANS_PATCH = "plans-stored-by-reference"
 
 QUICK = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -131,6 +135,10 @@ class RunWorkflow:
         self._votes: dict[str, list[ApprovalRecord]] = {}
         self._cancel_requested = False
         self._steps_this_run = 0
+        # Stored plans: which window the caches below describe (see _earlier_state).
+        self._window_key: tuple[str, int] | None = None
+        self._window_ids: frozenset[str] = frozenset()
+        self._settled_states: dict[str, str] = {}
 
     # ---------------------------------------------------------------- entry
 
@@ -155,11 +163,15 @@ class RunWorkflow:
                 return await self._finish()
             self._carry = self._carry.model_copy(update={"plan": plan, "status": "running"})
             self._set_status("running")
+        elif self._window_to_load() and not await self._load_window():
+            return await self._finish()
 
         outcome = await self._execute_plan()
         if outcome == "continue":
             await workflow.wait_condition(workflow.all_handlers_finished)
-            carry = self._carry.model_copy(update={"continued": self._carry.continued + 1})
+            carry = self._carry_forward().model_copy(
+                update={"continued": self._carry.continued + 1}
+            )
             workflow.continue_as_new(RunInput(request=request, carry=carry))
         return await self._finish()
 
@@ -200,6 +212,8 @@ class RunWorkflow:
     ) -> Plan | None:
         req = self._input_request()
         completed = tuple(sid for sid, r in self._carry.results.items() if r.status == "succeeded")
+        # Histories from before stored plans replay with plans that always come back whole.
+        allow_stored = workflow.patched(STORED_PLANS_PATCH)
         try:
             plan = await _activity(
                 "plan.create",
@@ -211,6 +225,7 @@ class RunWorkflow:
                     failure_context=failure,
                     completed_steps=completed,
                     failure=detail,
+                    allow_stored=allow_stored,
                 ),
                 result_type=Plan,
                 start_to_close_timeout=timedelta(minutes=5),
@@ -279,7 +294,7 @@ class RunWorkflow:
                     status=self._carry.status,
                     goal=req.goal,
                     playbook=req.playbook,
-                    steps=tuple((r.step_id, r.operation, r.status) for r in self._snapshot().steps),
+                    steps=self._summary_steps(),
                     reasons=self._carry.reasons,
                     planner_model=plan.planner.model if plan else None,
                     prompt_hash=plan.planner.prompt_hash if plan else None,
@@ -346,6 +361,8 @@ class RunWorkflow:
                     running[step.id] = asyncio.create_task(self._run_step(step, plan))
             if not running:
                 if all(self._state(s.id) in DONE_STEP_STATES for s in plan.steps):
+                    if self._more_windows():
+                        return "continue"
                     failed = [s.id for s in plan.steps if self._state(s.id) in FAILED_STEP_STATES]
                     if self._carry.status not in TERMINAL_RUN_STATES:
                         self._set_status(
@@ -408,6 +425,8 @@ class RunWorkflow:
                     changed = True
 
     def _should_continue_as_new(self, every: int) -> bool:
+        if self._stored_plan():
+            return False  # a stored plan continues at window boundaries only (_more_windows)
         return self._steps_this_run >= every or workflow.info().is_continue_as_new_suggested()
 
     async def _run_step(self, step: Step, plan: Plan) -> None:
@@ -722,6 +741,145 @@ class RunWorkflow:
         )
         self._set_status("running")
 
+    # ------------------------------------------------------- stored plans
+    # A plan over ``plan_inline_max_steps`` lives in Postgres (activities/planning.py);
+    # each workflow run holds one window of it and continues as new at the window's end,
+    # carrying the plan header, compact settled state and only the outputs later steps
+    # refer to, so no payload grows with the plan.
+
+    def _stored_plan(self) -> bool:
+        plan = self._carry.plan
+        return plan is not None and plan.stored is not None
+
+    def _window_to_load(self) -> bool:
+        """A continued run of a stored plan starts with the header only."""
+        plan = self._carry.plan
+        return plan is not None and plan.stored is not None and not plan.steps
+
+    def _more_windows(self) -> bool:
+        plan = self._carry.plan
+        if plan is None or plan.stored is None:
+            return False
+        return plan.stored.window_start + len(plan.steps) < plan.stored.total_steps
+
+    async def _load_window(self) -> bool:
+        """Read this run's window; False (run failed, with the reason) if it cannot be read."""
+        plan = self._carry.plan
+        assert plan is not None and plan.stored is not None
+        if not workflow.patched(STORED_PLANS_PATCH):
+            self._set_status("failed", ("a stored plan reached a worker that cannot run one",))
+            return False
+        req = self._input_request()
+        try:
+            window = await _activity(
+                "plan.window",
+                PlanWindowInput(
+                    tenant=req.tenant,
+                    plan=plan,
+                    start=plan.stored.window_start,
+                    size=req.options.continue_as_new_after_steps,
+                ),
+                result_type=Plan,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            reason = f"steps from {plan.stored.window_start} of stored plan {plan.plan_hash} "
+            self._set_status(
+                "failed", (reason + "could not be loaded: " + "; ".join(_failure_reasons(err)),)
+            )
+            return False
+        self._carry = self._carry.model_copy(update={"plan": window})
+        return True
+
+    def _carry_forward(self) -> RunCarry:
+        """What the next run gets: for a stored plan, the finished window settled and dropped."""
+        plan = self._carry.plan
+        if plan is None or plan.stored is None:
+            return self._carry
+        settled = self._carry.settled or SettledWindows()
+        counts = dict(settled.counts)
+        unsuccessful = list(settled.unsuccessful)
+        for step in plan.steps:
+            state = self._state(step.id)
+            counts[state] = counts.get(state, 0) + 1
+            if state != "succeeded":
+                status = self._carry.results[step.id].status
+                unsuccessful.append(
+                    SettledStep(step_id=step.id, operation=step.operation, status=status)
+                )
+        keep = set(plan.stored.keep_outputs)
+        header = plan.model_copy(
+            update={
+                "steps": (),
+                "execution": {},
+                "stored": plan.stored.model_copy(
+                    update={
+                        "window_start": plan.stored.window_start + len(plan.steps),
+                        "keep_outputs": (),
+                    }
+                ),
+            }
+        )
+        return self._carry.model_copy(
+            update={
+                "plan": header,
+                "results": {},
+                "outputs": {sid: out for sid, out in self._carry.outputs.items() if sid in keep},
+                "settled": SettledWindows(
+                    counts=counts,
+                    unsuccessful=tuple(unsuccessful),
+                    minutes_saved=self._minutes_saved(),
+                ),
+            }
+        )
+
+    def _earlier_state(self, step_id: str) -> str | None:
+        """A step of an earlier window of a stored plan: succeeded unless settled otherwise.
+
+        Steps are stored dependencies first, so any id outside the current window that
+        a step of it names is from an earlier window.
+        """
+        plan = self._carry.plan
+        if plan is None or plan.stored is None:
+            return None
+        key = (plan.plan_hash, plan.stored.window_start)
+        if key != self._window_key:
+            self._window_key = key
+            self._window_ids = frozenset(s.id for s in plan.steps)
+            settled = self._carry.settled
+            self._settled_states = (
+                {s.step_id: s.status for s in settled.unsuccessful} if settled else {}
+            )
+        if step_id in self._window_ids:
+            return None
+        return self._settled_states.get(step_id, "succeeded")
+
+    def _whole_run_counts(self) -> dict[str, int]:
+        """Steps by state over the whole stored plan: settled, this window, not yet loaded."""
+        plan = self._carry.plan
+        assert plan is not None and plan.stored is not None
+        counts = dict(self._carry.settled.counts) if self._carry.settled else {}
+        for step in plan.steps:
+            state = self._state(step.id)
+            counts[state] = counts.get(state, 0) + 1
+        later = plan.stored.total_steps - plan.stored.window_start - len(plan.steps)
+        if later > 0:
+            # A cancelled run cancels every step not done, as an inline plan's does.
+            state = "cancelled" if self._carry.status in ("cancelled", "timed_out") else "pending"
+            counts[state] = counts.get(state, 0) + later
+        return counts
+
+    def _summary_steps(self) -> tuple[tuple[str, str, str], ...]:
+        """(id, operation, status) for the run's memory summary: for a stored plan the
+        steps of earlier windows that did not succeed, then the last window."""
+        settled = self._carry.settled
+        earlier = tuple(
+            (s.step_id, s.operation, str(s.status))
+            for s in (settled.unsuccessful if settled else ())
+        )
+        return earlier + tuple((r.step_id, r.operation, r.status) for r in self._snapshot().steps)
+
     # ---------------------------------------------------------- approvals
 
     @workflow.update(name="approve")
@@ -900,7 +1058,9 @@ class RunWorkflow:
 
     def _state(self, step_id: str) -> str:
         result = self._carry.results.get(step_id)
-        return result.status if result else "pending"
+        if result is not None:
+            return result.status
+        return self._earlier_state(step_id) or "pending"
 
     def _put_result(
         self,
@@ -965,6 +1125,7 @@ class RunWorkflow:
                     self._carry.results.get(step.id)
                     or StepResult(step_id=step.id, operation=step.operation, status="pending")
                 )
+        stored = plan.stored if plan is not None else None
         return RunStatus(
             workflow_id=self._ref.workflow_id,
             tenant=self._tenant,
@@ -977,6 +1138,8 @@ class RunWorkflow:
             reasons=self._carry.reasons,
             replans=self._carry.replans,
             continued=self._carry.continued,
+            total_steps=stored.total_steps if stored else None,
+            step_counts=self._whole_run_counts() if stored else {},
         )
 
     async def _audit(
@@ -1025,9 +1188,14 @@ class RunWorkflow:
         plan = self._carry.plan
         if plan is None:
             return 0.0
-        return sum(s.minutes_saved for s in plan.steps if self._state(s.id) == "succeeded")
+        earlier = self._carry.settled.minutes_saved if self._carry.settled else 0.0
+        return earlier + sum(
+            s.minutes_saved for s in plan.steps if self._state(s.id) == "succeeded"
+        )
 
     def _step_counts(self) -> dict[str, int]:
+        if self._stored_plan():
+            return self._whole_run_counts()
         counts: dict[str, int] = {}
         for result in self._carry.results.values():
             counts[result.status] = counts.get(result.status, 0) + 1

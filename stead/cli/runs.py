@@ -96,6 +96,24 @@ def parse_inputs(pairs: list[str]) -> dict[str, JsonValue]:
 
 
 def summarize(status: RunStatus) -> dict[str, Any]:
+    """The JSON ``stead run --wait --json`` and ``stead status --json`` print.
+
+    A stored plan (over ``plan_inline_max_steps``) reports its current window in
+    ``steps`` and the whole run in ``total_steps``, ``step_counts`` and ``window``.
+    """
+    summary = _summary(status)
+    plan = status.plan
+    if status.total_steps is not None and plan is not None and plan.stored is not None:
+        summary["total_steps"] = status.total_steps
+        summary["step_counts"] = dict(status.step_counts)
+        summary["window"] = {
+            "start": plan.stored.window_start,
+            "steps": len(status.steps),
+        }
+    return summary
+
+
+def _summary(status: RunStatus) -> dict[str, Any]:
     return {
         "run_id": status.workflow_id,
         "tenant": status.tenant,
@@ -459,6 +477,16 @@ def _print_run(status: RunStatus, json_out: bool) -> None:
     )
     for reason in status.reasons:
         console.print(f"  reason: {escape(reason)}")
+    window = summary.get("window")
+    if window is not None:
+        counts = ", ".join(f"{n:,} {state}" for state, n in sorted(summary["step_counts"].items()))
+        first = window["start"] + 1
+        console.print(
+            f"  steps: {counts} of {summary['total_steps']:,} (stored plan; below, steps "
+            f"{first:,}-{window['start'] + window['steps']:,}, the current window)",
+            highlight=False,
+            soft_wrap=True,
+        )
     table = Table()
     for col in ("step", "operation", "status", "decision", "detail"):
         table.add_column(col)

@@ -74,6 +74,20 @@ class PlanInput(Closed):
     completed_steps: tuple[StepId, ...] = ()
     # Appended with a default, so inputs in histories recorded before it still load.
     failure: PlanFailure | None = None
+    allow_stored: bool = Field(
+        default=False,
+        description="The workflow can run a plan stored by reference (window by window); "
+        "without it a plan of any size comes back whole, as before.",
+    )
+
+
+class PlanWindowInput(Closed):
+    """Load the next window of a stored plan: ``plan`` is its header (no steps)."""
+
+    tenant: TenantId
+    plan: Plan
+    start: int = Field(ge=0)
+    size: int = Field(ge=1)
 
 
 class PlanDecisionInput(Closed):

@@ -126,6 +126,23 @@ class PlannerInfo(Closed):
     attempts: int = 1
 
 
+class StoredPlan(Closed):
+    """Where a plan stored by reference (too big to carry in history) stands.
+
+    The whole plan lives in Postgres under ``(tenant, plan_hash)``, its steps ordered
+    so every dependency comes first; the :class:`Plan` that carries this holds only
+    the window of steps from ``window_start`` on.
+    """
+
+    total_steps: int = Field(ge=1)
+    window_start: int = Field(default=0, ge=0)
+    keep_outputs: tuple[StepId, ...] = Field(
+        default=(),
+        description="Steps up to the end of this window whose outputs a later step "
+        "refers to: the only outputs carried into the next window.",
+    )
+
+
 class Plan(Closed):
     plan_id: str
     plan_hash: str
@@ -133,6 +150,10 @@ class Plan(Closed):
     execution: dict[StepId, StepExecution] = {}
     rationale: str = ""
     planner: PlannerInfo
+    stored: StoredPlan | None = Field(
+        default=None,
+        description="Set when the plan is stored by reference: ``steps`` is one window.",
+    )
 
     @staticmethod
     def hash_steps(steps: tuple[Step, ...]) -> str:
@@ -251,6 +272,32 @@ class RunStatus(Closed):
     reasons: tuple[str, ...] = ()
     replans: int = 0
     continued: int = 0
+    total_steps: int | None = Field(
+        default=None, description="Stored plans: steps in the whole plan (``steps`` is a window)."
+    )
+    step_counts: dict[str, int] = Field(
+        default={}, description="Stored plans: whole-run count of steps by state."
+    )
+
+
+class SettledStep(Closed):
+    """A step of an earlier window that did not succeed (all others did)."""
+
+    step_id: StepId
+    operation: OperationName
+    status: StepState
+
+
+class SettledWindows(Closed):
+    """What the windows a stored plan already ran left behind, compacted.
+
+    A step of an earlier window succeeded unless it is listed in ``unsuccessful``:
+    that is all later windows need to resolve their dependencies.
+    """
+
+    counts: dict[str, int] = {}
+    unsuccessful: tuple[SettledStep, ...] = ()
+    minutes_saved: float = 0.0
 
 
 class RunCarry(Closed):
@@ -268,6 +315,9 @@ class RunCarry(Closed):
         default=None,
         description="How approvers prove who they are, read from policy when the run started "
         "(None: the run predates identity checks, so a token is required).",
+    )
+    settled: SettledWindows | None = Field(
+        default=None, description="Stored plans: the windows already run, compacted."
     )
 
 
