@@ -33,6 +33,7 @@ from activities.memory import MemoryActivities
 from activities.planning import PlanningActivities
 from activities.policy import PolicyActivities
 from activities.records import RecordActivities
+from activities.step import StepActivities
 from adapters.catalog import Catalog
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
@@ -107,6 +108,7 @@ class WorkerResources:
         planning = PlanningActivities(self.catalog, self.settings)
         records = RecordActivities(self.pool)
         express = ExpressActivities(policy, execution)
+        step = StepActivities(self.pool, policy, execution)
         return [
             greet,
             planning.create_plan,
@@ -114,6 +116,7 @@ class WorkerResources:
             policy.decide_step,
             execution.execute,
             express.run_step,
+            step.run,
             records.append_audit,
             records.record_run,
             identity.admit_run,

@@ -72,6 +72,7 @@ MEMORY_SUMMARY_PATCH = "memory-remember-run-summary"
 RUN_ADMISSION_PATCH = "identity-run-admission"
 VERIFIED_APPROVALS_PATCH = "identity-verified-approvals"
 CAPABILITY_GRANTS_PATCH = "capability-grants-for-routed-steps"
+FUSED_STEP_PATCH = "fused-decide-execute"
 
 QUICK = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -411,7 +412,10 @@ class RunWorkflow:
         try:
             resolved = self._resolve(step)
             execution = plan.execution.get(step.id, StepExecution())
-            express = await self._express(resolved, execution, plan)
+            if self._express_eligible(execution):
+                express = await self._express(resolved, execution, plan)
+            else:
+                express = await self._fused(step, resolved, execution, plan, started)
             if express is not None and express.executed and express.output is not None:
                 decision, output = express.decision, express.output
             else:
@@ -462,17 +466,21 @@ class RunWorkflow:
             raise StepStop("failed", f"cannot resolve arguments: {err}") from None
         return step.model_copy(update={"args": args})
 
+    def _express_eligible(self, execution: StepExecution) -> bool:
+        req = self._input_request()
+        return (
+            req.options.express_reads
+            and execution.side_effect == "read"
+            and execution.risk == "low"
+            and execution.task_queue is None
+        )
+
     async def _express(
         self, step: Step, execution: StepExecution, plan: Plan
     ) -> ExpressStepOutput | None:
         """Low-risk reads skip two round trips through the task queue, not the governance:
         the local activity asks OPA, records the decision, and executes through the ledger
         only on an immediate allow. Anything else falls back to the normal path."""
-        req = self._input_request()
-        if not (req.options.express_reads and execution.side_effect == "read"):
-            return None
-        if execution.risk != "low" or execution.task_queue is not None:
-            return None
         try:
             return await _local_activity(
                 "express.step",
@@ -486,6 +494,47 @@ class RunWorkflow:
             )
         except ActivityError:
             return None  # the regular path decides again and blocks or fails with a reason
+
+    async def _fused(
+        self,
+        step: Step,
+        resolved: Step,
+        execution: StepExecution,
+        plan: Plan,
+        started: datetime,
+    ) -> ExpressStepOutput | None:
+        """Decide and, on an immediate allow, execute in one activity task (``step.run``).
+
+        Half the task round trips of decide-then-execute for every step on this run's
+        own queue (routed steps keep the regular path: their adapter runs on an edge
+        worker). Returns None where the regular path must decide: in histories from
+        before this existed, for routed steps, and when OPA could not be asked (the
+        regular path retries the decision, then blocks the step). A failure after the
+        decision fails the step like ``adapter.execute`` failing; the decision is in
+        the decision log and audit, not in the step's result.
+        """
+        own_queue = workflow.info().task_queue
+        if execution.task_queue not in (None, own_queue):
+            return None
+        if not workflow.patched(FUSED_STEP_PATCH):
+            return None
+        self._put_result(step, "running", started_at=started)
+        try:
+            return await _activity(
+                "step.run",
+                ExpressStepInput(
+                    decide=self._decide_input(resolved, execution, plan),
+                    idempotency_key=f"{self._ref.workflow_id}/{step.id}",
+                ),
+                result_type=ExpressStepOutput,
+                # The decision (OPA answers in ~1 ms, fails over in 1.5 s) plus the adapter.
+                start_to_close_timeout=timedelta(seconds=execution.timeout_seconds + 10),
+                retry_policy=_execute_retry(execution),
+            )
+        except ActivityError as err:
+            if _failure_type(err) == "PolicyUnavailable":
+                return None
+            raise StepStop("failed", "; ".join(_failure_reasons(err))) from None
 
     async def _decide_until_allowed(
         self, step: Step, execution: StepExecution, plan: Plan, first: Decision | None = None
@@ -642,13 +691,7 @@ class RunWorkflow:
                 result_type=ExecuteStepOutput,
                 task_queue=queue,
                 start_to_close_timeout=timedelta(seconds=execution.timeout_seconds),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(milliseconds=500),
-                    backoff_coefficient=2.0,
-                    maximum_interval=timedelta(seconds=30),
-                    maximum_attempts=execution.max_attempts,
-                    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
-                ),
+                retry_policy=_execute_retry(execution),
             )
         except ActivityError as err:
             raise StepStop("failed", "; ".join(_failure_reasons(err)), decision) from None
@@ -1024,6 +1067,22 @@ async def _activity(name: str, arg: object, result_type: type[_T], **options: An
     """``execute_activity`` by name, typed: names (not functions) keep this module I/O-free."""
     result: _T = await workflow.execute_activity(name, arg, result_type=result_type, **options)
     return result
+
+
+def _execute_retry(execution: StepExecution) -> RetryPolicy:
+    """How an execution attempt is retried: the operation's budget, ledger-safe."""
+    return RetryPolicy(
+        initial_interval=timedelta(milliseconds=500),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=execution.max_attempts,
+        non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+    )
+
+
+def _failure_type(err: ActivityError) -> str | None:
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _failure_reasons(err: ActivityError) -> tuple[str, ...]:

@@ -37,3 +37,16 @@ async def tenant_transaction(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[a
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
         yield conn
+
+
+async def commit_without_waiting_for_disk(conn: asyncpg.Connection) -> None:
+    """Let the current transaction commit without waiting for its WAL flush.
+
+    Only for writes whose loss in a Postgres crash is harmless *because a durable
+    commit follows* on the same path (WAL is flushed in order, so that later commit
+    makes this one durable too), or because nothing outside Postgres depends on them
+    yet: e.g. the intent of a read with native idempotency, which needs no durable
+    intent before it runs. Never for the intent of an effect: that must be on disk
+    before the adapter acts (stead/ledger/effects.py). Saves one fsync per use.
+    """
+    await conn.execute("SET LOCAL synchronous_commit TO off")
