@@ -61,14 +61,7 @@ class StepActivities:
 
     async def _decide(self, req: ExpressStepInput) -> Decision:
         try:
-            async with tenant_transaction(self._pool, req.decide.tenant) as conn:
-                decision = await self._policy.decide_step_in(conn, req.decide)
-                if decision.outcome == "allow" and decision.blocked is None:
-                    # The execution's intent or completion commits durably right after
-                    # and flushes this WAL with it; if this worker dies first, the
-                    # workflow never saw the decision and the retry decides again.
-                    await commit_without_waiting_for_disk(conn)
-                return decision
+            return await decide_for_execution(self._pool, self._policy, req)
         except ApplicationError as exc:
             if exc.type != POLICY_UNAVAILABLE:
                 raise
@@ -76,3 +69,18 @@ class StepActivities:
             raise ApplicationError(
                 exc.message, type=POLICY_UNAVAILABLE, non_retryable=True
             ) from exc
+
+
+async def decide_for_execution(
+    pool: asyncpg.Pool, policy: PolicyActivities, req: ExpressStepInput
+) -> Decision:
+    """Decide and record a step that executes right after on an allow (``step.run``, the
+    express lane). An allow's transaction does not wait for its fsync: the execution's
+    intent or completion commits durably right after and flushes this WAL with it; if
+    the worker dies first, the workflow never saw the decision and the retry decides
+    again. Any other outcome is returned to the workflow, so it commits durably."""
+    async with tenant_transaction(pool, req.decide.tenant) as conn:
+        decision = await policy.decide_step_in(conn, req.decide)
+        if decision.outcome == "allow" and decision.blocked is None:
+            await commit_without_waiting_for_disk(conn)
+        return decision

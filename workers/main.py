@@ -107,7 +107,7 @@ class WorkerResources:
         capability = CapabilityActivities(self.pool, self.trust.authority)
         planning = PlanningActivities(self.catalog, self.settings)
         records = RecordActivities(self.pool)
-        express = ExpressActivities(policy, execution)
+        express = ExpressActivities(self.pool, policy, execution)
         step = StepActivities(self.pool, policy, execution)
         return [
             greet,
