@@ -163,7 +163,7 @@ def summary_text(req: RunSummaryInput) -> str:
 
     The first paragraph is the headline (goal, outcome, counts, reasons): the only part
     embedded for search (stead/memory/indexer.py); the step lines follow a blank line."""
-    lines = [f"Run {req.workflow_id} ended {req.status}."]
+    lines = [f"Run ended {req.status}."]
     if req.goal:
         lines.append(f"Goal: {req.goal}")
     if req.playbook:
@@ -173,7 +173,8 @@ def summary_text(req: RunSummaryInput) -> str:
         lines.append("Steps: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     for reason in req.reasons[:SUMMARY_STEPS]:
         lines.append(f"Reason: {reason}")
-    lines.append("")
+    # The id is the memory's key; as text it is ~20 tokens of hex that no search needs.
+    lines += ["", f"Run: {req.workflow_id}"]
     # Long runs (thousands of steps) would overflow a memory version: name the first
     # steps and the ones that did not succeed, and count the rest.
     shown = [s for s in req.steps if s[2] != "succeeded"][:SUMMARY_STEPS] or req.steps[

@@ -158,9 +158,9 @@ def test_a_run_summary_embeds_its_headline_and_keeps_every_step_in_the_content()
     )
     headline = embedding_text(RUN_SUMMARIES, content)
     assert headline == (
-        "Run run-acme-1 ended failed.\nGoal: Refund order 42\n"
+        "Run ended failed.\nGoal: Refund order 42\n"
         "Steps: 1 failed, 1 succeeded\nReason: step pay failed: 502"
     )
     assert content.startswith(headline + "\n\n")
-    assert "Step pay (http.request): failed" in content
+    assert "Run: run-acme-1\n" in content and "Step pay (http.request): failed" in content
     assert embedding_text("kb", "one\n\ntwo") == "one\n\ntwo"
