@@ -266,7 +266,9 @@ class RunWorkflow:
         req = self._input_request()
         plan = self._carry.plan
         try:
-            await self._bookkeeping(
+            # A regular activity even with local bookkeeping: embedding can queue behind
+            # other runs' summaries, and a local activity would hold the workflow task open.
+            await workflow.execute_activity(
                 "memory.remember_run_summary",
                 RunSummaryInput(
                     tenant=req.tenant,
@@ -282,7 +284,6 @@ class RunWorkflow:
                     prompt_hash=plan.planner.prompt_hash if plan else None,
                     plan_hash=plan.plan_hash if plan else None,
                 ),
-                result_type=None,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=QUICK,
             )
@@ -1040,9 +1041,9 @@ class RunWorkflow:
     async def _bookkeeping(
         self, name: str, arg: object, result_type: type[_T] | None, **options: Any
     ) -> _T:
-        """A run's own bookkeeping (record, admission, summary) as a local activity.
+        """A run's own bookkeeping (its record, its admission) as a local activity.
 
-        Four to five per run, each a task round trip and a workflow task of its own as a
+        Three per run, each a task round trip and a workflow task of its own as a
         regular activity; as local activities they run in the workflow task that asks
         for them. Histories recorded before keep regular activities.
         """
