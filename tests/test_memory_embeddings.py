@@ -168,3 +168,21 @@ def test_factory_needs_a_dimension_for_a_remote_model() -> None:
     assert open_embedder(None).name == "local/all-MiniLM-L6-v2"
     with pytest.raises(Exception, match="STEAD_EMBEDDING_DIM"):
         open_embedder("openai/text-embedding-3-small")
+
+
+async def test_loading_the_local_model_runs_numpys_blas_on_one_thread() -> None:
+    import ctypes
+
+    from stead.embeddings.minilm import _blas_libraries
+
+    await EMBEDDER.embed(["load the model"])
+
+    # Idle OpenBLAS helper threads busy-wait after every product: on a worker's shared
+    # cores one embedding cost ~25x its own CPU. Loading the model turns them off.
+    getters = [
+        getattr(ctypes.CDLL(str(lib)), "scipy_openblas_get_num_threads64_", None)
+        for lib in _blas_libraries()
+    ]
+    found = [get for get in getters if get is not None]
+    assert found, "numpy's wheel ships scipy-openblas64 on Linux (positive control)"
+    assert [get() for get in found] == [1] * len(found)

@@ -16,6 +16,7 @@ pooling over real tokens, L2 normalisation, sequences truncated at 256 tokens.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib.util
 import json
 import threading
@@ -105,8 +106,50 @@ class MiniLmEmbedder:
     def _load(self) -> _Bert:
         with self._load_lock:
             if self._model is None:
+                one_blas_thread()
                 self._model = _Bert.load(self._model_dir or bundled_model_dir())
             return self._model
+
+
+_BLAS_THREAD_SETTERS = (
+    "scipy_openblas_set_num_threads64_",  # numpy's wheels (scipy-openblas64)
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
+
+
+def one_blas_thread() -> bool:
+    """Run numpy's BLAS (OpenBLAS) on one thread in this process; True if it could.
+
+    The matrices here are a few dozen tokens by 384: one core does them in ~8 ms. With
+    OpenBLAS's default of a thread per core, each product is split, and after each call
+    the helper threads busy-wait (~0.1 s) for more work: one sporadic embedding cost
+    ~220 ms of CPU instead of ~8, taken from the worker's workflows and activities on
+    the same cores. The setting is process-wide; numpy is only used for this model.
+    Other BLAS builds (MKL, Accelerate) are left alone.
+    """
+    for path in _blas_libraries():
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError:
+            continue
+        for name in _BLAS_THREAD_SETTERS:
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter(1)
+                return True
+    return False
+
+
+def _blas_libraries() -> list[Path]:
+    """OpenBLAS libraries numpy loaded (Linux: from the process's memory map)."""
+    maps = Path("/proc/self/maps")
+    if maps.is_file():
+        paths = {line.split()[-1] for line in maps.read_text().splitlines() if "openblas" in line}
+        return sorted(Path(p) for p in paths if p.startswith("/"))
+    wheel_libs = Path(np.__file__).parent.parent / "numpy.libs"
+    return sorted(wheel_libs.glob("*openblas*"))
 
 
 class _Bert:
