@@ -31,6 +31,7 @@ from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
 from adapters.ratelimit import RATE_LIMITED, RateLimited, RateLimiter
 from stead.audit.log import AuditEvent, append_event
 from stead.capability import (
+    CapabilityAuthority,
     CapabilityClaims,
     CapabilityIssuer,
     CapabilityMismatch,
@@ -52,7 +53,7 @@ from stead.contracts.activities import (
     StepUsage,
 )
 from stead.contracts.run import sha256_hex
-from stead.db.pool import tenant_transaction
+from stead.db.pool import commit_without_waiting_for_disk, tenant_transaction
 from stead.ledger import effects
 from stead.ledger.effects import LedgerConflict
 from stead.observability.steps import observed_step
@@ -91,7 +92,7 @@ class ExecutionActivities:
             idempotency_key=req.idempotency_key,
             resources=self._resources,
         )
-        entry = await self._admit(req)
+        entry = await self._admit(req, op)
         if entry.status == "completed":
             return ExecuteStepOutput(
                 output=entry.result, replayed=True, usage=reported_usage(op, entry.result)
@@ -149,13 +150,24 @@ class ExecutionActivities:
                 str(exc), exc.errors, type=INVALID_ARGUMENTS, non_retryable=True
             ) from exc
 
-    async def _admit(self, req: ExecuteStepInput) -> effects.LedgerEntry:
-        """Get, verify and spend the step's capability, and commit the intent with it."""
+    async def _admit(self, req: ExecuteStepInput, op: Operation[Any, Any]) -> effects.LedgerEntry:
+        """Get, verify and spend the step's capability, and commit the intent with it.
+
+        With the in-process authority, the decision check, the spend and the intent
+        share one transaction. The intent of a read with native idempotency needs no
+        fsync of its own: the completion's durable commit follows.
+        """
         scope = CapabilityScope.for_step(req)
+        inline = req.capability_grant is None and isinstance(self._issuer, CapabilityAuthority)
         try:
-            token = await self._token(req, scope)
-            claims = await self._verify(req, token, scope)
+            token = None if inline else await self._token(req, scope)
             async with tenant_transaction(self._pool, req.tenant) as conn:
+                if token is None:
+                    assert isinstance(self._issuer, CapabilityAuthority)
+                    token = await self._issuer.issue_in(conn, scope)
+                claims = await self._verify(conn, token, scope)
+                if op.side_effect == "read" and op.idempotency == "native":
+                    await commit_without_waiting_for_disk(conn)
                 await consume(conn, claims)
                 try:
                     return await effects.begin(
@@ -193,7 +205,7 @@ class ExecutionActivities:
         return await self._issuer.issue(scope)
 
     async def _verify(
-        self, req: ExecuteStepInput, token: str, scope: CapabilityScope
+        self, conn: asyncpg.Connection, token: str, scope: CapabilityScope
     ) -> CapabilityClaims:
         """Public-key verification; a token already spent on another step is a replay."""
         try:
@@ -201,8 +213,7 @@ class ExecutionActivities:
         except CapabilityMismatch as exc:
             if exc.token_id is None:
                 raise
-            async with tenant_transaction(self._pool, req.tenant) as conn:
-                spent = await spent_on(conn, exc.token_id)
+            spent = await spent_on(conn, exc.token_id)
             if spent is None:
                 raise
             raise CapabilityReplayed(

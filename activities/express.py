@@ -4,21 +4,26 @@ decision is recorded, the effect goes through the ledger and both are audited.""
 
 from __future__ import annotations
 
+import asyncpg
 from temporalio import activity
 
 from activities.execution import ExecutionActivities
 from activities.policy import PolicyActivities
+from activities.step import decide_for_execution
 from stead.contracts.activities import ExecuteStepInput, ExpressStepInput, ExpressStepOutput
 
 
 class ExpressActivities:
-    def __init__(self, policy: PolicyActivities, execution: ExecutionActivities) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, policy: PolicyActivities, execution: ExecutionActivities
+    ) -> None:
+        self._pool = pool
         self._policy = policy
         self._execution = execution
 
     @activity.defn(name="express.step")
     async def run_step(self, req: ExpressStepInput) -> ExpressStepOutput:
-        decision = await self._policy.decide_step(req.decide)
+        decision = await decide_for_execution(self._pool, self._policy, req)
         if decision.outcome != "allow" or decision.blocked is not None:
             return ExpressStepOutput(decision=decision)
         d = req.decide

@@ -35,11 +35,12 @@ from stead.memory.contracts import (
     RunSummaryInput,
 )
 from stead.memory.errors import MemoryConflict, MemoryUnavailable
+from stead.memory.indexer import RUN_SUMMARIES
 from stead.memory.routed import EMBEDDER_MISMATCH
 from stead.memory.service import MemoryService
 from stead.vector import VectorIndexMismatch, VectorIndexUnavailable, VectorPoint
 
-RUNS_NAMESPACE = "runs"
+RUNS_NAMESPACE = RUN_SUMMARIES
 log = logging.getLogger("stead.memory")
 
 
@@ -158,8 +159,11 @@ SUMMARY_STEPS = 100
 
 def summary_text(req: RunSummaryInput) -> str:
     """A plain-text account a later planner can read: what was asked, what ran, how it
-    ended. Step outputs are left out: they may hold data the summary must not copy."""
-    lines = [f"Run {req.workflow_id} ended {req.status}."]
+    ended. Step outputs are left out: they may hold data the summary must not copy.
+
+    The first paragraph is the headline (goal, outcome, counts, reasons): the only part
+    embedded for search (stead/memory/indexer.py); the step lines follow a blank line."""
+    lines = [f"Run ended {req.status}."]
     if req.goal:
         lines.append(f"Goal: {req.goal}")
     if req.playbook:
@@ -167,6 +171,10 @@ def summary_text(req: RunSummaryInput) -> str:
     counts = Counter(status for _, _, status in req.steps)
     if counts:
         lines.append("Steps: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    for reason in req.reasons[:SUMMARY_STEPS]:
+        lines.append(f"Reason: {reason}")
+    # The id is the memory's key; as text it is ~20 tokens of hex that no search needs.
+    lines += ["", f"Run: {req.workflow_id}"]
     # Long runs (thousands of steps) would overflow a memory version: name the first
     # steps and the ones that did not succeed, and count the rest.
     shown = [s for s in req.steps if s[2] != "succeeded"][:SUMMARY_STEPS] or req.steps[
@@ -176,9 +184,7 @@ def summary_text(req: RunSummaryInput) -> str:
         lines.append(f"Step {step_id} ({operation}): {status}")
     if len(req.steps) > len(shown):
         lines.append(f"... and {len(req.steps) - len(shown)} more steps")
-    for reason in req.reasons[:SUMMARY_STEPS]:
-        lines.append(f"Reason: {reason}")
-    return "\n".join(lines)[:MAX_CONTENT]
+    return "\n".join(lines).rstrip()[:MAX_CONTENT]
 
 
 def _tenant(req: IndexOp) -> str:

@@ -97,6 +97,18 @@ class PolicyActivities:
 
     @activity.defn(name="policy.decide_step")
     async def decide_step(self, req: DecideStepInput) -> Decision:
+        async with tenant_transaction(self._pool, req.tenant) as conn:
+            return await self.decide_step_in(conn, req)
+
+    async def decide_step_in(self, conn: asyncpg.Connection, req: DecideStepInput) -> Decision:
+        """Decide one step and record it on the caller's ``tenant_transaction``.
+
+        The month-to-date spend read, OPA's answer, the approver expansion, the decision
+        row and its audit event share one transaction (one BEGIN/COMMIT instead of
+        three per decision); the caller commits, so ``step.run`` can go on to execute
+        on the decision it just recorded. OPA is asked while the transaction is open
+        but before the audit append takes the tenant's lock, so no lock waits on OPA.
+        """
         started = time.perf_counter()
         problem = self._argument_problem(req)
         opa_input: dict[str, Any] = {
@@ -107,7 +119,7 @@ class PolicyActivities:
             "operation": {"name": req.step.operation, **self._execution_meta(req)},
             "budget": req.budget.model_dump(mode="json"),
             "spent": req.spent.model_dump(mode="json"),
-            "tenant_spent": await self._tenant_spent(req.tenant, req.run.workflow_id),
+            "tenant_spent": await _spent_on(conn, req.tenant, req.run.workflow_id),
             "approvals": [{"approver": a.approver, "verdict": a.verdict} for a in req.approvals],
         }
         if problem is not None:
@@ -125,9 +137,8 @@ class PolicyActivities:
             else:
                 approval = None
                 if result.approval is not None:
-                    async with tenant_transaction(self._pool, req.tenant) as conn:
-                        eligible = await _expand(conn, req.tenant, result.approval.approvers)
-                        escalate = await _expand(conn, req.tenant, result.approval.escalate_to)
+                    eligible = await _expand(conn, req.tenant, result.approval.approvers)
+                    escalate = await _expand(conn, req.tenant, result.approval.escalate_to)
                     approval = ApprovalPolicy(
                         approvers=tuple(result.approval.approvers),
                         eligible=eligible,
@@ -146,7 +157,8 @@ class PolicyActivities:
                     policy_revision=await self._opa.revision(),
                 )
         eval_ms = (time.perf_counter() - started) * 1000
-        await self._record(
+        await _record_on(
+            conn,
             req.tenant,
             req.run.workflow_id,
             req.run.run_id,
@@ -162,8 +174,7 @@ class PolicyActivities:
     async def _tenant_spent(self, tenant: str, workflow_id: str) -> dict[str, Any]:
         """The tenant's month-to-date spend for its budget rules, read fresh for each decision."""
         async with tenant_transaction(self._pool, tenant) as conn:
-            spend = await tenant_spend_this_month(conn, tenant, exclude_workflow_id=workflow_id)
-        return spend.model_dump(mode="json")
+            return await _spent_on(conn, tenant, workflow_id)
 
     def _argument_problem(self, req: DecideStepInput) -> str | None:
         try:
@@ -175,8 +186,8 @@ class PolicyActivities:
         return None
 
     def _operation_meta(self, name: str) -> dict[str, Any]:
-        spec = self._catalog.get(name).spec()
-        return {"side_effect": spec.side_effect, "risk": spec.risk, "scopes": list(spec.scopes)}
+        op = self._catalog.get(name)
+        return {"side_effect": op.side_effect, "risk": op.risk, "scopes": list(op.scopes)}
 
     def _execution_meta(self, req: DecideStepInput) -> dict[str, Any]:
         """Risk and side effect come from the worker's catalog, never from the plan."""
@@ -196,34 +207,57 @@ class PolicyActivities:
         eval_ms: float,
     ) -> None:
         async with tenant_transaction(self._pool, tenant) as conn:
-            await record_decision(
-                conn,
-                tenant=tenant,
-                workflow_id=workflow_id,
-                step_id=step_id,
-                kind=kind,
-                decision=decision,
-                input_hash=sha256_hex(opa_input),
-                eval_ms=eval_ms,
+            await _record_on(
+                conn, tenant, workflow_id, run_id, step_id, kind, decision, opa_input, eval_ms
             )
-            await append_event(
-                conn,
-                AuditEvent(
-                    tenant=tenant,
-                    workflow_id=workflow_id,
-                    run_id=run_id,
-                    step_id=step_id,
-                    kind=f"{kind}_decision",
-                    actor="system:opa",
-                    data={
-                        "decision_id": decision.decision_id,
-                        "outcome": decision.outcome,
-                        "reasons": list(decision.reasons),
-                        "blocked": decision.blocked,
-                        "policy_revision": decision.policy_revision,
-                    },
-                ),
-            )
+
+
+async def _spent_on(conn: asyncpg.Connection, tenant: str, workflow_id: str) -> dict[str, Any]:
+    """The tenant's month-to-date spend for its budget rules, read fresh for each decision."""
+    spend = await tenant_spend_this_month(conn, tenant, exclude_workflow_id=workflow_id)
+    return spend.model_dump(mode="json")
+
+
+async def _record_on(
+    conn: asyncpg.Connection,
+    tenant: str,
+    workflow_id: str,
+    run_id: str,
+    step_id: str | None,
+    kind: DecisionKind,
+    decision: Decision,
+    opa_input: dict[str, Any],
+    eval_ms: float,
+) -> None:
+    """The decision row and its audit event, on the caller's transaction."""
+    await record_decision(
+        conn,
+        tenant=tenant,
+        workflow_id=workflow_id,
+        step_id=step_id,
+        kind=kind,
+        decision=decision,
+        input_hash=sha256_hex(opa_input),
+        eval_ms=eval_ms,
+    )
+    await append_event(
+        conn,
+        AuditEvent(
+            tenant=tenant,
+            workflow_id=workflow_id,
+            run_id=run_id,
+            step_id=step_id,
+            kind=f"{kind}_decision",
+            actor="system:opa",
+            data={
+                "decision_id": decision.decision_id,
+                "outcome": decision.outcome,
+                "reasons": list(decision.reasons),
+                "blocked": decision.blocked,
+                "policy_revision": decision.policy_revision,
+            },
+        ),
+    )
 
 
 def _undefined(exc: PolicyUndefined) -> Decision:

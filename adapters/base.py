@@ -134,6 +134,17 @@ class Operation(Generic[A, R]):
         return self.name.split(".", 1)[0]
 
     def spec(self) -> OperationSpec:
+        """The catalog entry, built once: the operation is immutable, and generating its two
+        JSON schemas costs about a millisecond, which every decision used to pay."""
+        cached: OperationSpec | None = self.__dict__.get("_spec")
+        if cached is None:
+            cached = self._build_spec()
+            # A frozen dataclass still has a __dict__; the cache is not a field, so
+            # equality, repr and dataclasses.replace() ignore it.
+            object.__setattr__(self, "_spec", cached)
+        return cached
+
+    def _build_spec(self) -> OperationSpec:
         return OperationSpec(
             name=self.name,
             description=self.description,

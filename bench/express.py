@@ -152,9 +152,10 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
             "(Postgres commit counting skipped with --quick)"
         )
     section.lines.append(
-        "Each tenant_transaction is BEGIN, set_config(app.tenant_id), its statements and "
-        "COMMIT, each a round trip; the durable ones per step: the decision with its audit "
-        "event, the capability spend with the ledger intent, the completion with its audit event."
+        "Per express step, 3 tenant transactions (BEGIN + set_config in one round trip, "
+        "statements, COMMIT): the spend read + decision + audit event, the decision check + "
+        "capability spend + ledger intent, the completion + audit event; for a read with "
+        "native idempotency only the last waits for its fsync (and flushes the others)."
     )
     section.rows.append(
         Row(

@@ -180,11 +180,11 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     section.lines += [
         f"median of {sizes.repeats}; ms/step = (T(N) - T(1)) / (N - 1); in-process worker; "
         f"this disk: fsync p50 {fsync50:.1f} ms, p99 {fsync99:.1f} ms",
-        "Why governed > bare: a regular step is two activities (policy.decide_step, "
-        "adapter.execute), so two activity tasks and two workflow tasks where the bare chain "
-        f"has one of each ({bare.per_step_ms:.1f} ms here: dispatch, run and persist, by the "
-        "dev server on the same cores), plus ~10 Postgres transactions (3 durable) and an "
-        "OPA call inside the activities.",
+        "Why governed > bare: a governed step is one activity (step.run: decide, then "
+        "execute on an immediate allow) and one workflow task, like the bare chain's step "
+        f"({bare.per_step_ms:.1f} ms here: dispatch, run and persist, by the dev server on "
+        "the same cores); inside it, an OPA call, 3 Postgres transactions (1-2 waiting for "
+        "an fsync), a capability token signed and verified, and a bigger workflow task.",
         "express_reads runs decide + execute + audit as one local activity: no task round "
         "trip per step, so it can beat the bare activity chain; against bare local "
         f"activities ({local.per_step_ms:.1f} ms/step) it costs "

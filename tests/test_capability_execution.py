@@ -27,6 +27,8 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
 from activities.execution import ExecutionActivities
+from activities.policy import PolicyActivities
+from activities.step import StepActivities
 from stead.audit.log import AuditRecord, list_events
 from stead.capability import CapabilityAuthority, CapabilityIssuer, CapabilityScope
 from stead.capability.authority import utcnow
@@ -118,7 +120,8 @@ def _name(fn: Callable[..., object]) -> str | None:
 async def worker_with(
     stack: Settings, make_issuer: IssuerFactory
 ) -> AsyncIterator[tuple[Client, str, CapabilityIssuer]]:
-    """A worker whose execute activity gets its tokens from ``make_issuer(real authority)``."""
+    """A worker whose executions (``adapter.execute`` and the fused ``step.run``) get their
+    tokens from ``make_issuer(real authority)``."""
     task_queue = f"cap-{uuid.uuid4().hex[:10]}"
     client = await connect(stack)
     async with open_resources(stack) as resources:
@@ -131,12 +134,15 @@ async def worker_with(
             issuer=issuer,
             verifier=resources.trust.capabilities,
         )
-        activities = [a for a in resources.activities() if _name(a) != "adapter.execute"]
+        policy = PolicyActivities(resources.opa, resources.pool, resources.catalog)
+        step = StepActivities(resources.pool, policy, execution)
+        replaced = ("adapter.execute", "step.run")
+        activities = [a for a in resources.activities() if _name(a) not in replaced]
         async with Worker(
             client,
             task_queue=task_queue,
             workflows=[RunWorkflow],
-            activities=[*activities, execution.execute],
+            activities=[*activities, execution.execute, step.run],
             graceful_shutdown_timeout=timedelta(seconds=5),
         ):
             yield client, task_queue, issuer

@@ -92,12 +92,13 @@ def edge(
 
 
 async def _execute_queues(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """The task queue each ``adapter.execute`` of the run was scheduled on."""
+    """The task queue each execution of the run was scheduled on (``step.run`` decides and
+    executes on the run's own queue; a routed step's ``adapter.execute`` goes to its edge)."""
     queues = []
     async for event in handle.fetch_history_events():
         if event.HasField("activity_task_scheduled_event_attributes"):
             attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "adapter.execute":
+            if attrs.activity_type.name in ("step.run", "adapter.execute"):
                 queues.append(attrs.task_queue.name)
     return queues
 

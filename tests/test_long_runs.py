@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowHistory
 
-from stead.contracts.activities import DecideStepInput, ExecuteStepInput
+from stead.contracts.activities import DecideStepInput, ExecuteStepInput, ExpressStepInput
 from stead.contracts.run import Budget, RunOptions, RunStatus
 from tests.conftest import WorkerHandle
 from tests.record_histories import fetch_run_chain
@@ -30,21 +30,27 @@ pytestmark = pytest.mark.slow
 
 
 def scheduled_per_step(histories: list[WorkflowHistory]) -> Counter[tuple[str, str]]:
-    """How often each (activity, step id) was scheduled, read from the recorded inputs."""
-    inputs: dict[str, type[DecideStepInput | ExecuteStepInput]] = {
-        "policy.decide_step": DecideStepInput,
-        "adapter.execute": ExecuteStepInput,
-    }
+    """How often each (activity, step id) was scheduled, read from the recorded inputs.
+
+    ``step.run`` decides and executes in one activity; ``policy.decide_step`` and
+    ``adapter.execute`` are the regular path's two.
+    """
     counts: Counter[tuple[str, str]] = Counter()
     for history in histories:
         for event in history.events:
             if not event.HasField("activity_task_scheduled_event_attributes"):
                 continue
             attrs = event.activity_task_scheduled_event_attributes
-            model = inputs.get(attrs.activity_type.name)
-            if model is not None:
-                step = model.model_validate_json(attrs.input.payloads[0].data).step
-                counts[(attrs.activity_type.name, step.id)] += 1
+            name, data = attrs.activity_type.name, attrs.input.payloads[0].data
+            if name == "step.run":
+                step = ExpressStepInput.model_validate_json(data).decide.step
+            elif name == "policy.decide_step":
+                step = DecideStepInput.model_validate_json(data).step
+            elif name == "adapter.execute":
+                step = ExecuteStepInput.model_validate_json(data).step
+            else:
+                continue
+            counts[(name, step.id)] += 1
     return counts
 
 
@@ -89,7 +95,10 @@ async def long_run(worker: WorkerHandle) -> LongRun:
     await configure_tenant(worker.settings.opa_url, tenant, operations=["core.echo"])
     began = time.monotonic()
     handle = await start_run(
-        worker.client, worker.task_queue, tenant=tenant, principal="user:ann",
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
         playbook_source=playbook(*long_plan()),
         budget=Budget(max_steps=STEPS),
         # continue_as_new_after_steps stays at its default (200). Express reads stay off:
@@ -128,4 +137,5 @@ def test_each_step_is_decided_once_and_executed_once(long_run: LongRun) -> None:
     scheduled = scheduled_per_step(long_run.histories)
     twice = sorted(key for key, n in scheduled.items() if n > 1)
     assert twice == [], f"{len(twice)} (activity, step) pairs scheduled more than once: {twice[:6]}"
-    assert len(scheduled) == 2 * STEPS
+    assert {step for _, step in scheduled} == {step["id"] for step in long_plan()}
+    assert all(name == "step.run" for name, _ in scheduled)

@@ -42,11 +42,23 @@ async def test_local_model_scores_paraphrases_above_unrelated_text() -> None:
 async def test_local_model_is_deterministic_and_batch_independent() -> None:
     texts = [*PARAPHRASES, UNRELATED, "short", "a much longer sentence " * 20]
 
-    once, twice = await EMBEDDER.embed(texts), await EMBEDDER.embed(texts)
-    alone = [(await EMBEDDER.embed([t]))[0] for t in texts]
+    # embed_sync is the model itself; embed() answers repeats from its cache.
+    once, twice = EMBEDDER.embed_sync(texts), EMBEDDER.embed_sync(texts)
+    alone = [EMBEDDER.embed_sync([t])[0] for t in texts]
 
     assert once == twice
     np.testing.assert_allclose(np.array(once), np.array(alone), atol=1e-5)
+
+
+async def test_local_model_answers_repeated_texts_from_its_cache_with_the_same_vectors() -> None:
+    texts = ["Run ended completed.\nPlaybook: refunds\nSteps: 3 succeeded", "short", "short"]
+
+    first = await EMBEDDER.embed(texts)
+    again = await EMBEDDER.embed(texts[:1])
+
+    np.testing.assert_allclose(np.array(first), np.array(EMBEDDER.embed_sync(texts)), atol=1e-5)
+    assert again == first[:1] and again[0] is not first[0]
+    assert first[1] == first[2]
 
 
 class EmbeddingServer:
@@ -156,3 +168,21 @@ def test_factory_needs_a_dimension_for_a_remote_model() -> None:
     assert open_embedder(None).name == "local/all-MiniLM-L6-v2"
     with pytest.raises(Exception, match="STEAD_EMBEDDING_DIM"):
         open_embedder("openai/text-embedding-3-small")
+
+
+async def test_loading_the_local_model_runs_numpys_blas_on_one_thread() -> None:
+    import ctypes
+
+    from stead.embeddings.minilm import _blas_libraries
+
+    await EMBEDDER.embed(["load the model"])
+
+    # Idle OpenBLAS helper threads busy-wait after every product: on a worker's shared
+    # cores one embedding cost ~25x its own CPU. Loading the model turns them off.
+    getters = [
+        getattr(ctypes.CDLL(str(lib)), "scipy_openblas_get_num_threads64_", None)
+        for lib in _blas_libraries()
+    ]
+    found = [get for get in getters if get is not None]
+    assert found, "numpy's wheel ships scipy-openblas64 on Linux (positive control)"
+    assert [get() for get in found] == [1] * len(found)

@@ -77,6 +77,10 @@ def found_in(needle: str, texts: list[str]) -> bool:
 # (Stead puts only tenant, status and a pending flag there), and patch markers are
 # written by the SDK core and hold only the patch id, i.e. which code version ran.
 NOT_CODEC_ENCODED = frozenset({"searchAttributes", "patch-data"})
+# A local activity's marker holds its result under "result" (codec-encoded, checked) and
+# Core's own bookkeeping under "data": sequence number, attempt, activity id and type,
+# times; the same facts a regular activity's scheduled event carries in the clear.
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 def payloads_in(history_json: str) -> list[tuple[str, dict[str, Any]]]:
@@ -88,8 +92,11 @@ def payloads_in(history_json: str) -> list[tuple[str, dict[str, Any]]]:
             if isinstance(node.get("metadata"), dict) and "encoding" in node["metadata"]:
                 found.append((path, node))
                 return
+            skip = set(NOT_CODEC_ENCODED)
+            if node.get("markerName") == LOCAL_ACTIVITY_MARKER:
+                node = {**node, "details": {**node.get("details", {}), "data": None}}
             for key, value in node.items():
-                if key not in NOT_CODEC_ENCODED:
+                if key not in skip:
                     walk(value, f"{path}.{key}")
         elif isinstance(node, list):
             for index, value in enumerate(node):
@@ -400,6 +407,9 @@ async def test_with_the_codec_on_raw_history_is_ciphertext_and_the_codec_server_
         assert not found_in(plaintext, texts), f"{plaintext} is readable in raw history"
     payloads = payloads_in(history)
     assert payloads, "the history search must see payloads (positive control)"
+    assert any(".details.result." in path for path, _ in payloads), (
+        "local activity results (the run's bookkeeping) must be among the payloads checked"
+    )
     clear = [path for path, node in payloads if node["metadata"]["encoding"] != ENCRYPTED_B64]
     assert clear == [], f"unencrypted payloads at {clear}"
     assert '"Encoded failure"' in history, "the failed step's message must be encoded"

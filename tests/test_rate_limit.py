@@ -164,7 +164,7 @@ async def limited_worker(stack: Settings) -> AsyncIterator[WorkerHandle]:
 
 
 async def _execute_attempts(handle: WorkflowHandle[Any, Any]) -> list[int]:
-    """The attempt number that completed each ``adapter.execute`` in the run's history."""
+    """The attempt number that completed each step's execution (``step.run``) in history."""
     scheduled: dict[int, str] = {}
     attempts: list[int] = []
     async for event in handle.fetch_history_events():
@@ -173,7 +173,7 @@ async def _execute_attempts(handle: WorkflowHandle[Any, Any]) -> list[int]:
             scheduled[event.event_id] = attrs.activity_type.name
         elif event.HasField("activity_task_started_event_attributes"):
             started = event.activity_task_started_event_attributes
-            if scheduled.get(started.scheduled_event_id) == "adapter.execute":
+            if scheduled.get(started.scheduled_event_id) in ("step.run", "adapter.execute"):
                 attempts.append(started.attempt)
     return sorted(attempts)
 

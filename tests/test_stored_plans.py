@@ -24,7 +24,12 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHistory
 
-from stead.contracts.activities import ExecuteStepInput, ExecuteStepOutput
+from stead.contracts.activities import (
+    ExecuteStepInput,
+    ExecuteStepOutput,
+    ExpressStepInput,
+    ExpressStepOutput,
+)
 from stead.contracts.run import (
     ApprovalInput,
     Budget,
@@ -143,21 +148,33 @@ def sixty_steps() -> list[dict[str, Any]]:
 
 
 def executed_outputs(histories: list[WorkflowHistory]) -> dict[str, Any]:
-    """Each executed step's output, read from the adapter.execute results in history."""
-    scheduled: dict[int, str] = {}
+    """Each executed step's output, read from history: the ``step.run`` results (decide
+    and execute in one activity) and any ``adapter.execute`` results (the regular path)."""
+    scheduled: dict[int, tuple[str, str]] = {}
     outputs: dict[str, Any] = {}
     for history in histories:
         for event in history.events:
             if event.HasField("activity_task_scheduled_event_attributes"):
                 attrs = event.activity_task_scheduled_event_attributes
+                data = attrs.input.payloads[0].data if attrs.input.payloads else b""
                 if attrs.activity_type.name == "adapter.execute":
-                    step = ExecuteStepInput.model_validate_json(attrs.input.payloads[0].data).step
-                    scheduled[event.event_id] = step.id
+                    step = ExecuteStepInput.model_validate_json(data).step
+                    scheduled[event.event_id] = ("execute", step.id)
+                elif attrs.activity_type.name == "step.run":
+                    step = ExpressStepInput.model_validate_json(data).decide.step
+                    scheduled[event.event_id] = ("fused", step.id)
             if event.HasField("activity_task_completed_event_attributes"):
                 done = event.activity_task_completed_event_attributes
-                if done.scheduled_event_id in scheduled:
-                    result = ExecuteStepOutput.model_validate_json(done.result.payloads[0].data)
-                    outputs[scheduled.pop(done.scheduled_event_id)] = result.output
+                if done.scheduled_event_id not in scheduled:
+                    continue
+                kind, step_id = scheduled.pop(done.scheduled_event_id)
+                data = done.result.payloads[0].data
+                if kind == "execute":
+                    outputs[step_id] = ExecuteStepOutput.model_validate_json(data).output
+                    continue
+                fused = ExpressStepOutput.model_validate_json(data)
+                if fused.executed and fused.output is not None:
+                    outputs[step_id] = fused.output.output
     return outputs
 
 

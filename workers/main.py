@@ -33,6 +33,7 @@ from activities.memory import MemoryActivities
 from activities.planning import PlanningActivities
 from activities.policy import PolicyActivities
 from activities.records import RecordActivities
+from activities.step import StepActivities
 from adapters.catalog import Catalog
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
@@ -106,7 +107,8 @@ class WorkerResources:
         capability = CapabilityActivities(self.pool, self.trust.authority)
         planning = PlanningActivities(self.catalog, self.settings, self.pool)
         records = RecordActivities(self.pool)
-        express = ExpressActivities(policy, execution)
+        express = ExpressActivities(self.pool, policy, execution)
+        step = StepActivities(self.pool, policy, execution)
         return [
             greet,
             planning.create_plan,
@@ -115,6 +117,7 @@ class WorkerResources:
             policy.decide_step,
             execution.execute,
             express.run_step,
+            step.run,
             records.append_audit,
             records.record_run,
             identity.admit_run,

@@ -78,6 +78,8 @@ RUN_ADMISSION_PATCH = "identity-run-admission"
 VERIFIED_APPROVALS_PATCH = "identity-verified-approvals"
 CAPABILITY_GRANTS_PATCH = "capability-grants-for-routed-steps"
 STORED_PLANS_PATCH = "plans-stored-by-reference"
+FUSED_STEP_PATCH = "fused-decide-execute"
+LOCAL_BOOKKEEPING_PATCH = "local-run-bookkeeping"
 
 QUICK = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -181,7 +183,7 @@ class RunWorkflow:
             return None
         req = self._input_request()
         try:
-            admission = await _activity(
+            admission = await self._bookkeeping(
                 "identity.admit_run",
                 AdmitRunInput(
                     tenant=req.tenant, principal=req.principal, workflow_id=self._ref.workflow_id
@@ -284,6 +286,8 @@ class RunWorkflow:
         req = self._input_request()
         plan = self._carry.plan
         try:
+            # A regular activity even with local bookkeeping: embedding can queue behind
+            # other runs' summaries, and a local activity would hold the workflow task open.
             await workflow.execute_activity(
                 "memory.remember_run_summary",
                 RunSummaryInput(
@@ -435,7 +439,10 @@ class RunWorkflow:
         try:
             resolved = self._resolve(step)
             execution = plan.execution.get(step.id, StepExecution())
-            express = await self._express(resolved, execution, plan)
+            if self._express_eligible(execution):
+                express = await self._express(resolved, execution, plan)
+            else:
+                express = await self._fused(step, resolved, execution, plan, started)
             if express is not None and express.executed and express.output is not None:
                 decision, output = express.decision, express.output
             else:
@@ -499,17 +506,21 @@ class RunWorkflow:
             raise StepStop("failed", f"cannot resolve arguments: {err}") from None
         return step.model_copy(update={"args": args})
 
+    def _express_eligible(self, execution: StepExecution) -> bool:
+        req = self._input_request()
+        return (
+            req.options.express_reads
+            and execution.side_effect == "read"
+            and execution.risk == "low"
+            and execution.task_queue is None
+        )
+
     async def _express(
         self, step: Step, execution: StepExecution, plan: Plan
     ) -> ExpressStepOutput | None:
         """Low-risk reads skip two round trips through the task queue, not the governance:
         the local activity asks OPA, records the decision, and executes through the ledger
         only on an immediate allow. Anything else falls back to the normal path."""
-        req = self._input_request()
-        if not (req.options.express_reads and execution.side_effect == "read"):
-            return None
-        if execution.risk != "low" or execution.task_queue is not None:
-            return None
         try:
             return await _local_activity(
                 "express.step",
@@ -523,6 +534,47 @@ class RunWorkflow:
             )
         except ActivityError:
             return None  # the regular path decides again and blocks or fails with a reason
+
+    async def _fused(
+        self,
+        step: Step,
+        resolved: Step,
+        execution: StepExecution,
+        plan: Plan,
+        started: datetime,
+    ) -> ExpressStepOutput | None:
+        """Decide and, on an immediate allow, execute in one activity task (``step.run``).
+
+        Half the task round trips of decide-then-execute for every step on this run's
+        own queue (routed steps keep the regular path: their adapter runs on an edge
+        worker). Returns None where the regular path must decide: in histories from
+        before this existed, for routed steps, and when OPA could not be asked (the
+        regular path retries the decision, then blocks the step). A failure after the
+        decision fails the step like ``adapter.execute`` failing; the decision is in
+        the decision log and audit, not in the step's result.
+        """
+        own_queue = workflow.info().task_queue
+        if execution.task_queue not in (None, own_queue):
+            return None
+        if not workflow.patched(FUSED_STEP_PATCH):
+            return None
+        self._put_result(step, "running", started_at=started)
+        try:
+            return await _activity(
+                "step.run",
+                ExpressStepInput(
+                    decide=self._decide_input(resolved, execution, plan),
+                    idempotency_key=f"{self._ref.workflow_id}/{step.id}",
+                ),
+                result_type=ExpressStepOutput,
+                # The decision (OPA answers in ~1 ms, fails over in 1.5 s) plus the adapter.
+                start_to_close_timeout=timedelta(seconds=execution.timeout_seconds + 10),
+                retry_policy=_execute_retry(execution),
+            )
+        except ActivityError as err:
+            if _failure_type(err) == "PolicyUnavailable":
+                return None
+            raise StepStop("failed", "; ".join(_failure_reasons(err))) from None
 
     async def _decide_until_allowed(
         self, step: Step, execution: StepExecution, plan: Plan, first: Decision | None = None
@@ -679,13 +731,7 @@ class RunWorkflow:
                 result_type=ExecuteStepOutput,
                 task_queue=queue,
                 start_to_close_timeout=timedelta(seconds=execution.timeout_seconds),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(milliseconds=500),
-                    backoff_coefficient=2.0,
-                    maximum_interval=timedelta(seconds=30),
-                    maximum_attempts=execution.max_attempts,
-                    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
-                ),
+                retry_policy=_execute_retry(execution),
             )
         except ActivityError as err:
             raise StepStop("failed", "; ".join(_failure_reasons(err)), decision) from None
@@ -1163,7 +1209,7 @@ class RunWorkflow:
     async def _record_run(self, status: str, *, finished: bool = False) -> None:
         req = self._input_request()
         plan = self._carry.plan
-        await workflow.execute_activity(
+        await self._bookkeeping(
             "runs.record",
             RunRecordInput(
                 tenant=req.tenant,
@@ -1180,9 +1226,27 @@ class RunWorkflow:
                 summary={"reasons": list(self._carry.reasons), "steps": self._step_counts()},
                 finished=finished,
             ),
+            result_type=None,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=QUICK,
         )
+
+    async def _bookkeeping(
+        self, name: str, arg: object, result_type: type[_T] | None, **options: Any
+    ) -> _T:
+        """A run's own bookkeeping (its record, its admission) as a local activity.
+
+        Three per run, each a task round trip and a workflow task of its own as a
+        regular activity; as local activities they run in the workflow task that asks
+        for them. Histories recorded before keep regular activities.
+        """
+        if workflow.patched(LOCAL_BOOKKEEPING_PATCH):
+            result: _T = await workflow.execute_local_activity(
+                name, arg, result_type=result_type, **options
+            )
+        else:
+            result = await workflow.execute_activity(name, arg, result_type=result_type, **options)
+        return result
 
     def _minutes_saved(self) -> float:
         plan = self._carry.plan
@@ -1222,6 +1286,22 @@ async def _activity(name: str, arg: object, result_type: type[_T], **options: An
     """``execute_activity`` by name, typed: names (not functions) keep this module I/O-free."""
     result: _T = await workflow.execute_activity(name, arg, result_type=result_type, **options)
     return result
+
+
+def _execute_retry(execution: StepExecution) -> RetryPolicy:
+    """How an execution attempt is retried: the operation's budget, ledger-safe."""
+    return RetryPolicy(
+        initial_interval=timedelta(milliseconds=500),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=execution.max_attempts,
+        non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+    )
+
+
+def _failure_type(err: ActivityError) -> str | None:
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _failure_reasons(err: ActivityError) -> tuple[str, ...]:

@@ -96,13 +96,25 @@ class CapabilityAuthority:
         builder = BiscuitBuilder(AUTHORITY_BLOCK, claims.model_dump())
         return IssuedCapability(token=builder.build(self._key).to_base64(), claims=claims)
 
+    async def issue_in(self, conn: asyncpg.Connection, scope: CapabilityScope) -> str:
+        """``issue`` with the decision read on the caller's ``tenant_transaction``.
+
+        The execution boundary checks, spends and records intent in one transaction;
+        reading the decision there saves a transaction per step and sees exactly the
+        row that transaction builds on.
+        """
+        await self._check_decision_on(conn, scope)
+        return self.sign(scope).token
+
     async def _check_decision(self, scope: CapabilityScope) -> None:
         async with tenant_transaction(self._pool, scope.tenant) as conn:
-            row = await conn.fetchrow(
-                "SELECT outcome, workflow_id, step_id, blocked FROM decisions"
-                " WHERE decision_id = $1",
-                scope.decision_id,
-            )
+            await self._check_decision_on(conn, scope)
+
+    async def _check_decision_on(self, conn: asyncpg.Connection, scope: CapabilityScope) -> None:
+        row = await conn.fetchrow(
+            "SELECT outcome, workflow_id, step_id, blocked FROM decisions WHERE decision_id = $1",
+            scope.decision_id,
+        )
         if (
             row is None
             or row["outcome"] != "allow"

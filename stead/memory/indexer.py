@@ -26,6 +26,20 @@ from stead.vector.index import VectorIndexMismatch
 BATCH = 128
 MAX_PASSES = 10_000
 log = logging.getLogger("stead.memory")
+# Run summaries (activities/memory.py) open with a headline paragraph (what was asked,
+# how it ended, the counts) and then list steps. Only the headline is embedded: it is
+# what a search should match, and embedding cost grows with tokens (a full summary is
+# 256 tokens, ~250 ms of worker CPU per run; the headline ~30). The content in
+# Postgres, which recall returns, keeps every line.
+RUN_SUMMARIES = "runs"
+HEADLINE_NAMESPACES = frozenset({RUN_SUMMARIES})
+
+
+def embedding_text(namespace: str, content: str) -> str:
+    """What is embedded for a version: its content, or only its headline paragraph."""
+    if namespace in HEADLINE_NAMESPACES:
+        return content.split("\n\n", 1)[0]
+    return content
 
 
 class Indexer:
@@ -107,7 +121,9 @@ class Indexer:
         return indexed, removed
 
     async def _upsert(self, tenant: str, rows: Sequence[Any]) -> None:
-        vectors = await self.embedder.embed([row["content"] for row in rows])
+        vectors = await self.embedder.embed(
+            [embedding_text(row["namespace"], row["content"]) for row in rows]
+        )
         await self.ensure()
         points = [
             VectorPoint(
