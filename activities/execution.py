@@ -56,6 +56,7 @@ from stead.contracts.run import sha256_hex
 from stead.db.pool import commit_without_waiting_for_disk, tenant_transaction
 from stead.ledger import effects
 from stead.ledger.effects import LedgerConflict
+from stead.observability.metrics import observe_step_usage
 from stead.observability.steps import observed_step
 
 # The ApplicationError type of every capability refusal; never retried.
@@ -121,7 +122,10 @@ class ExecutionActivities:
             ) from exc
         output = result.model_dump(mode="json")
         await self._complete(req, output, reconciled=False)
-        return ExecuteStepOutput(output=output, usage=reported_usage(op, output))
+        usage = reported_usage(op, output)
+        if usage is not None:
+            observe_step_usage(req.tenant, req.step.operation, usage.tokens, usage.usd)
+        return ExecuteStepOutput(output=output, usage=usage)
 
     async def _acquire_rate_limit(self, req: ExecuteStepInput, op: Operation[Any, Any]) -> None:
         """The tenant's rate limit for ``op``, shared by all workers (adapters/ratelimit.py).

@@ -52,6 +52,7 @@ STEP_FAILURES = "stead_step_failures_total"
 POLICY_DECISIONS = "stead_policy_decisions_total"
 APPROVALS_PENDING = "stead_approvals_pending"
 PLANNER_COST = "stead_planner_cost_usd_total"
+STEP_COST = "stead_step_cost_usd_total"
 
 
 @pytest.fixture(scope="session")
@@ -331,6 +332,7 @@ def test_alert_rules_watch_approvals_failures_and_cost() -> None:
 
     cost = rule_using(PLANNER_COST)
     assert f"increase({PLANNER_COST}[1h])" in cost["expr"]
+    assert f"increase({STEP_COST}[1h])" in cost["expr"], "LLM steps cost money too"
     assert cost["expr"].rstrip().endswith("> 5")
 
 

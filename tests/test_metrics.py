@@ -430,6 +430,39 @@ async def test_planner_tokens_and_cost_are_counted_by_model_and_tenant(
     assert math.isclose(cost, status.spent.usd, rel_tol=1e-9)
 
 
+async def test_llm_step_cost_is_counted_by_operation_and_added_to_the_runs_spend(
+    priced_llm_worker: tuple[WorkerHandle, FakeLlm], metrics: MetricsServer
+) -> None:
+    """A draft's tokens and dollars (what ``llm.generate`` reports) count like the planner's."""
+    w, llm = priced_llm_worker
+    llm.replies.clear()
+    llm.reply_plan("A short draft.", tokens=300)
+    tenant = new_tenant()
+    await configure_tenant(w.settings.opa_url, tenant)
+    source = playbook(
+        {
+            "id": "draft",
+            "operation": "llm.generate",
+            "args": {
+                "model": "openai/gpt-4o-mini",
+                "api_base": w.settings.planner_api_base,
+                "prompt": "Write one line.",
+            },
+        }
+    )
+    handle = await start_run(
+        w.client, w.task_queue, tenant=tenant, principal="user:ann", playbook_source=source
+    )
+    status = await handle.result()
+    assert status.status == "completed", status.reasons
+    after = await scrape(metrics.url)
+    assert after.value("stead_step_tokens_total", tenant=tenant, operation="llm.generate") == 300
+    cost = after.value("stead_step_cost_usd_total", tenant=tenant, operation="llm.generate")
+    assert cost > 0
+    assert status.spent.tokens == 300
+    assert math.isclose(cost, status.spent.usd, rel_tol=1e-9)
+
+
 def _two_free_ports() -> int:
     """A free port whose successor is free too (the worker takes both)."""
     for _ in range(50):

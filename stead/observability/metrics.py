@@ -100,6 +100,18 @@ PLANNER_COST = Counter(
     ["tenant", "model"],
     registry=REGISTRY,
 )
+STEP_TOKENS = Counter(
+    "stead_step_tokens_total",
+    "Tokens steps consumed as their adapter reported them (e.g. llm.generate drafts).",
+    ["tenant", "operation"],
+    registry=REGISTRY,
+)
+STEP_COST = Counter(
+    "stead_step_cost_usd_total",
+    "What steps cost in USD as their adapter reported it (e.g. llm.generate drafts).",
+    ["tenant", "operation"],
+    registry=REGISTRY,
+)
 POLICY_DECISIONS = Counter(
     "stead_policy_decisions_total",
     "Policy decisions by outcome; operation is empty for plan decisions.",
@@ -165,6 +177,12 @@ def observe_step_recovered(operation: str, seconds: float) -> None:
 def observe_planner(tenant: str, model: str, tokens: int, cost_usd: float) -> None:
     PLANNER_TOKENS.labels(tenant, model).inc(max(tokens, 0))
     PLANNER_COST.labels(tenant, model).inc(max(cost_usd, 0.0))
+
+
+def observe_step_usage(tenant: str, operation: str, tokens: int, cost_usd: float) -> None:
+    """An adapter's reported usage, counted once: when the adapter ran, not on replays."""
+    STEP_TOKENS.labels(tenant, operation).inc(max(tokens, 0))
+    STEP_COST.labels(tenant, operation).inc(max(cost_usd, 0.0))
 
 
 def observe_decision(
