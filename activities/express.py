@@ -1,6 +1,9 @@
 """The express lane: one local activity that decides a low-risk read and, on an immediate
 allow, executes it. It reuses the regular policy and execution code unchanged, so the
-decision is recorded, the effect goes through the ledger and both are audited."""
+decision is recorded, the effect goes through the ledger and both are audited. It decides
+through ``decide_for_execution`` as ``step.run`` does, so a retry whose effect an earlier
+attempt already began reuses that attempt's allow (audited ``decision_reused``) instead
+of deciding again."""
 
 from __future__ import annotations
 

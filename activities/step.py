@@ -10,8 +10,14 @@ verified and spent with the ledger intent, the effect exactly once per idempoten
 key, the completion audited). Anything but an immediate allow is returned to the
 workflow, which continues on the regular approval/decide/execute path.
 
-A retry decides again (a new decision, recorded and audited) and executes under the
-same idempotency key, so the ledger replays or reconciles what an earlier attempt did.
+A retry (activity attempt > 1) first looks in the effect ledger. An intent there was
+written by an earlier attempt, and only ever after a recorded allow, so the effect may
+already have happened under that allow: the retry executes under that same decision
+(the ledger then replays or reconciles the effect) and audits ``decision_reused``
+rather than asking OPA again. Deciding again could answer deny or approve after policy
+or a budget changed, and the step would then read "denied" for an effect that did
+happen. Without an intent nothing has happened yet, so the retry decides afresh (a new
+decision, recorded and audited). The first attempt never looks: it cannot find one.
 OPA being unreachable fails the activity at once (non-retryable) with the recorded
 type ``PolicyUnavailable``: the workflow then decides on the regular path, whose retry
 policy for decisions ends in a ``policy_unavailable`` block (fail closed).
@@ -19,14 +25,17 @@ policy for decisions ends in a ``policy_unavailable`` block (fail closed).
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.execution import ExecutionActivities
 from activities.policy import PolicyActivities
+from stead.audit.log import AuditEvent, append_event
 from stead.contracts.activities import ExecuteStepInput, ExpressStepInput, ExpressStepOutput
-from stead.contracts.run import Decision
+from stead.contracts.run import Decision, sha256_hex
 from stead.db.pool import commit_without_waiting_for_disk, tenant_transaction
 
 POLICY_UNAVAILABLE = "PolicyUnavailable"
@@ -78,9 +87,76 @@ async def decide_for_execution(
     express lane). An allow's transaction does not wait for its fsync: the execution's
     intent or completion commits durably right after and flushes this WAL with it; if
     the worker dies first, the workflow never saw the decision and the retry decides
-    again. Any other outcome is returned to the workflow, so it commits durably."""
+    again. Any other outcome is returned to the workflow, so it commits durably.
+
+    A retry whose effect was already begun reuses the allow that began it
+    (``reused_allow``): the step's decision must be the one the effect happened under.
+    """
+    if activity.info().attempt > 1:
+        reused = await reused_allow(pool, req)
+        if reused is not None:
+            return reused
     async with tenant_transaction(pool, req.decide.tenant) as conn:
         decision = await policy.decide_step_in(conn, req.decide)
         if decision.outcome == "allow" and decision.blocked is None:
             await commit_without_waiting_for_disk(conn)
+        return decision
+
+
+async def reused_allow(pool: asyncpg.Pool, req: ExpressStepInput) -> Decision | None:
+    """The recorded allow an earlier attempt began this step's effect under, or None.
+
+    One query joins the ledger intent for the idempotency key to the decision it names.
+    It is reused only if it is a recorded, unblocked step allow for this very run and
+    step, and the intent is for this operation and these arguments; anything else
+    (no intent, an intent without a decision, a mismatch) returns None, so the step is
+    decided afresh and the execution boundary refuses whatever does not fit (fail
+    closed). The reuse is audited in the same transaction, so the trail says why this
+    attempt has no decision of its own.
+    """
+    d = req.decide
+    async with tenant_transaction(pool, d.tenant) as conn:
+        row = await conn.fetchrow(
+            "SELECT d.decision_id, d.reasons::text AS reasons, d.policy_revision,"
+            " e.status, e.attempts"
+            " FROM effects e JOIN decisions d ON d.decision_id = e.decision_id"
+            " WHERE e.idempotency_key = $1 AND e.tenant = $2 AND d.tenant = $2"
+            " AND d.kind = 'step' AND d.outcome = 'allow' AND d.blocked IS NULL"
+            " AND d.workflow_id = $3 AND d.step_id = $4"
+            " AND e.workflow_id = $3 AND e.step_id = $4 AND e.operation = $5"
+            " AND e.args_hash = $6",
+            req.idempotency_key,
+            d.tenant,
+            d.run.workflow_id,
+            d.step.id,
+            d.step.operation,
+            sha256_hex(d.step.args),
+        )
+        if row is None:
+            return None
+        decision = Decision(
+            decision_id=row["decision_id"],
+            outcome="allow",
+            reasons=tuple(json.loads(row["reasons"])),
+            policy_revision=row["policy_revision"],
+        )
+        await append_event(
+            conn,
+            AuditEvent(
+                tenant=d.tenant,
+                workflow_id=d.run.workflow_id,
+                run_id=d.run.run_id,
+                step_id=d.step.id,
+                kind="decision_reused",
+                actor="system:stead",
+                data={
+                    "decision_id": decision.decision_id,
+                    "idempotency_key": req.idempotency_key,
+                    "operation": d.step.operation,
+                    "attempt": activity.info().attempt,
+                    "effect_status": row["status"],
+                    "reason": "an earlier attempt began the effect under this allow",
+                },
+            ),
+        )
         return decision

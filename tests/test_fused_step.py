@@ -4,6 +4,8 @@ approval, deny and express paths it hands over to)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import uuid
 
@@ -22,7 +24,7 @@ from stead.settings import Settings
 from tests.conftest import WorkerHandle
 from tests.peers import IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
-from tests.workers import worker_process
+from tests.workers import start_worker, stop_worker, worker_process
 from workers.main import connect
 
 PUT_GET = playbook(
@@ -141,6 +143,79 @@ async def test_opa_gone_when_a_step_is_decided_blocks_it_on_the_regular_path(
     assert after.decision is not None and after.decision.blocked == "policy_unavailable"
     assert after.output is None
     assert len(api.effects) == 1
+
+
+async def test_a_retry_after_the_effect_keeps_the_allow_it_happened_under_though_policy_now_denies(
+    stack: Settings, pool: asyncpg.Pool
+) -> None:
+    """The worker dies after the peer performed the effect; before the retry, the tenant
+    loses the operation. The retried ``step.run`` must not decide again: the effect
+    happened under the first allow, so the step succeeds with that decision, the
+    reuse is audited, and the next step (decided fresh) shows policy really denies now."""
+    tenant = new_tenant()
+    await configure_tenant(stack.opa_url, tenant)
+    task_queue = f"fused-{uuid.uuid4().hex[:8]}"
+    api = IdempotentApi()
+    client = await connect(stack)
+    with serve(api) as url:
+        first = start_worker(stack, task_queue)
+        # The peer performs the effect, then kills the worker before it can complete.
+        api.on_first_effect = lambda: os.kill(first.pid, signal.SIGKILL)
+        handle = await start_run(
+            client,
+            task_queue,
+            tenant=tenant,
+            principal="user:ann",
+            playbook_source=playbook(
+                {
+                    "id": "charge",
+                    "operation": "http.request",
+                    "args": {"method": "POST", "url": f"{url}/charges", "json": {"amount": 5}},
+                    "timeout_seconds": 3,
+                },
+                {
+                    "id": "again",
+                    "operation": "http.request",
+                    "args": {"method": "POST", "url": f"{url}/charges", "json": {"amount": 6}},
+                    "depends_on": ["charge"],
+                },
+            ),
+        )
+        await asyncio.to_thread(first.wait, 60)
+        assert first.returncode == -signal.SIGKILL
+        stop_worker(first)
+        # Policy tightens while no worker runs: http.request is no longer allowed.
+        await configure_tenant(stack.opa_url, tenant, operations=["records.*"])
+        with worker_process(stack, task_queue):
+            status = await handle.result()
+    charge, again = status.steps
+    assert (charge.status, again.status) == ("succeeded", "denied"), status.reasons
+    assert len(api.effects) == 1 and api.effects[0]["key"] == f"{handle.id}/charge"
+    assert charge.decision is not None and charge.decision.outcome == "allow"
+    async with tenant_transaction(pool, tenant) as conn:
+        decided = await conn.fetch(
+            "SELECT decision_id, outcome FROM decisions"
+            " WHERE workflow_id = $1 AND step_id = 'charge'",
+            handle.id,
+        )
+        ledger = await conn.fetchrow(
+            "SELECT decision_id, status, attempts FROM effects WHERE idempotency_key = $1",
+            f"{handle.id}/charge",
+        )
+        events = await list_events(conn, tenant, handle.id)
+        chain = await verify_chain(conn, tenant)
+    assert [(r["decision_id"], r["outcome"]) for r in decided] == [
+        (charge.decision.decision_id, "allow")
+    ]
+    assert ledger["decision_id"] == charge.decision.decision_id
+    assert ledger["status"] == "completed" and ledger["attempts"] >= 2
+    kinds = [e.kind for e in events if e.step_id == "charge"]
+    assert kinds[:2] == ["step_decision", "decision_reused"], kinds
+    assert kinds.count("decision_reused") == 1 and "step_decision" not in kinds[1:]
+    reused = next(e for e in events if e.kind == "decision_reused")
+    assert reused.data["decision_id"] == charge.decision.decision_id
+    assert reused.data["attempt"] == 2
+    assert chain.ok
 
 
 def test_a_run_summary_embeds_its_headline_and_keeps_every_step_in_the_content() -> None:
