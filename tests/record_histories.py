@@ -176,8 +176,12 @@ async def rejected(r: Recorder) -> AnyHandle:
 
 async def approval_timeout(r: Recorder) -> AnyHandle:
     handle = await _approval(
-        r, "approval-timeout", approvers=["user:bob"], approval_timeout_seconds=1,
-        on_timeout="escalate", escalate_to=["user:carol"],
+        r,
+        "approval-timeout",
+        approvers=["user:bob"],
+        approval_timeout_seconds=1,
+        on_timeout="escalate",
+        escalate_to=["user:carol"],
     )
     status = await handle.result()
     expect(status, "failed", "rejected")
@@ -260,7 +264,8 @@ async def chain(r: Recorder) -> AnyHandle:
             }
         )
     handle = await r.start_run(
-        "chain", {},
+        "chain",
+        {},
         playbook_source=playbook(*steps),
         options=RunOptions(continue_as_new_after_steps=CHAIN_CONTINUE_AFTER),
     )

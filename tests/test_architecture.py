@@ -249,7 +249,7 @@ def test_every_activity_has_an_explicit_dotted_name() -> None:
             if kw.arg == "name" and isinstance(kw.value, ast.Constant)
         ]
         if not names or not isinstance(names[0], str) or not ACTIVITY_NAME.match(names[0]):
-            problems.append(f"{where}: use @activity.defn(name=\"<area>.<action>\")")
+            problems.append(f'{where}: use @activity.defn(name="<area>.<action>")')
         else:
             found.append(names[0])
     assert not problems, "\n".join(problems)

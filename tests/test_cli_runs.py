@@ -155,8 +155,13 @@ async def approval_tenant(cli: Cli) -> str:
 
 async def start_put(cli: Cli, tenant: str) -> str:
     started = await cli(
-        "run", "--tenant", tenant, "--as", "user:ann",
-        "--playbook-file", str(cli.playbooks / "put-only.yaml"),
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook-file",
+        str(cli.playbooks / "put-only.yaml"),
     )
     assert started.code == 0, started
     run_id = started.out.strip()
@@ -168,8 +173,17 @@ async def test_run_wait_json_prints_one_object_with_outcome_steps_and_cost(cli: 
     tenant = new_tenant()
     await configure_tenant(cli.settings.opa_url, tenant)
     result = await cli(
-        "run", "--tenant", tenant, "--as", "user:ann", "--playbook", "records-demo",
-        "--input", "key=k1", "--wait", "--json",
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook",
+        "records-demo",
+        "--input",
+        "key=k1",
+        "--wait",
+        "--json",
     )
     assert result.code == 0, result
     summary = result.json()
@@ -191,8 +205,17 @@ async def test_denied_run_exits_2_and_says_why(cli: Cli) -> None:
     tenant = new_tenant()
     await configure_tenant(cli.settings.opa_url, tenant, operations=["records.get"])
     result = await cli(
-        "run", "--tenant", tenant, "--as", "user:ann", "--playbook", "records-demo",
-        "--input", "key=k1", "--wait", "--json",
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook",
+        "records-demo",
+        "--input",
+        "key=k1",
+        "--wait",
+        "--json",
     )
     assert result.code == 2, result
     summary = result.json()
@@ -204,8 +227,15 @@ async def test_plan_with_unknown_operation_exits_2(cli: Cli) -> None:
     tenant = new_tenant()
     await configure_tenant(cli.settings.opa_url, tenant)
     result = await cli(
-        "run", "--tenant", tenant, "--as", "user:ann",
-        "--playbook-file", str(cli.playbooks / "unknown-op.yaml"), "--wait", "--json",
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook-file",
+        str(cli.playbooks / "unknown-op.yaml"),
+        "--wait",
+        "--json",
     )
     assert result.code == 2, result
     summary = result.json()
@@ -218,8 +248,15 @@ async def test_failed_step_exits_1_with_the_adapter_error(cli: Cli) -> None:
     tenant = new_tenant()
     await configure_tenant(cli.settings.opa_url, tenant)
     result = await cli(
-        "run", "--tenant", tenant, "--as", "user:ann",
-        "--playbook-file", str(cli.playbooks / "get-missing.yaml"), "--wait", "--json",
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook-file",
+        str(cli.playbooks / "get-missing.yaml"),
+        "--wait",
+        "--json",
     )
     assert result.code == 1, result
     summary = result.json()
@@ -232,8 +269,15 @@ async def test_failed_step_exits_1_with_the_adapter_error(cli: Cli) -> None:
 async def test_cancelled_run_exits_3_and_status_reports_it_with_exit_0(cli: Cli) -> None:
     tenant = await approval_tenant(cli)
     waiting = await cli.start(
-        "run", "--tenant", tenant, "--as", "user:ann",
-        "--playbook-file", str(cli.playbooks / "put-only.yaml"), "--wait", "--json",
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook-file",
+        str(cli.playbooks / "put-only.yaml"),
+        "--wait",
+        "--json",
     )
     try:
         [item] = await wait_listed_pending(cli, tenant)
@@ -268,7 +312,13 @@ async def test_requests_that_cannot_run_exit_2_before_any_workflow_starts(
 ) -> None:
     # Temporal is pointed at a closed port: reaching it at all would fail differently.
     result = await cli(
-        "run", "--tenant", new_tenant(), "--as", "user:ann", *flags, "--wait",
+        "run",
+        "--tenant",
+        new_tenant(),
+        "--as",
+        "user:ann",
+        *flags,
+        "--wait",
         env={"STEAD_TEMPORAL_ADDRESS": "127.0.0.1:1"},
     )
     assert result.code == 2, result
@@ -330,8 +380,17 @@ async def test_audit_lists_the_run_and_verify_detects_tampering(cli: Cli) -> Non
     tenant = new_tenant()
     await configure_tenant(cli.settings.opa_url, tenant)
     done = await cli(
-        "run", "--tenant", tenant, "--as", "user:ann", "--playbook", "records-demo",
-        "--input", "key=k1", "--wait", "--json",
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook",
+        "records-demo",
+        "--input",
+        "key=k1",
+        "--wait",
+        "--json",
     )
     assert done.code == 0, done
     run_id = done.json()["run_id"]

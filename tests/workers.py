@@ -73,4 +73,3 @@ def stop_worker(child: subprocess.Popen[str]) -> None:
             child.wait()
     if child.stdout is not None:
         child.stdout.close()
-
