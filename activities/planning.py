@@ -12,8 +12,16 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.policy import PolicyActivities
 from adapters.catalog import Catalog
-from stead.contracts.activities import PLAN_REJECTED, PlanInput, PlanWindowInput
+from stead.contracts.activities import (
+    PLAN_REJECTED,
+    DecidedPlan,
+    DecidedPlanInput,
+    PlanDecisionInput,
+    PlanInput,
+    PlanWindowInput,
+)
 from stead.contracts.run import Plan, PlannerInfo, RunRequest, Step, StepExecution, StoredPlan
 from stead.db.pool import tenant_transaction
 from stead.errors import ConfigError
@@ -47,15 +55,22 @@ class PlanningActivities:
     """Holds the catalog and settings the planners need; one instance per worker.
 
     ``pool`` is where plans too large for history are stored; without one (unit tests
-    of the planners) such a plan is rejected rather than sent whole.
+    of the planners) such a plan is rejected rather than sent whole. ``policy`` decides
+    plans for ``plan.create_decided``; a worker without it registers ``plan.create``
+    and ``policy.decide_plan`` only.
     """
 
     def __init__(
-        self, catalog: Catalog, settings: Settings, pool: asyncpg.Pool | None = None
+        self,
+        catalog: Catalog,
+        settings: Settings,
+        pool: asyncpg.Pool | None = None,
+        policy: PolicyActivities | None = None,
     ) -> None:
         self._catalog = catalog
         self._settings = settings
         self._pool = pool
+        self._policy = policy
         self._llm = LlmPlanner(catalog, settings)
 
     @activity.defn(name="plan.create")
@@ -73,6 +88,43 @@ class PlanningActivities:
             raise ApplicationError(
                 str(exc), exc.reasons, type=PLAN_REJECTED, non_retryable=True
             ) from None
+
+    @activity.defn(name="plan.create_decided")
+    async def create_decided(self, req: DecidedPlanInput) -> DecidedPlan:
+        """``plan.create`` then ``policy.decide_plan``, in one activity task.
+
+        Half the task round trips and history events of planning, with the same code:
+        the decision is made, recorded, audited and counted by
+        ``PolicyActivities.decide_plan`` exactly as when the workflow asks for it
+        (a stored plan is read back by its hash, so policy sees the whole plan). If
+        policy cannot decide, the plan comes back undecided and the workflow asks
+        ``policy.decide_plan`` itself, whose retries end in a ``policy_unavailable``
+        block: failing closed stays the workflow's, and an OPA outage never makes
+        Temporal retry (and an LLM re-plan) the planning.
+        """
+        if self._policy is None:
+            raise ApplicationError(
+                "this worker cannot decide plans (no policy client)",
+                type="PlanNotDecided",
+                non_retryable=True,
+            )
+        plan = await self.create_plan(req.plan)
+        request = req.plan.request
+        try:
+            decision = await self._policy.decide_plan(
+                PlanDecisionInput(
+                    tenant=request.tenant,
+                    principal=request.principal,
+                    run=req.run,
+                    plan=plan,
+                    budget=request.budget,
+                )
+            )
+        except Exception as exc:  # any failure to decide: the workflow decides on its own
+            why = exc.message if isinstance(exc, ApplicationError) else repr(exc)
+            activity.logger.warning("plan %s left undecided: %s", plan.plan_id, why)
+            return DecidedPlan(plan=plan, undecided=why)
+        return DecidedPlan(plan=plan, decision=decision)
 
     @activity.defn(name="plan.window")
     async def plan_window(self, req: PlanWindowInput) -> Plan:

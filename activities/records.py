@@ -6,17 +6,43 @@ from datetime import datetime
 
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities.identity import IdentityActivities
 from stead.audit.log import AuditEvent, append_event
-from stead.contracts.activities import AuditInput, RunRecordInput
+from stead.contracts.activities import AuditInput, OpenRunInput, RunRecordInput
+from stead.contracts.identity import RunAdmission
 from stead.db.pool import tenant_transaction
 from stead.observability.metrics import ApprovalVerdict, observe_approval, observe_run_finished
 from stead.runs.store import record_run_started, record_run_status
 
 
 class RecordActivities:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """``identity`` admits runs for ``runs.open``; without it only ``runs.record`` works."""
+
+    def __init__(self, pool: asyncpg.Pool, identity: IdentityActivities | None = None) -> None:
         self._pool = pool
+        self._identity = identity
+
+    @activity.defn(name="runs.open")
+    async def open_run(self, req: OpenRunInput) -> RunAdmission:
+        """``identity.admit_run`` and ``runs.record("planning")`` as one local activity.
+
+        One marker event and one local-activity dispatch per run instead of two, with
+        the same code. Admission goes first because it only reads: an attempt whose
+        record failed repeats nothing when it is retried, and the ``run_started`` audit
+        event is written by the attempt that commits the record. The workflow records
+        and audits a refusal exactly as after ``identity.admit_run``.
+        """
+        if self._identity is None:
+            raise ApplicationError(
+                "this worker cannot admit runs (no identity activities)",
+                type="RunNotOpened",
+                non_retryable=True,
+            )
+        admission = await self._identity.admit_run(req.admit)
+        await self.record_run(req.record)
+        return admission
 
     @activity.defn(name="audit.append")
     async def append_audit(self, req: AuditInput) -> None:

@@ -81,7 +81,7 @@ def _plan_bytes(history: WorkflowHistory) -> int:
             scheduled[event.event_id] = name
         if event.HasField("activity_task_completed_event_attributes"):
             attrs = event.activity_task_completed_event_attributes
-            if scheduled.get(attrs.scheduled_event_id) == "plan.create":
+            if scheduled.get(attrs.scheduled_event_id) in ("plan.create", "plan.create_decided"):
                 return attrs.result.ByteSize()
     return 0
 

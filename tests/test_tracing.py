@@ -81,7 +81,7 @@ async def test_a_traced_start_roots_the_runs_one_trace(traced: Traced) -> None:
     assert "StartWorkflow:stead.run" in names and "RunWorkflow:stead.run" in names
     executions = ("adapter.execute", "express.step", "step.run")
     assert sum(names.count(f"RunActivity:{name}") for name in executions) >= 2
-    assert "RunActivity:policy.decide_plan" in names and "CompleteWorkflow:stead.run" in names
+    assert "RunActivity:plan.create_decided" in names and "CompleteWorkflow:stead.run" in names
     assert len(_trace_ids(spans)) == 1
     root = next(s for s in spans if s.name == "StartWorkflow:stead.run")
     assert root.parent is None
@@ -115,7 +115,7 @@ async def test_a_run_started_without_tracing_keeps_one_trace_across_replays(
     spans = _run_spans(traced.exporter, handle.id)
     names = [s.name for s in spans]
     assert "RunWorkflow:stead.run" in names and "CompleteWorkflow:stead.run" in names
-    assert "RunActivity:policy.decide_plan" in names
+    assert "RunActivity:plan.create_decided" in names
     description = await handle.describe()
     expected = run_traceparent(handle.id, description.run_id).split("-")[1]
     assert _trace_ids(spans) == {int(expected, 16)}
@@ -193,7 +193,7 @@ async def test_stead_worker_sends_the_runs_trace_to_the_otlp_endpoint(
     spans = [s for s in received.spans if s[2].get("temporalWorkflowID") == handle.id]
     assert {name for name, _, _ in spans} >= {
         "RunWorkflow:stead.run",
-        "RunActivity:policy.decide_plan",
+        "RunActivity:plan.create_decided",
         "CompleteWorkflow:stead.run",
     }
     assert len({trace_id for _, trace_id, _ in spans}) == 1

@@ -105,13 +105,14 @@ class WorkerResources:
         )
         identity = IdentityActivities(self.pool, self.opa, self.trust.principals)
         capability = CapabilityActivities(self.pool, self.trust.authority)
-        planning = PlanningActivities(self.catalog, self.settings, self.pool)
-        records = RecordActivities(self.pool)
+        planning = PlanningActivities(self.catalog, self.settings, self.pool, policy)
+        records = RecordActivities(self.pool, identity)
         express = ExpressActivities(self.pool, policy, execution)
         step = StepActivities(self.pool, policy, execution)
         return [
             greet,
             planning.create_plan,
+            planning.create_decided,
             planning.plan_window,
             policy.decide_plan,
             policy.decide_step,
@@ -120,6 +121,7 @@ class WorkerResources:
             step.run,
             records.append_audit,
             records.record_run,
+            records.open_run,
             identity.admit_run,
             identity.verify_approval,
             capability.issue,

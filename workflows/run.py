@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -23,11 +23,14 @@ with workflow.unsafe.imports_passed_through():
         NON_RETRYABLE_TYPES,
         PLAN_REJECTED,
         AuditInput,
+        DecidedPlan,
+        DecidedPlanInput,
         DecideStepInput,
         ExecuteStepInput,
         ExecuteStepOutput,
         ExpressStepInput,
         ExpressStepOutput,
+        OpenRunInput,
         PlanDecisionInput,
         PlanFailure,
         PlanInput,
@@ -80,6 +83,9 @@ CAPABILITY_GRANTS_PATCH = "capability-grants-for-routed-steps"
 STORED_PLANS_PATCH = "plans-stored-by-reference"
 FUSED_STEP_PATCH = "fused-decide-execute"
 LOCAL_BOOKKEEPING_PATCH = "local-run-bookkeeping"
+# Per-run fixed cost: the start record and admission in one local activity (runs.open),
+# the plan and its decision in one activity, search attributes upserted only on change.
+RUN_FIXED_COST_PATCH = "run-fixed-cost"
 
 QUICK = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -141,22 +147,18 @@ class RunWorkflow:
         self._window_key: tuple[str, int] | None = None
         self._window_ids: frozenset[str] = frozenset()
         self._settled_states: dict[str, str] = {}
+        # The search-attribute values last upserted (see _upsert).
+        self._sa_status: str | None = None
+        self._sa_pending: bool | None = None
 
     # ---------------------------------------------------------------- entry
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunStatus:
         request = inp.request
-        workflow.upsert_search_attributes(
-            [
-                SA_TENANT.value_set(request.tenant),
-                SA_STATUS.value_set(self._carry.status),
-                SA_PENDING.value_set(False),
-            ]
-        )
+        self._upsert(tenant=request.tenant, status=self._carry.status, pending=False)
         if inp.carry is None:
-            await self._record_run("planning")
-            refusal = await self._admit_run()
+            refusal = await self._open_run()
             if refusal is not None:
                 self._set_status("denied", (refusal,))
                 return await self._finish()
@@ -177,17 +179,45 @@ class RunWorkflow:
             workflow.continue_as_new(RunInput(request=request, carry=carry))
         return await self._finish()
 
+    async def _open_run(self) -> str | None:
+        """Record the run's start and admit its starter; why it may not run, or None.
+
+        Since the run-fixed-cost patch both are one local activity (``runs.open``);
+        if it fails, they are asked for one by one as before, so a failure ends
+        exactly where it did (a record that cannot be written fails the run, a
+        starter nobody could check is refused).
+        """
+        if _lean():
+            try:
+                admission = await _local_activity(
+                    "runs.open",
+                    OpenRunInput(admit=self._admit_input(), record=self._record_input("planning")),
+                    RunAdmission,
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=QUICK,
+                )
+            except ActivityError:
+                pass
+            else:
+                return await self._admission_refusal(admission)
+        await self._record_run("planning")
+        return await self._admit_run()
+
+    def _admit_input(self) -> AdmitRunInput:
+        req = self._input_request()
+        return AdmitRunInput(
+            tenant=req.tenant, principal=req.principal, workflow_id=self._ref.workflow_id
+        )
+
     async def _admit_run(self) -> str | None:
         """Why the starter may not start this run (per the tenant's directory), or None."""
-        if not workflow.patched(RUN_ADMISSION_PATCH):
+        if not _since(RUN_ADMISSION_PATCH):
             return None
         req = self._input_request()
         try:
             admission = await self._bookkeeping(
                 "identity.admit_run",
-                AdmitRunInput(
-                    tenant=req.tenant, principal=req.principal, workflow_id=self._ref.workflow_id
-                ),
+                self._admit_input(),
                 result_type=RunAdmission,
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=QUICK,
@@ -197,13 +227,19 @@ class RunWorkflow:
             reason = "the directory could not confirm the starter: " + "; ".join(
                 _failure_reasons(err)
             )
-        else:
-            self._carry = self._carry.model_copy(
-                update={"approval_authentication": admission.approval_authentication}
-            )
-            if admission.admitted:
-                return None
-            reason = admission.reason or f"{req.principal} may not start runs in {req.tenant}"
+            await self._audit("run_refused", req.principal, None, {"reason": reason})
+            return reason
+        return await self._admission_refusal(admission)
+
+    async def _admission_refusal(self, admission: RunAdmission) -> str | None:
+        """Keep the run's approval policy; a refusal is audited and returned."""
+        req = self._input_request()
+        self._carry = self._carry.model_copy(
+            update={"approval_authentication": admission.approval_authentication}
+        )
+        if admission.admitted:
+            return None
+        reason = admission.reason or f"{req.principal} may not start runs in {req.tenant}"
         await self._audit("run_refused", req.principal, None, {"reason": reason})
         return reason
 
@@ -215,24 +251,36 @@ class RunWorkflow:
         req = self._input_request()
         completed = tuple(sid for sid, r in self._carry.results.items() if r.status == "succeeded")
         # Histories from before stored plans replay with plans that always come back whole.
-        allow_stored = workflow.patched(STORED_PLANS_PATCH)
+        allow_stored = _since(STORED_PLANS_PATCH)
+        plan_input = PlanInput(
+            request=req,
+            workflow_id=self._ref.workflow_id,
+            attempt=attempt,
+            recalled=await self._recall(),
+            failure_context=failure,
+            completed_steps=completed,
+            failure=detail,
+            allow_stored=allow_stored,
+        )
+        decision: Decision | None = None
         try:
-            plan = await _activity(
-                "plan.create",
-                PlanInput(
-                    request=req,
-                    workflow_id=self._ref.workflow_id,
-                    attempt=attempt,
-                    recalled=await self._recall(),
-                    failure_context=failure,
-                    completed_steps=completed,
-                    failure=detail,
-                    allow_stored=allow_stored,
-                ),
-                result_type=Plan,
-                start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=PLAN_RETRY,
-            )
+            if _lean():
+                decided = await _activity(
+                    "plan.create_decided",
+                    DecidedPlanInput(plan=plan_input, run=self._ref),
+                    result_type=DecidedPlan,
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=PLAN_RETRY,
+                )
+                plan, decision = decided.plan, decided.decision
+            else:
+                plan = await _activity(
+                    "plan.create",
+                    plan_input,
+                    result_type=Plan,
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=PLAN_RETRY,
+                )
         except ActivityError as err:
             self._carry = self._carry.model_copy(
                 update={"status": "plan_rejected", "reasons": _failure_reasons(err)}
@@ -248,7 +296,10 @@ class RunWorkflow:
                 )
             }
         )
-        decision = await self._decide_plan(plan)
+        # Undecided (policy could not be asked in plan.create_decided): ask on its own,
+        # so the retries and the policy_unavailable block are exactly the regular path's.
+        if decision is None:
+            decision = await self._decide_plan(plan)
         if decision.outcome != "allow":
             self._carry = self._carry.model_copy(
                 update={"status": "denied", "plan": plan, "reasons": decision.reasons}
@@ -260,7 +311,7 @@ class RunWorkflow:
         """Context for the LLM planner from memory. Playbooks need none; a memory outage
         plans without context rather than failing the run."""
         req = self._input_request()
-        if req.goal is None or not workflow.patched(MEMORY_RECALL_PATCH):
+        if req.goal is None or not _since(MEMORY_RECALL_PATCH):
             return ()
         try:
             recalled = await _activity(
@@ -281,7 +332,7 @@ class RunWorkflow:
 
     async def _remember_summary(self) -> None:
         """The run's outcome, remembered with provenance; best effort after the record."""
-        if not workflow.patched(MEMORY_SUMMARY_PATCH):
+        if not _since(MEMORY_SUMMARY_PATCH):
             return
         req = self._input_request()
         plan = self._carry.plan
@@ -556,7 +607,7 @@ class RunWorkflow:
         own_queue = workflow.info().task_queue
         if execution.task_queue not in (None, own_queue):
             return None
-        if not workflow.patched(FUSED_STEP_PATCH):
+        if not _since(FUSED_STEP_PATCH):
             return None
         self._put_result(step, "running", started_at=started)
         try:
@@ -714,7 +765,7 @@ class RunWorkflow:
         )
         queue = execution.task_queue or workflow.info().task_queue
         try:
-            if queue != workflow.info().task_queue and workflow.patched(CAPABILITY_GRANTS_PATCH):
+            if queue != workflow.info().task_queue and _since(CAPABILITY_GRANTS_PATCH):
                 # An edge worker holds only the public key: the authority (on this queue)
                 # mints its token ahead and keeps it in Postgres; history sees only the id.
                 grant = await _activity(
@@ -812,7 +863,7 @@ class RunWorkflow:
         """Read this run's window; False (run failed, with the reason) if it cannot be read."""
         plan = self._carry.plan
         assert plan is not None and plan.stored is not None
-        if not workflow.patched(STORED_PLANS_PATCH):
+        if not _since(STORED_PLANS_PATCH):
             self._set_status("failed", ("a stored plan reached a worker that cannot run one",))
             return False
         req = self._input_request()
@@ -974,7 +1025,7 @@ class RunWorkflow:
         step may have moved on, or the same approver's other vote been counted, while
         the activity ran.
         """
-        if not workflow.patched(VERIFIED_APPROVALS_PATCH):
+        if not _since(VERIFIED_APPROVALS_PATCH):
             return None
         pending = self._pending.get(approval.step_id)
         try:
@@ -1077,7 +1128,7 @@ class RunWorkflow:
         waiting = bool(self._pending)
         if self._carry.status not in TERMINAL_RUN_STATES:
             self._set_status("awaiting_approval" if waiting else "running")
-        workflow.upsert_search_attributes([SA_PENDING.value_set(waiting)])
+        self._upsert(pending=waiting)
 
     # ------------------------------------------------------ cancel/queries
 
@@ -1140,7 +1191,34 @@ class RunWorkflow:
         if reasons:
             update["reasons"] = tuple(reasons)
         self._carry = self._carry.model_copy(update=update)
-        workflow.upsert_search_attributes([SA_STATUS.value_set(status)])
+        self._upsert(status=status)
+
+    def _upsert(
+        self,
+        *,
+        tenant: str | None = None,
+        status: str | None = None,
+        pending: bool | None = None,
+    ) -> None:
+        """Upsert the run's search attributes (what ``stead runs`` and the UI filter on).
+
+        Each upsert is a command, an event in history and a visibility write for the
+        Temporal server; a run used to send its final status twice and ``pending=False``
+        when it already was. Since the run-fixed-cost patch only values that changed
+        are sent (the tenant, first, always); older histories replay every upsert.
+        """
+        changed_only = _lean()
+        updates: list[SearchAttributeUpdate[Any]] = []
+        if tenant is not None:
+            updates.append(SA_TENANT.value_set(tenant))
+        if status is not None and not (changed_only and status == self._sa_status):
+            updates.append(SA_STATUS.value_set(status))
+            self._sa_status = status
+        if pending is not None and not (changed_only and pending == self._sa_pending):
+            updates.append(SA_PENDING.value_set(pending))
+            self._sa_pending = pending
+        if updates:
+            workflow.upsert_search_attributes(updates)
 
     def _aborting_failure(self, plan: Plan) -> bool:
         return any(
@@ -1207,28 +1285,31 @@ class RunWorkflow:
         )
 
     async def _record_run(self, status: str, *, finished: bool = False) -> None:
-        req = self._input_request()
-        plan = self._carry.plan
         await self._bookkeeping(
             "runs.record",
-            RunRecordInput(
-                tenant=req.tenant,
-                workflow_id=self._ref.workflow_id,
-                principal=req.principal,
-                status=status,
-                goal=req.goal,
-                playbook=req.playbook,
-                plan_hash=plan.plan_hash if plan else None,
-                tokens=self._carry.spent.tokens,
-                cost_usd=self._carry.spent.usd,
-                minutes_saved=self._minutes_saved(),
-                labels=req.labels,
-                summary={"reasons": list(self._carry.reasons), "steps": self._step_counts()},
-                finished=finished,
-            ),
+            self._record_input(status, finished=finished),
             result_type=None,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=QUICK,
+        )
+
+    def _record_input(self, status: str, *, finished: bool = False) -> RunRecordInput:
+        req = self._input_request()
+        plan = self._carry.plan
+        return RunRecordInput(
+            tenant=req.tenant,
+            workflow_id=self._ref.workflow_id,
+            principal=req.principal,
+            status=status,
+            goal=req.goal,
+            playbook=req.playbook,
+            plan_hash=plan.plan_hash if plan else None,
+            tokens=self._carry.spent.tokens,
+            cost_usd=self._carry.spent.usd,
+            minutes_saved=self._minutes_saved(),
+            labels=req.labels,
+            summary={"reasons": list(self._carry.reasons), "steps": self._step_counts()},
+            finished=finished,
         )
 
     async def _bookkeeping(
@@ -1240,7 +1321,7 @@ class RunWorkflow:
         regular activity; as local activities they run in the workflow task that asks
         for them. Histories recorded before keep regular activities.
         """
-        if workflow.patched(LOCAL_BOOKKEEPING_PATCH):
+        if _since(LOCAL_BOOKKEEPING_PATCH):
             result: _T = await workflow.execute_local_activity(
                 name, arg, result_type=result_type, **options
             )
@@ -1269,10 +1350,28 @@ class RunWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._pending.clear()
         self._set_status(self._carry.status)
-        workflow.upsert_search_attributes([SA_PENDING.value_set(False)])
+        self._upsert(pending=False)
         await self._record_run(self._carry.status, finished=True)
         await self._remember_summary()
         return self._snapshot()
+
+
+def _lean() -> bool:
+    """Whether this run started on code with the run-fixed-cost patch (see ``_since``)."""
+    return workflow.patched(RUN_FIXED_COST_PATCH)
+
+
+def _since(patch: str) -> bool:
+    """``workflow.patched(patch)`` for the patches older than run-fixed-cost.
+
+    Each patch a new run meets costs it a marker event and a ``TemporalChangeVersion``
+    search-attribute upsert (SDK core adds one per patch): five or six pairs per run,
+    more history and visibility writes than the run's own upserts. A run with the
+    run-fixed-cost marker was started by code in which every older patch is in force,
+    so it asks only that one (the first thing ``run`` does, memoized by the SDK);
+    histories without it ask each patch where they always did and replay unchanged.
+    """
+    return _lean() or workflow.patched(patch)
 
 
 async def _local_activity(name: str, arg: object, result_type: type[_T], **options: Any) -> _T:

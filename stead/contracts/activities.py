@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import Field, JsonValue
 
+from stead.contracts.identity import AdmitRunInput
 from stead.contracts.run import (
     ApprovalRecord,
     Budget,
@@ -181,3 +182,31 @@ class ExpressStepOutput(Closed):
     decision: Decision
     executed: bool = False
     output: ExecuteStepOutput | None = None
+
+
+class DecidedPlanInput(Closed):
+    """Make the plan and have policy decide it, in one activity (``plan.create_decided``)."""
+
+    plan: PlanInput
+    run: RunRef
+
+
+class DecidedPlan(Closed):
+    """A plan and policy's decision on it.
+
+    ``decision`` is None when policy could not decide (OPA unreachable, a stored plan
+    that could not be read back): the workflow then asks ``policy.decide_plan`` on its
+    own, whose retries end in a ``policy_unavailable`` block (fail closed);
+    ``undecided`` says why, for the worker log only.
+    """
+
+    plan: Plan
+    decision: Decision | None = None
+    undecided: str | None = None
+
+
+class OpenRunInput(Closed):
+    """The run's admission and its start record, in one local activity (``runs.open``)."""
+
+    admit: AdmitRunInput
+    record: RunRecordInput
