@@ -12,8 +12,8 @@ from temporalio import activity
 
 from activities.execution import ExecutionActivities
 from activities.policy import PolicyActivities
-from activities.step import decide_for_execution
-from stead.contracts.activities import ExecuteStepInput, ExpressStepInput, ExpressStepOutput
+from activities.step import decide_for_execution, execute_if_allowed
+from stead.contracts.activities import ExpressStepInput, ExpressStepOutput
 
 
 class ExpressActivities:
@@ -27,18 +27,4 @@ class ExpressActivities:
     @activity.defn(name="express.step")
     async def run_step(self, req: ExpressStepInput) -> ExpressStepOutput:
         decision = await decide_for_execution(self._pool, self._policy, req)
-        if decision.outcome != "allow" or decision.blocked is not None:
-            return ExpressStepOutput(decision=decision)
-        d = req.decide
-        output = await self._execution.execute(
-            ExecuteStepInput(
-                tenant=d.tenant,
-                principal=d.principal,
-                run=d.run,
-                plan_hash=d.plan_hash,
-                step=d.step,
-                decision_id=decision.decision_id,
-                idempotency_key=req.idempotency_key,
-            )
-        )
-        return ExpressStepOutput(decision=decision, executed=True, output=output)
+        return await execute_if_allowed(self._execution, req, decision)

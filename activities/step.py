@@ -51,22 +51,7 @@ class StepActivities:
 
     @activity.defn(name="step.run")
     async def run(self, req: ExpressStepInput) -> ExpressStepOutput:
-        decision = await self._decide(req)
-        if decision.outcome != "allow" or decision.blocked is not None:
-            return ExpressStepOutput(decision=decision)
-        d = req.decide
-        output = await self._execution.execute(
-            ExecuteStepInput(
-                tenant=d.tenant,
-                principal=d.principal,
-                run=d.run,
-                plan_hash=d.plan_hash,
-                step=d.step,
-                decision_id=decision.decision_id,
-                idempotency_key=req.idempotency_key,
-            )
-        )
-        return ExpressStepOutput(decision=decision, executed=True, output=output)
+        return await execute_if_allowed(self._execution, req, await self._decide(req))
 
     async def _decide(self, req: ExpressStepInput) -> Decision:
         try:
@@ -78,6 +63,28 @@ class StepActivities:
             raise ApplicationError(
                 exc.message, type=POLICY_UNAVAILABLE, non_retryable=True
             ) from exc
+
+
+async def execute_if_allowed(
+    execution: ExecutionActivities, req: ExpressStepInput, decision: Decision
+) -> ExpressStepOutput:
+    """Execute under ``decision`` if it is an immediate allow; otherwise hand it back to the
+    workflow, which continues on the regular approval/decide/execute path."""
+    if decision.outcome != "allow" or decision.blocked is not None:
+        return ExpressStepOutput(decision=decision)
+    d = req.decide
+    output = await execution.execute(
+        ExecuteStepInput(
+            tenant=d.tenant,
+            principal=d.principal,
+            run=d.run,
+            plan_hash=d.plan_hash,
+            step=d.step,
+            decision_id=decision.decision_id,
+            idempotency_key=req.idempotency_key,
+        )
+    )
+    return ExpressStepOutput(decision=decision, executed=True, output=output)
 
 
 async def decide_for_execution(
