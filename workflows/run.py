@@ -143,6 +143,8 @@ class RunWorkflow:
         self._votes: dict[str, list[ApprovalRecord]] = {}
         self._cancel_requested = False
         self._steps_this_run = 0
+        # Results a replan dropped from the carry, for updates still answering about them.
+        self._replaced: dict[str, StepResult] = {}
         # Stored plans: which window the caches below describe (see _earlier_state).
         self._window_key: tuple[str, int] | None = None
         self._window_ids: frozenset[str] = frozenset()
@@ -827,6 +829,7 @@ class RunWorkflow:
         kept = [s for s in old.steps if s.id in done]
         fresh = [s for s in new_plan.steps if s.id not in done]
         results = {sid: r for sid, r in self._carry.results.items() if sid in done}
+        self._replaced.update({sid: r for sid, r in self._carry.results.items() if sid not in done})
         merged = new_plan.model_copy(
             update={
                 "steps": (*kept, *fresh),
@@ -987,7 +990,20 @@ class RunWorkflow:
                 check.reason or "approval refused", type="ApprovalRefused", non_retryable=True
             )
         await self._accept(approval, check)
-        return self._carry.results[approval.step_id]
+        return self._result_for_voter(approval.step_id)
+
+    def _result_for_voter(self, step_id: str) -> StepResult:
+        """The step as the approver's vote left it. A rejection can trigger a replan while
+        the vote's audit activity is still running, and the replan drops the rejected
+        step's result from the carry: the update then answers from ``_replaced``. (An
+        uncaught KeyError here would fail the workflow task on every retry and hang the
+        approver's update.)"""
+        result = self._carry.results.get(step_id) or self._replaced.get(step_id)
+        if result is None:
+            raise ApplicationError(
+                f"step {step_id} is no longer part of this run", type="ApprovalRefused"
+            )
+        return result
 
     @approve.validator
     def _validate_approve(self, approval: ApprovalInput) -> None:
