@@ -21,6 +21,10 @@ decision, recorded and audited). The first attempt never looks: it cannot find o
 OPA being unreachable fails the activity at once (non-retryable) with the recorded
 type ``PolicyUnavailable``: the workflow then decides on the regular path, whose retry
 policy for decisions ends in a ``policy_unavailable`` block (fail closed).
+
+``express.step`` is the same step as a *local* activity, for low-risk reads a run opted
+into (``RunOptions.express_reads``): no task-queue round trip at all, and the same
+decision, ledger, audit and retry rule.
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ class StepActivities:
     @activity.defn(name="step.run")
     async def run(self, req: ExpressStepInput) -> ExpressStepOutput:
         return await execute_if_allowed(self._execution, req, await self._decide(req))
+
+    @activity.defn(name="express.step")
+    async def run_express(self, req: ExpressStepInput) -> ExpressStepOutput:
+        """The local-activity form: a policy outage is retried by the local activity's own
+        retry policy, and after it the workflow decides again on the regular path."""
+        decision = await decide_for_execution(self._pool, self._policy, req)
+        return await execute_if_allowed(self._execution, req, decision)
 
     async def _decide(self, req: ExpressStepInput) -> Decision:
         try:

@@ -26,7 +26,6 @@ from temporalio.worker import Worker
 
 from activities.capability import CapabilityActivities
 from activities.execution import ExecutionActivities
-from activities.express import ExpressActivities
 from activities.hello import greet
 from activities.identity import IdentityActivities
 from activities.memory import MemoryActivities
@@ -107,7 +106,6 @@ class WorkerResources:
         capability = CapabilityActivities(self.pool, self.trust.authority)
         planning = PlanningActivities(self.catalog, self.settings, self.pool, policy)
         records = RecordActivities(self.pool, identity)
-        express = ExpressActivities(self.pool, policy, execution)
         step = StepActivities(self.pool, policy, execution)
         return [
             greet,
@@ -117,8 +115,8 @@ class WorkerResources:
             policy.decide_plan,
             policy.decide_step,
             execution.execute,
-            express.run_step,
             step.run,
+            step.run_express,
             records.append_audit,
             records.record_run,
             records.open_run,
