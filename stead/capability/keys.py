@@ -1,4 +1,5 @@
-"""Ed25519 key pairs on disk: the capability authority's and the principal-token issuer's.
+"""Keys on disk: Ed25519 pairs (capability authority, principal-token issuer) and
+symmetric secrets (the worker's integrity key, the audit chain key).
 
 A key directory (``$STEAD_HOME/keys`` unless ``STEAD_KEYS_DIR`` says otherwise) holds
 ``<name>.key`` (private, mode 0600) and ``<name>.pub`` (public). Each private key is
@@ -7,6 +8,12 @@ capability tokens, ``identity.key`` where an administrator issues principal toke
 Edge workers and verifiers get the ``.pub`` files alone. Both files hold biscuit's own
 text form (``ed25519-private/<hex>``, ``ed25519/<hex>``), so they can be pasted into
 any biscuit tool.
+
+Symmetric secrets are ``<name>.secret`` (32 random bytes as hex, mode 0600):
+``integrity.secret`` lets workers seal what they hand to Temporal and must get back
+unchanged (a run's continuation state, routed index calls); ``audit.secret`` keys the
+audit log's hash chain, so rows written by anyone without it do not link. Neither
+ever leaves the machines that run workers.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ KeyName = Literal["capability", "identity"]
 CAPABILITY: Final[KeyName] = "capability"
 IDENTITY: Final[KeyName] = "identity"
 ALL_KEYS: Final[tuple[KeyName, ...]] = (CAPABILITY, IDENTITY)
+SecretName = Literal["integrity", "audit"]
+INTEGRITY: Final[SecretName] = "integrity"
+AUDIT: Final[SecretName] = "audit"
+ALL_SECRETS: Final[tuple[SecretName, ...]] = (INTEGRITY, AUDIT)
+SECRET_BYTES: Final = 32
 
 
 @dataclass(frozen=True)
@@ -95,9 +107,47 @@ class KeyStore:
             _write_atomically(pub_path, public)
         return created
 
-    def ensure_all(self) -> list[KeyName]:
-        """Create every missing pair; returns the names created now."""
-        return [name for name in ALL_KEYS if self.ensure(name)]
+    def secret_path(self, name: SecretName) -> Path:
+        return self.directory / f"{name}.secret"
+
+    def secret(self, name: SecretName) -> bytes | None:
+        """The symmetric secret, or None when this machine is not meant to hold it."""
+        path = self.secret_path(name)
+        if not path.exists():
+            return None
+        try:
+            value = bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path} is not a hex-encoded secret ({exc})") from None
+        if len(value) < SECRET_BYTES:
+            raise ConfigError(f"{path} holds {len(value)} bytes; a secret needs {SECRET_BYTES}")
+        return value
+
+    def ensure_secret(self, name: SecretName) -> bool:
+        """Create the secret if missing (race-safe like ``ensure``); True when created now."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            self.directory.chmod(0o700)
+        target = self.secret_path(name)
+        if target.exists():
+            return False
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{os.urandom(SECRET_BYTES).hex()}\n")
+            os.chmod(tmp, 0o600)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def ensure_all(self) -> list[str]:
+        """Create every missing pair and secret; returns the names created now."""
+        pairs: list[str] = [name for name in ALL_KEYS if self.ensure(name)]
+        return pairs + [name for name in ALL_SECRETS if self.ensure_secret(name)]
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from stead.capability.authority import utcnow
-from stead.capability.keys import ALL_KEYS, IDENTITY, KeyStore
+from stead.capability.keys import ALL_KEYS, ALL_SECRETS, IDENTITY, KeyStore
 from stead.capability.trust import key_store
 from stead.cli._common import console, fails_cleanly, print_json, settings
 from stead.contracts.run import ApprovalInput, PendingApproval, Verdict
@@ -351,6 +351,13 @@ def _describe_keys(store: KeyStore) -> dict[str, dict[str, object]]:
             "private_file": str(store.private_path(name)),
             "holds_private": store.private_path(name).exists(),
         }
+    for secret in ALL_SECRETS:
+        # Symmetric: no public half; say only where it is and whether this machine has it.
+        report[secret] = {
+            "public_key": None,
+            "private_file": str(store.secret_path(secret)),
+            "holds_private": store.secret_path(secret).exists(),
+        }
     return report
 
 
@@ -366,10 +373,12 @@ def keys_init(json_out: JsonOption = False) -> None:
         return
     for name, info in report.items():
         made = "created" if name in created else "kept"
-        console.print(f"{made} {name}: {info['public_key']} ({info['private_file']})")
+        shown = info["public_key"] or "symmetric secret"
+        console.print(f"{made} {name}: {shown} ({info['private_file']})")
     console.print(
         "capability.key stays with workers that mint capabilities; identity.key with whoever "
-        "issues principal tokens. Other machines get the .pub files only."
+        "issues principal tokens; integrity.secret and audit.secret with the workers only. "
+        "Other machines get the .pub files only."
     )
 
 
