@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -112,10 +113,18 @@ def test_principal_token_names_tenant_principal_and_expiry(stack: Settings) -> N
 
 
 def test_keys_show_prints_public_keys_only(stack: Settings) -> None:
+    cli(stack, keys_app, "init")  # the test must not depend on another creating them first
     report = cli(stack, keys_app, "show")
-    assert set(report) == {"capability", "identity"}
-    assert all(info["public_key"].startswith("ed25519/") for info in report.values())
-    assert "private" not in json.dumps([info["public_key"] for info in report.values()])
+    assert set(report) == {"capability", "identity", "integrity", "audit"}
+    pairs = [report["capability"], report["identity"]]
+    assert all(info["public_key"].startswith("ed25519/") for info in pairs)
+    assert "private" not in json.dumps([info["public_key"] for info in pairs])
+    # Symmetric secrets have no public half: only where they are is shown, never a value.
+    shown = json.dumps(report)
+    for name in ("integrity", "audit"):
+        assert report[name]["public_key"] is None
+        value = Path(report[name]["private_file"]).read_text().strip()
+        assert value and value not in shown
 
 
 async def test_principals_are_invisible_across_tenants(stack: Settings, pool: asyncpg.Pool) -> None:
