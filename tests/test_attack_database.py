@@ -459,21 +459,36 @@ async def test_an_anchor_rolled_back_by_hand_is_refused(
     pool: asyncpg.Pool, stack: Settings
 ) -> None:
     # The attacker copies a row's (seq, hash) from the database into the anchor file
-    # to make a cut tail look whole: the anchor's own MAC gives it away.
+    # to make a cut tail look whole: without the key it cannot sign the anchor.
     tenant = new_tenant()
     await append_chain(pool, tenant, 4)
-    anchors = installed().anchors
-    rows = await as_admin(
+    [row] = await as_admin(
         stack, "SELECT seq, hash FROM audit_events WHERE tenant = $1 AND seq = 2", tenant
     )
-    anchor = json.loads(anchors.path(tenant).read_text())
-    anchors.path(tenant).write_text(json.dumps({**anchor, "seq": 2, "mac": rows[0]["hash"]}))
+    forged = {"tenant": tenant, "seq": 2, "mac": row["hash"], "sig": "0" * 64}
+    slot = json.dumps(forged).encode().ljust(255) + b"\n"
+    installed().anchors.path(tenant).write_bytes(slot * 2)
     await delete_as_superuser(stack, tenant, after_seq=2)
+
+    result = await stead(stack, "audit", "verify", "--tenant", tenant)
+    assert result.code == 1, result
+    assert "holds no anchor signed with the audit key" in result.err, result
+
+
+async def test_a_torn_anchor_write_makes_the_anchor_lag_not_lie(pool: asyncpg.Pool) -> None:
+    # A crash mid-write spoils the slot being written; the other slot still vouches
+    # for the head before it, so an intact chain still verifies.
+    tenant = new_tenant()
+    await append_chain(pool, tenant, 4)
+    path = installed().anchors.path(tenant)
+    raw = bytearray(path.read_bytes())
+    raw[10:40] = b"\x00" * 30  # slot 0 holds seq 4 (seq % 2 picks the slot)
+    path.write_bytes(bytes(raw))
 
     async with tenant_transaction(pool, tenant) as conn:
         result = await verify_chain(conn, tenant)
-    assert not result.ok
-    assert "not signed with the audit key" in (result.reason or "")
+    assert result.ok, result
+    assert result.anchored_seq == 3
 
 
 async def test_a_rolled_back_append_leaves_no_anchor_ahead_of_the_rows(
