@@ -506,3 +506,16 @@ async def test_a_rolled_back_append_leaves_no_anchor_ahead_of_the_rows(
         result = await verify_chain(conn, tenant)
     assert result.ok, result
     assert (result.checked, result.anchored_seq) == (2, 2)
+
+
+async def test_deleting_the_anchor_too_does_not_make_a_cut_chain_pass(
+    pool: asyncpg.Pool, stack: Settings
+) -> None:
+    tenant = new_tenant()
+    await append_chain(pool, tenant, 3)
+    installed().anchors.path(tenant).unlink()
+    await delete_as_superuser(stack, tenant, after_seq=1)
+
+    result = await stead(stack, "audit", "verify", "--tenant", tenant)
+    assert result.code == 1, result
+    assert f"tenant {tenant} has no anchor" in result.err, result

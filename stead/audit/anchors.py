@@ -95,6 +95,8 @@ class AnchorStore:
             return None
         except OSError as exc:
             raise AnchorUnreadable(f"cannot read audit anchor {path}: {exc}") from None
+        if not raw.strip(b"\x00 \n"):
+            return None  # created but never written (a crash before the first write)
         found = [
             anchor
             for start in range(0, 2 * _SLOT, _SLOT)
