@@ -28,9 +28,12 @@ import pytest_asyncio
 
 from stead.audit import AuditEvent, append_event, installed, verify_chain
 from stead.audit.chain import CHAIN_KEYED, CHAIN_UNKEYED, hashed_fields, unkeyed_hash
-from stead.contracts.run import canonical_json
+from stead.capability import CapabilityAuthority, CapabilityScope, NoAllowDecision
+from stead.capability.keys import CAPABILITY, KeyStore
+from stead.contracts.run import Decision, canonical_json
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity import directory
+from stead.runs.store import record_decision
 from stead.settings import Settings
 from tests.conftest import REPO, subprocess_env
 
@@ -316,6 +319,60 @@ async def test_only_expired_capability_uses_can_be_deleted(
     assert deleted == "DELETE 1"
     left = await as_admin(stack, "SELECT token_id FROM capability_uses WHERE tenant = $1", tenant)
     assert [r["token_id"] for r in left] == [f"{tenant}-live"]
+
+
+async def test_a_forged_allow_decision_gets_no_capability(
+    pool: asyncpg.Pool, stack: Settings, tmp_path: Path
+) -> None:
+    # INSERT on decisions stays (policy activities record them); a row the app role
+    # writes itself carries no MAC under audit.secret, so the authority signs nothing.
+    tenant = new_tenant()
+    keys = KeyStore(tmp_path)
+    keys.ensure(CAPABILITY)
+    private = keys.private(CAPABILITY)
+    assert private is not None
+    authority = CapabilityAuthority(private, pool)
+    workflow_id = f"wf-{uuid.uuid4().hex[:8]}"
+
+    def scope(decision_id: str) -> CapabilityScope:
+        return CapabilityScope(
+            tenant=tenant,
+            workflow_id=workflow_id,
+            run_id="r",
+            step_id="send",
+            operation="records.put",
+            args_hash="a" * 64,
+            idempotency_key=f"{workflow_id}/send",
+            decision_id=decision_id,
+        )
+
+    forged = f"d-{uuid.uuid4().hex[:10]}"
+    for mac in (None, "0" * 64):
+        async with tenant_transaction(pool, tenant) as conn:
+            await conn.execute(
+                "INSERT INTO decisions (decision_id, tenant, workflow_id, step_id, kind, outcome,"
+                " input_hash, mac) VALUES ($1, $2, $3, 'send', 'step', 'allow', 'h', $4)",
+                f"{forged}-{mac is None}",
+                tenant,
+                workflow_id,
+                mac,
+            )
+        with pytest.raises(NoAllowDecision, match="carries no valid MAC"):
+            await authority.issue(scope(f"{forged}-{mac is None}"))
+
+    genuine = f"d-{uuid.uuid4().hex[:10]}"
+    async with tenant_transaction(pool, tenant) as conn:
+        await record_decision(
+            conn,
+            tenant=tenant,
+            workflow_id=workflow_id,
+            step_id="send",
+            kind="step",
+            decision=Decision(decision_id=genuine, outcome="allow", reasons=("ok",)),
+            input_hash="h",
+            eval_ms=None,
+        )
+    assert await authority.issue(scope(genuine))
 
 
 # ------------------------------------------------------ (c) forged audit rows

@@ -18,13 +18,16 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stead.audit.anchors import AnchorStore
-from stead.capability.keys import AUDIT, KeyStore
 from stead.contracts.run import canonical_json
 from stead.errors import ConfigError
 from stead.settings import Settings
+
+if TYPE_CHECKING:
+    # Only the type: stead.capability's authority imports this module (decision MACs).
+    from stead.capability.keys import KeyStore
 
 GENESIS_HASH: Final = "0" * 64
 CHAIN_UNKEYED: Final = 1
@@ -44,6 +47,8 @@ class AuditChain:
     _key: bytes | None = field(default=None, init=False, repr=False)
 
     def key(self) -> bytes:
+        from stead.capability.keys import AUDIT
+
         if self._key is None:
             key = self.keys.secret(AUDIT)
             if key is None:
@@ -129,3 +134,38 @@ def keyed_mac(key: bytes, prev_hash: str, fields: dict[str, Any]) -> str:
 def unkeyed_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     """A ``chain_version`` 1 row's hash (before 0007): anyone can compute it."""
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode()).hexdigest()
+
+
+def decision_mac(
+    key: bytes,
+    *,
+    decision_id: str,
+    tenant: str,
+    workflow_id: str,
+    step_id: str | None,
+    kind: str,
+    outcome: str,
+    blocked: str | None,
+    input_hash: str,
+    policy_revision: str,
+) -> str:
+    """The MAC a worker stores with each policy decision it records.
+
+    The capability authority mints only for a recorded allow; with INSERT on
+    ``decisions`` (which the app role needs) anyone could record one. The MAC, under
+    the same key as the audit chain and in a domain of its own, makes a decision row
+    the authority believes one that a worker wrote.
+    """
+    fields = [
+        decision_id,
+        tenant,
+        workflow_id,
+        step_id,
+        kind,
+        outcome,
+        blocked,
+        input_hash,
+        policy_revision,
+    ]
+    message = b"stead-decision/v1\n" + canonical_json(fields).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()

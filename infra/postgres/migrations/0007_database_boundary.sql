@@ -49,6 +49,11 @@ $$;
 -- decisions: the capability authority signs a token only for a recorded allow, so a
 -- decision is a fact that never changes (a retried recording is ON CONFLICT DO
 -- NOTHING). Without this the app role could turn a deny into an allow.
+-- INSERT stays (policy activities record decisions), so a row alone proves nothing:
+-- workers store an HMAC under audit.secret with each decision (stead.audit.chain.
+-- decision_mac) and the authority refuses a row without a valid one. Rows from before
+-- this migration have none and are refused: nothing is deployed that would need them.
+ALTER TABLE decisions ADD COLUMN mac text;
 REVOKE UPDATE, DELETE, TRUNCATE ON decisions FROM stead_app;
 CREATE TRIGGER decisions_no_rewrite
     BEFORE UPDATE OR DELETE ON decisions
