@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -169,3 +170,29 @@ def decision_mac(
     ]
     message = b"stead-decision/v1\n" + canonical_json(fields).encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+DECISION_MAC_COLUMNS: Final = (
+    "decision_id, tenant, workflow_id, step_id, kind, outcome, blocked, input_hash,"
+    " policy_revision, mac"
+)
+
+
+def decision_row_verified(row: Mapping[str, Any]) -> bool:
+    """Whether a ``decisions`` row (selected with ``DECISION_MAC_COLUMNS``) carries the MAC
+    ``record_decision`` computes under this process's audit key: the app role may
+    INSERT decisions, so a row alone proves nothing (migration 0007)."""
+    expected = decision_mac(
+        installed().key(),
+        decision_id=row["decision_id"],
+        tenant=row["tenant"],
+        workflow_id=row["workflow_id"],
+        step_id=row["step_id"],
+        kind=row["kind"],
+        outcome=row["outcome"],
+        blocked=row["blocked"],
+        input_hash=row["input_hash"],
+        policy_revision=row["policy_revision"],
+    )
+    mac = row["mac"]
+    return isinstance(mac, str) and hmac.compare_digest(expected, mac)

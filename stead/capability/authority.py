@@ -9,7 +9,6 @@ few seconds between minting and use and never enters workflow history.
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Protocol
 import asyncpg
 from biscuit_auth import BiscuitBuilder, PrivateKey
 
-from stead.audit.chain import decision_mac, installed
+from stead.audit.chain import DECISION_MAC_COLUMNS, decision_row_verified
 from stead.capability.claims import DEFAULT_TTL, MAX_TTL, CapabilityClaims, CapabilityScope
 from stead.capability.errors import NoAllowDecision
 from stead.db.pool import tenant_transaction
@@ -114,11 +113,10 @@ class CapabilityAuthority:
 
     async def _check_decision_on(self, conn: asyncpg.Connection, scope: CapabilityScope) -> None:
         row = await conn.fetchrow(
-            "SELECT decision_id, tenant, workflow_id, step_id, kind, outcome, blocked,"
-            " input_hash, policy_revision, mac FROM decisions WHERE decision_id = $1",
+            f"SELECT {DECISION_MAC_COLUMNS} FROM decisions WHERE decision_id = $1",
             scope.decision_id,
         )
-        if row is not None and not _written_by_a_worker(row):
+        if row is not None and not decision_row_verified(row):
             raise NoAllowDecision(
                 f"decision {scope.decision_id} for step {scope.step_id} of {scope.workflow_id} "
                 "carries no valid MAC: it was not recorded by a worker, so the capability "
@@ -135,21 +133,3 @@ class CapabilityAuthority:
                 f"no recorded allow decision {scope.decision_id} for step {scope.step_id} of "
                 f"{scope.workflow_id}; the capability authority signs nothing for it"
             )
-
-
-def _written_by_a_worker(row: asyncpg.Record) -> bool:
-    """Whether the row's MAC is the one ``record_decision`` computes under the audit key:
-    the app role may INSERT decisions, so a row alone proves nothing (migration 0007)."""
-    expected = decision_mac(
-        installed().key(),
-        decision_id=row["decision_id"],
-        tenant=row["tenant"],
-        workflow_id=row["workflow_id"],
-        step_id=row["step_id"],
-        kind=row["kind"],
-        outcome=row["outcome"],
-        blocked=row["blocked"],
-        input_hash=row["input_hash"],
-        policy_revision=row["policy_revision"],
-    )
-    return row["mac"] is not None and hmac.compare_digest(expected, row["mac"])
