@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         default=None,
         description="Capability and identity key pairs ($STEAD_HOME/keys); edges hold *.pub only.",
     )
+    audit_anchor_dir: Path | None = Field(
+        default=None,
+        description="Where audit appenders write each tenant's keyed chain head"
+        " ($STEAD_HOME/audit-anchors); every worker and `stead audit verify` must share it.",
+    )
     principal_token: SecretStr | None = Field(
         default=None, description="Principal token `stead approve` presents for the approver."
     )
@@ -197,6 +202,10 @@ class Settings(BaseSettings):
     @property
     def resolved_keys_dir(self) -> Path:
         return self.keys_dir or self.home / "keys"
+
+    @property
+    def resolved_audit_anchor_dir(self) -> Path:
+        return self.audit_anchor_dir or self.home / "audit-anchors"
 
 
 SECRET_ENV_PREFIX = "STEAD_SECRET__"

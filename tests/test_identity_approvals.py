@@ -56,9 +56,8 @@ def issuer(worker: WorkerHandle) -> PrincipalTokenIssuer:
 async def managed_tenant(pool: asyncpg.Pool, approvers: dict[str, list[str]]) -> str:
     """A tenant in the directory: user:ann starts runs; each key joins its groups."""
     tenant = new_tenant()
-    async with pool.acquire() as conn:
-        await directory.create_tenant(conn, tenant)
     async with tenant_transaction(pool, tenant) as conn:
+        await directory.create_tenant(conn, tenant)
         for principal in ("user:ann", *approvers):
             await directory.add_principal(conn, tenant, principal)
         for principal, groups in approvers.items():

@@ -20,10 +20,15 @@ async def test_app_role_round_trips_rows_without_owning_tables(stack: Settings) 
     conn = await asyncpg.connect(stack.postgres_dsn)
     try:
         tenant = f"t-{uuid.uuid4().hex[:8]}"
-        await conn.execute("INSERT INTO tenants (id, display_name) VALUES ($1, $2)", tenant, "Acme")
-        assert (
-            await conn.fetchval("SELECT display_name FROM tenants WHERE id = $1", tenant) == "Acme"
-        )
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+            await conn.execute(
+                "INSERT INTO tenants (id, display_name) VALUES ($1, $2)", tenant, "Acme"
+            )
+            assert (
+                await conn.fetchval("SELECT display_name FROM tenants WHERE id = $1", tenant)
+                == "Acme"
+            )
         role = await conn.fetchrow(
             "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
         )

@@ -24,6 +24,8 @@ from activities.execution import ExecutionActivities
 from adapters.catalog import Catalog, UnknownAdapter
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
+from stead.audit import chain_for
+from stead.audit import install as install_audit_chain
 from stead.capability.trust import WorkerTrust, open_trust
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
@@ -66,6 +68,7 @@ async def open_edge_resources(
     settings: Settings, adapters: Collection[str]
 ) -> AsyncIterator[EdgeResources]:
     catalog = edge_catalog(settings, adapters)
+    install_audit_chain(chain_for(settings))
     pool = await create_pool(settings.postgres_dsn)
     try:
         handles = await AdapterResources.open(settings, pool=pool, adapters=catalog.adapters())

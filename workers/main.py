@@ -36,6 +36,8 @@ from activities.step import StepActivities
 from adapters.catalog import Catalog
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
+from stead.audit import chain_for
+from stead.audit import install as install_audit_chain
 from stead.capability.trust import WorkerTrust, open_trust
 from stead.codec import data_converter
 from stead.db.pool import create_pool
@@ -129,6 +131,7 @@ class WorkerResources:
 
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
+    install_audit_chain(chain_for(settings))
     pool = await create_pool(settings.postgres_dsn)
     opa = OpaClient(settings.opa_url)
     catalog = worker_catalog(settings)

@@ -12,6 +12,8 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from stead.audit import chain_for
+from stead.audit import install as install_audit_chain
 from stead.errors import SteadError
 from stead.settings import Settings, load_settings
 
@@ -27,7 +29,11 @@ R = TypeVar("R")
 
 
 def settings() -> Settings:
-    return load_settings()
+    """The settings; also installs the audit chain they name, which any command that
+    writes or verifies the audit log (memory, audit, demos) appends and checks with."""
+    loaded = load_settings()
+    install_audit_chain(chain_for(loaded))
+    return loaded
 
 
 def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:

@@ -71,7 +71,7 @@ def run_foundation_demo() -> None:
     """Hello workflow, then the records-demo playbook through OPA, the ledger and the audit log."""
     import asyncio
 
-    from stead.audit.log import verify_chain
+    from stead.audit import chain_for, verify_chain
     from stead.cli.runs import summarize
     from stead.contracts.hello import Greeting, GreetingRequest
     from stead.contracts.run import RunInput, RunRequest, RunStatus
@@ -103,7 +103,7 @@ def run_foundation_demo() -> None:
         pool = await create_pool(cfg.postgres_dsn, max_size=1)
         try:
             async with tenant_transaction(pool, "demo") as conn:
-                chain = await verify_chain(conn, "demo")
+                chain = await verify_chain(conn, "demo", chain=chain_for(cfg))
         finally:
             await pool.close()
         return greeting, status, chain.ok

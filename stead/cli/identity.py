@@ -99,8 +99,10 @@ def tenant_create(
 ) -> None:
     """Add a tenant to the directory: from then on only its principals may start runs or approve."""
 
+    directory.check_tenant_id(tenant)
+
     async def go(pool: asyncpg.Pool) -> Tenant:
-        async with pool.acquire() as conn, conn.transaction():
+        async with tenant_transaction(pool, tenant) as conn:
             return await directory.create_tenant(conn, tenant, name)
 
     created = _with_db(go)
@@ -116,8 +118,17 @@ def tenant_list(json_out: JsonOption = False) -> None:
     """Tenants in the directory."""
 
     async def go(pool: asyncpg.Pool) -> list[Tenant]:
+        # Ids across tenants, then each row inside its own tenant: the app role never
+        # reads another tenant's row as a whole.
         async with pool.acquire() as conn:
-            return await directory.list_tenants(conn)
+            ids = await directory.tenant_ids(conn)
+        found = []
+        for tenant in ids:
+            async with tenant_transaction(pool, tenant) as conn:
+                row = await directory.get_tenant(conn, tenant)
+            if row is not None:
+                found.append(row)
+        return found
 
     tenants = _with_db(go)
     if json_out:
