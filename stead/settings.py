@@ -58,6 +58,30 @@ class Settings(BaseSettings):
     )
     opa_url: str = Field(default="http://127.0.0.1:8181", description="OPA REST API base URL.")
     opa_bin: Path | None = Field(default=None, description="Path to the opa binary.")
+    opa_token: SecretStr | None = Field(
+        default=None,
+        description="OPA decision token workers and the CLI present (dev: $STEAD_HOME/opa).",
+    )
+    opa_admin_token: SecretStr | None = Field(
+        default=None,
+        description="OPA admin token for data and policy changes (stead policy push, demos).",
+    )
+    temporal_api_key: SecretStr | None = Field(
+        default=None,
+        description="API key or JWT presented to Temporal as a bearer token; or TEMPORAL_API_KEY.",
+    )
+    temporal_tls_cert: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mTLS to Temporal."
+    )
+    temporal_tls_key: Path | None = Field(
+        default=None, description="Its private key (PEM); set with STEAD_TEMPORAL_TLS_CERT."
+    )
+    temporal_tls_ca: Path | None = Field(
+        default=None, description="CA (PEM) that signed Temporal's server certificate."
+    )
+    temporal_tls: bool = Field(
+        default=False, description="TLS to Temporal with system roots (implied by the TLS files)."
+    )
     qdrant_url: str | None = Field(
         default=None, description="Qdrant server URL; unset means the embedded engine."
     )
@@ -213,7 +237,7 @@ def secret_environment() -> dict[str, SecretStr]:
 
 
 def _stack_overrides(home: Path) -> dict[str, Any]:
-    """Endpoints recorded by ``stead dev up``; empty when no embedded stack was started."""
+    """Endpoints and OPA tokens of ``stead dev up``; empty when no embedded stack was started."""
     path = home / STACK_FILE
     if not path.exists():
         return {}
@@ -224,7 +248,29 @@ def _stack_overrides(home: Path) -> dict[str, Any]:
             f"{path} is unreadable ({exc}); run `stead dev down` then `stead dev up`"
         ) from None
     endpoints = recorded.get("endpoints", {})
-    return {key: value for key, value in endpoints.items() if value is not None}
+    found = {key: value for key, value in endpoints.items() if value is not None}
+    return {**found, **_stack_opa_tokens(home)}
+
+
+def _stack_opa_tokens(home: Path) -> dict[str, str]:
+    """The dev OPA's tokens from ``$STEAD_HOME/opa/tokens.json`` (stead.policy.authz)."""
+    path = home / "opa" / "tokens.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"{path} is unreadable ({exc}); delete it and run `stead dev up` to make new tokens"
+        ) from None
+    pairs = (("opa_token", "decision"), ("opa_admin_token", "admin"))
+    return {key: raw[role] for key, role in pairs if isinstance(raw.get(role), str)}
+
+
+def _temporal_api_key() -> dict[str, str]:
+    """Temporal's own ``TEMPORAL_API_KEY`` (its CLI's variable), when STEAD_'s is unset."""
+    value = os.environ.get("TEMPORAL_API_KEY")
+    return {"temporal_api_key": value} if value else {}
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -234,7 +280,7 @@ def load_settings(**overrides: Any) -> Settings:
     """
     try:
         base = Settings(**overrides)
-        recorded = _stack_overrides(base.home)
+        recorded = {**_temporal_api_key(), **_stack_overrides(base.home)}
         explicit = set(base.model_fields_set)
         fill = {key: value for key, value in recorded.items() if key not in explicit}
         if not fill:

@@ -21,6 +21,7 @@ from temporalio.client import Client
 
 from stead.devstack.stack import stack_down, stack_up
 from stead.settings import Settings, load_settings
+from tests import opa_auth
 from workers.main import build_worker, connect, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     base = settings_for(home)
     stack_up(base)
     try:
-        yield settings_for(home)
+        settings = settings_for(home)
+        opa_auth.remember(settings)
+        yield settings
     finally:
         stack_down(base)
 

@@ -130,7 +130,7 @@ class WorkerResources:
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     pool = await create_pool(settings.postgres_dsn)
-    opa = OpaClient(settings.opa_url)
+    opa = OpaClient(settings.opa_url, token=settings.opa_token)
     catalog = worker_catalog(settings)
     local = catalog.local_to(settings.task_queue).adapters()
     adapters = await AdapterResources.open(settings, pool=pool, adapters=local)

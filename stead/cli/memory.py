@@ -72,7 +72,7 @@ class Session:
 async def open_session(cfg: Settings) -> AsyncIterator[Session]:
     """Pool, OPA client, embedder and the best reachable index; closed on exit."""
     pool = await create_pool(cfg.postgres_dsn, min_size=1, max_size=4)
-    opa = OpaClient(cfg.opa_url)
+    opa = OpaClient(cfg.opa_url, token=cfg.opa_token)
     embedder = embedder_from_settings(cfg)
     index: VectorIndex | None = None
     try:
