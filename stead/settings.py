@@ -79,8 +79,9 @@ class Settings(BaseSettings):
     temporal_tls_ca: Path | None = Field(
         default=None, description="CA (PEM) that signed Temporal's server certificate."
     )
-    temporal_tls: bool = Field(
-        default=False, description="TLS to Temporal with system roots (implied by the TLS files)."
+    temporal_tls: bool | None = Field(
+        default=None,
+        description="TLS to Temporal; unset: on with an API key or the TLS files, else off.",
     )
     qdrant_url: str | None = Field(
         default=None, description="Qdrant server URL; unset means the embedded engine."
