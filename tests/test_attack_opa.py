@@ -369,3 +369,16 @@ def test_opa_logs_and_decision_logs_never_print_a_token(stack: Settings, tmp_pat
     text = log.read_text(errors="replace")
     assert '"decision_id"' in text, "decision logging was on"
     assert tokens.decision not in text and tokens.admin not in text
+
+
+def test_the_authz_policy_passes_its_own_tests_and_strict_check(stack: Settings) -> None:
+    binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
+    folder = REPO / "infra" / "opa" / "authz"
+    checked = subprocess.run(
+        [str(binary), "check", "--strict", str(folder)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [str(binary), "test", str(folder)], capture_output=True, text=True, timeout=60
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
