@@ -54,7 +54,8 @@ def server_argv(
     ``authz`` is the token-hash data file: with it, OPA authenticates every request and
     asks ``system.authz`` (loaded from outside the policy dir) whether to serve it.
     """
-    guarded = [*SERVER_FLAGS, str(AUTHZ_POLICY), str(authz.resolve())] if authz else []
+    flags = list(SERVER_FLAGS) if authz else []
+    beside = [str(AUTHZ_POLICY), str(authz.resolve())] if authz else []
     return [
         str(binary),
         "run",
@@ -67,9 +68,9 @@ def server_argv(
         "--log-level",
         "error",
         "--skip-version-check",
-        *guarded[:2],
+        *flags,
         str(policy_dir.resolve()),
-        *guarded[2:],
+        *beside,
     ]
 
 
@@ -144,6 +145,10 @@ def start(
     """
     if not policy_dir.is_dir():
         raise StackError(f"policy dir {policy_dir} does not exist; set STEAD_POLICY_DIR")
+    if not AUTHZ_POLICY.is_file():
+        raise StackError(
+            f"OPA's authorization policy {AUTHZ_POLICY} is missing; run from a Stead checkout"
+        )
     directory = tokens_dir(home)
     if tokens is None:
         tokens = ensure_tokens(directory)
