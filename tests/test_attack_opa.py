@@ -10,6 +10,7 @@ executes nothing.
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 import sys
@@ -382,3 +383,25 @@ def test_the_authz_policy_passes_its_own_tests_and_strict_check(stack: Settings)
         [str(binary), "test", str(folder)], capture_output=True, text=True, timeout=60
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_stead_policy_push_replaces_the_modules_opa_loaded_from_files(
+    stack: Settings, tmp_path: Path
+) -> None:
+    watched, edited = tmp_path / "loaded" / "policies", tmp_path / "edited" / "policies"
+    shutil.copytree(stack.policy_dir, watched)
+    shutil.copytree(stack.policy_dir, edited)
+    system = edited / "stead" / "system.rego"
+    system.write_text(system.read_text().replace('revision := "dev"', 'revision := "pushed"'))
+    binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
+    port = free_port()
+    record = opa_stack.start(tmp_path, binary, watched, port, tokens=stack_tokens(stack))
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        pushed = _stead(stack, "policy", "push", str(edited), STEAD_OPA_URL=url)
+        with httpx.Client(base_url=url, headers=decision_headers(), trust_env=False) as http:
+            health = http.get("/v1/data/stead/system/health").json()["result"]
+    finally:
+        proc.stop(record)
+    assert pushed.returncode == 0, pushed.stderr
+    assert health == {"ok": True, "revision": "pushed"}

@@ -41,6 +41,17 @@ class OpaAdmin:
             "PUT", f"/v1/policies/{_clean(policy_id)}", rego.encode(), "text/plain", what=policy_id
         )
 
+    def policy_ids(self) -> list[str]:
+        """The ids of the policy modules OPA holds (files it loaded, and pushed ones)."""
+        try:
+            with httpx.Client(timeout=self._timeout, trust_env=False) as http:
+                response = http.get(f"{self.url}/v1/policies", headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        self._check(response, "the policy list")
+        modules = response.json().get("result", [])
+        return [m["id"] for m in modules if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
     async def aput_data(self, path: str, value: Any) -> None:
         """``put_data`` for async callers (demos)."""
         url = f"{self.url}/v1/data/{_clean(path)}"

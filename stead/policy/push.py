@@ -56,12 +56,23 @@ def plan_push(
 
 
 def push(admin: OpaAdmin, items: list[PushItem]) -> None:
-    """Send every item; the first refusal stops with OPA's reason (earlier ones stay)."""
+    """Send every item; the first refusal stops with OPA's reason (earlier ones stay).
+
+    A module OPA already loaded from a file at the same relative path (``opa run
+    /policies`` names it ``/policies/stead/step.rego``) is replaced under that id:
+    under a new id its rules would be a second definition and OPA would refuse both.
+    """
+    loaded = admin.policy_ids() if any(i.kind == "policy" for i in items) else []
     for item in items:
         if item.kind == "policy":
-            admin.put_policy(item.target, item.value)
+            admin.put_policy(_loaded_id(item.target, loaded), item.value)
         else:
             admin.put_data(item.target, item.value)
+
+
+def _loaded_id(relative: str, loaded: list[str]) -> str:
+    matches = [i for i in loaded if i == relative or i.endswith("/" + relative)]
+    return matches[0] if len(matches) == 1 else relative
 
 
 def _is_policy(path: Path) -> bool:

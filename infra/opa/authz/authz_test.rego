@@ -19,6 +19,13 @@ ask_anonymous(method, path) if {
 
 test_allow_health_without_a_token if {
 	ask_anonymous("GET", ["health"])
+	ask_anonymous("GET", ["health", "live"])
+	ask_anonymous("GET", ["health", "ready"])
+}
+
+test_deny_custom_health_rules_and_writes_without_a_token if {
+	not ask_anonymous("GET", ["health", "anything"])
+	not ask_anonymous("POST", ["health"])
 }
 
 test_deny_everything_else_without_a_token if {
