@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(
         default=None, description="Qdrant server URL; unset means the embedded engine."
     )
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, description="API key of the Qdrant server (its QDRANT__SERVICE__API_KEY)."
+    )
     qdrant_path: Path | None = Field(
         default=None, description="Embedded Qdrant shard dir (default $STEAD_HOME/qdrant)."
     )

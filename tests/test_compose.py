@@ -39,6 +39,7 @@ DUMMY_SECRETS = {
     "TEMPORAL_UI_OIDC_ISSUER": "https://idp.test",
     "TEMPORAL_UI_OIDC_CLIENT_ID": "temporal-ui",
     "TEMPORAL_UI_OIDC_CLIENT_SECRET": "ui-test-secret",
+    "QDRANT_API_KEY": "qdrant-test-key",
 }
 # Compose must refuse to start without these: each is a credential with no safe default.
 REQUIRED_CREDENTIALS = (
@@ -50,6 +51,7 @@ REQUIRED_CREDENTIALS = (
     "TEMPORAL_UI_OIDC_ISSUER",
     "TEMPORAL_UI_OIDC_CLIENT_ID",
     "TEMPORAL_UI_OIDC_CLIENT_SECRET",
+    "QDRANT_API_KEY",
 )
 
 EXPECTED_SERVICES = {
@@ -418,6 +420,7 @@ def test_the_worker_presents_opa_and_temporal_credentials(
     env = _environment(services["worker"])
     assert env["STEAD_OPA_TOKEN"] == DUMMY_SECRETS["STEAD_OPA_TOKEN"]
     assert env["STEAD_TEMPORAL_API_KEY"] == DUMMY_SECRETS["STEAD_TEMPORAL_API_KEY"]
+    assert env["STEAD_QDRANT_API_KEY"] == DUMMY_SECRETS["QDRANT_API_KEY"]
     assert "STEAD_OPA_ADMIN_TOKEN" not in env, "workers only ask; they never change policy"
 
 
@@ -457,3 +460,8 @@ def test_compose_refuses_to_start_without_each_credential(
     result = _run_compose(docker_compose, "config", "-q", without=missing)
     assert result.returncode != 0
     assert missing in result.stderr
+
+
+def test_qdrant_requires_an_api_key(services: dict[str, dict[str, Any]]) -> None:
+    env = _environment(services["qdrant"])
+    assert env["QDRANT__SERVICE__API_KEY"] == DUMMY_SECRETS["QDRANT_API_KEY"]

@@ -1,23 +1,28 @@
-"""The credential the worker and the CLI present to Temporal (finding 10).
+"""The credentials the worker and the CLI present to Temporal and Qdrant (finding 10).
 
 A Temporal cluster with the default authorizer (docker-compose.yml) serves only callers
-with a JWT granting the namespace, and may demand mTLS. These tests check the client
-side: where the credential comes from, and that a broken TLS setting is one clear
-error before any connection, not a hang or a plaintext fallback.
+with a JWT granting the namespace, and may demand mTLS; compose's Qdrant needs its API
+key. These tests check the client side: where the credential comes from, that it is
+sent, and that a broken TLS setting is one clear error before any connection, not a
+hang or a plaintext fallback.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from temporalio.service import TLSConfig
 
+from stead.devstack.ports import LOOPBACK
 from stead.errors import ConfigError
 from stead.settings import Settings
+from stead.vector import VectorIndexUnavailable, open_vector_index
 from tests.conftest import REPO, settings_for, subprocess_env
 from workers.main import connect, temporal_tls
 
@@ -95,3 +100,35 @@ async def test_the_worker_connects_presenting_an_api_key(stack: Settings) -> Non
     handle = client.get_workflow_handle(f"nothing-{uuid.uuid4().hex}")
     with pytest.raises(Exception, match="not found"):
         await handle.describe()
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+async def test_the_qdrant_api_key_is_sent_to_the_server(tmp_path: Path) -> None:
+    """A server that refuses everything, as Qdrant does without its key, and records it."""
+    seen: list[str | None] = []
+
+    class Refusing(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("api-key"))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer((LOOPBACK, 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://{LOOPBACK}:{server.server_address[1]}"
+        index = open_vector_index(url, tmp_path, api_key="qdrant-key")
+        with pytest.raises(VectorIndexUnavailable, match="STEAD_QDRANT_API_KEY") as caught:
+            await index.ensure_collection(4)
+        assert "qdrant-key" not in str(caught.value)
+        await index.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert seen and set(seen) == {"qdrant-key"}

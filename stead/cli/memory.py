@@ -81,7 +81,10 @@ async def open_session(cfg: Settings) -> AsyncIterator[Session]:
         if cfg.qdrant_url:
             from stead.vector.server import QdrantServerIndex  # slow import, only when used
 
-            index = QdrantServerIndex(url=cfg.qdrant_url)
+            key = cfg.qdrant_api_key
+            index = QdrantServerIndex(
+                url=cfg.qdrant_url, api_key=key.get_secret_value() if key else None
+            )
         else:
             edge = GuardedEdgeIndex(cfg.resolved_qdrant_path)
             try:
