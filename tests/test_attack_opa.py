@@ -196,6 +196,11 @@ def test_the_tokens_are_private_files_and_opa_holds_only_their_hashes(stack: Set
     status = _stead(stack, "dev", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert tokens.decision not in status.stdout and tokens.admin not in status.stdout
+    assert json.loads(status.stdout)["opa_tokens"] == str(folder / TOKENS_FILE)
+    exports = _stead(stack, "dev", "env")
+    assert f"export STEAD_OPA_ADMIN_TOKEN={json.dumps(tokens.admin)}" in exports.stdout, (
+        "curl users get the token from `eval $(stead dev env)`"
+    )
 
 
 # --- the worker's client: a refused token fails closed and says what to fix -----------

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from stead.db.migrations import migrate
 from stead.devstack import opa, postgres, proc, temporal
 from stead.devstack.ports import LOOPBACK, claim
-from stead.policy.authz import read_tokens
+from stead.policy.authz import TOKENS_FILE, read_tokens
 from stead.settings import STACK_FILE, Settings
 
 ServiceName = Literal["postgres", "temporal", "opa"]
@@ -284,6 +284,8 @@ def stack_status(settings: Settings) -> dict[str, object]:
         "qdrant": state.qdrant.model_dump(),
         "temporal_ui": state.temporal_ui,
         "endpoints": {k: v for k, v in state.endpoints.items() if "dsn" not in k},
+        # Where, never what: the tokens stay in their 0600 file.
+        "opa_tokens": str(opa.tokens_dir(home) / TOKENS_FILE),
     }
 
 
