@@ -193,6 +193,16 @@ class Settings(BaseSettings):
             raise ValueError(f"expected host:port, got {value!r}")
         return value
 
+    @field_validator("opa_token", "opa_admin_token", "temporal_api_key")
+    @classmethod
+    def _bearer(cls, value: SecretStr | None) -> SecretStr | None:
+        # Sent in an HTTP/gRPC header: printable ASCII, no spaces. The value is never echoed.
+        if value is not None:
+            token = value.get_secret_value()
+            if not token or not all("!" <= c <= "~" for c in token):
+                raise ValueError("expected a bearer token: printable ASCII without spaces")
+        return value
+
     @field_validator("postgres_dsn", "postgres_admin_dsn")
     @classmethod
     def _postgres_scheme(cls, value: str | None) -> str | None:

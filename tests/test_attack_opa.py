@@ -25,6 +25,7 @@ from stead.contracts.run import RunStatus
 from stead.devstack import opa as opa_stack
 from stead.devstack import proc
 from stead.devstack.ports import LOOPBACK, free_port
+from stead.errors import ConfigError
 from stead.policy.authz import AUTHZ_DATA_FILE, TOKENS_FILE, token_hash
 from stead.policy.opa import OpaClient, PolicyUnauthorized
 from stead.settings import Settings
@@ -410,3 +411,10 @@ def test_stead_policy_push_replaces_the_modules_opa_loaded_from_files(
         proc.stop(record)
     assert pushed.returncode == 0, pushed.stderr
     assert health == {"ok": True, "revision": "pushed"}
+
+
+def test_a_token_that_cannot_be_a_header_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_for(tmp_path, opa_token="half a token\r\nX-Injected: 1")
+    assert "STEAD_OPA_TOKEN" in caught.value.message
+    assert "half a token" not in caught.value.message

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from stead.cli._common import console, fails_cleanly, settings
+from stead.errors import ConfigError
 from stead.policy.admin import OpaAdmin
 
 app = typer.Typer(help="The adapter catalog: operations, schemas, risk, routing.")
@@ -65,7 +66,15 @@ def export(
     )
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     if push:
-        OpaAdmin(cfg.opa_url, cfg.opa_admin_token).put_data(OPA_DATA_PATH, document)
+        try:
+            OpaAdmin(cfg.opa_url, cfg.opa_admin_token).put_data(OPA_DATA_PATH, document)
+        except ConfigError as exc:
+            if "refused stead/catalog" not in exc.message:
+                raise
+            raise ConfigError(
+                f"{exc.message}; a bundle-managed OPA takes data only from its bundle: "
+                f"use --out <policy dir>/{OPA_DATA_PATH}/data.json instead"
+            ) from None
         console.print(f"pushed {len(catalog)} operations to {cfg.opa_url}/v1/data/{OPA_DATA_PATH}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
