@@ -10,6 +10,7 @@ executes nothing.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import stat
 import subprocess
@@ -418,3 +419,11 @@ def test_a_token_that_cannot_be_a_header_is_refused_without_echoing_it(tmp_path:
         settings_for(tmp_path, opa_token="half a token\r\nX-Injected: 1")
     assert "STEAD_OPA_TOKEN" in caught.value.message
     assert "half a token" not in caught.value.message
+
+
+def test_a_refused_token_survives_pickling_as_the_same_error() -> None:
+    """Temporal carries activity errors across processes; the hint must survive."""
+    refused = PolicyUnauthorized("http://127.0.0.1:8181", "refused Stead's token with HTTP 401")
+    again = pickle.loads(pickle.dumps(refused))
+    assert type(again) is PolicyUnauthorized and str(again) == str(refused)
+    assert "STEAD_OPA_TOKEN" in str(again)
