@@ -23,6 +23,7 @@ from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
 from stead.devstack.stack import stack_down, stack_up
 from stead.settings import Settings, load_settings
+from tests import opa_auth
 from workers.main import build_worker, connect, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         settings = settings_for(home)
         # Tests append to the audit log without a worker too; the worker installs the same.
         install_audit_chain(chain_for(settings))
+        opa_auth.remember(settings)
         yield settings
     finally:
         stack_down(base)

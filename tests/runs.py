@@ -10,6 +10,7 @@ import httpx
 from temporalio.client import Client, WorkflowHandle
 
 from stead.contracts.run import PendingApproval, RunInput, RunRequest, RunStatus
+from tests.opa_auth import admin_headers
 
 
 def new_tenant() -> str:
@@ -30,7 +31,9 @@ async def configure_tenant(opa_url: str, tenant: str, **config: Any) -> None:
         **config,
     }
     async with httpx.AsyncClient() as client:
-        response = await client.put(f"{opa_url}/v1/data/stead/tenants/{tenant}", json=body)
+        response = await client.put(
+            f"{opa_url}/v1/data/stead/tenants/{tenant}", json=body, headers=admin_headers()
+        )
         response.raise_for_status()
 
 

@@ -22,6 +22,7 @@ from stead.memory.contracts import RunSummaryInput
 from stead.memory.indexer import RUN_SUMMARIES, embedding_text
 from stead.settings import Settings
 from tests.conftest import WorkerHandle
+from tests.opa_auth import stack_tokens
 from tests.peers import IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.workers import start_worker, stop_worker, worker_process
@@ -107,7 +108,7 @@ async def test_opa_gone_when_a_step_is_decided_blocks_it_on_the_regular_path(
     task_queue = f"fused-{uuid.uuid4().hex[:8]}"
     binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
     port = free_port()
-    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port)
+    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port, tokens=stack_tokens(stack))
     own_opa = f"http://127.0.0.1:{port}"
     api = IdempotentApi()
     # OPA dies during the first step's effect, after that step was decided.

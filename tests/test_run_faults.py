@@ -18,6 +18,7 @@ from stead.devstack import opa as opa_stack
 from stead.devstack.ports import free_port
 from stead.devstack.proc import stop as stop_process
 from stead.settings import Settings
+from tests.opa_auth import stack_tokens
 from tests.peers import FakeLlm, IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.workers import start_worker, stop_worker, worker_process
@@ -133,7 +134,7 @@ async def test_opa_stopped_blocks_the_step_and_never_allows(stack: Settings, tmp
     task_queue = f"fault-{uuid.uuid4().hex[:8]}"
     binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
     port = free_port()
-    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port)
+    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port, tokens=stack_tokens(stack))
     own_opa = f"http://127.0.0.1:{port}"
     api = IdempotentApi()
     client = await connect(stack)

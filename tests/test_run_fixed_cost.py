@@ -22,6 +22,7 @@ from stead.devstack.ports import free_port
 from stead.devstack.proc import stop as stop_process
 from stead.settings import Settings
 from tests.conftest import WorkerHandle
+from tests.opa_auth import stack_tokens
 from tests.peers import IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.workers import worker_process
@@ -155,7 +156,7 @@ async def test_opa_gone_when_the_plan_is_decided_denies_it_with_the_reason(
     task_queue = f"fixed-{uuid.uuid4().hex[:8]}"
     binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
     port = free_port()
-    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port)
+    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port, tokens=stack_tokens(stack))
     own_opa = f"http://127.0.0.1:{port}"
     api = IdempotentApi()
     client = await connect(stack)

@@ -22,6 +22,7 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
 from activities.capability import CapabilityActivities
@@ -65,10 +66,18 @@ log = logging.getLogger("stead.worker")
 
 
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """A client presenting the configured credential: a bearer API key/JWT and/or mTLS.
+
+    A Temporal cluster with an authorizer (docker-compose.yml) answers only callers
+    whose JWT grants the namespace; without one the embedded dev server needs none.
+    """
+    api_key = settings.temporal_api_key
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
+            api_key=api_key.get_secret_value() if api_key is not None else None,
+            tls=temporal_tls(settings),
             interceptors=tracing_interceptors(settings),
             runtime=runtime,
             # Pydantic payloads, AES-GCM encrypted when STEAD_CODEC_KEYRING is set.
@@ -79,6 +88,43 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
             f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}. "
             "Is `stead dev up` running, or is STEAD_TEMPORAL_ADDRESS right?"
         ) from None
+
+
+def temporal_tls(settings: Settings) -> TLSConfig | bool | None:
+    """TLS to Temporal from the STEAD_TEMPORAL_TLS_* files; a missing file names its variable."""
+    files = {
+        "STEAD_TEMPORAL_TLS_CERT": settings.temporal_tls_cert,
+        "STEAD_TEMPORAL_TLS_KEY": settings.temporal_tls_key,
+        "STEAD_TEMPORAL_TLS_CA": settings.temporal_tls_ca,
+    }
+    if not any(files.values()):
+        # None lets the SDK decide: TLS when an API key is presented, plaintext otherwise.
+        return settings.temporal_tls
+    if settings.temporal_tls is False:
+        raise ConfigError(
+            "STEAD_TEMPORAL_TLS=false contradicts the STEAD_TEMPORAL_TLS_* files; unset one"
+        )
+    if (settings.temporal_tls_cert is None) != (settings.temporal_tls_key is None):
+        raise ConfigError(
+            "STEAD_TEMPORAL_TLS_CERT and STEAD_TEMPORAL_TLS_KEY go together (a client "
+            "certificate and its private key); set both or neither"
+        )
+    loaded: dict[str, bytes | None] = {}
+    for name, path in files.items():
+        if path is None:
+            loaded[name] = None
+            continue
+        try:
+            loaded[name] = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"{name}={path} cannot be read ({exc.strerror}); fix the path"
+            ) from None
+    return TLSConfig(
+        server_root_ca_cert=loaded["STEAD_TEMPORAL_TLS_CA"],
+        client_cert=loaded["STEAD_TEMPORAL_TLS_CERT"],
+        client_private_key=loaded["STEAD_TEMPORAL_TLS_KEY"],
+    )
 
 
 @dataclass
@@ -133,7 +179,7 @@ class WorkerResources:
 async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     install_audit_chain(chain_for(settings))
     pool = await create_pool(settings.postgres_dsn)
-    opa = OpaClient(settings.opa_url)
+    opa = OpaClient(settings.opa_url, token=settings.opa_token)
     catalog = worker_catalog(settings)
     local = catalog.local_to(settings.task_queue).adapters()
     adapters = await AdapterResources.open(settings, pool=pool, adapters=local)

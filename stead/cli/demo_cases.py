@@ -312,7 +312,7 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
         with case_worker(cfg, task_queue, config):
             token = token_file(cfg, tenant, OPS_LEAD, folder)
             client = await connect(cfg)
-            limits = await reconcile_limits(cfg.opa_url, tenant)
+            limits = await reconcile_limits(cfg.opa_url, tenant, cfg.opa_token)
             console.rule("1. nightly reconciliation")
             console.print(f"policy limits (data.stead.tenants.shop.reconcile): {limits}")
             nightly = commerce_request(
@@ -324,7 +324,9 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
             event = {"event_id": "ret-1001", "order_id": "o-77", "sku": "CAP-03", "quantity": 2}
             await ex.warehouse.receive_return(cfg.postgres_admin_dsn, "warehouse_demo", **event)
             console.print(f"warehouse booked return {event}")
-            runs = ReturnRuns(client, task_queue, tenant, shop_url, cfg.opa_url)
+            runs = ReturnRuns(
+                client, task_queue, tenant, shop_url, cfg.opa_url, opa_token=cfg.opa_token
+            )
             import httpx
 
             with serving(runs, asyncio.get_running_loop()) as receiver:
@@ -356,7 +358,7 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
             tightened = commerce_request(
                 tenant,
                 shop_url=shop_url,
-                limits=await reconcile_limits(cfg.opa_url, tenant),
+                limits=await reconcile_limits(cfg.opa_url, tenant, cfg.opa_token),
                 trigger={"type": "manual", "after": "limit tightened"},
             )
             await _reconcile(cfg, client, task_queue, tightened, token, approve=False)

@@ -212,13 +212,14 @@ def temp_folder() -> tempfile.TemporaryDirectory[str]:
 
 async def put_opa_data(settings: Settings, path: str, value: Any) -> None:
     """What an operator does with `curl -X PUT $OPA/v1/data/...`, printed and done."""
-    import httpx
+    from stead.policy.admin import OpaAdmin
 
     body = json.dumps(value)
-    console.print(f"  [cyan]$ curl -X PUT {settings.opa_url}/v1/data/{path} -d '{body}'[/]")
-    async with httpx.AsyncClient() as http:
-        response = await http.put(f"{settings.opa_url}/v1/data/{path}", content=body)
-        response.raise_for_status()
+    console.print(
+        f'  [cyan]$ curl -X PUT -H "Authorization: Bearer $STEAD_OPA_ADMIN_TOKEN" '
+        f"{settings.opa_url}/v1/data/{path} -d '{body}'[/]"
+    )
+    await OpaAdmin(settings.opa_url, settings.opa_admin_token).aput_data(path, value)
 
 
 def client_handle(client: Client, run_id: str) -> WorkflowHandle[Any, RunStatus]:

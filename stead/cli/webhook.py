@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -61,6 +61,7 @@ class ReturnRuns:
     opa_url: str
     database: str = "warehouse"
     principal: str = COMMERCE_AGENT
+    opa_token: SecretStr | None = None  # the decision token, to read the tenant's limits
 
     def run_id(self, event: ReturnEvent) -> str:
         return f"return-{self.tenant}-{event.event_id}"
@@ -72,7 +73,7 @@ class ReturnRuns:
             shop_url=self.shop_url,
             database=self.database,
             # Read per event: a limit tightened in OPA routes the very next return.
-            limits=await reconcile_limits(self.opa_url, self.tenant),
+            limits=await reconcile_limits(self.opa_url, self.tenant, self.opa_token),
             skus=[event.sku],
             trigger={"type": "return", **event.model_dump(mode="json")},
             history_key="returns",
@@ -201,6 +202,7 @@ def serve(
             cfg.opa_url,
             database,
             principal,
+            cfg.opa_token,
         )
         with serving(runs, asyncio.get_running_loop(), host=host, port=port, secret=secret) as url:
             console.print(f"receiving return events at {url}/returns for tenant {tenant}")
