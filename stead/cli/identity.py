@@ -23,6 +23,7 @@ from stead.capability.authority import utcnow
 from stead.capability.keys import ALL_KEYS, ALL_SECRETS, IDENTITY, KeyStore
 from stead.capability.trust import key_store
 from stead.cli._common import console, fails_cleanly, print_json, settings
+from stead.contracts.approval_token import ApprovalScope
 from stead.contracts.run import ApprovalInput, PendingApproval, Verdict
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
@@ -32,7 +33,6 @@ from stead.identity.errors import TenantUnknown
 from stead.identity.tokens import (
     DEFAULT_TTL,
     MAX_TTL,
-    ApprovalScope,
     PrincipalTokenIssuer,
     scope_to_approval,
 )

@@ -65,8 +65,25 @@ class VerifyApprovalInput(Closed):
     approvers: tuple[str, ...] = Field(
         default=(), description="Who policy named for this step (groups unexpanded)."
     )
-    authentication: ApprovalAuthentication = "token"
+    # No authentication mode here: the activity reads it from policy each time, so no
+    # workflow input or state can switch a tenant's approvals to claimed names.
     token: str | None = None
+
+
+class BurnTokenInput(Closed):
+    """A principal token the run's history exposed without narrowing it to one approval."""
+
+    tenant: TenantId
+    workflow_id: str
+    token: str = Field(max_length=PRINCIPAL_TOKEN_MAX_CHARS)
+    reason: str = Field(max_length=1_000)
+
+
+class BurnedToken(Closed):
+    """How many of the token's revocation ids are on the burn list (0: garbage, not ours)."""
+
+    burned: int
+    token_id: str | None = None
 
 
 class ApprovalCheck(Closed):
