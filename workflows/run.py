@@ -1001,8 +1001,8 @@ class RunWorkflow:
         approval = received.approval
         if approval is None:
             # The validator refused it; only a replay without validation gets here.
-            problem = received.problem or "malformed approval"
-            raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
+            malformed = received.problem or "malformed approval"
+            raise ApplicationError(malformed, type="ApprovalRefused", non_retryable=True)
         problem = self._approval_problem(approval)
         if problem is not None:
             await self._refused(received, problem, via="update")

@@ -34,6 +34,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from stead.cli._common import console, err_console, fails_cleanly, print_json, settings
+from stead.contracts.approval_token import ApprovalScope, narrowing_problem
 from stead.contracts.run import (
     ApprovalInput,
     Budget,
@@ -45,7 +46,7 @@ from stead.contracts.run import (
     StepResult,
     Verdict,
 )
-from stead.errors import ConfigError
+from stead.errors import ApprovalRefused, ConfigError
 from stead.settings import Settings
 
 EXIT_CODES: dict[str, int] = {
@@ -403,6 +404,16 @@ def approve(
                 plan_hash=match[0].plan_hash,
                 verdict=verdict,
             )
+            # Never send what the run would refuse to write: a bare token in history is
+            # burned for good. (approval_token narrows, so this only guards regressions.)
+            scope = ApprovalScope(
+                workflow_id=run_id, step_id=step_id, plan_hash=match[0].plan_hash, verdict=verdict
+            )
+            if narrowing_problem(scoped, scope) is not None:
+                raise ConfigError(
+                    f"the token could not be narrowed to step {step_id} of {run_id}; "
+                    "nothing was sent. Check it is the text `stead principal token` printed"
+                )
         try:
             approval = ApprovalInput(
                 step_id=step_id,
@@ -418,9 +429,9 @@ def approve(
             result = await handle.execute_update("approve", approval, result_type=StepResult)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            raise ConfigError(
-                f"approval refused: {getattr(cause, 'message', None) or cause}"
-            ) from None
+            # One line, whether the validator or the handler refused (both audit it).
+            reason = " ".join(str(getattr(cause, "message", None) or cause).split())
+            raise ApprovalRefused(f"approval refused: {reason}") from None
         return {
             "run_id": run_id,
             "step_id": step_id,
