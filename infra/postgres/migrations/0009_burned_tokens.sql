@@ -15,7 +15,7 @@
 
 CREATE TABLE burned_tokens (
     tenant        text NOT NULL CHECK (tenant <> ''),
-    revocation_id text NOT NULL CHECK (revocation_id ~ '^[0-9a-f]{16,256}$'),
+    revocation_id text NOT NULL CHECK (revocation_id ~ '^[0-9a-f]+$' AND length(revocation_id) BETWEEN 16 AND 256),
     token_id      text,
     workflow_id   text NOT NULL,
     reason        text NOT NULL,
