@@ -330,6 +330,26 @@ async def test_malformed_signals_are_audited_and_the_run_still_completes(
     assert await writes(pool, tenant) == 1
 
 
+async def test_a_signal_with_no_argument_or_two_is_audited_and_does_not_wedge_the_run(
+    worker: WorkerHandle, pool: asyncpg.Pool
+) -> None:
+    """Before, the SDK called the handler with the wrong arity: every workflow task of
+    the run failed from then on, because the signal stays in its history."""
+    tenant = await managed_tenant(pool, {"user:bob": ["approvers"]})
+    handle, _ = await held_run(worker, tenant)
+    await handle.signal("approve_signal")
+    await handle.signal("approve_signal", args=[{"step_id": "put"}, {"approver": "user:bob"}])
+    await handle.signal("cancel", "please")  # ignored argument; the cancel itself counts
+    refused = await audited(pool, tenant, handle, "approval_refused", 2)
+    assert sorted(str(e.data["reason"]) for e in refused) == [
+        "approval input must be exactly one JSON object, got 0 arguments",
+        "approval input must be exactly one JSON object, got 2 arguments",
+    ]
+    status = await handle.result()
+    assert status.status == "cancelled", status.reasons
+    assert await writes(pool, tenant) == 0
+
+
 async def test_a_malformed_signal_still_burns_the_bare_token_it_exposed(
     worker: WorkerHandle, pool: asyncpg.Pool, issuer: PrincipalTokenIssuer
 ) -> None:

@@ -2,23 +2,27 @@
 
 Deterministic helpers for the run workflow's approval handlers (no I/O, no clock).
 
-The handlers take the payload raw instead of an ``ApprovalInput``: with a typed
-parameter the SDK decodes first, and input that does not decode is dropped (a
-signal, with only a worker log line) or rejected (an update) before any Stead code
-runs, so the refusal could not be audited. Here every payload becomes either an
+The handlers take ``*args`` of plain JSON values instead of one ``ApprovalInput``.
+With a typed parameter the SDK validates first: input that does not fit is dropped
+(a signal, with only a worker log line) or rejected (an update) before any Stead
+code runs, so the refusal could not be audited. And a signal sent with no argument,
+or two, made the SDK call the handler with the wrong arity: the TypeError failed the
+workflow task, and since the signal stays in history, every retry failed again, so
+one signal wedged the run for good. Here any number of arguments becomes either an
 ``ApprovalInput`` or a one-line reason, plus what the audit row needs (who claimed
-to vote, on which step), never quoting a token.
+to vote, on which step), never quoting a token. (A payload whose encoding is not
+JSON at all still fails the SDK's decoding and is dropped with a worker log line.)
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
     from stead.contracts.approval_token import (
@@ -46,12 +50,12 @@ class Received:
     token: str | None
 
 
-def receive(raw: RawValue) -> Received:
-    """Decode and validate ``raw``; never raises."""
-    try:
-        value: Any = workflow.payload_converter().from_payload(raw.payload)
-    except Exception:
-        return Received(None, "approval input is not JSON", UNKNOWN_ACTOR, None, None, None)
+def receive(args: Sequence[Any]) -> Received:
+    """Validate the handler's arguments (one JSON object is expected); never raises."""
+    if len(args) != 1:
+        problem = f"approval input must be exactly one JSON object, got {len(args)} arguments"
+        return Received(None, problem, UNKNOWN_ACTOR, None, None, None)
+    value = args[0]
     fields = value if isinstance(value, dict) else {}
     actor = _claimed(fields.get("approver"), _PRINCIPAL) or UNKNOWN_ACTOR
     step_id = _claimed(fields.get("step_id"), _STEP)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.approval_input import Received, burnable, history_problem, receive
@@ -996,8 +996,8 @@ class RunWorkflow:
     # approval, by update or signal, malformed or not, leaves one audit row.
 
     @workflow.update(name="approve")
-    async def approve(self, raw: RawValue) -> StepResult:
-        received = receive(raw)
+    async def approve(self, *args: Any) -> StepResult:
+        received = receive(args)
         approval = received.approval
         if approval is None:
             # The validator refused it; only a replay without validation gets here.
@@ -1029,9 +1029,9 @@ class RunWorkflow:
         return result
 
     @approve.validator
-    def _validate_approve(self, raw: RawValue) -> None:
+    def _validate_approve(self, *args: Any) -> None:
         """Refuse, before it is written, what must never be in history; report the refusal."""
-        received = receive(raw)
+        received = receive(args)
         approval = received.approval
         problem = received.problem
         if approval is not None:
@@ -1058,7 +1058,7 @@ class RunWorkflow:
         raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
 
     @workflow.signal(name="approve_signal")
-    async def approve_signal(self, raw: RawValue) -> None:
+    async def approve_signal(self, *args: Any) -> None:
         """The Temporal UI path: same checks as the update; refused attempts are audited.
 
         Anyone who can reach the UI can send this signal, so the UI proves nothing: the
@@ -1067,7 +1067,7 @@ class RunWorkflow:
         Temporal has written the signal before this runs, so a token in it that is not
         narrowed to this approval is exposed: it is burned, then the attempt refused.
         """
-        received = receive(raw)
+        received = receive(args)
         approval = received.approval
         problem = received.problem
         if approval is not None:
@@ -1227,7 +1227,9 @@ class RunWorkflow:
     # ------------------------------------------------------ cancel/queries
 
     @workflow.signal(name="cancel")
-    def cancel(self) -> None:
+    def cancel(self, *_: Any) -> None:
+        # Arguments are ignored, not refused: with a fixed signature, a cancel sent with
+        # one failed every workflow task from then on (the SDK's call raised TypeError).
         self._cancel_requested = True
 
     @workflow.query(name="status")
