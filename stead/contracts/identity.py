@@ -45,8 +45,9 @@ ApprovalAuthentication = Literal["token", "none"]
 class RunAdmission(Closed):
     """Whether the starter may start the run; ``managed`` says the tenant has a directory.
 
-    ``approval_authentication`` is the tenant's policy for this run's approvals, read
-    once at the start (like the plan's decision) so a vote never waits on OPA.
+    ``approval_authentication`` is the tenant's policy for approvals when the run
+    started, a hint only: ``identity.verify_approval`` reads the policy again for
+    every vote and never trusts the workflow's copy.
     """
 
     admitted: bool
