@@ -188,6 +188,9 @@ async def test_a_bare_token_sent_by_signal_is_burned_and_refused_on_every_other_
     assert [(e.actor, e.data["via"], e.data.get("token_burned")) for e in refused] == [
         ("user:bob", "signal", True)
     ]
+    assert "not narrowed" in str(refused[0].data["reason"])
+    assert "revoked: get a new one" in str(refused[0].data["reason"])
+    assert bare.token not in json.dumps(refused[0].data)
     burned = await burned_rows(pool, tenant)
     assert {r["revocation_id"] for r in burned} == set(exposed_revocation_ids(bare.token))
     assert {r["workflow_id"] for r in burned} == {victim.id}

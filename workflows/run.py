@@ -1074,6 +1074,11 @@ class RunWorkflow:
             problem = history_problem(approval, self._ref.workflow_id)
         if problem is not None:
             burned = await self._burn_exposed(received.token, problem)
+            if burned:
+                problem += (
+                    "; the token is now in this run's history, so it is revoked: get a new "
+                    "one with `stead principal token`"
+                )
             await self._refused(received, problem, via="signal", token_burned=burned)
             return
         assert approval is not None
@@ -1086,8 +1091,13 @@ class RunWorkflow:
             return
         await self._accept(approval, check)
 
-    async def _burn_exposed(self, token: str | None, why: str) -> bool:
-        """Revoke a token this run's history now holds unnarrowed; whether any was burned."""
+    async def _burn_exposed(self, token: str | None, why: str) -> bool | None:
+        """Revoke a token this run's history now holds unnarrowed.
+
+        True when burned, False when there was nothing to burn (no token, garbage, not
+        signed by us), None when the burn could not be recorded: the audit row then
+        says ``token_burned: null`` so an operator revokes the principal's tokens.
+        """
         if not burnable(token):
             return False
         assert token is not None
@@ -1105,15 +1115,15 @@ class RunWorkflow:
                 retry_policy=QUICK,
             )
         except ActivityError:
-            return False
+            return None
         return burned.burned > 0
 
     async def _refused(
-        self, received: Received, reason: str, *, via: str, token_burned: bool = False
+        self, received: Received, reason: str, *, via: str, token_burned: bool | None = False
     ) -> None:
         data: dict[str, object] = {"reason": reason, "verdict": received.verdict, "via": via}
-        if token_burned:
-            data["token_burned"] = True
+        if token_burned is not False:
+            data["token_burned"] = token_burned
         await self._audit("approval_refused", received.actor, received.step_id, data)
 
     async def _authenticate(self, approval: ApprovalInput, via: str) -> ApprovalCheck | None:

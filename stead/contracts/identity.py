@@ -7,30 +7,16 @@ results rather than errors, so a refused approval is audited once instead of ret
 
 from __future__ import annotations
 
-import re
 from typing import Final, Literal
 
 from pydantic import Field
 
+from stead.contracts.approval_token import MAX_TOKEN_CHARS
 from stead.contracts.run import Closed, PrincipalId, StepId, TenantId, Verdict
 
-# The shape of a principal token (URL-safe base64 of a biscuit), checked by the
-# workflow's update validator without any crypto: the real check is the activity's.
-PRINCIPAL_TOKEN_MAX_CHARS: Final = 16_384
-PRINCIPAL_TOKEN_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{16,}={0,2}$")
-
-
-def principal_token_problem(token: str | None) -> str | None:
-    """Why ``token`` cannot be a principal token at all, or None (deterministic, no I/O)."""
-    if token is None:
-        return None
-    if len(token) > PRINCIPAL_TOKEN_MAX_CHARS:
-        return f"principal token is longer than {PRINCIPAL_TOKEN_MAX_CHARS} characters"
-    if not PRINCIPAL_TOKEN_SHAPE.fullmatch(token):
-        return (
-            "principal token is not URL-safe base64; pass the text `stead principal token` printed"
-        )
-    return None
+# The longest principal token the workflow will pass to an activity (see
+# stead.contracts.approval_token, which also decides what may enter history).
+PRINCIPAL_TOKEN_MAX_CHARS: Final = MAX_TOKEN_CHARS
 
 
 class AdmitRunInput(Closed):
