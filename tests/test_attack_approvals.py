@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -39,6 +40,7 @@ from tests.test_identity_approvals import (
     managed_tenant,
     refused_update,
     scoped,
+    stead,
     still_waiting_then_cancel,
     vote,
     writes,
@@ -212,6 +214,26 @@ async def test_a_bare_token_sent_by_signal_is_burned_and_refused_on_every_other_
         assert (await handle.result()).status == "completed"
 
 
+async def test_a_token_exposed_on_another_tenants_run_is_burned_in_its_own_tenant(
+    worker: WorkerHandle, pool: asyncpg.Pool, issuer: PrincipalTokenIssuer
+) -> None:
+    """The burn follows the token (its signature proves its tenant), not the run."""
+    mine = await managed_tenant(pool, {"user:bob": ["approvers"]})
+    theirs = await managed_tenant(pool, {"user:bob": ["approvers"]})
+    their_run, their_pending = await held_run(worker, theirs)
+    my_run, my_pending = await held_run(worker, mine)
+    bare = issuer.issue(mine, "user:bob").token
+    await their_run.signal("approve_signal", vote(their_pending, "user:bob", bare))
+    await audited(pool, theirs, their_run, "approval_refused", 1)
+    assert len(await burned_rows(pool, mine)) == 1 and await burned_rows(pool, theirs) == []
+    lifted = scoped(await lift_token(their_run), my_run, my_pending)
+    assert "exposed in a run's history" in await refused_update(
+        my_run, vote(my_pending, "user:bob", lifted)
+    )
+    await still_waiting_then_cancel(my_run, pool, mine)
+    await still_waiting_then_cancel(their_run, pool, theirs)
+
+
 async def test_the_app_role_cannot_unburn_a_token_nor_see_another_tenants_burns(
     worker: WorkerHandle, pool: asyncpg.Pool, issuer: PrincipalTokenIssuer
 ) -> None:
@@ -280,6 +302,25 @@ async def test_each_refusal_the_validator_used_to_swallow_now_leaves_an_audit_ro
     ]
     for row, (case, _, message) in zip(refused, attempts, strict=True):
         assert message in str(row.data["reason"]), case
+    await still_waiting_then_cancel(handle, pool, tenant)
+
+
+async def test_stead_approve_prints_a_refusal_as_one_line_and_exits_1(
+    worker: WorkerHandle, pool: asyncpg.Pool, issuer: PrincipalTokenIssuer, tmp_path: Path
+) -> None:
+    tenant = await managed_tenant(pool, {"user:bob": ["approvers"], "user:eve": []})
+    handle, _ = await held_run(worker, tenant)
+    token_file = tmp_path / "eve.token"
+    token_file.write_text(issuer.issue(tenant, "user:eve").token)
+    code, out, err = await stead(
+        worker, "approve", handle.id, "put", "--as", "user:eve", "--token-file", str(token_file)
+    )
+    assert code == 1 and out == ""
+    assert err.strip().count("\n") == 0, err
+    assert "error (approval_refused): approval refused: user:eve is not an approver" in err
+    assert token_file.read_text() not in err
+    refused = await audited(pool, tenant, handle, "approval_refused", 1)
+    assert [(e.actor, e.data["via"]) for e in refused] == [("user:eve", "update")]
     await still_waiting_then_cancel(handle, pool, tenant)
 
 
