@@ -46,6 +46,7 @@ from tests.test_identity_approvals import (
     writes,
 )
 from tests.test_identity_approvals import _identity_public_key as _identity_public_key  # autouse
+from workflows.approval_input import burnable, receive
 
 # ------------------------------------------------------------------ fixtures
 
@@ -511,3 +512,27 @@ def test_narrowing_accepts_exactly_stead_narrowing_block() -> None:
 
 def _public(worker: WorkerHandle) -> Any:
     return key_store(worker.settings).public(IDENTITY)
+
+
+def test_receive_turns_any_arguments_into_an_approval_or_a_reason_without_the_token() -> None:
+    keys = KeyPair()
+    bare = PrincipalTokenIssuer(keys.private_key).issue("acme", "user:bob").token
+    good = {"step_id": "put", "plan_hash": "ab", "approver": "user:bob", "verdict": "approve"}
+    assert receive([good]).approval == ApprovalInput(**good)
+    cases: list[tuple[list[Any], str]] = [
+        ([], "got 0 arguments"),
+        ([good, good], "got 2 arguments"),
+        (["put"], "must be a JSON object, got str"),
+        ([{**good, "comment": "x" * 5_000}], "comment"),
+        ([{**good, "plan_hash": "f" * 500}], "plan_hash"),
+        ([{**good, "approver": "root"}], "approver"),
+        ([{**good, "token": bare, "extra": 1}], "extra"),
+    ]
+    for args, why in cases:
+        received = receive(args)
+        assert received.approval is None and why in (received.problem or ""), why
+        assert bare not in (received.problem or "")
+    exposed = receive([{**good, "token": bare, "extra": 1}])
+    assert exposed.token == bare and exposed.actor == "user:bob" and exposed.step_id == "put"
+    assert receive([{**good, "approver": "root"}]).actor == "unknown:malformed-approval"
+    assert burnable(bare) and not burnable("garbage") and not burnable(None)
