@@ -34,7 +34,6 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from stead.cli._common import console, err_console, fails_cleanly, print_json, settings
-from stead.contracts.approval_token import ApprovalScope, narrowing_problem
 from stead.contracts.run import (
     ApprovalInput,
     Budget,
@@ -404,16 +403,6 @@ def approve(
                 plan_hash=match[0].plan_hash,
                 verdict=verdict,
             )
-            # Never send what the run would refuse to write: a bare token in history is
-            # burned for good. (approval_token narrows, so this only guards regressions.)
-            scope = ApprovalScope(
-                workflow_id=run_id, step_id=step_id, plan_hash=match[0].plan_hash, verdict=verdict
-            )
-            if narrowing_problem(scoped, scope) is not None:
-                raise ConfigError(
-                    f"the token could not be narrowed to step {step_id} of {run_id}; "
-                    "nothing was sent. Check it is the text `stead principal token` printed"
-                )
         try:
             approval = ApprovalInput(
                 step_id=step_id,
