@@ -3,7 +3,8 @@
 Both answer with a result (admitted or not, accepted or not, and why), so the workflow
 records a refusal once. Only an unreachable Postgres raises, and Temporal retries it;
 if it stays down the workflow refuses the run or the vote: identity fails closed.
-OPA is asked once per run, at admission; if it cannot answer, approvals need tokens.
+OPA is asked at admission and again for every approval (its authentication mode is
+never taken from the workflow); if it cannot answer, approvals need tokens.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
-from stead.contracts.identity import AdmitRunInput, ApprovalCheck, RunAdmission, VerifyApprovalInput
+from stead.contracts.identity import (
+    AdmitRunInput,
+    ApprovalCheck,
+    BurnedToken,
+    BurnTokenInput,
+    RunAdmission,
+    VerifyApprovalInput,
+)
 from stead.identity.admission import admit_run
 from stead.identity.approvals import ApprovalAuthenticator
 from stead.identity.tokens import PrincipalTokenVerifier
@@ -24,7 +32,7 @@ class IdentityActivities:
     ) -> None:
         self._pool = pool
         self._opa = opa
-        self._approvals = ApprovalAuthenticator(pool, tokens)
+        self._approvals = ApprovalAuthenticator(pool, opa, tokens)
 
     @activity.defn(name="identity.admit_run")
     async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
@@ -33,3 +41,8 @@ class IdentityActivities:
     @activity.defn(name="identity.verify_approval")
     async def verify_approval(self, req: VerifyApprovalInput) -> ApprovalCheck:
         return await self._approvals.check(req)
+
+    @activity.defn(name="identity.burn_token")
+    async def burn_token(self, req: BurnTokenInput) -> BurnedToken:
+        """A token the run's history exposed (an unnarrowed one in a signal): revoke it."""
+        return await self._approvals.burn(req)

@@ -13,6 +13,7 @@ class ErrorCode(StrEnum):
     SERVICE_CRASHED = "service_crashed"
     SERVICE_NOT_READY = "service_not_ready"
     MIGRATION = "migration"
+    APPROVAL_REFUSED = "approval_refused"
 
 
 class SteadError(Exception):
@@ -51,3 +52,9 @@ class ServiceNotReady(StackError):
 
 class MigrationError(StackError):
     code = ErrorCode.MIGRATION
+
+
+class ApprovalRefused(SteadError):
+    """The run refused an approval (``stead approve`` exits 1); the message says why."""
+
+    code = ErrorCode.APPROVAL_REFUSED

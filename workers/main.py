@@ -53,6 +53,7 @@ from stead.policy.opa import OpaClient
 from stead.secrets import open_secret_store
 from stead.settings import Settings, secret_environment
 from workers.edge import build_edge_worker, open_edge_resources
+from workers.refusals import auditing_validator_refusals
 from workflows.hello import HelloWorkflow
 from workflows.memory import (
     MemoryIndexOpWorkflow,
@@ -170,6 +171,7 @@ class WorkerResources:
             records.open_run,
             identity.admit_run,
             identity.verify_approval,
+            identity.burn_token,
             capability.issue,
             *MemoryActivities(self.memory).all(),
         ]
@@ -189,7 +191,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     adapters.memory = memory
     try:
         trust = open_trust(settings, pool)
-        yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
+        async with auditing_validator_refusals(pool):
+            yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
     finally:
         await memory.index.close()
         await adapters.aclose()

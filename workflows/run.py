@@ -18,7 +18,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.approval_input import Received, burnable, history_problem, receive
+
 with workflow.unsafe.imports_passed_through():
+    from stead.approval_refusals import ValidatorRefusal, report
     from stead.contracts.activities import (
         NON_RETRYABLE_TYPES,
         PLAN_REJECTED,
@@ -43,9 +46,10 @@ with workflow.unsafe.imports_passed_through():
     from stead.contracts.identity import (
         AdmitRunInput,
         ApprovalCheck,
+        BurnedToken,
+        BurnTokenInput,
         RunAdmission,
         VerifyApprovalInput,
-        principal_token_problem,
     )
     from stead.contracts.run import (
         TERMINAL_RUN_STATES,
@@ -981,9 +985,28 @@ class RunWorkflow:
         return earlier + tuple((r.step_id, r.operation, r.status) for r in self._snapshot().steps)
 
     # ---------------------------------------------------------- approvals
+    #
+    # Two rules shape this block. Only a token narrowed to exactly this approval may
+    # be written to history (a bare one could be lifted by any reader): the update's
+    # validator refuses anything else before Temporal writes it, and reports that
+    # refusal out of band (stead.approval_refusals), because a rejected update leaves
+    # no event and a validator cannot run activities. Signals are written before any
+    # handler runs, so an unnarrowed token in one is burned instead. And every other
+    # refusal is accepted into the handler and audited there, so each refused
+    # approval, by update or signal, malformed or not, leaves one audit row.
 
     @workflow.update(name="approve")
-    async def approve(self, approval: ApprovalInput) -> StepResult:
+    async def approve(self, *args: Any) -> StepResult:
+        received = receive(args)
+        approval = received.approval
+        if approval is None:
+            # The validator refused it; only a replay without validation gets here.
+            malformed = received.problem or "malformed approval"
+            raise ApplicationError(malformed, type="ApprovalRefused", non_retryable=True)
+        problem = self._approval_problem(approval)
+        if problem is not None:
+            await self._refused(received, problem, via="update")
+            raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
         check = await self._authenticate(approval, via="update")
         if check is not None and not check.accepted:
             raise ApplicationError(
@@ -1006,40 +1029,111 @@ class RunWorkflow:
         return result
 
     @approve.validator
-    def _validate_approve(self, approval: ApprovalInput) -> None:
-        problem = self._approval_problem(approval)
-        if problem is not None:
-            raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
+    def _validate_approve(self, *args: Any) -> None:
+        """Refuse, before it is written, what must never be in history; report the refusal."""
+        received = receive(args)
+        approval = received.approval
+        problem = received.problem
+        if approval is not None:
+            problem = history_problem(approval, self._ref.workflow_id)
+        if problem is None:
+            return
+        if not workflow.unsafe.is_replaying():
+            update = workflow.current_update_info()
+            report(
+                ValidatorRefusal(
+                    tenant=self._tenant,
+                    workflow_id=self._ref.workflow_id,
+                    run_id=self._ref.run_id,
+                    step_id=received.step_id,
+                    actor=received.actor,
+                    reason=problem,
+                    data={
+                        "via": "update",
+                        "verdict": received.verdict or "",
+                        "update_id": update.id if update else "",
+                    },
+                )
+            )
+        raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
 
     @workflow.signal(name="approve_signal")
-    async def approve_signal(self, approval: ApprovalInput) -> None:
+    async def approve_signal(self, *args: Any) -> None:
         """The Temporal UI path: same checks as the update; refused attempts are audited.
 
         Anyone who can reach the UI can send this signal, so the UI proves nothing: the
-        signal counts only when it carries a principal token scoped to this approval
+        signal counts only when it carries a principal token narrowed to this approval
         (``stead principal sign-approval`` prints the input to paste), like the update.
+        Temporal has written the signal before this runs, so a token in it that is not
+        narrowed to this approval is exposed: it is burned, then the attempt refused.
         """
+        received = receive(args)
+        approval = received.approval
+        problem = received.problem
+        if approval is not None:
+            problem = history_problem(approval, self._ref.workflow_id)
+        if problem is not None:
+            burned = await self._burn_exposed(received.token, problem)
+            if burned:
+                problem += (
+                    "; the token is now in this run's history, so it is revoked: get a new "
+                    "one with `stead principal token`"
+                )
+            await self._refused(received, problem, via="signal", token_burned=burned)
+            return
+        assert approval is not None
         problem = self._approval_problem(approval)
         if problem is not None:
-            await self._audit(
-                "approval_refused",
-                approval.approver,
-                approval.step_id,
-                {"reason": problem, "verdict": approval.verdict, "via": "signal"},
-            )
+            await self._refused(received, problem, via="signal")
             return
         check = await self._authenticate(approval, via="signal")
         if check is not None and not check.accepted:
             return
         await self._accept(approval, check)
 
+    async def _burn_exposed(self, token: str | None, why: str) -> bool | None:
+        """Revoke a token this run's history now holds unnarrowed.
+
+        True when burned, False when there was nothing to burn (no token, garbage, not
+        signed by us), None when the burn could not be recorded: the audit row then
+        says ``token_burned: null`` so an operator revokes the principal's tokens.
+        """
+        if not burnable(token):
+            return False
+        assert token is not None
+        try:
+            burned = await _activity(
+                "identity.burn_token",
+                BurnTokenInput(
+                    tenant=self._tenant,
+                    workflow_id=self._ref.workflow_id,
+                    token=token,
+                    reason=why[:1_000],
+                ),
+                result_type=BurnedToken,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=QUICK,
+            )
+        except ActivityError:
+            return None
+        return burned.burned > 0
+
+    async def _refused(
+        self, received: Received, reason: str, *, via: str, token_burned: bool | None = False
+    ) -> None:
+        data: dict[str, object] = {"reason": reason, "verdict": received.verdict, "via": via}
+        if token_burned is not False:
+            data["token_burned"] = token_burned
+        await self._audit("approval_refused", received.actor, received.step_id, data)
+
     async def _authenticate(self, approval: ApprovalInput, via: str) -> ApprovalCheck | None:
-        """Prove the approver (activity: token and directory), then re-check the vote.
+        """Prove the approver (activity: policy, token and directory), then re-check the vote.
 
         Returns None for histories recorded before approvals were verified. A refusal
         is audited here, once. The checks without I/O run again afterwards because the
         step may have moved on, or the same approver's other vote been counted, while
-        the activity ran.
+        the activity ran. Whether the tenant needs a token at all is the activity's
+        decision, read from policy each time, never this run's state.
         """
         if not _since(VERIFIED_APPROVALS_PATCH):
             return None
@@ -1055,7 +1149,6 @@ class RunWorkflow:
                     approver=approval.approver,
                     verdict=approval.verdict,
                     approvers=pending.approvers if pending is not None else (),
-                    authentication=self._carry.approval_authentication or "token",
                     token=approval.token,
                 ),
                 result_type=ApprovalCheck,
@@ -1080,6 +1173,7 @@ class RunWorkflow:
         return ApprovalCheck(accepted=False, reason=problem)
 
     def _approval_problem(self, approval: ApprovalInput) -> str | None:
+        """Why this vote cannot count here, from the run's own state (no I/O)."""
         plan = self._carry.plan
         if approval.step_id not in self._pending:
             return f"step {approval.step_id} is not awaiting approval"
@@ -1092,13 +1186,7 @@ class RunWorkflow:
             return f"{approval.approver} is not an approver for step {approval.step_id}"
         if any(v.approver == approval.approver for v in self._votes.get(approval.step_id, ())):
             return f"{approval.approver} already voted on step {approval.step_id}"
-        if approval.token is None and self._carry.approval_authentication == "token":
-            return (
-                f"tenant {self._tenant} requires approvers to present a Stead principal token: "
-                f"`stead approve ... --token-file <file>` with a token from "
-                f"`stead principal token {approval.approver} --tenant {self._tenant}`"
-            )
-        return principal_token_problem(approval.token)
+        return None
 
     async def _accept(self, approval: ApprovalInput, check: ApprovalCheck | None = None) -> None:
         record = ApprovalRecord(
@@ -1149,7 +1237,9 @@ class RunWorkflow:
     # ------------------------------------------------------ cancel/queries
 
     @workflow.signal(name="cancel")
-    def cancel(self) -> None:
+    def cancel(self, *_: Any) -> None:
+        # Arguments are ignored, not refused: with a fixed signature, a cancel sent with
+        # one failed every workflow task from then on (the SDK's call raised TypeError).
         self._cancel_requested = True
 
     @workflow.query(name="status")

@@ -23,6 +23,7 @@ from stead.capability.authority import utcnow
 from stead.capability.keys import ALL_KEYS, ALL_SECRETS, IDENTITY, KeyStore
 from stead.capability.trust import key_store
 from stead.cli._common import console, fails_cleanly, print_json, settings
+from stead.contracts.approval_token import ApprovalScope, narrowing_problem
 from stead.contracts.run import ApprovalInput, PendingApproval, Verdict
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
@@ -32,7 +33,6 @@ from stead.identity.errors import TenantUnknown
 from stead.identity.tokens import (
     DEFAULT_TTL,
     MAX_TTL,
-    ApprovalScope,
     PrincipalTokenIssuer,
     scope_to_approval,
 )
@@ -346,7 +346,13 @@ def approval_token(
             "(`stead keys show` prints it where the keys were made)"
         )
     scope = ApprovalScope(workflow_id=run_id, step_id=step_id, plan_hash=plan_hash, verdict=verdict)
-    return scope_to_approval(raw, public, scope)
+    scoped = scope_to_approval(raw, public, scope)
+    # Never hand out what the run would refuse to write: a bare token that reaches a
+    # run's history (through a signal) is burned for good.
+    problem = narrowing_problem(scoped, scope)
+    if problem is not None:
+        raise ConfigError(f"the token could not be narrowed to this approval: {problem}")
+    return scoped
 
 
 # ------------------------------------------------------------------- keys

@@ -45,7 +45,7 @@ from stead.contracts.run import (
     StepResult,
     Verdict,
 )
-from stead.errors import ConfigError
+from stead.errors import ApprovalRefused, ConfigError
 from stead.settings import Settings
 
 EXIT_CODES: dict[str, int] = {
@@ -418,9 +418,9 @@ def approve(
             result = await handle.execute_update("approve", approval, result_type=StepResult)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            raise ConfigError(
-                f"approval refused: {getattr(cause, 'message', None) or cause}"
-            ) from None
+            # One line, whether the validator or the handler refused (both audit it).
+            reason = " ".join(str(getattr(cause, "message", None) or cause).split())
+            raise ApprovalRefused(f"approval refused: {reason}") from None
         return {
             "run_id": run_id,
             "step_id": step_id,

@@ -184,7 +184,7 @@ class Decision(Closed):
 
 class ApprovalInput(Closed):
     step_id: StepId
-    plan_hash: str
+    plan_hash: str = Field(max_length=128)
     approver: PrincipalId
     verdict: Verdict
     comment: str = Field(default="", max_length=4_000)

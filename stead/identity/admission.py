@@ -8,9 +8,10 @@ records the principal the client named. Approvals are stricter: they need a prin
 token unless the tenant's policy data opts out, and a token can only be checked
 against a directory, so an unmanaged tenant's approvals fail closed by default.
 
-The approval policy is read here, once per run, from OPA
-(``data.stead.identity.approval_authentication``), so the workflow knows it without
-I/O and a vote never waits on OPA. If OPA cannot answer, the run gets ``token``.
+The approval policy (``data.stead.identity.approval_authentication``) is read from
+OPA here for the run's record, and again by ``stead.identity.approvals`` on every
+vote: that per-vote answer is the only one that decides, so no workflow input or
+state can weaken it. If OPA cannot answer, the answer is ``token``.
 """
 
 from __future__ import annotations
