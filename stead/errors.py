@@ -13,6 +13,7 @@ class ErrorCode(StrEnum):
     SERVICE_CRASHED = "service_crashed"
     SERVICE_NOT_READY = "service_not_ready"
     MIGRATION = "migration"
+    INVALID_INPUT = "invalid_input"
 
 
 class SteadError(Exception):

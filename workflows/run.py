@@ -638,9 +638,7 @@ class RunWorkflow:
             decision = first or await self._decide_step(step, execution, plan)
             first = None
             if decision.blocked is not None:
-                raise StepStop(
-                    "blocked", f"{decision.blocked}: " + "; ".join(decision.reasons), decision
-                )
+                raise StepStop("blocked", _blocked_reason(decision), decision)
             if decision.outcome == "allow":
                 return decision
             if decision.outcome == "deny":
@@ -1412,6 +1410,13 @@ def _execute_retry(execution: StepExecution) -> RetryPolicy:
         maximum_attempts=execution.max_attempts,
         non_retryable_error_types=list(NON_RETRYABLE_TYPES),
     )
+
+
+def _blocked_reason(decision: Decision) -> str:
+    """``policy_undefined: <why>``, said once: a block's reasons start with its own code."""
+    assert decision.blocked is not None
+    reasons = [r for r in decision.reasons if r != decision.blocked]
+    return f"{decision.blocked}: " + "; ".join(reasons) if reasons else decision.blocked
 
 
 def _failure_type(err: ActivityError) -> str | None:
