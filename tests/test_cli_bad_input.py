@@ -9,6 +9,7 @@ result: in a terminal it would have been a Python traceback.
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,9 @@ from typer.testing import CliRunner
 
 from stead.cli.main import app
 from stead.settings import Settings
-from tests.conftest import subprocess_env
+from tests.conftest import settings_for, subprocess_env
+from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
+from tests.test_no_secrets_in_history import in_process_worker, private_keyring
 
 # Values a careless or hostile user types; the second looks like Rich markup.
 BAD_TENANT = "Bad Tenant [x]"
@@ -178,3 +181,43 @@ def _rows(stack: Settings, table: str, tenant: str) -> int:
 
 def _options_of(name: str) -> list[str]:
     return next(options for n, options in _commands() if n == name)
+
+
+async def test_encrypted_runs_read_without_a_keyring_name_the_setting(
+    stack: Settings, tmp_path: Path
+) -> None:
+    keyring = private_keyring(tmp_path / "keys.json", "a")
+    encrypted = settings_for(stack.home, codec_keyring=keyring)
+    tenant = new_tenant()
+    await configure_tenant(stack.opa_url, tenant, approval_risk="low", approvers=["user:bob"])
+    task_queue = f"codec-cli-{uuid.uuid4().hex[:8]}"
+    async with in_process_worker(encrypted, task_queue) as client:
+        handle = await start_run(
+            client,
+            task_queue,
+            tenant=tenant,
+            principal="user:ann",
+            playbook_source=playbook(
+                {"id": "put", "operation": "records.put", "args": {"key": "k", "value": {}}}
+            ),
+        )
+        await wait_pending(handle, "put")
+        try:
+            for args in (["status", handle.id], ["pending", "--tenant", tenant]):
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "stead.cli",
+                    *args,
+                    env=subprocess_env(stack),
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                out, err = await child.communicate()
+                text = err.decode()
+                assert child.returncode == 1, (args, out.decode(), text)
+                assert "STEAD_CODEC_KEYRING" in text, (args, text)
+                assert "Traceback" not in text + out.decode(), (args, text)
+        finally:
+            await handle.signal("cancel")
+            await handle.result()
