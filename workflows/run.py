@@ -111,7 +111,7 @@ PLAN_RETRY = RetryPolicy(
 )
 FAILED_STEP_STATES: frozenset[str] = frozenset({"failed", "denied", "rejected", "blocked"})
 DONE_STEP_STATES: frozenset[str] = frozenset(
-    {"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled"}
+    {"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled", "not_run"}
 )
 
 
@@ -964,7 +964,12 @@ class RunWorkflow:
         later = plan.stored.total_steps - plan.stored.window_start - len(plan.steps)
         if later > 0:
             # A cancelled run cancels every step not done, as an inline plan's does.
-            state = "cancelled" if self._carry.status in ("cancelled", "timed_out") else "pending"
+            if self._carry.status in ("cancelled", "timed_out"):
+                state = "cancelled"
+            elif self._carry.status in TERMINAL_RUN_STATES:
+                state = "not_run"
+            else:
+                state = "pending"
             counts[state] = counts.get(state, 0) + later
         return counts
 
@@ -1249,6 +1254,19 @@ class RunWorkflow:
         self._pending.clear()
         self._pending_policy.clear()
 
+    def _mark_not_run(self) -> None:
+        """A finished run shows why each step that never started did not: "pending" in
+        a run that has ended would say it might still happen."""
+        plan = self._carry.plan
+        if plan is None:
+            return
+        why = f"not run: the run ended {self._carry.status}"
+        if self._carry.reasons:
+            why += f" ({self._carry.reasons[0]})"
+        for step in plan.steps:
+            if self._state(step.id) not in DONE_STEP_STATES:
+                self._put_result(step, "not_run", error=why, finished=True)
+
     def _remaining_time(self, deadline: datetime | None) -> timedelta | None:
         if deadline is None:
             return None
@@ -1362,6 +1380,7 @@ class RunWorkflow:
 
     async def _finish(self) -> RunStatus:
         await workflow.wait_condition(workflow.all_handlers_finished)
+        self._mark_not_run()
         self._pending.clear()
         self._set_status(self._carry.status)
         self._upsert(pending=False)
