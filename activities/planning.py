@@ -85,8 +85,13 @@ class PlanningActivities:
                 plan = self._from_playbook(req, plan_id)
             return await self._stored_if_large(req, plan)
         except PlanRejected as exc:
+            # The spend rides in the details, after the reasons, so the run counts it.
+            spent = {"tokens": exc.tokens, "usd": exc.cost_usd}
+            if exc.tokens or exc.cost_usd:
+                model = self._settings.planner_model or ""
+                observe_planner(req.request.tenant, model, exc.tokens, exc.cost_usd)
             raise ApplicationError(
-                str(exc), exc.reasons, type=PLAN_REJECTED, non_retryable=True
+                str(exc), exc.reasons, spent, type=PLAN_REJECTED, non_retryable=True
             ) from None
 
     @activity.defn(name="plan.create_decided")

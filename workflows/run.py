@@ -284,19 +284,17 @@ class RunWorkflow:
                     retry_policy=PLAN_RETRY,
                 )
         except ActivityError as err:
+            tokens, usd = _planner_spend(err)
             self._carry = self._carry.model_copy(
-                update={"status": "plan_rejected", "reasons": _failure_reasons(err)}
+                update={
+                    "status": "plan_rejected",
+                    "reasons": _failure_reasons(err),
+                    "spent": self._spent_planning(tokens, usd),
+                }
             )
             return None
         self._carry = self._carry.model_copy(
-            update={
-                "spent": self._carry.spent.model_copy(
-                    update={
-                        "tokens": self._carry.spent.tokens + plan.planner.tokens,
-                        "usd": self._carry.spent.usd + plan.planner.cost_usd,
-                    }
-                )
-            }
+            update={"spent": self._spent_planning(plan.planner.tokens, plan.planner.cost_usd)}
         )
         # Undecided (policy could not be asked in plan.create_decided): ask on its own,
         # so the retries and the policy_unavailable block are exactly the regular path's.
@@ -308,6 +306,10 @@ class RunWorkflow:
             )
             return None
         return plan
+
+    def _spent_planning(self, tokens: int, usd: float) -> Spent:
+        spent = self._carry.spent
+        return spent.model_copy(update={"tokens": spent.tokens + tokens, "usd": spent.usd + usd})
 
     async def _recall(self) -> tuple[RecalledMemory, ...]:
         """Context for the LLM planner from memory. Playbooks need none; a memory outage
@@ -1436,6 +1438,20 @@ def _blocked_reason(decision: Decision) -> str:
     assert decision.blocked is not None
     reasons = [r for r in decision.reasons if r != decision.blocked]
     return f"{decision.blocked}: " + "; ".join(reasons) if reasons else decision.blocked
+
+
+def _planner_spend(err: ActivityError) -> tuple[int, float]:
+    """What a rejected planning spent (tokens, usd): the details after its reasons."""
+    cause = err.cause
+    if not isinstance(cause, ApplicationError) or len(cause.details) < 2:
+        return 0, 0.0
+    spent = cause.details[1]
+    if not isinstance(spent, dict):
+        return 0, 0.0
+    tokens, usd = spent.get("tokens", 0), spent.get("usd", 0.0)
+    if not isinstance(tokens, int) or not isinstance(usd, int | float):
+        return 0, 0.0
+    return tokens, float(usd)
 
 
 def _failure_type(err: ActivityError) -> str | None:

@@ -19,11 +19,24 @@ from stead.planning.refs import RefError, find_refs, ref_locations
 
 
 class PlanRejected(Exception):
-    """No valid plan could be made; ``reasons`` says why, one sentence each."""
+    """No valid plan could be made; ``reasons`` says why, one sentence each.
 
-    def __init__(self, reasons: Iterable[str], *, summary: str = "the plan was rejected") -> None:
+    ``tokens``/``cost_usd`` are what the planner spent getting there: a rejected LLM
+    plan still cost its calls, and budgets and ``stead slo`` must count them.
+    """
+
+    def __init__(
+        self,
+        reasons: Iterable[str],
+        *,
+        summary: str = "the plan was rejected",
+        tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
         self.reasons = list(reasons)
         self.summary = summary
+        self.tokens = tokens
+        self.cost_usd = cost_usd
         super().__init__(f"{summary}:\n- " + "\n- ".join(self.reasons) if self.reasons else summary)
 
 
