@@ -301,8 +301,11 @@ class RunWorkflow:
         if decision is None:
             decision = await self._decide_plan(plan)
         if decision.outcome != "allow":
+            # A block (OPA could not be asked) is not a "no": the run failed, as it does
+            # when a step is blocked, and can be run again once policy answers.
+            status: RunState = "failed" if decision.blocked is not None else "denied"
             self._carry = self._carry.model_copy(
-                update={"status": "denied", "plan": plan, "reasons": decision.reasons}
+                update={"status": status, "plan": plan, "reasons": decision.reasons}
             )
             return None
         return plan
