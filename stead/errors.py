@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     SERVICE_NOT_READY = "service_not_ready"
     MIGRATION = "migration"
     APPROVAL_REFUSED = "approval_refused"
+    INVALID_INPUT = "invalid_input"
 
 
 class SteadError(Exception):

@@ -206,7 +206,7 @@ async def denied(r: Recorder) -> AnyHandle:
         ),
     )
     # The tenant's allow-list lacks records.put, so the plan decision already says no.
-    expect(await handle.result(), "denied", "pending", "pending")
+    expect(await handle.result(), "denied", "not_run", "not_run")
     return handle
 
 

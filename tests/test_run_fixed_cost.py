@@ -149,7 +149,7 @@ async def test_a_run_upserts_each_status_once_and_meets_one_patch(worker: Worker
     }.items()
 
 
-async def test_opa_gone_when_the_plan_is_decided_denies_it_with_the_reason(
+async def test_opa_gone_when_the_plan_is_decided_fails_the_run_with_the_reason(
     stack: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     tenant = new_tenant()
@@ -180,7 +180,8 @@ async def test_opa_gone_when_the_plan_is_decided_denies_it_with_the_reason(
             status = await handle.result()
     finally:
         stop_process(record, sig=signal.SIGKILL)
-    assert status.status == "denied"
+    # Blocked, not denied: the same outcome as a step whose decision OPA could not give.
+    assert status.status == "failed"
     assert status.reasons[0] == "policy_unavailable" and len(status.reasons) > 1
     assert status.plan is not None
     assert api.effects == []

@@ -115,7 +115,7 @@ PLAN_RETRY = RetryPolicy(
 )
 FAILED_STEP_STATES: frozenset[str] = frozenset({"failed", "denied", "rejected", "blocked"})
 DONE_STEP_STATES: frozenset[str] = frozenset(
-    {"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled"}
+    {"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled", "not_run"}
 )
 
 
@@ -288,30 +288,35 @@ class RunWorkflow:
                     retry_policy=PLAN_RETRY,
                 )
         except ActivityError as err:
+            tokens, usd = _planner_spend(err)
             self._carry = self._carry.model_copy(
-                update={"status": "plan_rejected", "reasons": _failure_reasons(err)}
+                update={
+                    "status": "plan_rejected",
+                    "reasons": _failure_reasons(err),
+                    "spent": self._spent_planning(tokens, usd),
+                }
             )
             return None
         self._carry = self._carry.model_copy(
-            update={
-                "spent": self._carry.spent.model_copy(
-                    update={
-                        "tokens": self._carry.spent.tokens + plan.planner.tokens,
-                        "usd": self._carry.spent.usd + plan.planner.cost_usd,
-                    }
-                )
-            }
+            update={"spent": self._spent_planning(plan.planner.tokens, plan.planner.cost_usd)}
         )
         # Undecided (policy could not be asked in plan.create_decided): ask on its own,
         # so the retries and the policy_unavailable block are exactly the regular path's.
         if decision is None:
             decision = await self._decide_plan(plan)
         if decision.outcome != "allow":
+            # A block (OPA could not be asked) is not a "no": the run failed, as it does
+            # when a step is blocked, and can be run again once policy answers.
+            status: RunState = "failed" if decision.blocked is not None else "denied"
             self._carry = self._carry.model_copy(
-                update={"status": "denied", "plan": plan, "reasons": decision.reasons}
+                update={"status": status, "plan": plan, "reasons": decision.reasons}
             )
             return None
         return plan
+
+    def _spent_planning(self, tokens: int, usd: float) -> Spent:
+        spent = self._carry.spent
+        return spent.model_copy(update={"tokens": spent.tokens + tokens, "usd": spent.usd + usd})
 
     async def _recall(self) -> tuple[RecalledMemory, ...]:
         """Context for the LLM planner from memory. Playbooks need none; a memory outage
@@ -642,9 +647,7 @@ class RunWorkflow:
             decision = first or await self._decide_step(step, execution, plan)
             first = None
             if decision.blocked is not None:
-                raise StepStop(
-                    "blocked", f"{decision.blocked}: " + "; ".join(decision.reasons), decision
-                )
+                raise StepStop("blocked", _blocked_reason(decision), decision)
             if decision.outcome == "allow":
                 return decision
             if decision.outcome == "deny":
@@ -970,7 +973,12 @@ class RunWorkflow:
         later = plan.stored.total_steps - plan.stored.window_start - len(plan.steps)
         if later > 0:
             # A cancelled run cancels every step not done, as an inline plan's does.
-            state = "cancelled" if self._carry.status in ("cancelled", "timed_out") else "pending"
+            if self._carry.status in ("cancelled", "timed_out"):
+                state = "cancelled"
+            elif self._carry.status in TERMINAL_RUN_STATES:
+                state = "not_run"
+            else:
+                state = "pending"
             counts[state] = counts.get(state, 0) + later
         return counts
 
@@ -1341,6 +1349,19 @@ class RunWorkflow:
         self._pending.clear()
         self._pending_policy.clear()
 
+    def _mark_not_run(self) -> None:
+        """A finished run shows why each step that never started did not: "pending" in
+        a run that has ended would say it might still happen."""
+        plan = self._carry.plan
+        if plan is None:
+            return
+        why = f"not run: the run ended {self._carry.status}"
+        if self._carry.reasons:
+            why += f" ({self._carry.reasons[0]})"
+        for step in plan.steps:
+            if self._state(step.id) not in DONE_STEP_STATES:
+                self._put_result(step, "not_run", error=why, finished=True)
+
     def _remaining_time(self, deadline: datetime | None) -> timedelta | None:
         if deadline is None:
             return None
@@ -1454,6 +1475,7 @@ class RunWorkflow:
 
     async def _finish(self) -> RunStatus:
         await workflow.wait_condition(workflow.all_handlers_finished)
+        self._mark_not_run()
         self._pending.clear()
         self._set_status(self._carry.status)
         self._upsert(pending=False)
@@ -1502,6 +1524,27 @@ def _execute_retry(execution: StepExecution) -> RetryPolicy:
         maximum_attempts=execution.max_attempts,
         non_retryable_error_types=list(NON_RETRYABLE_TYPES),
     )
+
+
+def _blocked_reason(decision: Decision) -> str:
+    """``policy_undefined: <why>``, said once: a block's reasons start with its own code."""
+    assert decision.blocked is not None
+    reasons = [r for r in decision.reasons if r != decision.blocked]
+    return f"{decision.blocked}: " + "; ".join(reasons) if reasons else decision.blocked
+
+
+def _planner_spend(err: ActivityError) -> tuple[int, float]:
+    """What a rejected planning spent (tokens, usd): the details after its reasons."""
+    cause = err.cause
+    if not isinstance(cause, ApplicationError) or len(cause.details) < 2:
+        return 0, 0.0
+    spent = cause.details[1]
+    if not isinstance(spent, dict):
+        return 0, 0.0
+    tokens, usd = spent.get("tokens", 0), spent.get("usd", 0.0)
+    if not isinstance(tokens, int) or not isinstance(usd, int | float):
+        return 0, 0.0
+    return tokens, float(usd)
 
 
 def _failure_type(err: ActivityError) -> str | None:

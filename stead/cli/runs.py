@@ -33,7 +33,14 @@ from temporalio.exceptions import CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
-from stead.cli._common import console, err_console, fails_cleanly, print_json, settings
+from stead.cli._common import (
+    console,
+    err_console,
+    fails_cleanly,
+    print_json,
+    settings,
+    tenant_id,
+)
 from stead.contracts.run import (
     ApprovalInput,
     Budget,
@@ -208,7 +215,7 @@ def run(
         _refuse(f"invalid run request: {_pydantic_errors(exc)}")
     cfg = settings()
     try:
-        preflight(request, cfg)
+        preflight(request, cfg, origin=None if playbook_file is None else str(playbook_file))
     except ConfigError as exc:
         _refuse(exc.message)
     workflow_id = f"run-{tenant}-{uuid.uuid4().hex[:12]}"
@@ -303,7 +310,9 @@ async def _status(client: Client, run_id: str) -> RunStatus:
 
 @fails_cleanly
 def pending(
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant.", callback=tenant_id)
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Steps waiting for a human, across runs (from Temporal's visibility index)."""

@@ -210,6 +210,9 @@ StepState = Literal[
     "blocked",
     "skipped",
     "cancelled",
+    # The run ended before this step could start (a denied plan or step, a failure,
+    # a refused starter); its ``error`` says why.
+    "not_run",
 ]
 RunState = Literal[
     "planning",

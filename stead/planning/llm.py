@@ -147,7 +147,10 @@ class LlmPlanner:
                 break
             messages = [*messages, {"role": "assistant", "content": content}, _correction(reasons)]
         raise PlanRejected(
-            reasons, summary=f"planner {model} gave no valid plan after {attempt} attempts"
+            reasons,
+            summary=f"planner {model} gave no valid plan after {attempt} attempts",
+            tokens=tokens,
+            cost_usd=cost,
         )
 
     def _check(self, content: str, req: PlanInput) -> tuple[_Answer | None, list[str]]:
