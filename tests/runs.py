@@ -19,14 +19,16 @@ def new_tenant() -> str:
 async def configure_tenant(opa_url: str, tenant: str, **config: Any) -> None:
     """Tenant policy data goes into OPA through its data API, as an operator would push it.
 
-    Test tenants count approvers' claimed names (``approval_authentication: none``)
-    unless a test asks for ``"token"``: the workflow tests exercise approval logic,
-    tests/test_identity_approvals.py exercises principal tokens.
+    Test tenants count approvers' and starters' claimed names
+    (``approval_authentication``/``start_authentication: none``) unless a test asks for
+    ``"token"``: the workflow tests exercise approval logic, tests/test_identity_approvals.py
+    and tests/test_attack_starts.py exercise principal and start tokens.
     """
     body = {
         "operations": ["*"],
         "approval_risk": "high",
         "approval_authentication": "none",
+        "start_authentication": "none",
         **config,
     }
     async with httpx.AsyncClient() as client:

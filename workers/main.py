@@ -25,6 +25,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.capability import CapabilityActivities
+from activities.continuation import ContinuationActivities
 from activities.execution import ExecutionActivities
 from activities.hello import greet
 from activities.identity import IdentityActivities
@@ -107,6 +108,7 @@ class WorkerResources:
         planning = PlanningActivities(self.catalog, self.settings, self.pool, policy)
         records = RecordActivities(self.pool, identity)
         step = StepActivities(self.pool, policy, execution)
+        continuation = ContinuationActivities(self.trust.integrity)
         return [
             greet,
             planning.create_plan,
@@ -120,6 +122,8 @@ class WorkerResources:
             records.append_audit,
             records.record_run,
             records.open_run,
+            continuation.seal,
+            continuation.verify,
             identity.admit_run,
             identity.verify_approval,
             capability.issue,

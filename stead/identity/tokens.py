@@ -154,6 +154,11 @@ class PrincipalTokenVerifier:
         self._public_key = public_key
         self._clock = clock
 
+    @property
+    def public_key(self) -> PublicKey:
+        """The identity public key (start tokens are checked with it too)."""
+        return self._public_key
+
     def verify_approval(self, token: str, *, tenant: str, scope: ApprovalScope) -> PrincipalClaims:
         """Claims of a token that proves its principal for exactly this approval; raises why not."""
         biscuit = _parse(token, self._public_key)
