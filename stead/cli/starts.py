@@ -7,13 +7,17 @@ and one request (``stead.identity.starts``), useless for any other start.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from biscuit_auth import PublicKey
+from temporalio.client import Client, WorkflowHandle
 
 from stead.capability.keys import IDENTITY
 from stead.capability.trust import key_store
-from stead.contracts.run import RunRequest, start_digest
+from stead.contracts.run import RunInput, RunRequest, RunStatus, start_digest
 from stead.errors import ConfigError
 from stead.identity.errors import PrincipalTokenRefused
 from stead.identity.starts import StartScope, scope_to_start
@@ -91,3 +95,47 @@ def narrow_to_start(cfg: Settings, token: str, workflow_id: str, request: RunReq
         return scope_to_start(token, identity_public_key(cfg), scope)
     except PrincipalTokenRefused as exc:
         raise ConfigError(f"the principal token cannot be used: {exc.message}") from None
+
+
+@dataclass(frozen=True)
+class StartCredential:
+    """A principal token held by a long-lived starter (the webhook, the demos).
+
+    The bare token stays in this process; ``narrow`` makes the per-start copy.
+    """
+
+    token: str
+    public_key: PublicKey
+    tenant: str
+    principal: str
+
+    @classmethod
+    def load(cls, cfg: Settings, token: str) -> StartCredential:
+        claims = token_claims(cfg, token)
+        return cls(token, identity_public_key(cfg), claims.tenant, claims.principal)
+
+    def narrow(self, workflow_id: str, request: RunRequest) -> str:
+        scope = StartScope(workflow_id=workflow_id, request_digest=start_digest(request))
+        return scope_to_start(self.token, self.public_key, scope)
+
+
+async def start_governed(
+    client: Client,
+    task_queue: str,
+    request: RunRequest,
+    credential: StartCredential | None,
+    *,
+    workflow_id: str | None = None,
+    **options: Any,
+) -> WorkflowHandle[Any, RunStatus]:
+    """Start ``stead.run`` with the credential narrowed to this start (if one is held)."""
+    run_id = workflow_id or f"run-{request.tenant}-{uuid.uuid4().hex[:12]}"
+    token = None if credential is None else credential.narrow(run_id, request)
+    return await client.start_workflow(
+        "stead.run",
+        RunInput(request=request, start_token=token),
+        id=run_id,
+        task_queue=task_queue,
+        result_type=RunStatus,
+        **options,
+    )
