@@ -20,12 +20,13 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from biscuit_auth import PublicKey
+from biscuit_auth import KeyPair, PublicKey
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from stead.audit.log import AuditRecord, list_events
 from stead.capability.keys import IDENTITY
 from stead.capability.trust import key_store
+from stead.contracts.continuation import SealInput
 from stead.contracts.run import (
     ApprovalInput,
     Plan,
@@ -41,8 +42,15 @@ from stead.contracts.run import (
 )
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity import directory
-from stead.identity.starts import StartScope, scope_to_start
-from stead.identity.tokens import PrincipalTokenIssuer
+from stead.identity.errors import PrincipalTokenScopeMismatch
+from stead.identity.starts import StartScope, scope_to_start, verify_start
+from stead.identity.tokens import (
+    ApprovalScope,
+    PrincipalTokenIssuer,
+    PrincipalTokenVerifier,
+    scope_to_approval,
+)
+from stead.runs.seal import seal, seal_problem
 from tests.conftest import REPO, WorkerHandle, subprocess_env
 from tests.record_histories import fetch_run_chain
 from tests.runs import configure_tenant, new_tenant, playbook, wait_pending
@@ -437,3 +445,81 @@ async def test_stead_run_token_file_starts_and_the_audit_names_the_proven_starte
     assert code == 2, (out, err)
     assert f"tenant {tenant} requires a start token" in out, (out, err)
     assert await writes(pool, tenant) == 1
+
+
+async def test_a_start_on_a_closed_runs_id_rewrites_nothing_even_where_names_are_trusted(
+    worker: WorkerHandle, pool: asyncpg.Pool
+) -> None:
+    tenant = new_tenant()  # start_authentication: none, so no token is in play at all
+    await configure_tenant(worker.settings.opa_url, tenant)
+    real = await start(worker, RunInput(request=put_request(tenant)))
+    assert (await real.result()).status == "completed"
+    forged = put_request(tenant, "user:mallory", labels={"note": "rewritten"})
+    again = await start(worker, RunInput(request=forged), real.id)
+    await assert_refused(
+        pool,
+        again,
+        tenant,
+        "already used by another run",
+        before=(1, await decisions(pool, tenant, real.id)),
+    )
+    async with tenant_transaction(pool, tenant) as conn:
+        row = await conn.fetchrow(
+            "SELECT principal, status, labels::text AS labels FROM runs WHERE workflow_id = $1",
+            real.id,
+        )
+    assert dict(row) == {"principal": "user:alice", "status": "completed", "labels": "{}"}
+
+
+# ------------------------------------------------------ tokens and seals, no stack
+
+
+def test_approval_and_start_tokens_do_not_stand_in_for_each_other() -> None:
+    keys = KeyPair()
+    token = PrincipalTokenIssuer(keys.private_key).issue("acme", "user:alice").token
+    request = put_request("acme")
+    as_approval = scope_to_approval(
+        token,
+        keys.public_key,
+        ApprovalScope(workflow_id="run-1", step_id="put", plan_hash="h", verdict="approve"),
+    )
+    scope = StartScope(workflow_id="run-1", request_digest=start_digest(request))
+    with pytest.raises(PrincipalTokenScopeMismatch):
+        verify_start(as_approval, keys.public_key, tenant="acme", scope=scope)
+    as_start = narrow(token, keys.public_key, "run-1", request)
+    assert verify_start(as_start, keys.public_key, tenant="acme", scope=scope).principal == (
+        "user:alice"
+    )
+    with pytest.raises(PrincipalTokenScopeMismatch):
+        PrincipalTokenVerifier(keys.public_key).verify_approval(
+            as_start,
+            tenant="acme",
+            scope=ApprovalScope(
+                workflow_id="run-1", step_id="put", plan_hash="h", verdict="approve"
+            ),
+        )
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["workflow_id", "run_id", "tenant", "principal", "status", "approval_authentication"],
+)
+def test_the_seal_covers_the_chain_the_run_and_every_byte_of_the_state(change: str) -> None:
+    secret = b"k" * 32
+    sealed = SealInput(
+        workflow_id="run-1", run_id="r-1", request=put_request("acme"), carry=forged_carry()
+    )
+    good = seal(secret, sealed)
+    assert seal_problem(secret, sealed, good) is None
+    if change in ("workflow_id", "run_id"):
+        other = sealed.model_copy(update={change: "elsewhere"})
+    elif change in ("tenant", "principal"):
+        value = "other" if change == "tenant" else "user:mallory"
+        other = sealed.model_copy(
+            update={"request": sealed.request.model_copy(update={change: value})}
+        )
+    else:
+        value = "completed" if change == "status" else "token"
+        other = sealed.model_copy(update={"carry": sealed.carry.model_copy(update={change: value})})
+    assert seal_problem(secret, other, good) is not None
+    assert seal_problem(b"x" * 32, sealed, good) is not None, "another key's seal is no seal"
