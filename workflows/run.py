@@ -279,10 +279,11 @@ class RunWorkflow:
     async def _open_run(self) -> str | None:
         """Record the run's start and admit its starter; why it may not run, or None.
 
-        Since the run-fixed-cost patch both are one local activity (``runs.open``);
-        if it fails, they are asked for one by one as before, so a failure ends
-        exactly where it did (a record that cannot be written fails the run, a
-        starter nobody could check is refused).
+        Since the run-fixed-cost patch both are one local activity (``runs.open``),
+        which also verifies the start token and claims the workflow id for this run
+        chain. If it fails the run is refused (a starter nobody could check runs
+        nothing) and writes no record (it could be another run's). Histories from
+        before the patch record, then admit, with two activities as they did.
         """
         if _lean():
             try:
