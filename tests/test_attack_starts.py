@@ -26,6 +26,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from stead.audit.log import AuditRecord, list_events
 from stead.capability.keys import IDENTITY
 from stead.capability.trust import key_store
+from stead.cli.starts import StartCredential, start_governed
 from stead.contracts.continuation import SealInput
 from stead.contracts.run import (
     ApprovalInput,
@@ -416,13 +417,13 @@ async def test_stead_run_token_file_starts_and_the_audit_names_the_proven_starte
     playbook_file.write_text(PUT)
     env = subprocess_env(worker.settings, STEAD_TASK_QUEUE=worker.task_queue)
 
-    async def stead(*args: str) -> tuple[int, str, str]:
+    async def stead(*args: str, **extra: str) -> tuple[int, str, str]:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "stead.cli",
             *args,
-            env=env,
+            env={**env, **extra},
             cwd=REPO,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -439,12 +440,36 @@ async def test_stead_run_token_file_starts_and_the_audit_names_the_proven_starte
     assert [(e.actor, e.data["authenticated"]) for e in started] == [("user:alice", True)]
     assert await writes(pool, tenant) == 1
 
+    code, out, err = await stead(*base, STEAD_TOKEN_FILE=str(token_file))
+    assert code == 0, (out, err)
+    assert await writes(pool, tenant) == 2
+
     code, out, err = await stead(*base, "--token-file", str(token_file), "--as", "user:mallory")
     assert code == 2 and "does not match the token's principal user:alice" in err, (out, err)
     code, out, err = await stead(*base, "--as", "user:alice")
     assert code == 2, (out, err)
     assert f"tenant {tenant} requires a start token" in out, (out, err)
-    assert await writes(pool, tenant) == 1
+    assert await writes(pool, tenant) == 2
+
+
+async def test_a_service_credential_starts_runs_as_the_webhook_does(
+    worker: WorkerHandle, pool: asyncpg.Pool, issuer: PrincipalTokenIssuer
+) -> None:
+    """What `stead webhook serve --token-file` holds: service:webhook's token, narrowed per run."""
+    tenant = await token_tenant(worker, pool)
+    async with tenant_transaction(pool, tenant) as conn:
+        await directory.add_principal(conn, tenant, "service:webhook")
+    credential = StartCredential.load(
+        worker.settings, issuer.issue(tenant, "service:webhook").token
+    )
+    assert credential.principal == "service:webhook"
+    request = put_request(tenant, credential.principal)
+    handle = await start_governed(
+        worker.client, worker.task_queue, request, credential, workflow_id=f"return-{tenant}-1"
+    )
+    assert (await handle.result()).status == "completed"
+    started = await audit(pool, tenant, handle.id, "run_started")
+    assert [(e.actor, e.data["authenticated"]) for e in started] == [("service:webhook", True)]
 
 
 async def test_a_start_on_a_closed_runs_id_rewrites_nothing_even_where_names_are_trusted(
