@@ -382,6 +382,18 @@ async def test_a_start_token_lifted_from_history_starts_nothing_else(
     assert (row["status"], row["principal"]) == ("completed", "user:alice"), (
         "the refused replay must not rewrite the first run's record"
     )
+    async with tenant_transaction(pool, tenant) as conn:
+        claim = await conn.fetchrow(
+            "SELECT chain_id, principal, admitted, authenticated FROM run_starts"
+            " WHERE workflow_id = $1",
+            workflow_id,
+        )
+    assert dict(claim) == {
+        "chain_id": real.first_execution_run_id,
+        "principal": "user:alice",
+        "admitted": True,
+        "authenticated": True,
+    }
 
 
 async def test_a_claimed_workflow_id_cannot_be_freed_by_the_app_role(
@@ -391,8 +403,8 @@ async def test_a_claimed_workflow_id_cannot_be_freed_by_the_app_role(
     tenant = await token_tenant(worker, pool)
     async with tenant_transaction(pool, tenant) as conn:
         await conn.execute(
-            "INSERT INTO run_starts (workflow_id, tenant, chain_id, principal)"
-            " VALUES ('run-x', $1, 'chain-a', 'user:alice')",
+            "INSERT INTO run_starts (workflow_id, tenant, chain_id, principal, admitted)"
+            " VALUES ('run-x', $1, 'chain-a', 'user:alice', false)",
             tenant,
         )
     for statement in (

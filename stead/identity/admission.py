@@ -150,12 +150,14 @@ async def claim_workflow_id(
     if req.chain_id is None:
         return True  # histories from before chains were recorded
     await conn.execute(
-        "INSERT INTO run_starts (workflow_id, tenant, chain_id, principal, authenticated,"
-        " token_id) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workflow_id) DO NOTHING",
+        "INSERT INTO run_starts (workflow_id, tenant, chain_id, principal, admitted,"
+        " authenticated, token_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (workflow_id) DO NOTHING",
         req.workflow_id,
         req.tenant,
         req.chain_id,
         req.principal,
+        admission.admitted,
         admission.authenticated,
         admission.token_id,
     )

@@ -6,13 +6,16 @@
 -- claims the workflow id here for the run chain (the first run id of the chain, set
 -- by the Temporal server) before anything else; a start whose chain finds the id
 -- claimed by another chain is refused and writes nothing to the first run's record.
--- The app role may insert and read, never change or delete a claim.
+-- The app role may insert and read, never change or delete a claim. A row is also the
+-- run's authenticated record: which tenant and principal the chain was admitted for
+-- (admitted), and whether a start token proved it (authenticated, token_id).
 
 CREATE TABLE run_starts (
     workflow_id   text PRIMARY KEY,
     tenant        text NOT NULL CHECK (tenant <> ''),
     chain_id      text NOT NULL CHECK (chain_id <> ''),
     principal     text NOT NULL,
+    admitted      boolean NOT NULL,
     authenticated boolean NOT NULL DEFAULT false,
     token_id      text,
     claimed_at    timestamptz NOT NULL DEFAULT now()
