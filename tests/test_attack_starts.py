@@ -14,16 +14,18 @@ import json
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from biscuit_auth import KeyPair, PublicKey
+from biscuit_auth import KeyPair, PrivateKey, PublicKey
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from stead.audit.log import AuditRecord, list_events
+from stead.capability.authority import utcnow
 from stead.capability.keys import IDENTITY
 from stead.capability.trust import key_store
 from stead.cli.starts import StartCredential, start_governed
@@ -67,11 +69,15 @@ async def pool(worker: WorkerHandle) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-@pytest.fixture(scope="module")
-def issuer(worker: WorkerHandle) -> PrincipalTokenIssuer:
+def issuer_key(worker: WorkerHandle) -> PrivateKey:
     private = key_store(worker.settings).private(IDENTITY)
     assert private is not None
-    return PrincipalTokenIssuer(private)
+    return private
+
+
+@pytest.fixture(scope="module")
+def issuer(worker: WorkerHandle) -> PrincipalTokenIssuer:
+    return PrincipalTokenIssuer(issuer_key(worker))
 
 
 @pytest.fixture(scope="module")
@@ -458,6 +464,13 @@ async def test_stead_run_token_file_starts_and_the_audit_names_the_proven_starte
 
     code, out, err = await stead(*base, "--token-file", str(token_file), "--as", "user:mallory")
     assert code == 2 and "does not match the token's principal user:alice" in err, (out, err)
+    expired = tmp_path / "expired.token"
+    an_hour_ago = PrincipalTokenIssuer(
+        issuer_key(worker), clock=lambda: utcnow() - timedelta(hours=1)
+    )
+    expired.write_text(an_hour_ago.issue(tenant, "user:alice", timedelta(minutes=5)).token)
+    code, out, err = await stead(*base, "--token-file", str(expired))
+    assert code == 2 and "expired at" in err, (out, err)
     code, out, err = await stead(*base, "--as", "user:alice")
     assert code == 2, (out, err)
     assert f"tenant {tenant} requires a start token" in out, (out, err)

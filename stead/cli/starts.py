@@ -15,6 +15,7 @@ from typing import Any
 from biscuit_auth import PublicKey
 from temporalio.client import Client, WorkflowHandle
 
+from stead.capability.authority import utcnow
 from stead.capability.keys import IDENTITY
 from stead.capability.trust import key_store
 from stead.contracts.run import RunInput, RunRequest, RunStatus, start_digest
@@ -75,6 +76,12 @@ def starter(cfg: Settings, tenant: str, claimed: str | None, token: str | None) 
             raise ConfigError("say who starts the run: --token-file (or STEAD_TOKEN_FILE), or --as")
         return claimed
     claims = token_claims(cfg, token)
+    if claims.expires_at <= utcnow():
+        raise ConfigError(
+            f"the principal token of {claims.principal} expired at "
+            f"{claims.expires_at.isoformat()}; get a new one with `stead principal token "
+            f"{claims.principal} --tenant {claims.tenant}`"
+        )
     if claims.tenant != tenant:
         raise ConfigError(
             f"the principal token is for tenant {claims.tenant}, not {tenant}; use that "
