@@ -32,11 +32,13 @@ class IdentityActivities:
     ) -> None:
         self._pool = pool
         self._opa = opa
+        self._tokens = tokens
         self._approvals = ApprovalAuthenticator(pool, opa, tokens)
 
     @activity.defn(name="identity.admit_run")
     async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
-        return await admit_run(self._pool, self._opa, req)
+        key = None if self._tokens is None else self._tokens.public_key
+        return await admit_run(self._pool, self._opa, req, key)
 
     @activity.defn(name="identity.verify_approval")
     async def verify_approval(self, req: VerifyApprovalInput) -> ApprovalCheck:

@@ -13,6 +13,7 @@ from stead.audit.log import AuditEvent, append_event
 from stead.contracts.activities import AuditInput, OpenRunInput, RunRecordInput
 from stead.contracts.identity import RunAdmission
 from stead.db.pool import tenant_transaction
+from stead.identity.admission import claim_workflow_id, id_taken
 from stead.observability.metrics import ApprovalVerdict, observe_approval, observe_run_finished
 from stead.runs.store import record_run_started, record_run_status
 
@@ -29,7 +30,8 @@ class RecordActivities:
         """``identity.admit_run`` and ``runs.record("planning")`` as one local activity.
 
         One marker event and one local-activity dispatch per run instead of two, with
-        the same code. Admission goes first because it only reads: an attempt whose
+        the same code. Admission goes first because it only reads (it verifies the
+        start token against the directory), then the workflow id is claimed: an attempt whose
         record failed repeats nothing when it is retried, and the ``run_started`` audit
         event is written by the attempt that commits the record. The workflow records
         and audits a refusal exactly as after ``identity.admit_run``.
@@ -41,7 +43,12 @@ class RecordActivities:
                 non_retryable=True,
             )
         admission = await self._identity.admit_run(req.admit)
-        await self.record_run(req.record)
+        # The workflow id is claimed for this run chain before anything is written: a
+        # start replayed on a closed run's id (a lifted start token) gets no record.
+        async with tenant_transaction(self._pool, req.admit.tenant) as conn:
+            if not await claim_workflow_id(conn, req.admit, admission):
+                return id_taken(req.admit, admission)
+        await self._record(req.record, admission)
         return admission
 
     @activity.defn(name="audit.append")
@@ -69,6 +76,18 @@ class RecordActivities:
     @activity.defn(name="runs.record")
     async def record_run(self, req: RunRecordInput) -> None:
         """Idempotent upsert: Temporal may deliver it more than once."""
+        await self._record(req, None)
+
+    async def _record(self, req: RunRecordInput, admission: RunAdmission | None) -> None:
+        """The record; ``admission`` adds how the starter was proven to ``run_started``."""
+        started: dict[str, object] = {"goal": req.goal, "playbook": req.playbook}
+        if admission is not None:
+            started.update(
+                authenticated=admission.authenticated,
+                token_id=admission.token_id,
+                start_authentication=admission.start_authentication,
+                admitted=admission.admitted,
+            )
         async with tenant_transaction(self._pool, req.tenant) as conn:
             if req.status == "planning":
                 await record_run_started(
@@ -89,7 +108,7 @@ class RecordActivities:
                         step_id=None,
                         kind="run_started",
                         actor=req.principal,
-                        data={"goal": req.goal, "playbook": req.playbook},
+                        data=started,
                     ),
                 )
                 return

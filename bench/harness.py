@@ -157,6 +157,8 @@ async def configure_tenant(settings: Settings, tenant: str, **config: Any) -> No
         "operations": ["core.echo"],
         "approval_risk": "high",
         "approval_authentication": "none",
+        # Benchmarks start runs with start_run below, without start tokens.
+        "start_authentication": "none",
         **config,
     }
     await OpaAdmin(settings.opa_url, settings.opa_admin_token).aput_data(

@@ -184,6 +184,18 @@ class Settings(BaseSettings):
     principal_token: SecretStr | None = Field(
         default=None, description="Principal token `stead approve` presents for the approver."
     )
+    token_file: Path | None = Field(
+        default=None,
+        description="File with the principal token `stead run` narrows to each start.",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Principal token `stead run` narrows to each start."
+    )
+    webhook_token_file: Path | None = Field(
+        default=None,
+        description="File with the service principal's token `stead webhook serve` starts "
+        "runs with.",
+    )
     plan_inline_max_steps: int = Field(
         default=500,
         ge=1,

@@ -24,7 +24,13 @@ from stead.settings import Settings
 from tests.conftest import WorkerHandle
 from tests.opa_auth import stack_tokens
 from tests.peers import IdempotentApi, serve
-from tests.runs import configure_tenant, new_tenant, playbook, start_run
+from tests.runs import (
+    configure_tenant,
+    new_tenant,
+    playbook,
+    start_authenticated_run,
+    start_run,
+)
 from tests.workers import worker_process
 from workers.main import connect
 
@@ -164,9 +170,12 @@ async def test_opa_gone_when_the_plan_is_decided_fails_the_run_with_the_reason(
         await configure_tenant(own_opa, tenant)
         with serve(api) as url, worker_process(stack, task_queue, STEAD_OPA_URL=own_opa):
             stop_process(record, sig=signal.SIGKILL)
-            handle = await start_run(
+            # OPA down means start tokens are required (fail closed): the starter proves
+            # who it is, so the run gets as far as its plan decision.
+            handle = await start_authenticated_run(
                 client,
                 task_queue,
+                stack,
                 tenant=tenant,
                 principal="user:ann",
                 playbook_source=playbook(

@@ -26,6 +26,7 @@ from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
 from activities.capability import CapabilityActivities
+from activities.continuation import ContinuationActivities
 from activities.execution import ExecutionActivities
 from activities.hello import greet
 from activities.identity import IdentityActivities
@@ -156,6 +157,7 @@ class WorkerResources:
         planning = PlanningActivities(self.catalog, self.settings, self.pool, policy)
         records = RecordActivities(self.pool, identity)
         step = StepActivities(self.pool, policy, execution)
+        continuation = ContinuationActivities(self.trust.integrity)
         return [
             greet,
             planning.create_plan,
@@ -169,6 +171,8 @@ class WorkerResources:
             records.append_audit,
             records.record_run,
             records.open_run,
+            continuation.seal,
+            continuation.verify,
             identity.admit_run,
             identity.verify_approval,
             identity.burn_token,

@@ -10,6 +10,7 @@ approval counts only if policy says it is enough.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         RunRef,
     )
     from stead.contracts.capability import CapabilityGrant
+    from stead.contracts.continuation import SealCheck, SealInput, VerifySealInput
     from stead.contracts.identity import (
         AdmitRunInput,
         ApprovalCheck,
@@ -70,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         StepExecution,
         StepResult,
         StepState,
+        start_digest,
     )
     from stead.memory.contracts import RecallInput, RunSummaryInput
     from stead.planning.refs import RefError, resolve_refs
@@ -136,7 +139,14 @@ class RunWorkflow:
         self._request = inp.request
         self._request_principal = inp.request.principal
         self._tenant = inp.request.tenant
-        self._carry = inp.carry or RunCarry(status="planning")
+        # Workflow input is not trusted: a carry counts only once its seal is verified
+        # (``_continuation_refusal``); until then the run knows nothing.
+        self._carry = RunCarry(status="planning")
+        self._start_token = inp.start_token
+        # A run refused at the door writes no memory; one refused because its workflow
+        # id belongs to another chain (or whose state was forged) writes no run record.
+        self._refused_at_door = False
+        self._owns_record = True
         self._ref = RunRef(
             workflow_id=workflow.info().workflow_id,
             run_id=workflow.info().run_id,
@@ -162,36 +172,122 @@ class RunWorkflow:
     @workflow.run
     async def run(self, inp: RunInput) -> RunStatus:
         request = inp.request
-        self._upsert(tenant=request.tenant, status=self._carry.status, pending=False)
         if inp.carry is None:
+            self._upsert(tenant=request.tenant, status=self._carry.status, pending=False)
             refusal = await self._open_run()
             if refusal is not None:
-                self._set_status("denied", (refusal,))
-                return await self._finish()
+                return await self._refused(refusal)
             plan = await self._make_plan(attempt=1, failure=None)
             if plan is None:
                 return await self._finish()
             self._carry = self._carry.model_copy(update={"plan": plan, "status": "running"})
             self._set_status("running")
-        elif self._window_to_load() and not await self._load_window():
-            return await self._finish()
+        else:
+            refusal = await self._continuation_refusal(inp)
+            if refusal is not None:
+                self._upsert(tenant=request.tenant)
+                self._owns_record = False
+                await self._audit_refusal(refusal, continued=True)
+                return await self._refused(refusal)
+            self._carry = inp.carry
+            self._upsert(tenant=request.tenant, status=self._carry.status, pending=False)
+            if self._window_to_load() and not await self._load_window():
+                return await self._finish()
 
-        outcome = await self._execute_plan()
-        if outcome == "continue":
+        while await self._execute_plan() == "continue":
             await workflow.wait_condition(workflow.all_handlers_finished)
             carry = self._carry_forward().model_copy(
                 update={"continued": self._carry.continued + 1}
             )
-            workflow.continue_as_new(RunInput(request=request, carry=carry))
+            seal = await self._seal(request, carry)
+            if seal is None:
+                return await self._finish()
+            # A cancel that arrived while the seal was made is handled here, not lost.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if self._cancel_requested:
+                continue
+            workflow.continue_as_new(RunInput(request=request, carry=carry, seal=seal))
         return await self._finish()
+
+    async def _continuation_refusal(self, inp: RunInput) -> str | None:
+        """Why this run's continuation state may not be used, or None.
+
+        A carry is accepted only from a real continue-as-new of this chain (the server
+        sets ``continued_run_id``; a client start cannot) and only with the seal the
+        continuing run got from a worker for exactly that run id and that state.
+        """
+        assert inp.carry is not None
+        continued = workflow.info().continued_run_id
+        if continued is None:
+            return (
+                "continuation state was not sealed by this Stead's workers: a run carries "
+                "state only when it continues as new from its own chain, and this one was "
+                "started directly; start runs with `stead run`"
+            )
+        sealed = SealInput(
+            workflow_id=self._ref.workflow_id,
+            run_id=continued,
+            request=inp.request,
+            carry=inp.carry,
+        )
+        try:
+            check = await _local_activity(
+                "runs.verify_seal",
+                VerifySealInput(sealed=sealed, seal=inp.seal),
+                SealCheck,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            return "continuation state could not be verified, so it is refused: " + "; ".join(
+                _failure_reasons(err)
+            )
+        return None if check.valid else (check.reason or "continuation state was refused")
+
+    async def _seal(self, request: RunRequest, carry: RunCarry) -> str | None:
+        """The worker's seal over the next run's input; None (run failed) if none is given."""
+        try:
+            return await _local_activity(
+                "runs.seal",
+                SealInput(
+                    workflow_id=self._ref.workflow_id,
+                    run_id=workflow.info().run_id,
+                    request=request,
+                    carry=carry,
+                ),
+                str,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            self._set_status(
+                "failed",
+                ("the run could not continue as new: " + "; ".join(_failure_reasons(err)),),
+            )
+            return None
+
+    async def _refused(self, reason: str) -> RunStatus:
+        """End a run refused before it did anything: denied, nothing planned or run."""
+        self._refused_at_door = True
+        self._set_status("denied", (reason,))
+        return await self._finish()
+
+    async def _audit_refusal(self, reason: str, **data: object) -> None:
+        """``run_refused`` in the claimed tenant's audit log. If even that fails the run
+        still ends denied: an audit outage never lets a refused run in."""
+        with contextlib.suppress(ActivityError):
+            await self._audit(
+                "run_refused", self._request_principal, None, {"reason": reason, **data}
+            )
 
     async def _open_run(self) -> str | None:
         """Record the run's start and admit its starter; why it may not run, or None.
 
-        Since the run-fixed-cost patch both are one local activity (``runs.open``);
-        if it fails, they are asked for one by one as before, so a failure ends
-        exactly where it did (a record that cannot be written fails the run, a
-        starter nobody could check is refused).
+        Since the run-fixed-cost patch both are one local activity (``runs.open``),
+        which also verifies the start token and claims the workflow id for this run
+        chain. If it fails the run is refused (a starter nobody could check runs
+        nothing) and writes no record (it could be another run's). Histories from
+        before the patch record, then admit, with two activities as they did.
         """
         if _lean():
             try:
@@ -202,17 +298,28 @@ class RunWorkflow:
                     start_to_close_timeout=timedelta(seconds=10),
                     retry_policy=QUICK,
                 )
-            except ActivityError:
-                pass
-            else:
-                return await self._admission_refusal(admission)
+            except ActivityError as err:
+                # Fail closed: a starter nobody could check runs nothing, and a record
+                # that may not exist (or be another run's) is not written.
+                self._owns_record = False
+                reason = "the run could not be admitted: " + "; ".join(_failure_reasons(err))
+                await self._audit_refusal(reason)
+                return reason
+            if admission.id_taken:
+                self._owns_record = False
+            return await self._admission_refusal(admission)
         await self._record_run("planning")
         return await self._admit_run()
 
     def _admit_input(self) -> AdmitRunInput:
         req = self._input_request()
         return AdmitRunInput(
-            tenant=req.tenant, principal=req.principal, workflow_id=self._ref.workflow_id
+            tenant=req.tenant,
+            principal=req.principal,
+            workflow_id=self._ref.workflow_id,
+            chain_id=workflow.info().first_execution_run_id,
+            request_digest=start_digest(req),
+            start_token=self._start_token,
         )
 
     async def _admit_run(self) -> str | None:
@@ -246,7 +353,7 @@ class RunWorkflow:
         if admission.admitted:
             return None
         reason = admission.reason or f"{req.principal} may not start runs in {req.tenant}"
-        await self._audit("run_refused", req.principal, None, {"reason": reason})
+        await self._audit_refusal(reason)
         return reason
 
     # ------------------------------------------------------------ planning
@@ -1013,7 +1120,7 @@ class RunWorkflow:
             raise ApplicationError(malformed, type="ApprovalRefused", non_retryable=True)
         problem = self._approval_problem(approval)
         if problem is not None:
-            await self._refused(received, problem, via="update")
+            await self._approval_refused(received, problem, via="update")
             raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
         check = await self._authenticate(approval, via="update")
         if check is not None and not check.accepted:
@@ -1087,12 +1194,12 @@ class RunWorkflow:
                     "; the token is now in this run's history, so it is revoked: get a new "
                     "one with `stead principal token`"
                 )
-            await self._refused(received, problem, via="signal", token_burned=burned)
+            await self._approval_refused(received, problem, via="signal", token_burned=burned)
             return
         assert approval is not None
         problem = self._approval_problem(approval)
         if problem is not None:
-            await self._refused(received, problem, via="signal")
+            await self._approval_refused(received, problem, via="signal")
             return
         check = await self._authenticate(approval, via="signal")
         if check is not None and not check.accepted:
@@ -1126,7 +1233,7 @@ class RunWorkflow:
             return None
         return burned.burned > 0
 
-    async def _refused(
+    async def _approval_refused(
         self, received: Received, reason: str, *, via: str, token_burned: bool | None = False
     ) -> None:
         data: dict[str, object] = {"reason": reason, "verdict": received.verdict, "via": via}
@@ -1479,8 +1586,10 @@ class RunWorkflow:
         self._pending.clear()
         self._set_status(self._carry.status)
         self._upsert(pending=False)
-        await self._record_run(self._carry.status, finished=True)
-        await self._remember_summary()
+        if self._owns_record:
+            await self._record_run(self._carry.status, finished=True)
+        if not self._refused_at_door:
+            await self._remember_summary()
         return self._snapshot()
 
 

@@ -37,6 +37,13 @@ decision := {"outcome": "allow", "reasons": ["allowed by policy"], "approval": n
 
 tenant_config := data.stead.tenants[input.tenant]
 
+# The run's budget: the starter's request capped by the tenant's run_budget (tenancy).
+run_budget := tenancy.run_budget(input.budget, object.get(data.stead.tenants, input.tenant, {}))
+
+violations contains problem if {
+	some problem in tenancy.run_budget_problems(input.tenant, tenant_config)
+}
+
 # Fields the rules below compare, and their JSON types. A missing or mistyped one
 # is a deny with a reason, never a rule that silently fails to fire; the allow
 # outcomes also require well_formed, so an absent input can never be allowed.
@@ -113,26 +120,26 @@ violations contains tenancy.not_allowed(input.step.operation, input.tenant) if {
 # needs spent.steps < max_steps.
 violations contains sprintf(
 	"step budget exhausted: %v of %v steps already run",
-	[input.spent.steps, input.budget.max_steps],
+	[input.spent.steps, run_budget.max_steps],
 ) if {
 	well_formed
-	input.spent.steps >= input.budget.max_steps
+	input.spent.steps >= run_budget.max_steps
 }
 
 violations contains sprintf(
 	"token budget exhausted: %v tokens spent, past the cap of %v",
-	[input.spent.tokens, input.budget.max_tokens],
+	[input.spent.tokens, run_budget.max_tokens],
 ) if {
 	well_formed
-	input.spent.tokens > input.budget.max_tokens
+	input.spent.tokens > run_budget.max_tokens
 }
 
 violations contains sprintf(
 	"cost budget exhausted: $%v spent, past the cap of $%v",
-	[input.spent.usd, input.budget.max_usd],
+	[input.spent.usd, run_budget.max_usd],
 ) if {
 	well_formed
-	input.spent.usd > input.budget.max_usd
+	input.spent.usd > run_budget.max_usd
 }
 
 # One rejection ends the step: asking again would only re-open a question a
@@ -173,20 +180,20 @@ approval_triggers contains sprintf(
 
 approval_triggers contains sprintf(
 	"cost soft limit reached: $%v spent is at or above %v%% of the $%v budget",
-	[input.spent.usd, soft_budget_fraction * 100, input.budget.max_usd],
+	[input.spent.usd, soft_budget_fraction * 100, run_budget.max_usd],
 ) if {
 	well_formed
-	input.budget.max_usd > 0
-	input.spent.usd >= soft_budget_fraction * input.budget.max_usd
+	run_budget.max_usd > 0
+	input.spent.usd >= soft_budget_fraction * run_budget.max_usd
 }
 
 approval_triggers contains sprintf(
 	"token soft limit reached: %v tokens spent is at or above %v%% of the %v token budget",
-	[input.spent.tokens, soft_budget_fraction * 100, input.budget.max_tokens],
+	[input.spent.tokens, soft_budget_fraction * 100, run_budget.max_tokens],
 ) if {
 	well_formed
-	input.budget.max_tokens > 0
-	input.spent.tokens >= soft_budget_fraction * input.budget.max_tokens
+	run_budget.max_tokens > 0
+	input.spent.tokens >= soft_budget_fraction * run_budget.max_tokens
 }
 
 # Tenant budgets, data.stead.tenants[<tenant>].budget = {monthly_usd, monthly_tokens,

@@ -365,3 +365,33 @@ test_deny_tenant_budget_that_is_not_an_object if {
 		with data.stead.tenants as t
 	d.reasons == ["tenant capped budget must be an object with monthly_usd, monthly_tokens or soft_fraction"]
 }
+
+# The run's budget comes from workflow input; the tenant's run_budget in policy data caps it.
+capped_runs := object.union(tenants, {"acme": {"operations": ["*"], "approval_risk": "high", "run_budget": {"max_usd": 1, "max_steps": 3}}})
+
+test_deny_a_starter_cannot_raise_the_tenants_run_budget if {
+	raised := object.union(read_step, {"budget": {"max_steps": 100000, "max_usd": 1000}, "spent": {"steps": 3, "usd": 0.1}})
+	d := step.decision with input as raised with data.stead.tenants as capped_runs
+	d == {"outcome": "deny", "reasons": ["step budget exhausted: 3 of 3 steps already run"], "approval": null}
+}
+
+test_allow_a_starter_may_ask_for_less_than_the_run_budget if {
+	lower := object.union(read_step, {"budget": {"max_steps": 2}, "spent": {"steps": 2}})
+	d := step.decision with input as lower with data.stead.tenants as capped_runs
+	d == {"outcome": "deny", "reasons": ["step budget exhausted: 2 of 2 steps already run"], "approval": null}
+	ok := step.decision with input as read_step with data.stead.tenants as capped_runs
+	ok.outcome == "allow"
+}
+
+test_approve_a_raised_cost_budget_still_meets_the_run_budgets_soft_line if {
+	raised := object.union(read_step, {"budget": {"max_usd": 1000}, "spent": {"usd": 0.85}})
+	d := step.decision with input as raised with data.stead.tenants as capped_runs
+	d.outcome == "approve"
+	d.reasons == ["cost soft limit reached: $0.85 spent is at or above 80% of the $1 budget"]
+}
+
+test_deny_a_mistyped_run_budget if {
+	odd := object.union(tenants, {"acme": {"operations": ["*"], "run_budget": {"max_usd": "1"}}})
+	d := step.decision with input as read_step with data.stead.tenants as odd
+	d == {"outcome": "deny", "reasons": ["tenant acme run_budget.max_usd must be a number"], "approval": null}
+}

@@ -33,6 +33,8 @@ CONTENT_PLAYBOOK = "content-weekly"
 COMMERCE_PLAYBOOK = "commerce-reconcile"
 CONTENT_AGENT = "agent:content-ops"
 COMMERCE_AGENT = "agent:reconciler"
+# `stead webhook serve` starts runs as this service principal, with its own token.
+WEBHOOK_PRINCIPAL = "service:webhook"
 CONTENT_SCHEDULE = "stead-demo-content-weekly"
 COMMERCE_SCHEDULE = "stead-demo-commerce-nightly"
 WEEKLY = "0 6 * * MON"

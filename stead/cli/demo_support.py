@@ -21,6 +21,7 @@ from rich.markup import escape
 from temporalio.client import Client, WorkflowHandle
 
 from stead.cli._common import console
+from stead.cli.starts import StartCredential
 from stead.contracts.run import PendingApproval, RunStatus
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
@@ -120,6 +121,20 @@ def token_file(settings: Settings, tenant: str, principal: str, folder: Path) ->
     path.write_text(issued.token)
     path.chmod(0o600)
     return path
+
+
+def start_credential(settings: Settings, tenant: str, principal: str) -> StartCredential:
+    """A principal token for the demo's starter, held in memory and narrowed per start
+    (what `stead run --token-file` does), so the demo runs with start tokens required."""
+    from stead.capability.keys import IDENTITY
+    from stead.capability.trust import key_store
+    from stead.identity.tokens import PrincipalTokenIssuer
+
+    private = key_store(settings).private(IDENTITY)
+    if private is None:
+        raise ConfigError("no identity key in the stack's key store; run `stead keys init`")
+    issued = PrincipalTokenIssuer(private).issue(tenant, principal)
+    return StartCredential.load(settings, issued.token)
 
 
 def stead_approve(

@@ -241,7 +241,7 @@ def principal_token(
     ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 8h, 7d (at most 30d).")] = "8h",
     json_out: JsonOption = False,
 ) -> None:
-    """Issue a principal token (printed on stdout) the principal presents to approve steps."""
+    """Issue a principal token (printed on stdout) to start runs and approve steps with."""
     cfg = settings()
     lifetime = parse_ttl(ttl)
     if not timedelta(seconds=1) <= lifetime <= MAX_TTL:

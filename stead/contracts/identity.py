@@ -23,6 +23,17 @@ class AdmitRunInput(Closed):
     tenant: TenantId
     principal: PrincipalId
     workflow_id: str
+    chain_id: str | None = Field(
+        default=None,
+        description="The run chain's first run id (set by the Temporal server): the claim "
+        "on the workflow id that makes a start token single-use.",
+    )
+    request_digest: str | None = Field(
+        default=None, description="``start_digest`` of the request the start token must match."
+    )
+    start_token: str | None = Field(
+        default=None, max_length=16_384, description="The narrowed start token, if any."
+    )
 
 
 ApprovalAuthentication = Literal["token", "none"]
@@ -40,6 +51,16 @@ class RunAdmission(Closed):
     managed: bool
     reason: str | None = None
     approval_authentication: ApprovalAuthentication = "token"
+    start_authentication: ApprovalAuthentication = "token"
+    authenticated: bool = Field(
+        default=False, description="True when a start token proved the starter."
+    )
+    token_id: str | None = None
+    id_taken: bool = Field(
+        default=False,
+        description="The workflow id belongs to another run chain: nothing was recorded, "
+        "and the refused run must not write that run's record.",
+    )
 
 
 class VerifyApprovalInput(Closed):

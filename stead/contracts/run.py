@@ -325,5 +325,33 @@ class RunCarry(Closed):
 
 
 class RunInput(Closed):
+    """What starts (or continues) ``stead.run``; nothing here is trusted as it arrives.
+
+    A fresh start carries ``start_token``: the starter's principal token narrowed to
+    this workflow id and this request (``start_digest``), checked by ``runs.open``
+    before anything else. A continue-as-new carries ``carry`` and the worker's
+    ``seal`` over it; the continued run verifies the seal before using the carry.
+    """
+
     request: RunRequest
     carry: RunCarry | None = None
+    start_token: str | None = Field(
+        default=None,
+        max_length=16_384,
+        description="The starter's principal token, narrowed to this start (stead run).",
+    )
+    seal: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The worker's HMAC over the continuation state (continue-as-new only).",
+    )
+
+
+def start_digest(request: RunRequest) -> str:
+    """The digest a start token is narrowed to: every field of the request, canonically.
+
+    Deterministic and I/O-free (the workflow computes it too): tenant, principal,
+    source, inputs, budget, options, deadline and labels all count, so a token for one
+    request starts no other.
+    """
+    return sha256_hex({"stead_start": 1, "request": request.model_dump(mode="json")})

@@ -143,6 +143,11 @@ class PrincipalTokenVerifier:
         """The signed claims of ``token`` (signature checked, nothing else); raises if forged."""
         return read_claims(token, self._public_key, clock=self._clock)
 
+    @property
+    def public_key(self) -> PublicKey:
+        """The identity public key (start tokens are checked with it too)."""
+        return self._public_key
+
     def verify_approval(self, token: str, *, tenant: str, scope: ApprovalScope) -> PrincipalClaims:
         """Claims of a token that proves its principal for exactly this approval; raises why not."""
         biscuit = _parse(token, self._public_key)
