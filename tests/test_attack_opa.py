@@ -240,7 +240,11 @@ async def test_stead_policy_push_changes_what_the_next_run_sees(
                             playbook_source=echo)
         ).result()  # fmt: skip
         tenant_file = tmp_path / "tenant.json"
-        tenant_file.write_text(json.dumps({**HOSTILE_TENANT, "operations": ["core.echo"]}))
+        tenant_file.write_text(
+            json.dumps(
+                {**HOSTILE_TENANT, "operations": ["core.echo"], "start_authentication": "none"}
+            )
+        )
         pushed = _stead(
             stack, "policy", "push", str(tenant_file), "--data-path", f"stead/tenants/{tenant}"
         )

@@ -90,9 +90,8 @@ def public(worker: WorkerHandle) -> PublicKey:
 async def token_tenant(worker: WorkerHandle, pool: asyncpg.Pool, **config: Any) -> str:
     """A managed tenant whose policy data keeps the secure default: starts need tokens."""
     tenant = new_tenant()
-    async with pool.acquire() as conn:
-        await directory.create_tenant(conn, tenant)
     async with tenant_transaction(pool, tenant) as conn:
+        await directory.create_tenant(conn, tenant)
         for principal in ("user:alice", "user:mallory"):
             await directory.add_principal(conn, tenant, principal)
     await configure_tenant(worker.settings.opa_url, tenant, start_authentication="token", **config)

@@ -37,21 +37,31 @@ AUTH_MODE_PATH = "stead/identity/approval_authentication"
 START_MODE_PATH = "stead/identity/start_authentication"
 
 
-async def _mode(opa: OpaClient, path: str, tenant: str) -> ApprovalAuthentication:
-    """``token`` or ``none``; anything policy does not say plainly means ``token``."""
+async def _mode(
+    opa: OpaClient, path: str, tenant: str
+) -> tuple[ApprovalAuthentication, str | None]:
+    """``token`` or ``none``, and why policy could not say (None when it did).
+
+    Anything policy does not say plainly means ``token``; the reason is kept so that a
+    refusal caused by an OPA outage says so instead of blaming the starter alone.
+    """
     try:
         value = await opa.evaluate(path, {"tenant": tenant})
-    except (PolicyUnavailable, PolicyUndefined):
-        return "token"
-    return "none" if value == "none" else "token"
+    except PolicyUnavailable as exc:
+        return "token", f"policy_unavailable: {exc}"
+    except PolicyUndefined as exc:
+        return "token", f"policy_undefined: {exc}"
+    return ("none" if value == "none" else "token"), None
 
 
 async def approval_authentication(opa: OpaClient, tenant: str) -> ApprovalAuthentication:
-    return await _mode(opa, AUTH_MODE_PATH, tenant)
+    mode, _ = await _mode(opa, AUTH_MODE_PATH, tenant)
+    return mode
 
 
 async def start_authentication(opa: OpaClient, tenant: str) -> ApprovalAuthentication:
-    return await _mode(opa, START_MODE_PATH, tenant)
+    mode, _ = await _mode(opa, START_MODE_PATH, tenant)
+    return mode
 
 
 async def admit_run(
@@ -62,7 +72,7 @@ async def admit_run(
 ) -> RunAdmission:
     """Admit or refuse the starter; raises only when Postgres is down (retryable)."""
     approvals = await approval_authentication(opa, req.tenant)
-    starts = await start_authentication(opa, req.tenant)
+    starts, unanswered = await _mode(opa, START_MODE_PATH, req.tenant)
 
     def refuse(reason: str) -> RunAdmission:
         return RunAdmission(
@@ -82,7 +92,11 @@ async def admit_run(
         principal = await get_principal(conn, req.tenant, req.principal) if managed else None
     if req.start_token is None:
         if starts == "token":
-            return refuse(_token_required(req, managed))
+            required = _token_required(req, managed)
+            if unanswered is not None:
+                # Fail closed, and say it was policy that could not be asked.
+                required = f"{unanswered}; so a start token is required, and {required}"
+            return refuse(required)
         if not managed:
             return RunAdmission(
                 admitted=True,
