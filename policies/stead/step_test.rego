@@ -3,7 +3,7 @@ package stead.step_test # regal ignore:directory-package-mismatch
 import data.stead.step
 
 tenants := {
-	"acme": {"operations": ["*"], "approval_risk": "high"},
+	"acme": {"operations": ["*"], "approval_risk": "high", "egress": ["mail:example.com"]},
 	"shop": {
 		"operations": ["http.request", "records.*"],
 		"approval_risk": "medium",
@@ -13,15 +13,16 @@ tenants := {
 		"approval_timeout_seconds": 600,
 		"on_timeout": "escalate",
 		"escalate_to": ["user:owner"],
+		"egress": ["127.0.0.1", "mail:example.com"],
 	},
-	"solo": {"operations": ["*"], "allow_self_approval": true},
+	"solo": {"operations": ["*"], "allow_self_approval": true, "egress": ["mail:example.com"]},
 }
 
 read_step := {
 	"tenant": "acme",
 	"principal": "user:carol",
 	"run": {"workflow_id": "run-7", "run_id": "r-1", "started_by": "user:carol"},
-	"step": {"id": "lookup", "operation": "records.get", "args": {"key": "orders"}},
+	"step": {"id": "lookup", "operation": "records.get", "args": {"key": "orders"}, "secrets": [], "tainted": []},
 	"operation": {"name": "records.get", "side_effect": "read", "risk": "low", "scopes": ["records:read"]},
 	"budget": {"max_steps": 10, "max_tokens": 10000, "max_usd": 1},
 	"spent": {"steps": 2, "tokens": 1500, "usd": 0.1},
@@ -29,15 +30,26 @@ read_step := {
 }
 
 email_step := object.union(read_step, {
-	"step": {"id": "notify", "operation": "email.send", "args": {"to": "ops@example.com"}},
+	"step": {
+		"id": "notify", "operation": "email.send", "args": {"to": "ops@example.com"},
+		"destinations": [{"kind": "mail", "host": "example.com", "scheme": null, "port": null, "label": "mail:example.com"}],
+	},
 	"operation": {"name": "email.send", "side_effect": "external", "risk": "high", "scopes": ["email:send"]},
 })
 
 http_step := object.union(read_step, {
 	"tenant": "shop",
-	"step": {"id": "fetch", "operation": "http.request", "args": {"url": "http://127.0.0.1:9/orders"}},
+	"step": {
+		"id": "fetch", "operation": "http.request", "args": {"url": "http://127.0.0.1:9/orders"},
+		"destinations": [url_dest("http", "127.0.0.1", 9)],
+	},
 	"operation": {"name": "http.request", "side_effect": "external", "risk": "low", "scopes": ["http:request"]},
 })
+
+url_dest(scheme, host, port) := {
+	"kind": "url", "scheme": scheme, "host": host, "port": port,
+	"label": sprintf("%s://%s:%d", [scheme, host, port]),
+}
 
 default_approval := {
 	"approvers": ["group:approvers"],
@@ -117,7 +129,7 @@ test_approve_demo_tenant_from_shipped_data if {
 test_approve_risk_at_tenant_threshold if {
 	medium := object.union(http_step, {"operation": {"risk": "medium"}, "approvals": null})
 	d := step.decision with input as medium
-		with data.stead.tenants as {"shop": {"operations": ["*"], "approval_risk": "medium"}}
+		with data.stead.tenants as {"shop": {"operations": ["*"], "approval_risk": "medium", "egress": ["127.0.0.1"]}}
 	d == {
 		"outcome": "approve",
 		"reasons": ["operation http.request has medium risk, at or above the approval threshold (medium) of tenant shop"],
