@@ -337,7 +337,21 @@ egress_default_ports := {"http": 80, "https": 443}
 
 egress_name(dest) := sprintf("mail:%s", [dest.host]) if dest.kind == "mail"
 
-egress_name(dest) := dest.host if dest.kind != "mail"
+egress_name(dest) := sprintf("%s://%s:%v", [dest.scheme, dest.host, dest.port]) if {
+	dest.kind != "mail"
+	is_string(dest.scheme)
+	is_number(dest.port)
+}
+
+egress_name(dest) := dest.host if {
+	dest.kind != "mail"
+	not is_string(dest.scheme)
+}
+
+egress_name(dest) := dest.host if {
+	dest.kind != "mail"
+	not is_number(dest.port)
+}
 
 violations contains sprintf("egress_denied: %s is not in tenant %s's egress list", [egress_name(dest), input.tenant]) if {
 	is_array(egress_list)

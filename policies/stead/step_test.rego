@@ -403,18 +403,18 @@ test_allow_entry_written_in_another_case_with_trailing_dot if {
 test_deny_unlisted_host if {
 	d := step.decision with input as call(url_dest("https", "evil.example.net", 443))
 		with data.stead.tenants as egress_tenant(["api.example.com"])
-	d == {"outcome": "deny", "reasons": ["egress_denied: evil.example.net is not in tenant acme's egress list"], "approval": null}
+	d == {"outcome": "deny", "reasons": ["egress_denied: https://evil.example.net:443 is not in tenant acme's egress list"], "approval": null}
 }
 
 test_deny_tenant_without_egress_list if {
 	d := step.decision with input as call(api) with data.stead.tenants as {"acme": {"operations": ["*"]}}
 	d.outcome == "deny"
-	d.reasons == ["egress_denied: tenant acme has no egress list, so step call may not reach api.example.com; list allowed hosts in data.stead.tenants.acme.egress"]
+	d.reasons == ["egress_denied: tenant acme has no egress list, so step call may not reach https://api.example.com:443; list allowed hosts in data.stead.tenants.acme.egress"]
 }
 
 test_deny_empty_egress_list if {
 	d := step.decision with input as call(api) with data.stead.tenants as egress_tenant([])
-	d.reasons == ["egress_denied: api.example.com is not in tenant acme's egress list"]
+	d.reasons == ["egress_denied: https://api.example.com:443 is not in tenant acme's egress list"]
 }
 
 test_allow_wildcard_subdomain if {
@@ -446,7 +446,7 @@ test_allow_scheme_entry_on_default_port if {
 test_deny_scheme_entry_on_other_port_or_scheme if {
 	entries := egress_tenant(["https://hooks.example.com:8443"])
 	port := step.decision with input as call(url_dest("https", "hooks.example.com", 443)) with data.stead.tenants as entries
-	port.reasons == ["egress_denied: hooks.example.com is not in tenant acme's egress list"]
+	port.reasons == ["egress_denied: https://hooks.example.com:443 is not in tenant acme's egress list"]
 	scheme := step.decision with input as call(url_dest("http", "hooks.example.com", 8443)) with data.stead.tenants as entries
 	scheme.outcome == "deny"
 }
@@ -494,7 +494,7 @@ test_deny_malformed_destinations if {
 tainted_call(taints) := object.union(call(api), {"step": {"tainted": taints}})
 
 tainted_reason(sources) := sprintf(
-	"step call sends data to api.example.com with arguments from %s; a human confirms tainted egress",
+	"step call sends data to https://api.example.com:443 with arguments from %s; a human confirms tainted egress",
 	[sources],
 )
 
@@ -532,7 +532,7 @@ test_allow_tainted_egress_when_tenant_opts_out if {
 test_deny_tainted_egress_to_unlisted_host_even_when_opted_out if {
 	cfg := {"acme": {"operations": ["*"], "egress": ["other.example.com"], "approve_tainted_egress": false}}
 	d := step.decision with input as tainted_call(["llm"]) with data.stead.tenants as cfg
-	d.reasons == ["egress_denied: api.example.com is not in tenant acme's egress list"]
+	d.reasons == ["egress_denied: https://api.example.com:443 is not in tenant acme's egress list"]
 }
 
 test_allow_tainted_step_that_sends_nothing_outside if {
