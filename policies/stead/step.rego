@@ -443,9 +443,12 @@ egress_host_matches(pattern, host) if {
 # Provenance: input.step.tainted lists the untrusted sources of the step's arguments
 # ("llm": an LLM planned or wrote them; "memory": recalled memory or a memory read
 # shaped them; "unknown": their origin is out of sight, e.g. no provenance given). An
-# outward step with tainted arguments waits for a human even to a listed host: a
-# prompt injection produces plans that look like any other. A tenant may opt out
-# with approve_tainted_egress: false; unlisted destinations stay denied regardless.
+# outward step that writes or has external effects, with tainted arguments, waits
+# for a human even to a listed host: a prompt injection produces plans that look like
+# any other. Reads (an LLM call with recalled context, a catalog fetch) to a listed
+# host are not held: feeding memory to the tenant's model is the normal flow, and the
+# list already bounds where they go. A tenant may opt out with
+# approve_tainted_egress: false; unlisted destinations stay denied regardless.
 default step_taints := ["unknown"]
 
 step_taints := input.step.tainted if is_array(input.step.tainted)
@@ -461,5 +464,6 @@ approval_triggers contains sprintf(
 ) if {
 	count(step_destinations) > 0
 	count(untrusted_taints) > 0
+	input.operation.side_effect != "read"
 	object.get(tenant_config, "approve_tainted_egress", true) != false
 }

@@ -540,3 +540,15 @@ test_allow_tainted_step_that_sends_nothing_outside if {
 		with data.stead.tenants as tenants
 	d.outcome == "allow"
 }
+
+test_allow_tainted_read_to_a_listed_host if {
+	read := object.union(tainted_call(["llm", "memory"]), {"operation": {"side_effect": "read", "risk": "low"}})
+	d := step.decision with input as read with data.stead.tenants as egress_tenant(["api.example.com"])
+	d.outcome == "allow"
+}
+
+test_deny_tainted_read_to_an_unlisted_host if {
+	read := object.union(tainted_call(["llm"]), {"operation": {"side_effect": "read", "risk": "low"}})
+	d := step.decision with input as read with data.stead.tenants as egress_tenant(["other.example"])
+	d.reasons == ["egress_denied: https://api.example.com:443 is not in tenant acme's egress list"]
+}
