@@ -247,6 +247,18 @@ def test_taint_follows_refs_through_an_llm_step() -> None:
     assert step_provenance(plan, "call").tainted == ("llm", "memory")
 
 
+def test_a_deterministic_step_does_not_pass_on_memory_it_read() -> None:
+    # As the commerce playbook does: memory.history feeds a compare, the compare a fix.
+    plan = _plan(
+        "playbook",
+        Step(id="mem", operation="memory.history", args={}),
+        Step(id="read", operation="commerce.reconcile", args={"h": {"$ref": "steps.mem.output"}}),
+        CALL,
+    )
+    got = step_provenance(plan, "call")
+    assert got.tainted == () and got.args == {"json": ("step:read",)}
+
+
 def test_an_llm_plan_taints_every_argument_and_recalled_memory_adds_memory() -> None:
     plain = _plan("llm", Step(id="read", operation="records.get", args={}), CALL)
     assert step_provenance(plain, "read").tainted == ("llm",)
