@@ -425,3 +425,49 @@ async def test_a_secret_echoed_in_any_encoding_stays_out_of_history_cli_and_effe
             assert not any(form in text for text in texts), f"{name} form of the secret in {where}"
         # Whatever JSON layer wraps it (history payloads, the CLI's json) re-escapes it.
         assert not any(f in text for f in encoded_forms(token) for text in texts), where
+
+
+async def test_a_forged_start_cannot_mail_or_post_to_unlisted_destinations(
+    w: EgressWorker, outside: Server
+) -> None:
+    """Around the CLI: a workflow started directly with a playbook of outward steps. The
+    destinations are computed on the worker from the arguments, so no workflow input can
+    vouch for them; the steps are denied before any adapter runs (no SMTP relay needed)."""
+    tenant = new_tenant()
+    await configure_tenant(w.settings.opa_url, tenant, egress=["mail:example.com"])
+    path = f"/hook-{uuid.uuid4().hex[:8]}"
+    handle = await start_run(
+        w.client,
+        w.task_queue,
+        tenant=tenant,
+        principal="user:ann",
+        playbook_source=playbook(
+            {
+                "id": "mail",
+                "operation": "email.send",
+                "args": {
+                    "to": ["ops@example.com"],
+                    "bcc": ["drop@Leak.Example"],
+                    "subject": "customers",
+                    "text": "ada@example.com",
+                },
+            },
+            {
+                "id": "hook",
+                "operation": "webhook.post",
+                "args": {"url": f"{outside.origin}{path}", "event": "export"},
+                "on_failure": "skip",
+            },
+        ),
+    )
+    status = await handle.result()
+    by_id = {s.step_id: s for s in status.steps}
+    assert by_id["mail"].status == "denied" and by_id["mail"].decision is not None
+    assert by_id["mail"].decision.reasons == (
+        f"egress_denied: mail:leak.example is not in tenant {tenant}'s egress list",
+    )
+    assert by_id["hook"].status == "denied" and by_id["hook"].decision is not None
+    assert by_id["hook"].decision.reasons == (
+        f"egress_denied: {outside.origin} is not in tenant {tenant}'s egress list",
+    )
+    assert outside.seen(path) == []
