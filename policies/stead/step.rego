@@ -467,3 +467,12 @@ approval_triggers contains sprintf(
 	input.operation.side_effect != "read"
 	object.get(tenant_config, "approve_tainted_egress", true) != false
 }
+
+# The secret references a step resolves (input.step.secrets) must be the tenant's own.
+# The worker's store refuses another tenant's secret too; denying here keeps the
+# refusal in the decision log and stops the step before any adapter runs.
+violations contains sprintf("secret_refused: step %s uses %s, which does not belong to tenant %s", [input.step.id, ref, input.tenant]) if {
+	is_string(input.tenant)
+	some ref in object.get(input, ["step", "secrets"], [])
+	not startswith(ref, sprintf("secret://%s/", [input.tenant]))
+}

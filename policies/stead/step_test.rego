@@ -552,3 +552,15 @@ test_deny_tainted_read_to_an_unlisted_host if {
 	d := step.decision with input as read with data.stead.tenants as egress_tenant(["other.example"])
 	d.reasons == ["egress_denied: https://api.example.com:443 is not in tenant acme's egress list"]
 }
+
+test_allow_own_secret_reference if {
+	own := object.union(call(api), {"step": {"secrets": ["secret://acme/http/api_token"], "tainted": []}})
+	d := step.decision with input as own with data.stead.tenants as egress_tenant(["api.example.com"])
+	d.outcome == "allow"
+}
+
+test_deny_another_tenants_secret_reference if {
+	other := object.union(call(api), {"step": {"secrets": ["secret://acme-eu/http/api_token"]}})
+	d := step.decision with input as other with data.stead.tenants as egress_tenant(["api.example.com"])
+	d.reasons == ["secret_refused: step call uses secret://acme-eu/http/api_token, which does not belong to tenant acme"]
+}
