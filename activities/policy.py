@@ -203,7 +203,7 @@ class PolicyActivities:
                     )
                 return None, {}
             args = self._catalog.parse_args(req.step.operation, req.step.args)
-            destinations, secrets = op.egress(req.tenant, args)
+            destinations, secrets = op.egress(req.tenant, args, req.step.args)
         except (UnknownOperation, InvalidArguments) as exc:
             return str(exc), {}
         except DestinationError as exc:

@@ -10,7 +10,7 @@ write one.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -143,15 +143,19 @@ class Operation(Generic[A, R]):
             problems.append('idempotency="reconcile" needs a reconcile function')
         return problems
 
-    def egress(self, tenant: str, args: A) -> tuple[list[Destination], list[str]]:
+    def egress(
+        self, tenant: str, args: A, raw: Mapping[str, Any] | None = None
+    ) -> tuple[list[Destination], list[str]]:
         """Destinations and secret references of one step, for the policy input.
 
         Cheap on purpose (a URL split, a scan of the arguments): it runs before every
-        decision of the governed step. Raises ``DestinationError`` when a destination
-        cannot be stated, which denies the step.
+        decision of the governed step, so pass ``raw``, the JSON the arguments were
+        parsed from, to scan it instead of dumping ``args`` again. Raises
+        ``DestinationError`` when a destination cannot be stated, which denies the step.
         """
         destinations = list(self.destinations(args)) if self.destinations is not None else []
-        refs = dict.fromkeys(_secret_refs(args.model_dump(mode="json")))
+        scanned = raw if raw is not None else args.model_dump(mode="json")
+        refs = dict.fromkeys(_secret_refs(scanned))
         if self.secret_refs is not None:
             refs.update(dict.fromkeys(self.secret_refs(tenant, args)))
         return destinations, list(refs)
