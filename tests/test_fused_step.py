@@ -50,7 +50,7 @@ async def test_an_allowed_step_is_one_activity_with_its_decision_token_ledger_an
     worker: WorkerHandle, pool: asyncpg.Pool
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -115,7 +115,7 @@ async def test_opa_gone_when_a_step_is_decided_blocks_it_on_the_regular_path(
     api.on_first_effect = lambda: stop_process(record, sig=signal.SIGKILL)
     client = await connect(stack)
     try:
-        await configure_tenant(own_opa, tenant)
+        await configure_tenant(own_opa, tenant, egress=["127.0.0.1"])
         with serve(api) as url, worker_process(stack, task_queue, STEAD_OPA_URL=own_opa):
             handle = await start_run(
                 client,
@@ -154,7 +154,7 @@ async def test_a_retry_after_the_effect_keeps_the_allow_it_happened_under_though
     happened under the first allow, so the step succeeds with that decision, the
     reuse is audited, and the next step (decided fresh) shows policy really denies now."""
     tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant)
+    await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
     task_queue = f"fused-{uuid.uuid4().hex[:8]}"
     api = IdempotentApi()
     client = await connect(stack)
@@ -186,7 +186,9 @@ async def test_a_retry_after_the_effect_keeps_the_allow_it_happened_under_though
         assert first.returncode == -signal.SIGKILL
         stop_worker(first)
         # Policy tightens while no worker runs: http.request is no longer allowed.
-        await configure_tenant(stack.opa_url, tenant, operations=["records.*"])
+        await configure_tenant(
+            stack.opa_url, tenant, operations=["records.*"], egress=["127.0.0.1"]
+        )
         with worker_process(stack, task_queue):
             status = await handle.result()
     charge, again = status.steps

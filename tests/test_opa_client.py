@@ -56,7 +56,16 @@ READ_STEP: dict[str, Any] = {
 def email_step(tenant: str) -> dict[str, Any]:
     step = copy.deepcopy(READ_STEP)
     step["tenant"] = tenant
-    step["step"] = {"id": "notify", "operation": "email.send", "args": {"to": "ops@example.com"}}
+    step["step"] = {
+        "id": "notify",
+        "operation": "email.send",
+        "args": {"to": "ops@example.com"},
+        # What the policy activity adds: where it goes (shipped tenants list
+        # mail:example.com), and that a playbook wrote the arguments.
+        "destinations": [{"kind": "mail", "host": "example.com"}],
+        "secrets": [],
+        "tainted": [],
+    }
     step["operation"] = {
         "name": "email.send",
         "side_effect": "external",

@@ -42,7 +42,7 @@ async def test_worker_killed_after_effect_executes_once(
     stack: Settings, pool: asyncpg.Pool
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant)
+    await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
     task_queue = f"fault-{uuid.uuid4().hex[:8]}"
     api = IdempotentApi()
     client = await connect(stack)
@@ -87,7 +87,9 @@ async def test_worker_killed_after_effect_executes_once(
 
 async def test_worker_killed_between_steps_does_not_replan(stack: Settings) -> None:
     tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant, approval_risk="medium", approvers=["user:bob"])
+    await configure_tenant(
+        stack.opa_url, tenant, approval_risk="medium", approvers=["user:bob"], egress=["127.0.0.1"]
+    )
     task_queue = f"fault-{uuid.uuid4().hex[:8]}"
     llm, api = FakeLlm(), IdempotentApi()
     client = await connect(stack)
@@ -159,7 +161,9 @@ async def test_opa_stopped_blocks_the_step_and_never_allows(  # type: ignore[no-
     api = IdempotentApi()
     client = await connect(stack)
     try:
-        await configure_tenant(own_opa, tenant, approval_risk="medium", approvers=["user:bob"])
+        await configure_tenant(
+            own_opa, tenant, approval_risk="medium", approvers=["user:bob"], egress=["127.0.0.1"]
+        )
         with serve(api) as url, worker_process(stack, task_queue, STEAD_OPA_URL=own_opa):
             handle = await start_run(
                 client,

@@ -94,7 +94,7 @@ async def test_a_new_run_plans_and_decides_its_plan_in_one_recorded_audited_acti
     worker: WorkerHandle, pool: asyncpg.Pool
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -125,7 +125,7 @@ async def test_a_new_run_plans_and_decides_its_plan_in_one_recorded_audited_acti
 
 async def test_a_run_upserts_each_status_once_and_meets_one_patch(worker: WorkerHandle) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -167,7 +167,7 @@ async def test_opa_gone_when_the_plan_is_decided_fails_the_run_with_the_reason(
     api = IdempotentApi()
     client = await connect(stack)
     try:
-        await configure_tenant(own_opa, tenant)
+        await configure_tenant(own_opa, tenant, egress=["127.0.0.1"])
         with serve(api) as url, worker_process(stack, task_queue, STEAD_OPA_URL=own_opa):
             stop_process(record, sig=signal.SIGKILL)
             # OPA down means start tokens are required (fail closed): the starter proves

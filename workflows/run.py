@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         start_digest,
     )
     from stead.memory.contracts import RecallInput, RunSummaryInput
+    from stead.planning.provenance import step_provenance
     from stead.planning.refs import RefError, resolve_refs
 
 _T = TypeVar("_T")
@@ -777,6 +778,7 @@ class RunWorkflow:
             budget=req.budget,
             spent=self._carry.spent,
             approvals=tuple(self._votes.get(step.id, ())),
+            provenance=step_provenance(plan, step.id),
         )
 
     async def _decide_step(self, step: Step, execution: StepExecution, plan: Plan) -> Decision:

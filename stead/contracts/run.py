@@ -124,6 +124,10 @@ class PlannerInfo(Closed):
     tokens: int = 0
     cost_usd: float = 0.0
     attempts: int = 1
+    # Appended with a default, so plans in histories recorded before it still load.
+    recalled: int = Field(
+        default=0, ge=0, description="Recalled memories the LLM planner's prompt held."
+    )
 
 
 class StoredPlan(Closed):

@@ -140,6 +140,8 @@ class LlmPlanner:
                     tokens=tokens,
                     cost_usd=cost,
                     attempts=attempt,
+                    # Memory in the prompt taints every argument with it (invariant 10).
+                    recalled=len(shareable(req.recalled)),
                 )
                 return build_plan(_steps(answer), self._catalog, info, answer.rationale, plan_id)
             if answer is not None and not answer.steps:
