@@ -144,9 +144,8 @@ async def test_opa_stopped_blocks_the_step_and_never_allows(  # type: ignore[no-
     cannot be read, so a token is required), and a proven approval cannot run the step
     (the step cannot be decided again): nothing leaves."""
     tenant = new_tenant()
-    async with pool.acquire() as conn:
-        await directory.create_tenant(conn, tenant)
     async with tenant_transaction(pool, tenant) as conn:
+        await directory.create_tenant(conn, tenant)
         for principal in ("user:ann", "user:bob"):
             await directory.add_principal(conn, tenant, principal)
     keys = key_store(stack)
