@@ -16,6 +16,7 @@ from stead.identity.admission import admit_run
 from stead.identity.approvals import ApprovalAuthenticator
 from stead.identity.tokens import PrincipalTokenVerifier
 from stead.policy.opa import OpaClient
+from stead.runs.scope import ScopeClaim, tenant_scoped
 
 
 class IdentityActivities:
@@ -27,9 +28,11 @@ class IdentityActivities:
         self._approvals = ApprovalAuthenticator(pool, tokens)
 
     @activity.defn(name="identity.admit_run")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "bound"))
     async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
         return await admit_run(self._pool, self._opa, req)
 
     @activity.defn(name="identity.verify_approval")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,)))
     async def verify_approval(self, req: VerifyApprovalInput) -> ApprovalCheck:
         return await self._approvals.check(req)

@@ -14,7 +14,32 @@ from stead.contracts.activities import AuditInput, OpenRunInput, RunRecordInput
 from stead.contracts.identity import RunAdmission
 from stead.db.pool import tenant_transaction
 from stead.observability.metrics import ApprovalVerdict, observe_approval, observe_run_finished
+from stead.runs.scope import (
+    Need,
+    ScopeClaim,
+    scope_for,
+    scope_refused,
+    stamp_admission,
+    tenant_scoped,
+)
 from stead.runs.store import record_run_started, record_run_status
+
+
+def _open_claim(req: OpenRunInput) -> ScopeClaim:
+    """The admission and the record must be of one run, tenant and starter: the record's
+    tenant is the one the run is stamped as admitted for."""
+    if (req.admit.tenant, req.admit.principal) != (req.record.tenant, req.record.principal):
+        raise scope_refused(
+            f"runs.open admits {req.admit.principal} in {req.admit.tenant} but would record "
+            f"{req.record.principal} in {req.record.tenant}; both must name the same run"
+        )
+    return ScopeClaim(req.record.tenant, (req.admit.workflow_id, req.record.workflow_id), "bound")
+
+
+def _record_claim(req: RunRecordInput) -> ScopeClaim:
+    """Starting a record needs no record; every later write needs the run's own."""
+    need: Need = "bound" if req.status == "planning" else "recorded"
+    return ScopeClaim(req.tenant, (req.workflow_id,), need)
 
 
 class RecordActivities:
@@ -25,6 +50,7 @@ class RecordActivities:
         self._identity = identity
 
     @activity.defn(name="runs.open")
+    @tenant_scoped(_open_claim)
     async def open_run(self, req: OpenRunInput) -> RunAdmission:
         """``identity.admit_run`` and ``runs.record("planning")`` as one local activity.
 
@@ -41,10 +67,16 @@ class RecordActivities:
                 non_retryable=True,
             )
         admission = await self._identity.admit_run(req.admit)
-        await self.record_run(req.record)
+        # The run id admitted (this local activity runs in the run it opens), which
+        # stead/runs/scope.py checks every later activity's tenant against.
+        admitted_run = activity.info().workflow_run_id if admission.admitted else None
+        await self._write_record(req.record, stamp=True, admitted_run=admitted_run)
+        if admitted_run is not None:
+            scope_for(self._pool).remember(admitted_run, req.record.tenant, "admitted")
         return admission
 
     @activity.defn(name="audit.append")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "recorded"))
     async def append_audit(self, req: AuditInput) -> None:
         verdict = _approval_verdict(req)
         waited: float | None = None
@@ -67,8 +99,15 @@ class RecordActivities:
             observe_approval(req.tenant, verdict, waited)
 
     @activity.defn(name="runs.record")
+    @tenant_scoped(_record_claim)
     async def record_run(self, req: RunRecordInput) -> None:
         """Idempotent upsert: Temporal may deliver it more than once."""
+        await self._write_record(req)
+
+    async def _write_record(
+        self, req: RunRecordInput, *, stamp: bool = False, admitted_run: str | None = None
+    ) -> None:
+        """``stamp`` (``runs.open`` only): set the record's admitted run, None if refused."""
         async with tenant_transaction(self._pool, req.tenant) as conn:
             if req.status == "planning":
                 await record_run_started(
@@ -80,6 +119,8 @@ class RecordActivities:
                     playbook=req.playbook,
                     labels=req.labels,
                 )
+                if stamp:
+                    await stamp_admission(conn, req.workflow_id, admitted_run)
                 await append_event(
                     conn,
                     AuditEvent(

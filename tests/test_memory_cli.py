@@ -25,6 +25,7 @@ from activities.memory import MemoryActivities
 from stead.settings import Settings
 from stead.vector import EdgeVectorIndex
 from tests.conftest import REPO, subprocess_env
+from tests.scope_support import integrity_secret
 from tests.test_memory_support import new_tenant, open_service
 from workers.main import connect
 from workflows.memory import MemoryIndexOpWorkflow, MemoryPurgeWorkflow, MemoryReindexWorkflow
@@ -52,7 +53,7 @@ async def held(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Asy
             client,
             task_queue=task_queue,
             workflows=[MemoryReindexWorkflow, MemoryPurgeWorkflow, MemoryIndexOpWorkflow],
-            activities=MemoryActivities(service).all(),
+            activities=MemoryActivities(service, integrity_secret(stack)).all(),
         ),
     ):
         yield Held(shard, task_queue)

@@ -36,7 +36,8 @@ from activities.step import StepActivities
 from adapters.catalog import Catalog
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
-from stead.capability.trust import WorkerTrust, open_trust
+from stead.capability.keys import INTEGRITY
+from stead.capability.trust import WorkerTrust, key_store, open_trust
 from stead.codec import data_converter
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
@@ -123,7 +124,7 @@ class WorkerResources:
             identity.admit_run,
             identity.verify_approval,
             capability.issue,
-            *MemoryActivities(self.memory).all(),
+            *MemoryActivities(self.memory, key_store(self.settings).secret(INTEGRITY)).all(),
         ]
 
 
