@@ -32,7 +32,6 @@ that path, so the check is skipped.
 from __future__ import annotations
 
 import functools
-import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ class RunScope:
     """Checks claims against one database's run records, with a bounded positive cache."""
 
     def __init__(self, pool: asyncpg.Pool, *, max_entries: int = CACHE_ENTRIES) -> None:
-        self._pool = pool
+        self.pool = pool
         self._max = max_entries
         self._known: OrderedDict[tuple[str, str], int] = OrderedDict()
         self.lookups = 0  # Postgres round trips made, for tests and curiosity
@@ -120,7 +119,7 @@ class RunScope:
             return
         self.lookups += 1
         try:
-            async with tenant_transaction(self._pool, claim.tenant) as conn:
+            async with tenant_transaction(self.pool, claim.tenant) as conn:
                 row = await conn.fetchrow(
                     "SELECT admitted_run_id FROM runs WHERE workflow_id = $1", workflow_id
                 )
@@ -158,15 +157,18 @@ async def stamp_admission(
     )
 
 
-_SCOPES: weakref.WeakKeyDictionary[asyncpg.Pool, RunScope] = weakref.WeakKeyDictionary()
+# By id: asyncpg pools take no weak references. Closed pools are dropped as new ones come.
+_SCOPES: dict[int, RunScope] = {}
 
 
 def scope_for(pool: asyncpg.Pool) -> RunScope:
     """The process's scope checker for ``pool``'s database: one cache per database, shared
     by every activity class of the worker without threading it through constructors."""
-    scope = _SCOPES.get(pool)
-    if scope is None:
-        scope = _SCOPES[pool] = RunScope(pool)
+    scope = _SCOPES.get(id(pool))
+    if scope is None or scope.pool is not pool:
+        for key in [k for k, known in _SCOPES.items() if known.pool.is_closing()]:
+            del _SCOPES[key]
+        scope = _SCOPES[id(pool)] = RunScope(pool)
     return scope
 
 
