@@ -95,9 +95,10 @@ async def victim_with_memories(memory_worker: MemoryWorker) -> str:
     return tenant
 
 
-async def assert_intact(memory_worker: MemoryWorker, tenant: str) -> None:
-    """The victim's points are all there and recall still finds them."""
-    assert await memory_worker.service.index.count(tenant) == len(VICTIM_FACTS)
+async def assert_intact(memory_worker: MemoryWorker, tenant: str, *, others: int = 0) -> None:
+    """The victim's points are all there (``others``: besides the payroll facts) and recall
+    still finds them."""
+    assert await memory_worker.service.index.count(tenant) == len(VICTIM_FACTS) + others
     found = await memory_worker.service.recall(query(tenant, "when are salaries paid"))
     assert not found.degraded
     assert {i.key for i in found.items} == {"iban", "day"}
@@ -359,7 +360,7 @@ async def test_unsealed_tenant_repairs_are_refused_and_purge_nothing(
     # Nothing was purged: the lapsed version still has its content.
     history = await memory_worker.service.history(victim, "ops", "promo", principal="user:alice")
     assert [v.erased_at for v in history] == [None]
-    await assert_intact(memory_worker, victim)
+    await assert_intact(memory_worker, victim, others=1)
 
 
 async def test_the_schedules_unsealed_maintenance_still_runs(
@@ -518,7 +519,7 @@ async def test_attacker_workflow_code_cannot_use_the_run_activities_for_a_victim
             worker.task_queue,
             tenant=victim,
             principal="user:victim",
-            playbook_source=playbook({"id": "hi", "operation": "core.echo", "args": {"x": 1}}),
+            playbook_source=playbook({"id": "hi", "operation": "core.echo", "args": {"value": 1}}),
         )
         status = await handle.result()
         assert status.status == "completed"
