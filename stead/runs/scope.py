@@ -45,9 +45,10 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from stead.contracts.activities import TENANT_SCOPE_REFUSED
 from stead.db.pool import tenant_transaction
 
-SCOPE_REFUSED: Final = "TenantScopeRefused"
+SCOPE_REFUSED: Final = TENANT_SCOPE_REFUSED
 Need = Literal["bound", "recorded", "admitted"]
 _RANK: Final[dict[str, int]] = {"bound": 0, "recorded": 1, "admitted": 2}
 CACHE_ENTRIES: Final = 16_384
