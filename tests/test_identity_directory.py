@@ -150,13 +150,15 @@ async def test_a_managed_tenant_refuses_runs_from_strangers(
         recorded = await conn.fetchrow(
             "SELECT principal, status FROM runs WHERE workflow_id = $1", handle.id
         )
-    # The refused run's summary is still remembered, after its final record.
-    assert [e.kind for e in events] == [
-        "run_started",
-        "run_refused",
-        "run_finished",
-        "memory_written",
-    ]
+    # The refusal is recorded and audited, but nothing of the stranger's run reaches the
+    # tenant's memory: its summary (goal text included) would be recalled by later
+    # planners, so memory.remember_run_summary refuses a run that was not admitted.
+    assert [e.kind for e in events] == ["run_started", "run_refused", "run_finished"]
+    async with tenant_transaction(pool, tenant) as conn:
+        remembered = await conn.fetchval(
+            "SELECT count(*) FROM memory_versions WHERE tenant = $1", tenant
+        )
+    assert remembered == 0
     assert events[1].actor == "user:mallory"
     assert dict(recorded) == {"principal": "user:mallory", "status": "denied"}
 
