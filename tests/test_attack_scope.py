@@ -27,8 +27,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.memory import MemoryActivities
-from stead.contracts.activities import RecalledMemory
-from stead.db.pool import create_pool
+from stead.contracts.activities import (
+    DecideStepInput,
+    ExpressStepInput,
+    ExpressStepOutput,
+    RecalledMemory,
+    RunRef,
+)
+from stead.contracts.run import Budget, Spent, Step, StepExecution
+from stead.db.pool import create_pool, tenant_transaction
 from stead.memory.contracts import (
     INDEX_OP_WORKFLOW,
     PURGE_WORKFLOW,
@@ -511,44 +518,129 @@ async def test_attacker_workflow_code_cannot_use_the_run_activities_for_a_victim
 ) -> None:
     victim = new_tenant()
     await configure_tenant(stack.opa_url, victim, approval_risk="high")
+    # The victim's own run completes (its record is admitted for its run id).
+    handle = await start_run(
+        worker.client,
+        worker.task_queue,
+        tenant=victim,
+        principal="user:victim",
+        playbook_source=playbook({"id": "hi", "operation": "core.echo", "args": {"value": 1}}),
+    )
+    status = await handle.result()
+    assert status.status == "completed"
+
+    attacker_queue = f"attacker-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        worker.client,
+        task_queue=attacker_queue,
+        workflows=[AttackerRecall],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        cases = [
+            # Own workflow id, victim tenant: no run of the victim has this id.
+            (f"mallory-{uuid.uuid4().hex[:8]}", "", "has no run recorded for tenant"),
+            # Own workflow id, but the input claims the victim's run.
+            (f"mallory-{uuid.uuid4().hex[:8]}", handle.id, "names workflow"),
+            # Reusing the victim's finished run's workflow id: a new chain, not admitted.
+            (handle.id, "", "was not admitted for tenant"),
+        ]
+        for wid, claimed, expected in cases:
+            with pytest.raises(WorkflowFailureError) as failed:
+                await worker.client.execute_workflow(
+                    "attacker.recall",
+                    (victim, worker.task_queue, claimed),
+                    id=wid,
+                    task_queue=attacker_queue,
+                    execution_timeout=timedelta(seconds=60),
+                )
+            cause = application_error(failed.value)
+            assert cause.type == SCOPE_REFUSED and expected in cause.message, cause.message
+
+
+@workflow.defn(name="attacker.step")
+class AttackerStep:
+    """Attacker-written workflow code scheduling Stead's ``step.run`` (decide, then execute
+    on an immediate allow) for the victim's tenant on Stead's task queue."""
+
+    @workflow.run
+    async def run(self, args: tuple[ExpressStepInput, str]) -> ExpressStepOutput:
+        step, queue = args
+        out: ExpressStepOutput = await workflow.execute_activity(
+            "step.run",
+            step,
+            result_type=ExpressStepOutput,
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=2),
+        )
+        return out
+
+
+def forged_step(tenant: str, workflow_id: str, key: str) -> ExpressStepInput:
+    run = RunRef(workflow_id=workflow_id, run_id="forged", started_by="user:victim")
+    step = Step(id="put", operation="records.put", args={"key": key, "value": {"x": "pwned"}})
+    return ExpressStepInput(
+        decide=DecideStepInput(
+            tenant=tenant,
+            principal="user:victim",
+            run=run,
+            plan_hash="0" * 64,
+            step=step,
+            execution=StepExecution(side_effect="write"),
+            budget=Budget(),
+            spent=Spent(),
+        ),
+        idempotency_key=f"{workflow_id}/put",
+    )
+
+
+async def test_attacker_workflow_code_cannot_run_a_step_for_a_victim(
+    stack: Settings, worker: WorkerHandle
+) -> None:
+    victim = new_tenant()
+    # Policy would allow the write at once: only the scope check stands in the way.
+    await configure_tenant(stack.opa_url, victim, approval_risk="high")
+    handle = await start_run(
+        worker.client,
+        worker.task_queue,
+        tenant=victim,
+        principal="user:victim",
+        playbook_source=playbook({"id": "hi", "operation": "core.echo", "args": {"value": 1}}),
+    )
+    assert (await handle.result()).status == "completed"
+
+    attacker_queue = f"attacker-{uuid.uuid4().hex[:8]}"
+    key = f"k-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        worker.client,
+        task_queue=attacker_queue,
+        workflows=[AttackerStep],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        for wid, expected in (
+            (f"mallory-{uuid.uuid4().hex[:8]}", "has no run recorded for tenant"),
+            (handle.id, "was not admitted for tenant"),
+        ):
+            with pytest.raises(WorkflowFailureError) as failed:
+                await worker.client.execute_workflow(
+                    "attacker.step",
+                    (forged_step(victim, wid, key), worker.task_queue),
+                    id=wid,
+                    task_queue=attacker_queue,
+                    execution_timeout=timedelta(seconds=60),
+                )
+            cause = application_error(failed.value)
+            assert cause.type == SCOPE_REFUSED and expected in cause.message, cause.message
+
+    # Nothing ran: no record, no ledger entry, no decision for the forged step.
     pool = await create_pool(stack.postgres_dsn, min_size=1, max_size=2)
     try:
-        # The victim's own run completes (its record is admitted for its run id).
-        handle = await start_run(
-            worker.client,
-            worker.task_queue,
-            tenant=victim,
-            principal="user:victim",
-            playbook_source=playbook({"id": "hi", "operation": "core.echo", "args": {"value": 1}}),
-        )
-        status = await handle.result()
-        assert status.status == "completed"
-
-        attacker_queue = f"attacker-{uuid.uuid4().hex[:8]}"
-        async with Worker(
-            worker.client,
-            task_queue=attacker_queue,
-            workflows=[AttackerRecall],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        ):
-            cases = [
-                # Own workflow id, victim tenant: no run of the victim has this id.
-                (f"mallory-{uuid.uuid4().hex[:8]}", "", "has no run recorded for tenant"),
-                # Own workflow id, but the input claims the victim's run.
-                (f"mallory-{uuid.uuid4().hex[:8]}", handle.id, "names workflow"),
-                # Reusing the victim's finished run's workflow id: a new chain, not admitted.
-                (handle.id, "", "was not admitted for tenant"),
-            ]
-            for wid, claimed, expected in cases:
-                with pytest.raises(WorkflowFailureError) as failed:
-                    await worker.client.execute_workflow(
-                        "attacker.recall",
-                        (victim, worker.task_queue, claimed),
-                        id=wid,
-                        task_queue=attacker_queue,
-                        execution_timeout=timedelta(seconds=60),
-                    )
-                cause = application_error(failed.value)
-                assert cause.type == SCOPE_REFUSED and expected in cause.message, cause.message
+        async with tenant_transaction(pool, victim) as conn:
+            records = await conn.fetchval("SELECT count(*) FROM records WHERE key = $1", key)
+            effects = await conn.fetchval(
+                "SELECT count(*) FROM effects WHERE step_id = 'put' AND operation = 'records.put'"
+            )
+            decisions = await conn.fetchval("SELECT count(*) FROM decisions WHERE step_id = 'put'")
     finally:
         await pool.close()
+    assert (records, effects, decisions) == (0, 0, 0)

@@ -59,9 +59,13 @@ async def held(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Asy
         yield Held(shard, task_queue)
 
 
-async def stead_memory(stack: Settings, shard: Path, task_queue: str, *args: str) -> Any:
+async def stead_memory(
+    stack: Settings, shard: Path, task_queue: str, *args: str, **env_extra: str
+) -> Any:
     """Run the CLI in a child process without blocking this loop (the worker runs here)."""
-    env = subprocess_env(stack, STEAD_QDRANT_PATH=str(shard), STEAD_TASK_QUEUE=task_queue)
+    env = subprocess_env(
+        stack, STEAD_QDRANT_PATH=str(shard), STEAD_TASK_QUEUE=task_queue, **env_extra
+    )
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-c", CLI, *args, "--json"],
@@ -186,6 +190,47 @@ async def test_cli_answers_from_postgres_when_the_holder_serves_no_queue(
         "postgres-only",
         True,
         ["backup"],
+    )
+
+
+async def test_cli_without_the_integrity_secret_answers_from_postgres_instead_of_routing(
+    stack: Settings, held: Held, tmp_path: Path
+) -> None:
+    """The worker refuses index calls not sealed with its integrity secret, so a CLI
+    without that file does not route at all: it degrades like an unreachable index."""
+    tenant = new_tenant()
+    elsewhere = str(tmp_path / "keys-without-secrets")
+
+    put = await stead_memory(
+        stack,
+        held.shard,
+        held.task_queue,
+        "put",
+        "ops",
+        "vpn",
+        "The VPN is needed for the wiki.",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:alice",
+        STEAD_KEYS_DIR=elsewhere,
+    )
+    found = await stead_memory(
+        stack,
+        held.shard,
+        held.task_queue,
+        "search",
+        "do I need the VPN",
+        "--tenant",
+        tenant,
+        STEAD_KEYS_DIR=elsewhere,
+    )
+
+    assert (put["via"], put["indexed"]) == ("postgres-only", False)
+    assert (found["via"], found["degraded"], [i["key"] for i in found["items"]]) == (
+        "postgres-only",
+        True,
+        ["vpn"],
     )
 
 

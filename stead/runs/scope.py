@@ -32,6 +32,7 @@ that path, so the check is skipped.
 from __future__ import annotations
 
 import functools
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from stead.contracts.activities import TENANT_SCOPE_REFUSED
 from stead.db.pool import tenant_transaction
 
 SCOPE_REFUSED: Final = TENANT_SCOPE_REFUSED
+log = logging.getLogger("stead.scope")
 Need = Literal["bound", "recorded", "admitted"]
 _RANK: Final[dict[str, int]] = {"bound": 0, "recorded": 1, "admitted": 2}
 CACHE_ENTRIES: Final = 16_384
@@ -195,7 +197,14 @@ async def require_scope(pool: asyncpg.Pool | None, claim: ScopeClaim) -> None:
     async def first_run() -> str | None:
         return await first_run_id(activity.client(), workflow_id, run_id)
 
-    await scope_for(pool).check(workflow_id, run_id, claim, first_run)
+    try:
+        await scope_for(pool).check(workflow_id, run_id, claim, first_run)
+    except ApplicationError as exc:
+        if exc.type == SCOPE_REFUSED:
+            # The worker log, not the tenant's audit log: the claimed tenant is exactly
+            # what cannot be trusted here, and an attacker must not write to its chain.
+            log.warning("refused %s: %s", info.activity_type, exc.message)
+        raise
 
 
 async def first_run_id(client: Client, workflow_id: str, run_id: str) -> str | None:
