@@ -37,8 +37,15 @@ def _open_claim(req: OpenRunInput) -> ScopeClaim:
 
 
 def _record_claim(req: RunRecordInput) -> ScopeClaim:
-    """Starting a record needs no record; every later write needs the run's own."""
-    need: Need = "bound" if req.status == "planning" else "recorded"
+    """Starting a record needs no record; a later write needs the run's own, and totals
+    (which budgets and SLO reports add up) need an admitted run: a refused run has
+    spent nothing, so it can still record how it ended."""
+    if req.status == "planning":
+        need: Need = "bound"
+    elif req.tokens or req.cost_usd or req.minutes_saved:
+        need = "admitted"
+    else:
+        need = "recorded"
     return ScopeClaim(req.tenant, (req.workflow_id,), need)
 
 

@@ -23,7 +23,7 @@ from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.memory import MemoryActivities
@@ -644,3 +644,78 @@ async def test_attacker_workflow_code_cannot_run_a_step_for_a_victim(
     finally:
         await pool.close()
     assert (records, effects, decisions) == (0, 0, 0)
+
+
+@workflow.defn(name="attacker.calls")
+class AttackerCalls:
+    """Attacker-written workflow code making a series of Stead activity calls on Stead's
+    task queue; answers each with "ok" or the refusal's type and message."""
+
+    @workflow.run
+    async def run(self, args: tuple[str, list[tuple[str, dict[str, Any]]]]) -> list[str]:
+        queue, calls = args
+        outcomes = []
+        for name, payload in calls:
+            try:
+                await workflow.execute_activity(
+                    name,
+                    payload,
+                    task_queue=queue,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )
+                outcomes.append("ok")
+            except ActivityError as err:
+                cause = err.cause
+                assert isinstance(cause, ApplicationError)
+                outcomes.append(f"{cause.type}: {cause.message}")
+        return outcomes
+
+
+async def test_a_record_opened_by_attacker_code_cannot_carry_spend_into_the_victims_totals(
+    stack: Settings, worker: WorkerHandle
+) -> None:
+    """An attacker's workflow may open a (never admitted) record in the victim's tenant,
+    as starting a refused run would, but not book tokens, dollars or minutes on it, nor
+    act for the tenant through it."""
+    victim = new_tenant()
+    wid = f"mallory-{uuid.uuid4().hex[:8]}"
+    base = {"tenant": victim, "workflow_id": wid, "principal": "user:mallory"}
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("runs.record", {**base, "status": "planning", "playbook": "x"}),
+        ("runs.record", {**base, "status": "completed", "cost_usd": 10_000.0, "finished": True}),
+        ("runs.record", {**base, "status": "denied", "finished": True}),
+        (
+            "memory.recall",
+            {"tenant": victim, "principal": "user:mallory", "query": "q", "workflow_id": wid},
+        ),
+    ]
+    async with Worker(
+        worker.client,
+        task_queue=f"attacker-{uuid.uuid4().hex[:8]}",
+        workflows=[AttackerCalls],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ) as attacker:
+        outcomes = await worker.client.execute_workflow(
+            "attacker.calls",
+            (worker.task_queue, calls),
+            id=wid,
+            task_queue=attacker.task_queue,
+            result_type=list[str],
+            execution_timeout=timedelta(seconds=60),
+        )
+
+    assert outcomes[0] == "ok" and outcomes[2] == "ok"
+    assert outcomes[1].startswith(f"{SCOPE_REFUSED}: ") and "was not admitted" in outcomes[1]
+    assert outcomes[3].startswith(f"{SCOPE_REFUSED}: ") and "was not admitted" in outcomes[3]
+    pool = await create_pool(stack.postgres_dsn, min_size=1, max_size=2)
+    try:
+        async with tenant_transaction(pool, victim) as conn:
+            row = await conn.fetchrow(
+                "SELECT status, cost_usd::float8 AS cost, admitted_run_id FROM runs"
+                " WHERE workflow_id = $1",
+                wid,
+            )
+    finally:
+        await pool.close()
+    assert dict(row) == {"status": "denied", "cost": 0.0, "admitted_run_id": None}
