@@ -92,9 +92,6 @@ class RunScope:
         while len(self._known) > self._max:
             self._known.popitem(last=False)
 
-    def forget(self, run_id: str, tenant: str) -> None:
-        self._known.pop((run_id, tenant), None)
-
     async def check(
         self,
         workflow_id: str,
