@@ -127,7 +127,12 @@ class RecordActivities:
                     labels=req.labels,
                 )
                 if stamp:
-                    await stamp_admission(conn, req.workflow_id, admitted_run)
+                    mac = None
+                    if admitted_run is not None:
+                        mac = scope_for(self._pool).admission_mac(
+                            req.workflow_id, req.tenant, admitted_run
+                        )
+                    await stamp_admission(conn, req.workflow_id, admitted_run, mac)
                 await append_event(
                     conn,
                     AuditEvent(

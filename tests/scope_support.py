@@ -11,7 +11,7 @@ from stead.capability.keys import INTEGRITY
 from stead.capability.trust import key_store
 from stead.db.pool import tenant_transaction
 from stead.memory.sealing import MAINTENANCE_TTL, Sealable, seal
-from stead.runs.scope import stamp_admission
+from stead.runs.scope import RunScope, stamp_admission
 from stead.runs.store import record_run_started
 from stead.settings import Settings
 
@@ -41,8 +41,12 @@ async def admit_run(
     workflow_id: str,
     run_id: str | None,
     principal: str = "user:test",
+    integrity: bytes | None = None,
 ) -> None:
-    """Write the run record ``runs.open`` would write; ``run_id`` None: recorded, refused."""
+    """Write the run record ``runs.open`` would write; ``run_id`` None: recorded, refused.
+
+    With ``integrity`` the stamp carries its MAC, as a worker holding the secret writes it.
+    """
     async with tenant_transaction(pool, tenant) as conn:
         await record_run_started(
             conn,
@@ -53,4 +57,7 @@ async def admit_run(
             playbook="test",
             labels={},
         )
-        await stamp_admission(conn, workflow_id, run_id)
+        mac = None
+        if run_id is not None:
+            mac = RunScope(pool, integrity=integrity).admission_mac(workflow_id, tenant, run_id)
+        await stamp_admission(conn, workflow_id, run_id, mac)

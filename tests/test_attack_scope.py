@@ -482,6 +482,50 @@ async def test_the_scope_check_against_run_records(stack: Settings) -> None:
         await pool.close()
 
 
+async def test_an_admission_stamp_forged_as_the_app_role_admits_nothing(stack: Settings) -> None:
+    """The app role can write `runs`; without the integrity secret its stamp has no MAC."""
+    secret = integrity_secret(stack)
+    pool = await create_pool(stack.postgres_dsn, min_size=1, max_size=2)
+    try:
+        scope = RunScope(pool, integrity=secret)
+        tenant = new_tenant()
+        forged_wid, forged_run = f"mallory-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+        # SQL as stead_app: a record for the victim, stamped admitted for the attacker's run.
+        async with tenant_transaction(pool, tenant) as conn:
+            await conn.execute(
+                "INSERT INTO runs (workflow_id, tenant, principal, status, admitted_run_id,"
+                " admission_mac) VALUES ($1, $2, 'user:mallory', 'running', $3, $4)",
+                forged_wid,
+                tenant,
+                forged_run,
+                "ab" * 32,
+            )
+        with pytest.raises(ApplicationError, match="not sealed with the workers' integrity"):
+            await scope.check(forged_wid, forged_run, ScopeClaim(tenant, (forged_wid,)))
+        # It is still a record: its own refusal could be recorded and audited.
+        await scope.check(forged_wid, forged_run, ScopeClaim(tenant, (), "recorded"))
+
+        # A stamp written with the secret (as runs.open writes it) admits.
+        wid, run_id = f"run-{tenant}-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+        await admit_run(pool, tenant, wid, run_id, integrity=secret)
+        await scope.check(wid, run_id, ScopeClaim(tenant, (wid,)))
+        # ... and moved to another tenant's claim or run id, it does not.
+        async with tenant_transaction(pool, tenant) as conn:
+            await conn.execute(
+                "UPDATE runs SET admitted_run_id = $2 WHERE workflow_id = $1", forged_wid, run_id
+            )
+            await conn.execute(
+                "UPDATE runs SET admission_mac = (SELECT admission_mac FROM runs"
+                " WHERE workflow_id = $2) WHERE workflow_id = $1",
+                forged_wid,
+                wid,
+            )
+        with pytest.raises(ApplicationError, match="not sealed"):
+            await scope.check(forged_wid, run_id, ScopeClaim(tenant, (forged_wid,)))
+    finally:
+        await pool.close()
+
+
 def _first(run_id: str) -> Any:
     async def first_run() -> str | None:
         return run_id

@@ -48,6 +48,7 @@ from stead.observability.logs import configure_logging
 from stead.observability.server import worker_metrics
 from stead.observability.temporal import temporal_runtime
 from stead.policy.opa import OpaClient
+from stead.runs.scope import configure_scope
 from stead.secrets import open_secret_store
 from stead.settings import Settings, secret_environment
 from workers.edge import build_edge_worker, open_edge_resources
@@ -141,6 +142,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     adapters.memory = memory
     try:
         trust = open_trust(settings, pool)
+        # Admission stamps are sealed and checked with the integrity secret.
+        configure_scope(pool, key_store(settings).secret(INTEGRITY))
         yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
     finally:
         await memory.index.close()

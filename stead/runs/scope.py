@@ -32,6 +32,8 @@ that path, so the check is skipped.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -54,6 +56,7 @@ log = logging.getLogger("stead.scope")
 Need = Literal["bound", "recorded", "admitted"]
 _RANK: Final[dict[str, int]] = {"bound": 0, "recorded": 1, "admitted": 2}
 CACHE_ENTRIES: Final = 16_384
+_ADMISSION_LABEL: Final = "stead.run-admission/v1"
 
 S = TypeVar("S")
 In = TypeVar("In")
@@ -78,11 +81,29 @@ def scope_refused(message: str) -> ApplicationError:
 class RunScope:
     """Checks claims against one database's run records, with a bounded positive cache."""
 
-    def __init__(self, pool: asyncpg.Pool, *, max_entries: int = CACHE_ENTRIES) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        integrity: bytes | None = None,
+        max_entries: int = CACHE_ENTRIES,
+    ) -> None:
         self.pool = pool
+        self._integrity = integrity
         self._max = max_entries
         self._known: OrderedDict[tuple[str, str], int] = OrderedDict()
         self.lookups = 0  # Postgres round trips made, for tests and curiosity
+
+    def admission_mac(self, workflow_id: str, tenant: str, run_id: str) -> str | None:
+        """The stamp's HMAC with the workers' integrity secret (None without one).
+
+        The app role can write ``runs`` rows; it cannot compute this, so a stamp it
+        forges does not admit anything on a worker that holds the secret.
+        """
+        if self._integrity is None:
+            return None
+        message = "\n".join((_ADMISSION_LABEL, workflow_id, tenant, run_id)).encode()
+        return hmac.new(self._integrity, message, hashlib.sha256).hexdigest()
 
     def remember(self, run_id: str, tenant: str, need: Need) -> None:
         """Record a positive answer (``runs.open`` tells what it just wrote)."""
@@ -121,7 +142,8 @@ class RunScope:
         try:
             async with tenant_transaction(self.pool, claim.tenant) as conn:
                 row = await conn.fetchrow(
-                    "SELECT admitted_run_id FROM runs WHERE workflow_id = $1", workflow_id
+                    "SELECT admitted_run_id, admission_mac FROM runs WHERE workflow_id = $1",
+                    workflow_id,
                 )
         except ValueError:
             raise scope_refused(f"{claim.tenant!r} is not a tenant id") from None
@@ -131,6 +153,15 @@ class RunScope:
                 "only a run opened by runs.open for that tenant may act for it"
             )
         stamp: str | None = row["admitted_run_id"]
+        expected = None if stamp is None else self.admission_mac(workflow_id, claim.tenant, stamp)
+        if expected is not None and not hmac.compare_digest(expected, row["admission_mac"] or ""):
+            if rank == 2:
+                raise scope_refused(
+                    f"the admission of workflow {workflow_id!r} for tenant {claim.tenant!r} is "
+                    "not sealed with the workers' integrity secret; it was not written by "
+                    "runs.open, and admits nothing"
+                )
+            stamp = None
         admitted = stamp is not None and (
             stamp == run_id or (first_run is not None and await first_run() == stamp)
         )
@@ -143,22 +174,33 @@ class RunScope:
 
 
 async def stamp_admission(
-    conn: asyncpg.Connection, workflow_id: str, admitted_run_id: str | None
+    conn: asyncpg.Connection,
+    workflow_id: str,
+    admitted_run_id: str | None,
+    mac: str | None = None,
 ) -> None:
-    """Stamp the run record with the run admitted for it, or clear it (refused).
+    """Stamp the run record with the run admitted for it and its MAC, or clear both.
 
     Called by ``runs.open`` in the transaction that writes the record, so a reused
     workflow id never keeps an earlier run's admission.
     """
     await conn.execute(
-        "UPDATE runs SET admitted_run_id = $2 WHERE workflow_id = $1",
+        "UPDATE runs SET admitted_run_id = $2, admission_mac = $3 WHERE workflow_id = $1",
         workflow_id,
         admitted_run_id,
+        mac,
     )
 
 
 # By id: asyncpg pools take no weak references. Closed pools are dropped as new ones come.
 _SCOPES: dict[int, RunScope] = {}
+
+
+def configure_scope(pool: asyncpg.Pool, integrity: bytes | None) -> RunScope:
+    """Give the worker's scope checker the integrity secret (workers call it at start)."""
+    scope = scope_for(pool)
+    scope._integrity = integrity
+    return scope
 
 
 def scope_for(pool: asyncpg.Pool) -> RunScope:
