@@ -79,7 +79,9 @@ class RecordActivities:
         admitted_run = activity.info().workflow_run_id if admission.admitted else None
         await self._write_record(req.record, stamp=True, admitted_run=admitted_run)
         if admitted_run is not None:
-            scope_for(self._pool).remember(admitted_run, req.record.tenant, "admitted")
+            scope_for(self._pool).remember(
+                req.record.workflow_id, admitted_run, req.record.tenant, "admitted"
+            )
         return admission
 
     @activity.defn(name="audit.append")

@@ -21,8 +21,8 @@ the run's record written by ``runs.open`` (``runs.admitted_run_id``, migration 0
   plans, decides, executes or reads memory needs ``admitted``.
 
 A refusal is a non-retryable ``ApplicationError`` of type ``TenantScopeRefused``: the
-body never runs. Positive answers are cached in the worker process per (workflow *run*
-id, tenant), bounded, so a step pays no Postgres round trip after its run's first
+body never runs. Positive answers are cached in the worker process per (workflow id,
+*run* id, tenant), bounded, so a step pays no Postgres round trip after its run's first
 activity on this worker; keying by run id (which changes on continue-as-new and on a
 reused workflow id) means a reused id is looked up afresh. Outside an activity (a direct
 Python call, as unit tests make) there is no server-set id to check and no attacker on
@@ -91,7 +91,7 @@ class RunScope:
         self.pool = pool
         self._integrity = integrity
         self._max = max_entries
-        self._known: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._known: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self.lookups = 0  # Postgres round trips made, for tests and curiosity
 
     def admission_mac(self, workflow_id: str, tenant: str, run_id: str) -> str | None:
@@ -105,9 +105,9 @@ class RunScope:
         message = "\n".join((_ADMISSION_LABEL, workflow_id, tenant, run_id)).encode()
         return hmac.new(self._integrity, message, hashlib.sha256).hexdigest()
 
-    def remember(self, run_id: str, tenant: str, need: Need) -> None:
+    def remember(self, workflow_id: str, run_id: str, tenant: str, need: Need) -> None:
         """Record a positive answer (``runs.open`` tells what it just wrote)."""
-        key = (run_id, tenant)
+        key = (workflow_id, run_id, tenant)
         self._known[key] = max(self._known.get(key, 0), _RANK[need])
         self._known.move_to_end(key)
         while len(self._known) > self._max:
@@ -134,9 +134,10 @@ class RunScope:
         rank = _RANK[claim.need]
         if rank == 0:
             return
-        known = self._known.get((run_id, claim.tenant))
+        key = (workflow_id, run_id, claim.tenant)
+        known = self._known.get(key)
         if known is not None and known >= rank:
-            self._known.move_to_end((run_id, claim.tenant))
+            self._known.move_to_end(key)
             return
         self.lookups += 1
         try:
@@ -170,7 +171,7 @@ class RunScope:
                 f"run {run_id!r} of workflow {workflow_id!r} was not admitted for tenant "
                 f"{claim.tenant!r}; a refused run may only record and audit its refusal"
             )
-        self.remember(run_id, claim.tenant, "admitted" if admitted else "recorded")
+        self.remember(workflow_id, run_id, claim.tenant, "admitted" if admitted else "recorded")
 
 
 async def stamp_admission(

@@ -9,5 +9,10 @@
 -- tenant's run" read the same, refused. NULL means recorded but not admitted (a
 -- refused run still records and audits its refusal). Binding the stamp to the run id
 -- means a new execution that reuses an admitted run's workflow id inherits nothing.
+--
+-- `admission_mac` is an HMAC-SHA256 of (workflow id, tenant, run id) with the workers'
+-- integrity secret: the app role can write this table, but a stamp it forges without
+-- the secret admits nothing on a worker that holds it.
 
 ALTER TABLE runs ADD COLUMN admitted_run_id text;
+ALTER TABLE runs ADD COLUMN admission_mac text;
