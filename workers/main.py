@@ -142,8 +142,16 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     adapters.memory = memory
     try:
         trust = open_trust(settings, pool)
-        # Admission stamps are sealed and checked with the integrity secret.
-        configure_scope(pool, key_store(settings).secret(INTEGRITY))
+        # Admission stamps are sealed and checked with the integrity secret: a worker
+        # that runs workflows without it would admit stamps anyone could write.
+        store = key_store(settings)
+        integrity = store.secret(INTEGRITY)
+        if integrity is None:
+            raise ConfigError(
+                f"no integrity secret at {store.secret_path(INTEGRITY)}: run `stead keys init` "
+                "and give every worker that runs workflows the same integrity.secret"
+            )
+        configure_scope(pool, integrity)
         yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
     finally:
         await memory.index.close()
