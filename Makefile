@@ -31,6 +31,8 @@ opa: $(OPA)
 test: venv opa
 	$(OPA) check --strict policies
 	$(OPA) test policies
+	$(OPA) check --strict infra/opa/authz
+	$(OPA) test infra/opa/authz
 	$(BIN)/pytest
 
 demo: venv opa

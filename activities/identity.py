@@ -3,7 +3,8 @@
 Both answer with a result (admitted or not, accepted or not, and why), so the workflow
 records a refusal once. Only an unreachable Postgres raises, and Temporal retries it;
 if it stays down the workflow refuses the run or the vote: identity fails closed.
-OPA is asked once per run, at admission; if it cannot answer, approvals need tokens.
+OPA is asked at admission and again for every approval (its authentication mode is
+never taken from the workflow); if it cannot answer, approvals need tokens.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
-from stead.contracts.identity import AdmitRunInput, ApprovalCheck, RunAdmission, VerifyApprovalInput
+from stead.contracts.identity import (
+    AdmitRunInput,
+    ApprovalCheck,
+    BurnedToken,
+    BurnTokenInput,
+    RunAdmission,
+    VerifyApprovalInput,
+)
 from stead.identity.admission import admit_run
 from stead.identity.approvals import ApprovalAuthenticator
 from stead.identity.tokens import PrincipalTokenVerifier
@@ -25,14 +33,22 @@ class IdentityActivities:
     ) -> None:
         self._pool = pool
         self._opa = opa
-        self._approvals = ApprovalAuthenticator(pool, tokens)
+        self._tokens = tokens
+        self._approvals = ApprovalAuthenticator(pool, opa, tokens)
 
     @activity.defn(name="identity.admit_run")
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "bound"))
     async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
-        return await admit_run(self._pool, self._opa, req)
+        key = None if self._tokens is None else self._tokens.public_key
+        return await admit_run(self._pool, self._opa, req, key)
 
     @activity.defn(name="identity.verify_approval")
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,)))
     async def verify_approval(self, req: VerifyApprovalInput) -> ApprovalCheck:
         return await self._approvals.check(req)
+
+    @activity.defn(name="identity.burn_token")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "recorded"))
+    async def burn_token(self, req: BurnTokenInput) -> BurnedToken:
+        """A token the run's history exposed (an unnarrowed one in a signal): revoke it."""
+        return await self._approvals.burn(req)

@@ -87,8 +87,13 @@ class PlanningActivities:
                 plan = self._from_playbook(req, plan_id)
             return await self._stored_if_large(req, plan)
         except PlanRejected as exc:
+            # The spend rides in the details, after the reasons, so the run counts it.
+            spent = {"tokens": exc.tokens, "usd": exc.cost_usd}
+            if exc.tokens or exc.cost_usd:
+                model = self._settings.planner_model or ""
+                observe_planner(req.request.tenant, model, exc.tokens, exc.cost_usd)
             raise ApplicationError(
-                str(exc), exc.reasons, type=PLAN_REJECTED, non_retryable=True
+                str(exc), exc.reasons, spent, type=PLAN_REJECTED, non_retryable=True
             ) from None
 
     @activity.defn(name="plan.create_decided")
@@ -257,26 +262,31 @@ def _first_window(plan: Plan, plan_hash: str, steps: list[Step], size: int) -> P
     )
 
 
-def preflight(request: RunRequest, settings: Settings) -> None:
+def preflight(request: RunRequest, settings: Settings, *, origin: str | None = None) -> None:
     """Catch what would only fail inside the run, before a workflow is started.
 
-    Checks that a goal has a planner model, and that a playbook exists, parses and
-    accepts the given inputs. The catalog checks happen in the activity, on the worker
-    that knows the adapters.
+    Checks that a goal has a planner model, and that a playbook exists, parses,
+    accepts the given inputs and makes a plan whose structure can run (step ids,
+    dependencies, cycles, ``$ref``s, the step budget). The catalog checks happen in the
+    activity, on the worker that knows the adapters. ``origin`` names a
+    ``--playbook-file`` in messages.
     """
     if request.goal is not None:
         if settings.planner_model is None:
             raise ConfigError(NO_PLANNER_MODEL)
         return
     try:
-        expand(_playbook(request, settings), request.inputs)
+        steps = expand(_playbook(request, settings, origin), request.inputs)
     except PlanRejected as exc:
         raise ConfigError(str(exc)) from None
+    problems = validate_plan(steps, None, request.budget)
+    if problems:
+        raise ConfigError(str(PlanRejected(problems)))
 
 
-def _playbook(request: RunRequest, settings: Settings) -> Playbook:
+def _playbook(request: RunRequest, settings: Settings, origin: str | None = None) -> Playbook:
     if request.playbook is not None:
         return load_playbook(request.playbook, settings.playbook_dir)
     if request.playbook_source is not None:
-        return parse_playbook(request.playbook_source, INLINE_ORIGIN)
+        return parse_playbook(request.playbook_source, origin or INLINE_ORIGIN)
     raise PlanRejected(["the request names neither a goal nor a playbook"])

@@ -19,9 +19,10 @@ from temporalio.exceptions import ApplicationError
 
 from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
 from stead.audit.log import AuditEvent, append_event
-from stead.contracts.activities import DecideStepInput, PlanDecisionInput
+from stead.contracts.activities import DecideStepInput, PlanDecisionInput, StepProvenance
 from stead.contracts.run import ApprovalPolicy, Decision, sha256_hex
 from stead.db.pool import tenant_transaction
+from stead.egress import DestinationError
 from stead.observability.metrics import observe_decision
 from stead.planning.refs import find_refs
 from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
@@ -113,12 +114,18 @@ class PolicyActivities:
         but before the audit append takes the tenant's lock, so no lock waits on OPA.
         """
         started = time.perf_counter()
-        problem = self._argument_problem(req)
+        problem, egress = self._inspect(req)
         opa_input: dict[str, Any] = {
             "tenant": req.tenant,
             "principal": req.principal,
             "run": req.run.model_dump(mode="json"),
-            "step": {"id": req.step.id, "operation": req.step.operation, "args": req.step.args},
+            "step": {
+                "id": req.step.id,
+                "operation": req.step.operation,
+                "args": req.step.args,
+                **egress,
+                **provenance_input(req.provenance),
+            },
             "operation": {"name": req.step.operation, **self._execution_meta(req)},
             "budget": req.budget.model_dump(mode="json"),
             "spent": req.spent.model_dump(mode="json"),
@@ -179,14 +186,35 @@ class PolicyActivities:
         async with tenant_transaction(self._pool, tenant) as conn:
             return await _spent_on(conn, tenant, workflow_id)
 
-    def _argument_problem(self, req: DecideStepInput) -> str | None:
+    def _inspect(self, req: DecideStepInput) -> tuple[str | None, dict[str, Any]]:
+        """A reason to refuse the step before policy, and what it sends where.
+
+        The operation computes its destinations from the validated arguments here, on
+        the worker (never from the plan or the workflow), and the ``secret://``
+        references it will resolve; both go into ``input.step``. An operation that
+        reaches outside but whose destination cannot be stated is refused.
+        """
         try:
-            self._catalog.get(req.step.operation)
-            if not find_refs(req.step.args):
-                self._catalog.parse_args(req.step.operation, req.step.args)
+            op = self._catalog.get(req.step.operation)
+            if find_refs(req.step.args):
+                # Unresolved arguments say nothing about where they go.
+                if op.destinations is not None:
+                    return (
+                        f"{req.step.operation}: its destination cannot be stated from "
+                        "unresolved $ref arguments; policy decides resolved arguments only",
+                        {},
+                    )
+                return None, {}
+            args = self._catalog.parse_args(req.step.operation, req.step.args)
+            destinations, secrets = op.egress(req.tenant, args, req.step.args)
         except (UnknownOperation, InvalidArguments) as exc:
-            return str(exc)
-        return None
+            return str(exc), {}
+        except DestinationError as exc:
+            return f"destination_unknown: {exc}", {}
+        egress: dict[str, Any] = {"secrets": secrets}
+        if op.destinations is not None:
+            egress["destinations"] = [d.as_policy_input() for d in destinations]
+        return None, egress
 
     def _operation_meta(self, name: str) -> dict[str, Any]:
         op = self._catalog.get(name)
@@ -213,6 +241,16 @@ class PolicyActivities:
             await _record_on(
                 conn, tenant, workflow_id, run_id, step_id, kind, decision, opa_input, eval_ms
             )
+
+
+def provenance_input(provenance: StepProvenance | None) -> dict[str, Any]:
+    """``input.step.provenance`` and ``input.step.tainted``; none given is ``unknown``."""
+    if provenance is None:
+        return {"provenance": None, "tainted": ["unknown"]}
+    return {
+        "provenance": provenance.model_dump(mode="json"),
+        "tainted": list(provenance.tainted),
+    }
 
 
 async def _spent_on(conn: asyncpg.Connection, tenant: str, workflow_id: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from stead.audit.log import AuditEvent, append_event
 from stead.contracts.activities import AuditInput, OpenRunInput, RunRecordInput
 from stead.contracts.identity import RunAdmission
 from stead.db.pool import tenant_transaction
+from stead.identity.admission import claim_workflow_id, id_taken
 from stead.observability.metrics import ApprovalVerdict, observe_approval, observe_run_finished
 from stead.runs.scope import (
     Need,
@@ -62,7 +63,8 @@ class RecordActivities:
         """``identity.admit_run`` and ``runs.record("planning")`` as one local activity.
 
         One marker event and one local-activity dispatch per run instead of two, with
-        the same code. Admission goes first because it only reads: an attempt whose
+        the same code. Admission goes first because it only reads (it verifies the
+        start token against the directory), then the workflow id is claimed: an attempt whose
         record failed repeats nothing when it is retried, and the ``run_started`` audit
         event is written by the attempt that commits the record. The workflow records
         and audits a refusal exactly as after ``identity.admit_run``.
@@ -74,10 +76,15 @@ class RecordActivities:
                 non_retryable=True,
             )
         admission = await self._identity.admit_run(req.admit)
+        # The workflow id is claimed for this run chain before anything is written: a
+        # start replayed on a closed run's id (a lifted start token) gets no record.
+        async with tenant_transaction(self._pool, req.admit.tenant) as conn:
+            if not await claim_workflow_id(conn, req.admit, admission):
+                return id_taken(req.admit, admission)
         # The run id admitted (this local activity runs in the run it opens), which
         # stead/runs/scope.py checks every later activity's tenant against.
         admitted_run = activity.info().workflow_run_id if admission.admitted else None
-        await self._write_record(req.record, stamp=True, admitted_run=admitted_run)
+        await self._record(req.record, admission, stamp=True, admitted_run=admitted_run)
         if admitted_run is not None:
             scope_for(self._pool).remember(
                 req.record.workflow_id, admitted_run, req.record.tenant, "admitted"
@@ -111,12 +118,28 @@ class RecordActivities:
     @tenant_scoped(_record_claim)
     async def record_run(self, req: RunRecordInput) -> None:
         """Idempotent upsert: Temporal may deliver it more than once."""
-        await self._write_record(req)
+        await self._record(req, None)
 
-    async def _write_record(
-        self, req: RunRecordInput, *, stamp: bool = False, admitted_run: str | None = None
+    async def _record(
+        self,
+        req: RunRecordInput,
+        admission: RunAdmission | None,
+        *,
+        stamp: bool = False,
+        admitted_run: str | None = None,
     ) -> None:
-        """``stamp`` (``runs.open`` only): set the record's admitted run, None if refused."""
+        """The record; ``admission`` adds how the starter was proven to ``run_started``.
+
+        ``stamp`` (``runs.open`` only): set the record's admitted run, None if refused.
+        """
+        started: dict[str, object] = {"goal": req.goal, "playbook": req.playbook}
+        if admission is not None:
+            started.update(
+                authenticated=admission.authenticated,
+                token_id=admission.token_id,
+                start_authentication=admission.start_authentication,
+                admitted=admission.admitted,
+            )
         async with tenant_transaction(self._pool, req.tenant) as conn:
             if req.status == "planning":
                 await record_run_started(
@@ -144,7 +167,7 @@ class RecordActivities:
                         step_id=None,
                         kind="run_started",
                         actor=req.principal,
-                        data={"goal": req.goal, "playbook": req.playbook},
+                        data=started,
                     ),
                 )
                 return

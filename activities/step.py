@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.execution import ExecutionActivities
 from activities.policy import PolicyActivities
+from stead.audit.chain import decision_row_verified
 from stead.audit.log import AuditEvent, append_event
 from stead.contracts.activities import ExecuteStepInput, ExpressStepInput, ExpressStepOutput
 from stead.contracts.run import Decision, sha256_hex
@@ -143,7 +144,8 @@ async def reused_allow(pool: asyncpg.Pool, req: ExpressStepInput) -> Decision | 
     async with tenant_transaction(pool, d.tenant) as conn:
         row = await conn.fetchrow(
             "SELECT d.decision_id, d.reasons::text AS reasons, d.policy_revision,"
-            " e.status, e.attempts"
+            " d.tenant, d.workflow_id, d.step_id, d.kind, d.outcome, d.blocked,"
+            " d.input_hash, d.mac, e.status, e.attempts"
             " FROM effects e JOIN decisions d ON d.decision_id = e.decision_id"
             " WHERE e.idempotency_key = $1 AND e.tenant = $2 AND d.tenant = $2"
             " AND d.kind = 'step' AND d.outcome = 'allow' AND d.blocked IS NULL"
@@ -157,7 +159,9 @@ async def reused_allow(pool: asyncpg.Pool, req: ExpressStepInput) -> Decision | 
             d.step.operation,
             sha256_hex(d.step.args),
         )
-        if row is None:
+        if row is None or not decision_row_verified(row):
+            # A row the app role wrote itself (no MAC under audit.secret) is no allow:
+            # decide afresh; the authority would refuse to mint for it anyway.
             return None
         decision = Decision(
             decision_id=row["decision_id"],

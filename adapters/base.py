@@ -10,11 +10,17 @@ write one.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, JsonValue
+
+from stead.egress import Destination
+
+# The scheme of ``stead.secrets.refs``; not imported from there, because the secrets
+# package reads settings and workflow code imports this module (through the catalog).
+SECRET_SCHEME = "secret://"
 
 SideEffect = Literal["read", "write", "external"]
 Risk = Literal["low", "medium", "high"]
@@ -99,6 +105,15 @@ class Operation(Generic[A, R]):
     # crash between effect and completion, find the effect the key produced, if any.
     reconcile: Callable[[OperationContext, A], Awaitable[R | None]] | None = None
     tags: tuple[str, ...] = field(default=())
+    # Where the operation sends bytes, computed from its validated arguments on the
+    # worker and given to OPA (input.step.destinations), which checks each against the
+    # tenant's egress list. None means it reaches nothing outside Stead; an operation
+    # with side_effect="external" and no destinations is denied by the shipped policy.
+    destinations: Callable[[A], Sequence[Destination]] | None = None
+    # The secret:// references a step resolves (input.step.secrets), for those not in
+    # its arguments (a default key named after the tenant). References written in the
+    # arguments are found without it.
+    secret_refs: Callable[[str, A], Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -127,6 +142,23 @@ class Operation(Generic[A, R]):
         if self.idempotency == "reconcile" and self.reconcile is None:
             problems.append('idempotency="reconcile" needs a reconcile function')
         return problems
+
+    def egress(
+        self, tenant: str, args: A, raw: Mapping[str, Any] | None = None
+    ) -> tuple[list[Destination], list[str]]:
+        """Destinations and secret references of one step, for the policy input.
+
+        Cheap on purpose (a URL split, a scan of the arguments): it runs before every
+        decision of the governed step, so pass ``raw``, the JSON the arguments were
+        parsed from, to scan it instead of dumping ``args`` again. Raises
+        ``DestinationError`` when a destination cannot be stated, which denies the step.
+        """
+        destinations = list(self.destinations(args)) if self.destinations is not None else []
+        scanned = raw if raw is not None else args.model_dump(mode="json")
+        refs = dict.fromkeys(_secret_refs(scanned))
+        if self.secret_refs is not None:
+            refs.update(dict.fromkeys(self.secret_refs(tenant, args)))
+        return destinations, list(refs)
 
     @property
     def adapter(self) -> str:
@@ -160,3 +192,14 @@ class Operation(Generic[A, R]):
             rate_limit_burst=self.rate_limit_burst,
             task_queue=self.task_queue,
         )
+
+
+def _secret_refs(value: object) -> list[str]:
+    """Every string in ``value`` that is a ``secret://`` reference."""
+    if isinstance(value, str):
+        return [value] if value.startswith(SECRET_SCHEME) else []
+    if isinstance(value, dict):
+        return [ref for item in value.values() for ref in _secret_refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _secret_refs(item)]
+    return []

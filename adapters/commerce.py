@@ -34,6 +34,7 @@ from adapters.content import http_url
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
 from adapters.memory import HistoryItem
+from stead.egress import url_destination
 
 SKU = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -474,6 +475,7 @@ SHOP_PRODUCTS: Operation[ShopProductsArgs, ShopProductsResult] = Operation(
     idempotency="native",
     scopes=("shop:read",),
     timeout_seconds=30.0,
+    destinations=lambda args: [url_destination(args.base_url)],
 )
 
 WAREHOUSE_STOCK: Operation[WarehouseStockArgs, WarehouseStockResult] = Operation(
@@ -525,6 +527,7 @@ SHOP_ADJUST_STOCK: Operation[AdjustArgs, AdjustResult] = Operation(
     max_attempts=6,
     rate_limit_per_minute=120,
     reconcile=_resend,
+    destinations=lambda args: [url_destination(args.base_url)],
 )
 
 COMMERCE_OPERATIONS: tuple[Operation[Any, Any], ...] = (

@@ -24,6 +24,7 @@ from adapters.base import AdapterError, Operation, OperationContext
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
 from adapters.llm import LLM_GENERATE
+from stead.egress import url_destination
 
 CHANNEL = r"^[a-z][a-z0-9_-]{0,31}$"
 
@@ -341,6 +342,7 @@ PLATFORM_PUBLISH: Operation[PublishArgs, PublishResult] = Operation(
     max_attempts=6,
     rate_limit_per_minute=30,
     reconcile=_resend,
+    destinations=lambda args: [url_destination(args.base_url)],
 )
 
 CONTENT_OPERATIONS: tuple[Operation[Any, Any], ...] = (

@@ -28,6 +28,7 @@ import aiosmtplib
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from adapters.base import AdapterError, Operation, OperationContext
+from stead.egress import Destination, mail_destinations
 from stead.settings import Settings
 
 BODY_LIMIT = 512 * 1024
@@ -204,6 +205,12 @@ async def send(ctx: OperationContext, args: EmailArgs) -> EmailResult:
     )
 
 
+def destinations(args: EmailArgs) -> list[Destination]:
+    """The recipients' domains (to, cc, bcc, and reply-to): where the message goes."""
+    reply = [args.reply_to] if args.reply_to else []
+    return mail_destinations([*args.to, *args.cc, *args.bcc, *reply])
+
+
 def _advice(code: int) -> str:
     if code == 535 or code == 530:
         return "check STEAD_SMTP_USERNAME and STEAD_SMTP_PASSWORD on the email worker"
@@ -244,4 +251,5 @@ EMAIL_SEND: Operation[EmailArgs, EmailResult] = Operation(
     timeout_seconds=60.0,
     max_attempts=5,
     rate_limit_per_minute=60,
+    destinations=destinations,
 )

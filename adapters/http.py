@@ -37,6 +37,7 @@ from pydantic import (
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
+from stead.egress import Destination, url_destination
 from stead.secrets import SecretRef, SecretRefStr, redact, redact_json
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -217,7 +218,7 @@ async def _send(
     client: httpx.AsyncClient, ctx: OperationContext, args: HttpRequestArgs
 ) -> HttpResponse:
     headers = {**args.headers, IDEMPOTENCY_HEADER: ctx.idempotency_key}
-    secret = await _credential(ctx, args.auth) if args.auth is not None else None
+    secret = await _credential(ctx, args.auth, args.url) if args.auth is not None else None
     scrub = (secret,) if secret is not None else ()
     if args.auth is not None and secret is not None:
         value = secret.get_secret_value()
@@ -309,9 +310,12 @@ def _result(status: int, headers: Mapping[str, str], body: bytes, truncated: boo
     )
 
 
-async def _credential(ctx: OperationContext, auth: HttpAuth) -> SecretStr:
-    """Resolve ``auth.secret`` for the step's tenant; every failure is final, not retried."""
-    secret = await resolve_secret(ctx, auth.secret, adapter="http")
+async def _credential(ctx: OperationContext, auth: HttpAuth, url: str) -> SecretStr:
+    """Resolve ``auth.secret`` for the step's tenant and the request's destination (the
+    reference must declare it); every failure is final, not retried."""
+    secret = await resolve_secret(
+        ctx, auth.secret, adapter="http", destination=url_destination(url)
+    )
     # A header value is visible ASCII; anything else would be refused by the HTTP library
     # with an error quoting the value, or split the header (CR/LF).
     if not all(" " <= ch <= "~" or ch == "\t" for ch in secret.get_secret_value()):
@@ -342,6 +346,11 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
+def destinations(args: HttpRequestArgs) -> list[Destination]:
+    """The request's scheme, host and port, for OPA's egress check."""
+    return [url_destination(args.url)]
+
+
 def _describe(args: HttpRequestArgs) -> str:
     # The query string can carry tokens a careless caller put there; keep it out of errors.
     parts = urlsplit(args.url)
@@ -365,4 +374,5 @@ HTTP_REQUEST: Operation[HttpRequestArgs, HttpResponse] = Operation(
     timeout_seconds=60.0,
     max_attempts=5,
     reconcile=reconcile,
+    destinations=destinations,
 )

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from stead.contracts.activities import StepUsage
-from stead.secrets import SecretRefStr
+from stead.egress import url_destination
+from stead.secrets import SecretRefStr, redact
 
 
 class _Closed(BaseModel):
@@ -92,7 +93,14 @@ async def generate(ctx: OperationContext, args: GenerateArgs) -> GenerateResult:
 
     litellm = _litellm()
     messages = messages_for(args)
-    key = await resolve_secret(ctx, args.api_key, adapter="llm") if args.api_key else None
+    # A key bound to destinations goes only to a stated api_base it allows; without an
+    # api_base the provider's default URL is litellm's, which no declaration can name.
+    where = url_destination(args.api_base) if args.api_base else None
+    key = (
+        await resolve_secret(ctx, args.api_key, adapter="llm", destination=where)
+        if args.api_key
+        else None
+    )
     try:
         response = await litellm.acompletion(
             model=args.model,
@@ -128,8 +136,10 @@ async def generate(ctx: OperationContext, args: GenerateArgs) -> GenerateResult:
             details={"reason": "empty_answer"},
         )
     digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+    # A model (or a proxy in front of it) may echo the key; it must not reach history.
+    answer = redact(text.strip(), key) if key is not None else text.strip()
     return GenerateResult(
-        text=text.strip(), model=args.model, usage=counts, cost_usd=cost, prompt_hash=digest
+        text=answer, model=args.model, usage=counts, cost_usd=cost, prompt_hash=digest
     )
 
 
@@ -179,4 +189,7 @@ LLM_GENERATE: Operation[GenerateArgs, GenerateResult] = Operation(
     timeout_seconds=120.0,
     max_attempts=4,
     rate_limit_per_minute=60,
+    # Only a stated api_base is a destination policy can check; a provider's default
+    # URL is litellm's to choose (see README, egress).
+    destinations=lambda args: [url_destination(args.api_base)] if args.api_base else [],
 )

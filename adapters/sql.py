@@ -198,7 +198,8 @@ class SqlDatabases:
                 retryable=False,
                 details={"reason": "no_database", "database": database},
             )
-        return (await resolve_secret(ctx, ref, adapter="sql")).get_secret_value()
+        # A DSN names its own host: it is sent nowhere but to the database it names.
+        return (await resolve_secret(ctx, ref, adapter="sql", destination=None)).get_secret_value()
 
 
 async def query(ctx: OperationContext, args: SqlQueryArgs) -> SqlQueryResult:

@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from adapters.http import new_http_client
-from stead.secrets import SecretRefStr
+from stead.egress import Destination, url_destination
+from stead.secrets import SecretRefStr, SecretStr, redact
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -144,8 +145,10 @@ def verify(
 
 async def post(ctx: OperationContext, args: WebhookArgs) -> WebhookResult:
     """Sign and send once; Temporal retries (same id, fresh timestamp) when the error says so."""
-    ref = args.signing_secret or f"secret://{ctx.tenant}/webhook/{DEFAULT_SECRET_NAME}"
-    secret = await resolve_secret(ctx, ref, adapter="webhook")
+    ref = signing_ref(ctx.tenant, args)
+    secret = await resolve_secret(
+        ctx, ref, adapter="webhook", destination=url_destination(args.url)
+    )
     try:
         key = signing_key(secret.get_secret_value())
     except ValueError as exc:
@@ -169,10 +172,10 @@ async def post(ctx: OperationContext, args: WebhookArgs) -> WebhookResult:
     }
     shared = getattr(ctx.resources, "http", None)
     if isinstance(shared, httpx.AsyncClient):
-        status, excerpt = await _send(shared, args, headers, body)
+        status, excerpt = await _send(shared, args, headers, body, secret)
     else:
         async with new_http_client() as client:
-            status, excerpt = await _send(client, args, headers, body)
+            status, excerpt = await _send(client, args, headers, body, secret)
     return WebhookResult(
         status=status,
         webhook_id=ctx.idempotency_key,
@@ -182,15 +185,21 @@ async def post(ctx: OperationContext, args: WebhookArgs) -> WebhookResult:
 
 
 async def _send(
-    client: httpx.AsyncClient, args: WebhookArgs, headers: dict[str, str], body: bytes
+    client: httpx.AsyncClient,
+    args: WebhookArgs,
+    headers: dict[str, str],
+    body: bytes,
+    secret: SecretStr,
 ) -> tuple[int, str]:
+    """POST once; the answer's excerpt is scrubbed of the signing key (a receiver that
+    echoes its configuration must not put the key into history)."""
     target = _describe(args.url)
     try:
         async with asyncio.timeout(args.timeout_seconds):
             async with client.stream(
                 "POST", args.url, content=body, headers=headers, timeout=args.timeout_seconds
             ) as response:
-                excerpt = await _excerpt(response)
+                excerpt = redact(await _excerpt(response), secret)
     except (TimeoutError, httpx.TimeoutException):
         raise AdapterError(
             f"webhook {target} did not answer within {args.timeout_seconds:g} s; retrying with "
@@ -200,7 +209,8 @@ async def _send(
         ) from None
     except httpx.TransportError as exc:
         raise AdapterError(
-            f"webhook {target} failed on the wire ({type(exc).__name__}: {exc}); retrying "
+            f"webhook {target} failed on the wire ({type(exc).__name__}: "
+            f"{redact(str(exc), secret)}); retrying "
             "with the same webhook-id is safe",
             retryable=True,
             details={"url": target, "reason": type(exc).__name__},
@@ -231,6 +241,15 @@ async def _excerpt(response: httpx.Response) -> str:
     return got[:EXCERPT].decode("utf-8", errors="replace")
 
 
+def signing_ref(tenant: str, args: WebhookArgs) -> str:
+    """The step's signing key reference: the one it names, else the tenant's default."""
+    return args.signing_secret or f"secret://{tenant}/webhook/{DEFAULT_SECRET_NAME}"
+
+
+def destinations(args: WebhookArgs) -> list[Destination]:
+    return [url_destination(args.url)]
+
+
 def _describe(url: str) -> str:
     # The query string can carry a receiver's token; keep it out of errors and history.
     parts = urlsplit(url)
@@ -258,4 +277,6 @@ WEBHOOK_POST: Operation[WebhookArgs, WebhookResult] = Operation(
     timeout_seconds=60.0,
     max_attempts=8,
     rate_limit_per_minute=120,
+    destinations=destinations,
+    secret_refs=lambda tenant, args: [signing_ref(tenant, args)],
 )

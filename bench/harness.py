@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import psutil
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Worker
@@ -40,6 +39,7 @@ from stead.contracts.run import Budget, RunInput, RunOptions, RunRequest, RunSta
 from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack.stack import read_state, stack_down, stack_up
 from stead.identity.directory import add_principal, create_tenant
+from stead.policy.admin import OpaAdmin
 from stead.settings import Settings, load_settings
 from workers.main import build_worker, connect, open_resources
 
@@ -157,11 +157,13 @@ async def configure_tenant(settings: Settings, tenant: str, **config: Any) -> No
         "operations": ["core.echo"],
         "approval_risk": "high",
         "approval_authentication": "none",
+        # Benchmarks start runs with start_run below, without start tokens.
+        "start_authentication": "none",
         **config,
     }
-    async with httpx.AsyncClient(trust_env=False) as http:
-        answer = await http.put(f"{settings.opa_url}/v1/data/stead/tenants/{tenant}", json=body)
-        answer.raise_for_status()
+    await OpaAdmin(settings.opa_url, settings.opa_admin_token).aput_data(
+        f"stead/tenants/{tenant}", body
+    )
     pool = await create_pool(settings.postgres_dsn, min_size=1, max_size=1)
     try:
         async with tenant_transaction(pool, tenant) as conn:

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ import httpx
 from stead.devstack.opa import SERVER_ENV, ensure_binary, server_argv
 from stead.devstack.ports import LOOPBACK, free_port
 from stead.policy import OpaClient
+from stead.policy.authz import OpaTokens, authz_data
 from stead.policy.http1 import ConnectFailed, ConnectionDropped, Response
 from stead.settings import load_settings
 
@@ -75,10 +77,12 @@ class Variant:
     uds: bool = False
     h2c: bool = False
     wire: Literal["http1", "httpx", "aiohttp"] = "httpx"
+    authz: bool = False  # token auth + system.authz on every request, as the stack runs it
 
 
 VARIANTS = (
-    Variant("stack", wire="http1"),  # how `stead dev up` runs OPA, OpaClient's own wire
+    Variant("stack", wire="http1", authz=True),  # how `stead dev up` runs OPA and is asked
+    Variant("no-authz", wire="http1"),  # the stack without token auth: what authz costs
     # The stack before bench/README.md section 4's fix: httpx, and Go's default GOGC.
     Variant("before", env={"GOGC": "100"}),
     Variant("httpx"),
@@ -141,7 +145,14 @@ async def opa_process(
     else:
         port = free_port()
         addr, url = f"{LOOPBACK}:{port}", f"http://{LOOPBACK}:{port}"
-    argv = [*server_argv(binary, addr, REPO / "policies", watch=variant.watch), *variant.flags]
+    tokens = OpaTokens.generate() if variant.authz else None
+    authz = workdir / f"{variant.name}-authz.json" if tokens else None
+    if tokens and authz:
+        authz.write_text(json.dumps(authz_data(tokens.roles())))
+    argv = [
+        *server_argv(binary, addr, REPO / "policies", watch=variant.watch, authz=authz),
+        *variant.flags,
+    ]
     log = workdir / f"{variant.name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -156,8 +167,14 @@ async def opa_process(
         http1=not variant.h2c,
         http2=variant.h2c,
     )
-    http = httpx.AsyncClient(transport=transport, trust_env=False, timeout=2.0)
-    opa = OpaClient(url, client=http) if variant.wire == "httpx" else OpaClient(url)
+    token = tokens.decision if tokens else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    http = httpx.AsyncClient(transport=transport, trust_env=False, timeout=2.0, headers=headers)
+    opa = (
+        OpaClient(url, token=token, client=http)
+        if variant.wire == "httpx"
+        else OpaClient(url, token=token)
+    )
     if variant.wire == "aiohttp":
         opa._wire = AiohttpWire(url)  # bench only: the same client logic over aiohttp
     try:

@@ -13,6 +13,8 @@ class ErrorCode(StrEnum):
     SERVICE_CRASHED = "service_crashed"
     SERVICE_NOT_READY = "service_not_ready"
     MIGRATION = "migration"
+    APPROVAL_REFUSED = "approval_refused"
+    INVALID_INPUT = "invalid_input"
 
 
 class SteadError(Exception):
@@ -51,3 +53,9 @@ class ServiceNotReady(StackError):
 
 class MigrationError(StackError):
     code = ErrorCode.MIGRATION
+
+
+class ApprovalRefused(SteadError):
+    """The run refused an approval (``stead approve`` exits 1); the message says why."""
+
+    code = ErrorCode.APPROVAL_REFUSED

@@ -58,8 +58,36 @@ class Settings(BaseSettings):
     )
     opa_url: str = Field(default="http://127.0.0.1:8181", description="OPA REST API base URL.")
     opa_bin: Path | None = Field(default=None, description="Path to the opa binary.")
+    opa_token: SecretStr | None = Field(
+        default=None,
+        description="OPA decision token workers and the CLI present (dev: $STEAD_HOME/opa).",
+    )
+    opa_admin_token: SecretStr | None = Field(
+        default=None,
+        description="OPA admin token for data and policy changes (stead policy push, demos).",
+    )
+    temporal_api_key: SecretStr | None = Field(
+        default=None,
+        description="API key or JWT presented to Temporal as a bearer token; or TEMPORAL_API_KEY.",
+    )
+    temporal_tls_cert: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mTLS to Temporal."
+    )
+    temporal_tls_key: Path | None = Field(
+        default=None, description="Its private key (PEM); set with STEAD_TEMPORAL_TLS_CERT."
+    )
+    temporal_tls_ca: Path | None = Field(
+        default=None, description="CA (PEM) that signed Temporal's server certificate."
+    )
+    temporal_tls: bool | None = Field(
+        default=None,
+        description="TLS to Temporal; unset: on with an API key or the TLS files, else off.",
+    )
     qdrant_url: str | None = Field(
         default=None, description="Qdrant server URL; unset means the embedded engine."
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, description="API key of the Qdrant server (its QDRANT__SERVICE__API_KEY)."
     )
     qdrant_path: Path | None = Field(
         default=None, description="Embedded Qdrant shard dir (default $STEAD_HOME/qdrant)."
@@ -148,8 +176,25 @@ class Settings(BaseSettings):
         default=None,
         description="Capability and identity key pairs ($STEAD_HOME/keys); edges hold *.pub only.",
     )
+    audit_anchor_dir: Path | None = Field(
+        default=None,
+        description="Where audit appenders write each tenant's keyed chain head"
+        " ($STEAD_HOME/audit-anchors); every worker and `stead audit verify` must share it.",
+    )
     principal_token: SecretStr | None = Field(
         default=None, description="Principal token `stead approve` presents for the approver."
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File with the principal token `stead run` narrows to each start.",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Principal token `stead run` narrows to each start."
+    )
+    webhook_token_file: Path | None = Field(
+        default=None,
+        description="File with the service principal's token `stead webhook serve` starts "
+        "runs with.",
     )
     plan_inline_max_steps: int = Field(
         default=500,
@@ -163,6 +208,16 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @field_validator("opa_token", "opa_admin_token", "temporal_api_key")
+    @classmethod
+    def _bearer(cls, value: SecretStr | None) -> SecretStr | None:
+        # Sent in an HTTP/gRPC header: printable ASCII, no spaces. The value is never echoed.
+        if value is not None:
+            token = value.get_secret_value()
+            if not token or not all("!" <= c <= "~" for c in token):
+                raise ValueError("expected a bearer token: printable ASCII without spaces")
         return value
 
     @field_validator("postgres_dsn", "postgres_admin_dsn")
@@ -198,6 +253,10 @@ class Settings(BaseSettings):
     def resolved_keys_dir(self) -> Path:
         return self.keys_dir or self.home / "keys"
 
+    @property
+    def resolved_audit_anchor_dir(self) -> Path:
+        return self.audit_anchor_dir or self.home / "audit-anchors"
+
 
 SECRET_ENV_PREFIX = "STEAD_SECRET__"
 
@@ -213,7 +272,7 @@ def secret_environment() -> dict[str, SecretStr]:
 
 
 def _stack_overrides(home: Path) -> dict[str, Any]:
-    """Endpoints recorded by ``stead dev up``; empty when no embedded stack was started."""
+    """Endpoints and OPA tokens of ``stead dev up``; empty when no embedded stack was started."""
     path = home / STACK_FILE
     if not path.exists():
         return {}
@@ -224,7 +283,29 @@ def _stack_overrides(home: Path) -> dict[str, Any]:
             f"{path} is unreadable ({exc}); run `stead dev down` then `stead dev up`"
         ) from None
     endpoints = recorded.get("endpoints", {})
-    return {key: value for key, value in endpoints.items() if value is not None}
+    found = {key: value for key, value in endpoints.items() if value is not None}
+    return {**found, **_stack_opa_tokens(home)}
+
+
+def _stack_opa_tokens(home: Path) -> dict[str, str]:
+    """The dev OPA's tokens from ``$STEAD_HOME/opa/tokens.json`` (stead.policy.authz)."""
+    path = home / "opa" / "tokens.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"{path} is unreadable ({exc}); delete it and run `stead dev up` to make new tokens"
+        ) from None
+    pairs = (("opa_token", "decision"), ("opa_admin_token", "admin"))
+    return {key: raw[role] for key, role in pairs if isinstance(raw.get(role), str)}
+
+
+def _temporal_api_key() -> dict[str, str]:
+    """Temporal's own ``TEMPORAL_API_KEY`` (its CLI's variable), when STEAD_'s is unset."""
+    value = os.environ.get("TEMPORAL_API_KEY")
+    return {"temporal_api_key": value} if value else {}
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -234,7 +315,7 @@ def load_settings(**overrides: Any) -> Settings:
     """
     try:
         base = Settings(**overrides)
-        recorded = _stack_overrides(base.home)
+        recorded = {**_temporal_api_key(), **_stack_overrides(base.home)}
         explicit = set(base.model_fields_set)
         fill = {key: value for key, value in recorded.items() if key not in explicit}
         if not fill:

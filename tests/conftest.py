@@ -19,8 +19,11 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
+from stead.audit import chain_for
+from stead.audit import install as install_audit_chain
 from stead.devstack.stack import stack_down, stack_up
 from stead.settings import Settings, load_settings
+from tests import opa_auth
 from workers.main import build_worker, connect, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +55,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     base = settings_for(home)
     stack_up(base)
     try:
-        yield settings_for(home)
+        settings = settings_for(home)
+        # Tests append to the audit log without a worker too; the worker installs the same.
+        install_audit_chain(chain_for(settings))
+        opa_auth.remember(settings)
+        yield settings
     finally:
         stack_down(base)
 

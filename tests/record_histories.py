@@ -37,6 +37,7 @@ from stead.contracts.run import (
 )
 from stead.devstack.stack import stack_down, stack_up
 from stead.settings import Settings
+from tests import opa_auth
 from tests.conftest import REPO, settings_for
 from tests.runs import configure_tenant, playbook
 from workers.main import build_worker, connect, open_resources
@@ -205,7 +206,7 @@ async def denied(r: Recorder) -> AnyHandle:
         ),
     )
     # The tenant's allow-list lacks records.put, so the plan decision already says no.
-    expect(await handle.result(), "denied", "pending", "pending")
+    expect(await handle.result(), "denied", "not_run", "not_run")
     return handle
 
 
@@ -421,7 +422,9 @@ def main(argv: list[str]) -> int:
         base = settings_for(Path(tmp))
         try:
             stack_up(base)
-            asyncio.run(record(settings_for(Path(tmp)), names))
+            settings = settings_for(Path(tmp))
+            opa_auth.remember(settings)  # configure_tenant writes to OPA as its admin
+            asyncio.run(record(settings, names))
         finally:
             stack_down(base)
     return 0

@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 from temporalio.client import Client, WorkflowHandle
 
-from stead.contracts.run import PendingApproval, RunInput, RunRequest, RunStatus
+from stead.contracts.run import PendingApproval, RunInput, RunRequest, RunStatus, start_digest
+from stead.settings import Settings
+from tests.opa_auth import admin_headers
 
 
 def new_tenant() -> str:
@@ -19,18 +21,22 @@ def new_tenant() -> str:
 async def configure_tenant(opa_url: str, tenant: str, **config: Any) -> None:
     """Tenant policy data goes into OPA through its data API, as an operator would push it.
 
-    Test tenants count approvers' claimed names (``approval_authentication: none``)
-    unless a test asks for ``"token"``: the workflow tests exercise approval logic,
-    tests/test_identity_approvals.py exercises principal tokens.
+    Test tenants count approvers' and starters' claimed names
+    (``approval_authentication``/``start_authentication: none``) unless a test asks for
+    ``"token"``: the workflow tests exercise approval logic, tests/test_identity_approvals.py
+    and tests/test_attack_starts.py exercise principal and start tokens.
     """
     body = {
         "operations": ["*"],
         "approval_risk": "high",
         "approval_authentication": "none",
+        "start_authentication": "none",
         **config,
     }
     async with httpx.AsyncClient() as client:
-        response = await client.put(f"{opa_url}/v1/data/stead/tenants/{tenant}", json=body)
+        response = await client.put(
+            f"{opa_url}/v1/data/stead/tenants/{tenant}", json=body, headers=admin_headers()
+        )
         response.raise_for_status()
 
 
@@ -64,3 +70,47 @@ async def wait_pending(handle: WorkflowHandle[Any, RunStatus], step_id: str) -> 
                 return item
         await asyncio.sleep(0.05)
     raise AssertionError(f"{handle.id}: step {step_id} never awaited approval")
+
+
+async def start_authenticated_run(
+    client: Client, task_queue: str, settings: Settings, **request: Any
+) -> WorkflowHandle[Any, RunStatus]:
+    """Start as ``stead run --token-file`` does, for tenants that require start tokens.
+
+    The tenant is put in the directory with the starter (if missing), the starter gets a
+    principal token, and only its copy narrowed to this start goes to Temporal.
+    """
+    from contextlib import suppress
+
+    from stead.capability.keys import IDENTITY
+    from stead.capability.trust import key_store
+    from stead.db.pool import create_pool, tenant_transaction
+    from stead.identity import directory
+    from stead.identity.errors import PrincipalExists, TenantExists
+    from stead.identity.starts import StartScope, scope_to_start
+    from stead.identity.tokens import PrincipalTokenIssuer
+
+    req = RunRequest(**request)
+    pool = await create_pool(settings.postgres_dsn, max_size=1)
+    try:
+        async with tenant_transaction(pool, req.tenant) as conn:
+            with suppress(TenantExists):
+                await directory.create_tenant(conn, req.tenant)
+        async with tenant_transaction(pool, req.tenant) as conn:
+            with suppress(PrincipalExists):
+                await directory.add_principal(conn, req.tenant, req.principal)
+    finally:
+        await pool.close()
+    keys = key_store(settings)
+    private, public = keys.private(IDENTITY), keys.public(IDENTITY)
+    assert private is not None and public is not None
+    token = PrincipalTokenIssuer(private).issue(req.tenant, req.principal).token
+    workflow_id = f"run-{req.tenant}-{uuid.uuid4().hex[:12]}"
+    scope = StartScope(workflow_id=workflow_id, request_digest=start_digest(req))
+    return await client.start_workflow(
+        "stead.run",
+        RunInput(request=req, start_token=scope_to_start(token, public, scope)),
+        id=workflow_id,
+        task_queue=task_queue,
+        result_type=RunStatus,
+    )

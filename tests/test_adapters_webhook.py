@@ -96,6 +96,11 @@ async def resources() -> AsyncIterator[AdapterResources]:
                     "STEAD_SECRET__ACME__WEBHOOK__SIGNING_KEY": SECRET,
                     "STEAD_SECRET__ACME__WEBHOOK__PARTNER": "plain-partner-key",
                     "STEAD_SECRET__GLOBEX__WEBHOOK__SIGNING_KEY": "globex-key",
+                    # Signing keys are bound to the receivers they sign for: a signature
+                    # sent elsewhere could be replayed to the real receiver.
+                    "STEAD_SECRET__ACME__WEBHOOK__SIGNING_KEY__DESTINATIONS": "127.0.0.1",
+                    "STEAD_SECRET__ACME__WEBHOOK__PARTNER__DESTINATIONS": "127.0.0.1",
+                    "STEAD_SECRET__GLOBEX__WEBHOOK__SIGNING_KEY__DESTINATIONS": "127.0.0.1",
                 }
             )
         ]

@@ -22,7 +22,7 @@ from stead.audit import (
     list_events,
     verify_chain,
 )
-from stead.audit.log import _event_hash, _hashed_fields
+from stead.audit.chain import hashed_fields, unkeyed_hash
 from stead.contracts.run import canonical_json
 from stead.db.pool import create_pool, tenant_transaction
 from stead.settings import Settings
@@ -145,16 +145,18 @@ async def test_deleted_row_is_detected(pool: asyncpg.Pool, stack: Settings) -> N
     assert "missing" in (result.reason or "")
 
 
-async def test_rehashed_forgery_breaks_the_next_link(pool: asyncpg.Pool, stack: Settings) -> None:
-    # A forger who edits seq 2 and recomputes its own hash still cannot fix seq 3's
-    # prev_hash without rewriting every later row.
+async def test_rehashed_forgery_is_named_at_its_own_row(
+    pool: asyncpg.Pool, stack: Settings
+) -> None:
+    # A forger who edits seq 2 and recomputes its hash without the audit key (the
+    # pre-0007 unkeyed sha256) is caught at seq 2 itself: the row's MAC is keyed.
     tenant = new_tenant()
     await append_many(pool, tenant, 5)
     async with tenant_transaction(pool, tenant) as conn:
         second = (await list_events(conn, tenant))[1]
 
     forged_data = {**second.data, "n": "forged"}
-    fields = _hashed_fields(
+    fields = hashed_fields(
         tenant=tenant,
         seq=2,
         workflow_id=second.workflow_id,
@@ -171,13 +173,13 @@ async def test_rehashed_forgery_breaks_the_next_link(pool: asyncpg.Pool, stack: 
         "UPDATE audit_events SET data = $2::text::jsonb, hash = $3 WHERE tenant = $1 AND seq = 2",
         tenant,
         canonical_json(forged_data),
-        _event_hash(second.prev_hash, fields),
+        unkeyed_hash(second.prev_hash, fields),
     )
 
     result = await verify(pool, tenant)
     assert not result.ok
-    assert result.first_bad_seq == 3
-    assert "prev_hash" in (result.reason or "")
+    assert result.first_bad_seq == 2
+    assert "altered or forged" in (result.reason or "")
 
 
 async def test_app_role_cannot_update_delete_or_truncate_audit_rows(pool: asyncpg.Pool) -> None:

@@ -32,7 +32,7 @@ from activities.step import StepActivities
 from stead.audit.log import AuditRecord, list_events
 from stead.capability import CapabilityAuthority, CapabilityIssuer, CapabilityScope
 from stead.capability.authority import utcnow
-from stead.capability.keys import CAPABILITY
+from stead.capability.keys import AUDIT, CAPABILITY
 from stead.capability.trust import key_store
 from stead.contracts.run import RunStatus, sha256_hex
 from stead.db.pool import create_pool, tenant_transaction
@@ -245,6 +245,8 @@ async def test_an_edge_worker_with_only_the_public_key_runs_its_step_from_a_gran
     await configure_tenant(stack.opa_url, tenant)
     main_queue, edge_queue = f"main-{uuid.uuid4().hex[:8]}", f"edge-{uuid.uuid4().hex[:8]}"
     shutil.copy(key_store(stack).public_path(CAPABILITY), tmp_path / "capability.pub")
+    # The edge appends to the audit log, so it holds the chain's key (never a signing key).
+    shutil.copy(key_store(stack).secret_path(AUDIT), tmp_path / "audit.secret")
     routes = {"records": edge_queue}
     main = settings_for(stack.home, task_queue=main_queue, adapter_queues=routes)
     edge = settings_for(stack.home, task_queue=edge_queue, adapter_queues=routes, keys_dir=tmp_path)
@@ -273,4 +275,4 @@ async def test_an_edge_worker_with_only_the_public_key_runs_its_step_from_a_gran
     assert grant is not None and spent == grant["token_id"]
     assert grant["token"].encode() not in history, "history carries the grant's id, not the token"
     assert grant["token_id"].encode() in history
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["capability.pub"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.secret", "capability.pub"]

@@ -44,6 +44,7 @@ from tests.cases import (
     step,
     wait_pending,
 )
+from tests.opa_auth import admin_headers
 from tests.runs import new_tenant
 from tests.workers import start_worker
 from workers.main import connect
@@ -118,7 +119,9 @@ async def test_nightly_run_fixes_small_escalates_large_and_survives_a_worker_kil
             case.tenant,
             shop_url=url,
             database="nightly",
-            limits=await reconcile_limits(case.settings.opa_url, case.tenant),
+            limits=await reconcile_limits(
+                case.settings.opa_url, case.tenant, case.settings.opa_token
+            ),
             trigger={"type": "nightly"},
             playbook_source=playbook_variant("commerce-reconcile", fix_small=4, fix_large=4),
         )
@@ -169,7 +172,11 @@ async def test_tightening_the_limit_in_opa_escalates_more_on_the_next_run(
     async def escalated_after_a_run(read_limits: bool) -> tuple[list[str], RunStatus]:
         service = ShopService()
         with serve(service) as url:
-            limits = await reconcile_limits(stack.opa_url, tenant) if read_limits else {}
+            limits = (
+                await reconcile_limits(stack.opa_url, tenant, stack.opa_token)
+                if read_limits
+                else {}
+            )
             handle = await case.start(
                 commerce_request(tenant, shop_url=url, database="policy", limits=limits)
             )
@@ -187,6 +194,7 @@ async def test_tightening_the_limit_in_opa_escalates_more_on_the_next_run(
         response = await http.put(
             f"{stack.opa_url}/v1/data/stead/tenants/{tenant}/reconcile",
             json={"max_auto_units": 2, "max_auto_value": 100},
+            headers=admin_headers(),
         )
         response.raise_for_status()
 
@@ -237,7 +245,7 @@ async def test_renamed_fields_stop_the_run_naming_the_field(
 ) -> None:
     service, url = shop
     service.rename_field("inventory.available", "inventory.in_stock")
-    limits = await reconcile_limits(stack.opa_url, case.tenant)
+    limits = await reconcile_limits(stack.opa_url, case.tenant, stack.opa_token)
     handle = await case.start(
         commerce_request(case.tenant, shop_url=url, database="drift", limits=limits)
     )
@@ -274,7 +282,13 @@ async def test_each_return_event_starts_exactly_one_run(
     # The warehouse books the parcel (CAP-03 sellable 10 -> 11; the shop still shows 7).
     await receive_return(stack.postgres_admin_dsn, f"wh_{case.tenant}_returns", **event)
     runs = ReturnRuns(
-        case.client, case.task_queue, case.tenant, url, stack.opa_url, database="returns"
+        case.client,
+        case.task_queue,
+        case.tenant,
+        url,
+        stack.opa_url,
+        database="returns",
+        opa_token=stack.opa_token,
     )
     secret = "whsec_" + base64.b64encode(b"return-events-key").decode()
     body = json.dumps(event).encode()

@@ -46,6 +46,7 @@ from tests.cases import (
     step,
     wait_pending,
 )
+from tests.opa_auth import admin_headers
 from tests.runs import new_tenant
 from tests.workers import start_worker
 from workers.main import connect
@@ -345,6 +346,7 @@ async def test_tightening_the_review_threshold_in_opa_holds_more_steps(case: Cas
         response = await http.put(
             f"{case.settings.opa_url}/v1/data/stead/tenants/{case.tight_tenant}/approval_risk",
             json="low",
+            headers=admin_headers(),
         )
         response.raise_for_status()
     week = content.week()

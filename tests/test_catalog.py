@@ -34,6 +34,7 @@ from stead.devstack.opa import find_binary
 from stead.planning.validate import build_plan
 from stead.settings import Settings
 from tests.conftest import REPO, subprocess_env
+from tests.opa_auth import decision_headers
 
 README = (REPO / "adapters" / "README.md").read_text()
 
@@ -142,7 +143,9 @@ async def test_the_opa_export_can_be_pushed_to_a_running_opa(stack: Settings) ->
     done = _stead(stack, "catalog", "export", "--push")
     assert done.returncode == 0, done.stderr
     async with httpx.AsyncClient() as client:
-        answer = await client.get(f"{stack.opa_url}/v1/data/stead/catalog/operations")
+        answer = await client.get(
+            f"{stack.opa_url}/v1/data/stead/catalog/operations", headers=decision_headers()
+        )
     operations = answer.json()["result"]
     assert operations["email.send"]["risk"] == "medium"
     assert operations["files.read"]["side_effect"] == "read"

@@ -26,6 +26,7 @@ from stead.codec import (
     encrypted_data_converter,
     load_keyring,
 )
+from stead.codec.converter import PLAIN_CONVERTER
 from tests.conftest import settings_for
 
 KEY_A = os.urandom(32)
@@ -179,7 +180,7 @@ def test_add_key_creates_a_private_keyring_and_rotates_keeping_old_keys(tmp_path
 
 
 def test_settings_switch_encryption_on(tmp_path: Path) -> None:
-    assert data_converter(settings_for(tmp_path)) is pydantic_data_converter
+    assert data_converter(settings_for(tmp_path)) is PLAIN_CONVERTER
     path = _keyring_file(tmp_path / "keys.json", {"a": KEY_A, "b": KEY_B}, "a")
     converter = data_converter(settings_for(tmp_path, codec_keyring=path, codec_active_key="b"))
     assert isinstance(converter.payload_codec, AesGcmCodec)

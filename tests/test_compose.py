@@ -31,7 +31,28 @@ DUMMY_SECRETS = {
     "POSTGRES_PASSWORD": "pg-test-secret",
     "STEAD_APP_PASSWORD": "app-test-secret",
     "GRAFANA_ADMIN_PASSWORD": "grafana-test-secret",
+    "STEAD_OPA_TOKEN": "opa-decision-test-token",
+    "STEAD_OPA_AUTHZ_DIR": "/run/stead-test/opa",
+    "TEMPORAL_JWKS_URL": "https://idp.test/.well-known/jwks.json",
+    "STEAD_TEMPORAL_API_KEY": "worker-test-jwt",
+    "TEMPORAL_ADMIN_JWT": "admin-test-jwt",
+    "TEMPORAL_UI_OIDC_ISSUER": "https://idp.test",
+    "TEMPORAL_UI_OIDC_CLIENT_ID": "temporal-ui",
+    "TEMPORAL_UI_OIDC_CLIENT_SECRET": "ui-test-secret",
+    "QDRANT_API_KEY": "qdrant-test-key",
 }
+# Compose must refuse to start without these: each is a credential with no safe default.
+REQUIRED_CREDENTIALS = (
+    "STEAD_OPA_TOKEN",
+    "STEAD_OPA_AUTHZ_DIR",
+    "TEMPORAL_JWKS_URL",
+    "STEAD_TEMPORAL_API_KEY",
+    "TEMPORAL_ADMIN_JWT",
+    "TEMPORAL_UI_OIDC_ISSUER",
+    "TEMPORAL_UI_OIDC_CLIENT_ID",
+    "TEMPORAL_UI_OIDC_CLIENT_SECRET",
+    "QDRANT_API_KEY",
+)
 
 EXPECTED_SERVICES = {
     "postgres",
@@ -80,11 +101,16 @@ def docker_compose() -> str:
     return found
 
 
-def _run_compose(docker_compose: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run_compose(
+    docker_compose: str, *args: str, without: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **DUMMY_SECRETS}
+    if without is not None:
+        env.pop(without)
     return subprocess.run(
         [docker_compose, "-f", str(COMPOSE_FILE), *args],
         cwd=REPO,
-        env={**os.environ, **DUMMY_SECRETS},
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -175,7 +201,7 @@ def test_opa_serves_the_repo_policies_read_only(services: dict[str, dict[str, An
     assert mounts[PurePosixPath("/policies")] == (REPO / "policies", True)
     command = opa["command"]
     assert command[:2] == ["run", "--server"]
-    assert command[-1] == "/policies"
+    assert "/policies" in command
     config_file = PurePosixPath(command[command.index("--config-file") + 1])
     host_config = _host_path_for(opa, config_file)
     assert host_config == REPO / "infra" / "opa" / "config.yaml"
@@ -366,3 +392,76 @@ def test_dashboard_charts_every_stead_metric() -> None:
         exprs.extend(target["expr"] for target in panel["targets"])
     for metric in (RUN_DURATION, STEPS, POLICY_DECISIONS, APPROVALS_PENDING, PLANNER_COST):
         assert any(re.search(rf"\b{metric}(_bucket)?\b", e) for e in exprs), metric
+
+
+# --- OPA and Temporal as boundaries: nothing answers without a credential -------------
+
+
+def test_opa_authenticates_every_request_with_the_authz_policy_outside_the_bundle(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    opa = services["opa"]
+    command = opa["command"]
+    assert "--authentication=token" in command
+    assert "--authorization=basic" in command
+    loaded = [PurePosixPath(arg) for arg in command if arg.startswith("/")]
+    authz_policy = next(p for p in loaded if p.suffix == ".rego")
+    assert _host_path_for(opa, authz_policy) == REPO / "infra" / "opa" / "authz" / "authz.rego"
+    assert not authz_policy.is_relative_to("/policies"), "system.authz is not in the bundle"
+    tokens = next(p for p in loaded if p.suffix == ".json")
+    host_tokens = _host_path_for(opa, tokens)
+    assert host_tokens == Path(DUMMY_SECRETS["STEAD_OPA_AUTHZ_DIR"]) / "authz.json"
+    assert all(ro for _, _, ro in _mounts(opa)), "OPA's mounts are read-only"
+
+
+def test_the_worker_presents_opa_and_temporal_credentials(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = _environment(services["worker"])
+    assert env["STEAD_OPA_TOKEN"] == DUMMY_SECRETS["STEAD_OPA_TOKEN"]
+    assert env["STEAD_TEMPORAL_API_KEY"] == DUMMY_SECRETS["STEAD_TEMPORAL_API_KEY"]
+    assert env["STEAD_QDRANT_API_KEY"] == DUMMY_SECRETS["QDRANT_API_KEY"]
+    assert "STEAD_OPA_ADMIN_TOKEN" not in env, "workers only ask; they never change policy"
+
+
+def test_temporal_runs_the_default_authorizer_and_jwt_claim_mapper(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    temporal = services["temporal"]
+    env = _environment(temporal)
+    assert env["TEMPORAL_AUTH_AUTHORIZER"] == "default"
+    assert env["TEMPORAL_AUTH_CLAIM_MAPPER"] == "default"
+    assert env["TEMPORAL_JWT_KEY_SOURCE1"] == DUMMY_SECRETS["TEMPORAL_JWKS_URL"]
+    assert env["TEMPORAL_JWT_PERMISSIONS_CLAIM"] == "permissions"
+    # Temporal's own workers use the internal frontend, which is never published.
+    assert env["USE_INTERNAL_FRONTEND"] == "true"
+    assert "internal-frontend" in env["SERVICES"].split(":")
+    published = [str(p) for p in temporal.get("ports", [])]
+    assert published and all("7236" not in p for p in published)
+    health = " ".join(temporal["healthcheck"]["test"])
+    assert ":7236" in health
+
+
+def test_the_temporal_ui_and_admin_tools_present_credentials(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    ui = _environment(services["temporal-ui"])
+    assert ui["TEMPORAL_AUTH_ENABLED"] == "true"
+    assert ui["TEMPORAL_AUTH_TYPE"] == "oidc"
+    assert ui["TEMPORAL_AUTH_CLIENT_SECRET"] == DUMMY_SECRETS["TEMPORAL_UI_OIDC_CLIENT_SECRET"]
+    admin = _environment(services["temporal-admin-tools"])
+    assert admin["TEMPORAL_API_KEY"] == DUMMY_SECRETS["TEMPORAL_ADMIN_JWT"]
+
+
+@pytest.mark.parametrize("missing", REQUIRED_CREDENTIALS)
+def test_compose_refuses_to_start_without_each_credential(
+    docker_compose: str, missing: str
+) -> None:
+    result = _run_compose(docker_compose, "config", "-q", without=missing)
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+def test_qdrant_requires_an_api_key(services: dict[str, dict[str, Any]]) -> None:
+    env = _environment(services["qdrant"])
+    assert env["QDRANT__SERVICE__API_KEY"] == DUMMY_SECRETS["QDRANT_API_KEY"]

@@ -173,7 +173,9 @@ async def _write_row_and_start_workflow(
 
     assert dsn and address
     conn = await asyncpg.connect(dsn)
-    await conn.execute("INSERT INTO tenants (id) VALUES ('survivor')")
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', 'survivor', true)")
+        await conn.execute("INSERT INTO tenants (id) VALUES ('survivor')")
     await conn.close()
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     # No worker polls this queue: the workflow stays open, stored only in the SQLite file.
@@ -188,7 +190,9 @@ async def _row_and_workflow_exist(dsn: str | None, address: str | None, workflow
 
     assert dsn and address
     conn = await asyncpg.connect(dsn)
-    row = await conn.fetchval("SELECT id FROM tenants WHERE id = 'survivor'")
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', 'survivor', true)")
+        row = await conn.fetchval("SELECT id FROM tenants WHERE id = 'survivor'")
     await conn.close()
     client = await Client.connect(address)
     described = await client.get_workflow_handle(workflow_id).describe()

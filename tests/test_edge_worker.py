@@ -129,7 +129,7 @@ async def test_an_email_step_runs_on_the_edge_worker(
     smtp: Mailbox,
 ) -> None:
     handle, _ = main_worker
-    await configure_tenant(handle.settings.opa_url, TENANT)
+    await configure_tenant(handle.settings.opa_url, TENANT, egress=["mail:example.test"])
     rcpt = f"ann-{uuid.uuid4().hex[:6]}@example.test"
     run = await start_run(
         handle.client,

@@ -22,6 +22,7 @@ from stead.memory.contracts import RunSummaryInput
 from stead.memory.indexer import RUN_SUMMARIES, embedding_text
 from stead.settings import Settings
 from tests.conftest import WorkerHandle
+from tests.opa_auth import stack_tokens
 from tests.peers import IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.workers import start_worker, stop_worker, worker_process
@@ -49,7 +50,7 @@ async def test_an_allowed_step_is_one_activity_with_its_decision_token_ledger_an
     worker: WorkerHandle, pool: asyncpg.Pool
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -107,14 +108,14 @@ async def test_opa_gone_when_a_step_is_decided_blocks_it_on_the_regular_path(
     task_queue = f"fused-{uuid.uuid4().hex[:8]}"
     binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
     port = free_port()
-    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port)
+    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port, tokens=stack_tokens(stack))
     own_opa = f"http://127.0.0.1:{port}"
     api = IdempotentApi()
     # OPA dies during the first step's effect, after that step was decided.
     api.on_first_effect = lambda: stop_process(record, sig=signal.SIGKILL)
     client = await connect(stack)
     try:
-        await configure_tenant(own_opa, tenant)
+        await configure_tenant(own_opa, tenant, egress=["127.0.0.1"])
         with serve(api) as url, worker_process(stack, task_queue, STEAD_OPA_URL=own_opa):
             handle = await start_run(
                 client,
@@ -153,7 +154,7 @@ async def test_a_retry_after_the_effect_keeps_the_allow_it_happened_under_though
     happened under the first allow, so the step succeeds with that decision, the
     reuse is audited, and the next step (decided fresh) shows policy really denies now."""
     tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant)
+    await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
     task_queue = f"fused-{uuid.uuid4().hex[:8]}"
     api = IdempotentApi()
     client = await connect(stack)
@@ -185,7 +186,9 @@ async def test_a_retry_after_the_effect_keeps_the_allow_it_happened_under_though
         assert first.returncode == -signal.SIGKILL
         stop_worker(first)
         # Policy tightens while no worker runs: http.request is no longer allowed.
-        await configure_tenant(stack.opa_url, tenant, operations=["records.*"])
+        await configure_tenant(
+            stack.opa_url, tenant, operations=["records.*"], egress=["127.0.0.1"]
+        )
         with worker_process(stack, task_queue):
             status = await handle.result()
     charge, again = status.steps

@@ -28,10 +28,11 @@ from stead.capability.authority import utcnow
 from stead.capability.keys import IDENTITY
 from stead.capability.trust import key_store
 from stead.cli.identity import principal_app
+from stead.contracts.approval_token import ApprovalScope
 from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus, Verdict
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity import directory
-from stead.identity.tokens import ApprovalScope, PrincipalTokenIssuer, scope_to_approval
+from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
 from tests.conftest import REPO, WorkerHandle, subprocess_env
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 
@@ -56,9 +57,8 @@ def issuer(worker: WorkerHandle) -> PrincipalTokenIssuer:
 async def managed_tenant(pool: asyncpg.Pool, approvers: dict[str, list[str]]) -> str:
     """A tenant in the directory: user:ann starts runs; each key joins its groups."""
     tenant = new_tenant()
-    async with pool.acquire() as conn:
-        await directory.create_tenant(conn, tenant)
     async with tenant_transaction(pool, tenant) as conn:
+        await directory.create_tenant(conn, tenant)
         for principal in ("user:ann", *approvers):
             await directory.add_principal(conn, tenant, principal)
         for principal, groups in approvers.items():
@@ -143,6 +143,22 @@ async def audit(pool: asyncpg.Pool, tenant: str, handle: Handle, kind: str) -> l
         return [e for e in await list_events(conn, tenant, handle.id) if e.kind == kind]
 
 
+async def audited(
+    pool: asyncpg.Pool, tenant: str, handle: Handle, kind: str, count: int
+) -> list[AuditRecord]:
+    """The run's ``kind`` rows once there are ``count`` (bounded poll, then what is there).
+
+    Refusals by the update validator reach the audit log through the worker's drain
+    (stead/approval_refusals.py), after the refused update has already returned.
+    """
+    for _ in range(200):
+        found = await audit(pool, tenant, handle, kind)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    return await audit(pool, tenant, handle, kind)
+
+
 async def refused_update(handle: Handle, approval: ApprovalInput) -> str:
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update("approve", approval)
@@ -181,12 +197,13 @@ async def test_a_tenant_that_requires_tokens_refuses_a_bare_name(
 ) -> None:
     tenant = await managed_tenant(pool, {"user:bob": ["approvers"]})
     handle, pending = await held_run(worker, tenant)
-    before = len((await handle.fetch_history()).events)
-    # The run read its policy when it started, so the validator refuses without I/O.
+    # No token is nothing to keep out of history: the activity reads the tenant's policy
+    # (never the run's state) and refuses, and the handler audits it.
     assert "requires approvers to present a Stead principal token" in await refused_update(
         handle, vote(pending, "user:bob", None)
     )
-    assert len((await handle.fetch_history()).events) == before
+    refused = await audit(pool, tenant, handle, "approval_refused")
+    assert [(e.actor, e.data["via"]) for e in refused] == [("user:bob", "update")]
     await still_waiting_then_cancel(handle, pool, tenant)
 
 
@@ -196,9 +213,9 @@ async def test_a_tenant_that_requires_tokens_refuses_a_bare_name(
         ("forged", "failed signature verification"),
         ("expired", "expired at"),
         ("other-tenant", "was issued for tenant"),
-        ("bare", "not scoped to this approval"),
-        ("other-verdict", "does not authorize this approval"),
-        ("other-step", "does not authorize this approval"),
+        ("bare", "not narrowed to this approval"),
+        ("other-verdict", "narrowed to another approval"),
+        ("other-step", "narrowed to another approval"),
         ("someone-else", "belongs to user:carol"),
     ],
 )
@@ -225,7 +242,7 @@ async def test_a_bad_principal_token_is_refused_and_audited(
         "someone-else": lambda: scoped(issuer.issue(tenant, "user:carol").token, handle, pending),
     }[case]()
     assert message in await refused_update(handle, vote(pending, "user:bob", token))
-    refused = await audit(pool, tenant, handle, "approval_refused")
+    refused = await audited(pool, tenant, handle, "approval_refused", 1)
     assert len(refused) == 1 and refused[0].actor == "user:bob"
     assert message in str(refused[0].data["reason"])
     await still_waiting_then_cancel(handle, pool, tenant)
@@ -296,6 +313,8 @@ async def test_a_malformed_token_is_refused_by_the_validator_without_history(
     before = len((await handle.fetch_history()).events)
     assert "not URL-safe base64" in await refused_update(handle, vote(pending, "user:bob", "a b c"))
     assert len((await handle.fetch_history()).events) == before
+    refused = await audited(pool, tenant, handle, "approval_refused", 1)
+    assert [(e.actor, e.data["via"]) for e in refused] == [("user:bob", "update")]
     await still_waiting_then_cancel(handle, pool, tenant)
 
 

@@ -36,7 +36,7 @@ def new_tenant() -> str:
 async def open_service(stack: Settings, index: VectorIndex) -> AsyncIterator[MemoryService]:
     """A service on the stack's Postgres and OPA; closes the index, pool and client."""
     pool = await create_pool(stack.postgres_dsn, min_size=1, max_size=8)
-    opa = OpaClient(stack.opa_url)
+    opa = OpaClient(stack.opa_url, token=stack.opa_token)
     try:
         service = MemoryService(pool, index, EMBEDDER, opa)
         await service.start()

@@ -146,7 +146,7 @@ async def test_governed_run_counts_steps_decisions_latency_and_minutes_saved(
     worker: WorkerHandle, metrics: MetricsServer
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     before = await scrape(metrics.url)
     started = time.monotonic()
     handle = await start_run(
@@ -217,7 +217,7 @@ async def test_retried_step_counts_the_failure_the_retry_and_the_recovery(
     service, url = flaky
     service.failures = 1
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     before = await scrape(metrics.url)
     handle = await start_run(
         worker.client,
@@ -254,7 +254,7 @@ async def test_final_step_failure_is_counted_once_and_fails_the_run(
     service, url = flaky
     service.status = 404
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -281,7 +281,9 @@ async def test_denied_step_is_a_deny_decision_and_never_a_step(
     worker: WorkerHandle, metrics: MetricsServer
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant, operations=["core.echo"])
+    await configure_tenant(
+        worker.settings.opa_url, tenant, operations=["core.echo"], egress=["127.0.0.1"]
+    )
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -307,7 +309,11 @@ async def test_denied_step_is_a_deny_decision_and_never_a_step(
 
 async def _approval_run(worker: WorkerHandle, tenant: str) -> WorkflowHandle[Any, RunStatus]:
     await configure_tenant(
-        worker.settings.opa_url, tenant, approval_risk="low", approvers=["user:bob"]
+        worker.settings.opa_url,
+        tenant,
+        approval_risk="low",
+        approvers=["user:bob"],
+        egress=["127.0.0.1"],
     )
     return await start_run(
         worker.client,
@@ -416,7 +422,7 @@ async def test_planner_tokens_and_cost_are_counted_by_model_and_tenant(
     llm.reply_plan("not json {", tokens=400)
     llm.reply_plan(VALID_PLAN, tokens=600)
     tenant = new_tenant()
-    await configure_tenant(w.settings.opa_url, tenant)
+    await configure_tenant(w.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         w.client, w.task_queue, tenant=tenant, principal="user:ann", goal="echo"
     )
@@ -438,7 +444,7 @@ async def test_llm_step_cost_is_counted_by_operation_and_added_to_the_runs_spend
     llm.replies.clear()
     llm.reply_plan("A short draft.", tokens=300)
     tenant = new_tenant()
-    await configure_tenant(w.settings.opa_url, tenant)
+    await configure_tenant(w.settings.opa_url, tenant, egress=["127.0.0.1"])
     source = playbook(
         {
             "id": "draft",
@@ -480,7 +486,7 @@ async def test_stead_worker_serves_its_metrics_and_the_sdks_on_the_next_port(
     with worker_process(stack, task_queue, STEAD_METRICS_PORT=str(port)):
         client = await connect(stack)
         tenant = new_tenant()
-        await configure_tenant(stack.opa_url, tenant)
+        await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
         handle = await start_run(
             client,
             task_queue,
@@ -516,7 +522,7 @@ async def test_express_lane_steps_are_counted_like_any_other(
     worker: WorkerHandle, metrics: MetricsServer
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         worker.client,
         worker.task_queue,

@@ -295,10 +295,13 @@ async def test_a_canary_secret_reaches_the_peer_but_not_history_logs_or_decision
             worker_log,
             STEAD_OPA_URL=opa_url,
             STEAD_LOG_LEVEL="DEBUG",
-            **{f"STEAD_SECRET__{tenant.upper()}__HTTP__API_TOKEN": canary},
+            **{
+                f"STEAD_SECRET__{tenant.upper()}__HTTP__API_TOKEN": canary,
+                f"STEAD_SECRET__{tenant.upper()}__HTTP__API_TOKEN__DESTINATIONS": "127.0.0.1",
+            },
         ),
     ):
-        await configure_tenant(opa_url, tenant)
+        await configure_tenant(opa_url, tenant, egress=["127.0.0.1"])
         handle = await start_run(
             await connect(stack),
             task_queue,
@@ -360,7 +363,7 @@ async def test_with_the_codec_on_raw_history_is_ciphertext_and_the_codec_server_
     keyring = private_keyring(tmp_path / "keys.json", "a")
     encrypted = settings_for(stack.home, codec_keyring=keyring)
     tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant)
+    await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
     marker = uuid.uuid4().hex
     key, value, echoed, rejected = (
         f"{label}-{marker}" for label in ("key", "value", "echo", "reject")
@@ -462,7 +465,7 @@ async def test_history_written_under_an_old_key_stays_readable_after_rotation(
     before = settings_for(stack.home, codec_keyring=keyring)
     after = settings_for(stack.home, codec_keyring=keyring, codec_active_key="b")
     tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant)
+    await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
     task_queue = f"rotate-{uuid.uuid4().hex[:8]}"
     marker = f"written-under-a-{uuid.uuid4().hex}"
     echo = playbook(

@@ -56,7 +56,16 @@ READ_STEP: dict[str, Any] = {
 def email_step(tenant: str) -> dict[str, Any]:
     step = copy.deepcopy(READ_STEP)
     step["tenant"] = tenant
-    step["step"] = {"id": "notify", "operation": "email.send", "args": {"to": "ops@example.com"}}
+    step["step"] = {
+        "id": "notify",
+        "operation": "email.send",
+        "args": {"to": "ops@example.com"},
+        # What the policy activity adds: where it goes (shipped tenants list
+        # mail:example.com), and that a playbook wrote the arguments.
+        "destinations": [{"kind": "mail", "host": "example.com"}],
+        "secrets": [],
+        "tainted": [],
+    }
     step["operation"] = {
         "name": "email.send",
         "side_effect": "external",
@@ -304,7 +313,7 @@ def connections_to(url: str) -> int:
 
 
 async def test_low_risk_read_is_allowed(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         result = await opa.decide_step(READ_STEP)
     assert isinstance(result, StepPolicyResult)
     assert result.outcome == "allow"
@@ -314,7 +323,7 @@ async def test_low_risk_read_is_allowed(stack: Settings) -> None:
 
 
 async def test_high_risk_step_is_held_for_the_tenants_approvers(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         result = await opa.decide_step(email_step("demo"))
     assert result.outcome == "approve"
     assert result.reasons == (
@@ -330,7 +339,7 @@ async def test_high_risk_step_is_held_for_the_tenants_approvers(stack: Settings)
 
 
 async def test_approve_result_converts_to_the_workflow_decision(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         result = await opa.decide_step(email_step("acme"))
         decision = result.to_decision("d-1", policy_revision=await opa.revision())
     assert decision.outcome == "approve"
@@ -341,21 +350,21 @@ async def test_approve_result_converts_to_the_workflow_decision(stack: Settings)
 
 async def test_exhausted_step_budget_is_denied_with_the_reason(stack: Settings) -> None:
     exhausted = {**READ_STEP, "spent": {"steps": 10, "tokens": 0, "usd": 0}}
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         result = await opa.decide_step(exhausted)
     assert result.outcome == "deny"
     assert result.reasons == ("step budget exhausted: 10 of 10 steps already run",)
 
 
 async def test_empty_step_input_is_denied_naming_the_missing_fields(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         result = await opa.decide_step({})
     assert result.outcome == "deny"
     assert "input.tenant must be a string" in result.reasons
 
 
 async def test_plan_inside_the_catalog_is_allowed(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         result = await opa.decide_plan(plan_input("records.get", RECORDS_CATALOG))
     assert isinstance(result, PlanPolicyResult)
     assert result.outcome == "allow"
@@ -363,7 +372,7 @@ async def test_plan_inside_the_catalog_is_allowed(stack: Settings) -> None:
 
 
 async def test_plan_with_an_unknown_operation_is_denied(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         result = await opa.decide_plan(plan_input("records.drop", RECORDS_CATALOG))
     assert result.outcome == "deny"
     assert result.reasons == (
@@ -372,13 +381,13 @@ async def test_plan_with_an_unknown_operation_is_denied(stack: Settings) -> None
 
 
 async def test_revision_of_the_shipped_policies_is_dev(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         assert await opa.revision() == "dev"
         assert await opa.revision() == "dev"
 
 
 async def test_undefined_path_raises_policy_undefined(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         with pytest.raises(PolicyUndefined) as caught:
             await opa.evaluate("stead/nonexistent/decision", {"tenant": "acme"})
     assert caught.value.path == "stead/nonexistent/decision"
@@ -388,7 +397,7 @@ async def test_undefined_path_raises_policy_undefined(stack: Settings) -> None:
 
 
 async def test_evaluate_rejects_a_path_that_is_not_a_data_path(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         with pytest.raises(ValueError, match="not an OPA data path"):
             await opa.evaluate("../policies", {})
 
@@ -516,7 +525,7 @@ async def test_policy_conflict_500_raises_policy_unavailable(malformed_opa: str)
 
 
 async def test_sequential_decisions_share_one_connection(stack: Settings) -> None:
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         for _ in range(20):
             assert (await opa.decide_step(READ_STEP)).outcome == "allow"
         assert connections_to(stack.opa_url) == 1
@@ -526,7 +535,7 @@ async def test_sequential_decisions_share_one_connection(stack: Settings) -> Non
 async def test_concurrent_decisions_each_get_their_own_answer(stack: Settings) -> None:
     exhausted = {**READ_STEP, "spent": {"steps": 10, "tokens": 0, "usd": 0}}
     inputs = [READ_STEP, email_step("demo"), exhausted] * 10
-    async with OpaClient(stack.opa_url) as opa:
+    async with OpaClient(stack.opa_url, token=stack.opa_token) as opa:
         results = await asyncio.gather(*(opa.decide_step(step) for step in inputs))
         again = await asyncio.gather(*(opa.decide_step(step) for step in inputs))
     assert [r.outcome for r in results] == ["allow", "approve", "deny"] * 10
@@ -600,7 +609,7 @@ async def test_a_broken_response_raises_policy_unavailable(answer: bytes, proble
 
 async def test_an_httpx_client_of_your_own_is_used_and_left_open(stack: Settings) -> None:
     async with httpx.AsyncClient(trust_env=False) as http:
-        async with OpaClient(stack.opa_url, client=http) as opa:
+        async with OpaClient(stack.opa_url, token=stack.opa_token, client=http) as opa:
             assert (await opa.decide_step(READ_STEP)).outcome == "allow"
         assert not http.is_closed
 

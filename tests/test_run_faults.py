@@ -11,13 +11,20 @@ import uuid
 
 import asyncpg
 import pytest
+from temporalio.client import WorkflowUpdateFailedError
 
+from stead.capability.keys import IDENTITY
+from stead.capability.trust import key_store
+from stead.contracts.approval_token import ApprovalScope
 from stead.contracts.run import ApprovalInput
 from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack import opa as opa_stack
 from stead.devstack.ports import free_port
 from stead.devstack.proc import stop as stop_process
+from stead.identity import directory
+from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
 from stead.settings import Settings
+from tests.opa_auth import stack_tokens
 from tests.peers import FakeLlm, IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.workers import start_worker, stop_worker, worker_process
@@ -35,7 +42,7 @@ async def test_worker_killed_after_effect_executes_once(
     stack: Settings, pool: asyncpg.Pool
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant)
+    await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
     task_queue = f"fault-{uuid.uuid4().hex[:8]}"
     api = IdempotentApi()
     client = await connect(stack)
@@ -80,7 +87,9 @@ async def test_worker_killed_after_effect_executes_once(
 
 async def test_worker_killed_between_steps_does_not_replan(stack: Settings) -> None:
     tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant, approval_risk="medium", approvers=["user:bob"])
+    await configure_tenant(
+        stack.opa_url, tenant, approval_risk="medium", approvers=["user:bob"], egress=["127.0.0.1"]
+    )
     task_queue = f"fault-{uuid.uuid4().hex[:8]}"
     llm, api = FakeLlm(), IdempotentApi()
     client = await connect(stack)
@@ -128,17 +137,33 @@ async def test_worker_killed_between_steps_does_not_replan(stack: Settings) -> N
     assert len(api.effects) == 1
 
 
-async def test_opa_stopped_blocks_the_step_and_never_allows(stack: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_opa_stopped_blocks_the_step_and_never_allows(  # type: ignore[no-untyped-def]
+    stack: Settings, pool: asyncpg.Pool, tmp_path
+) -> None:
+    """With OPA gone, a claimed name is not enough to approve (the tenant's policy
+    cannot be read, so a token is required), and a proven approval cannot run the step
+    (the step cannot be decided again): nothing leaves."""
     tenant = new_tenant()
+    async with pool.acquire() as conn:
+        await directory.create_tenant(conn, tenant)
+    async with tenant_transaction(pool, tenant) as conn:
+        for principal in ("user:ann", "user:bob"):
+            await directory.add_principal(conn, tenant, principal)
+    keys = key_store(stack)
+    identity_key, identity_pub = keys.private(IDENTITY), keys.public(IDENTITY)
+    assert identity_key is not None and identity_pub is not None
+    bob = PrincipalTokenIssuer(identity_key).issue(tenant, "user:bob").token
     task_queue = f"fault-{uuid.uuid4().hex[:8]}"
     binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
     port = free_port()
-    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port)
+    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port, tokens=stack_tokens(stack))
     own_opa = f"http://127.0.0.1:{port}"
     api = IdempotentApi()
     client = await connect(stack)
     try:
-        await configure_tenant(own_opa, tenant, approval_risk="medium", approvers=["user:bob"])
+        await configure_tenant(
+            own_opa, tenant, approval_risk="medium", approvers=["user:bob"], egress=["127.0.0.1"]
+        )
         with serve(api) as url, worker_process(stack, task_queue, STEAD_OPA_URL=own_opa):
             handle = await start_run(
                 client,
@@ -156,15 +181,22 @@ async def test_opa_stopped_blocks_the_step_and_never_allows(stack: Settings, tmp
             pending = await wait_pending(handle, "send")
             # OPA dies while the step waits; the approval makes the workflow ask OPA again.
             stop_process(record, sig=signal.SIGKILL)
-            await handle.execute_update(
-                "approve",
-                ApprovalInput(
-                    step_id="send",
-                    plan_hash=pending.plan_hash,
-                    approver="user:bob",
-                    verdict="approve",
-                ),
+            claimed = ApprovalInput(
+                step_id="send", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"
             )
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update("approve", claimed)
+            assert "requires approvers to present a Stead principal token" in str(
+                refused.value.cause
+            )
+            scope = ApprovalScope(
+                workflow_id=handle.id,
+                step_id="send",
+                plan_hash=pending.plan_hash,
+                verdict="approve",
+            )
+            token = scope_to_approval(bob, identity_pub, scope)
+            await handle.execute_update("approve", claimed.model_copy(update={"token": token}))
             status = await handle.result()
     finally:
         stop_process(record, sig=signal.SIGKILL)

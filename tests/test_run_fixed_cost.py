@@ -22,8 +22,15 @@ from stead.devstack.ports import free_port
 from stead.devstack.proc import stop as stop_process
 from stead.settings import Settings
 from tests.conftest import WorkerHandle
+from tests.opa_auth import stack_tokens
 from tests.peers import IdempotentApi, serve
-from tests.runs import configure_tenant, new_tenant, playbook, start_run
+from tests.runs import (
+    configure_tenant,
+    new_tenant,
+    playbook,
+    start_authenticated_run,
+    start_run,
+)
 from tests.workers import worker_process
 from workers.main import connect
 
@@ -87,7 +94,7 @@ async def test_a_new_run_plans_and_decides_its_plan_in_one_recorded_audited_acti
     worker: WorkerHandle, pool: asyncpg.Pool
 ) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -118,7 +125,7 @@ async def test_a_new_run_plans_and_decides_its_plan_in_one_recorded_audited_acti
 
 async def test_a_run_upserts_each_status_once_and_meets_one_patch(worker: WorkerHandle) -> None:
     tenant = new_tenant()
-    await configure_tenant(worker.settings.opa_url, tenant)
+    await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
         worker.client,
         worker.task_queue,
@@ -148,24 +155,27 @@ async def test_a_run_upserts_each_status_once_and_meets_one_patch(worker: Worker
     }.items()
 
 
-async def test_opa_gone_when_the_plan_is_decided_denies_it_with_the_reason(
+async def test_opa_gone_when_the_plan_is_decided_fails_the_run_with_the_reason(
     stack: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     tenant = new_tenant()
     task_queue = f"fixed-{uuid.uuid4().hex[:8]}"
     binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
     port = free_port()
-    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port)
+    record = opa_stack.start(tmp_path, binary, stack.policy_dir, port, tokens=stack_tokens(stack))
     own_opa = f"http://127.0.0.1:{port}"
     api = IdempotentApi()
     client = await connect(stack)
     try:
-        await configure_tenant(own_opa, tenant)
+        await configure_tenant(own_opa, tenant, egress=["127.0.0.1"])
         with serve(api) as url, worker_process(stack, task_queue, STEAD_OPA_URL=own_opa):
             stop_process(record, sig=signal.SIGKILL)
-            handle = await start_run(
+            # OPA down means start tokens are required (fail closed): the starter proves
+            # who it is, so the run gets as far as its plan decision.
+            handle = await start_authenticated_run(
                 client,
                 task_queue,
+                stack,
                 tenant=tenant,
                 principal="user:ann",
                 playbook_source=playbook(
@@ -179,7 +189,8 @@ async def test_opa_gone_when_the_plan_is_decided_denies_it_with_the_reason(
             status = await handle.result()
     finally:
         stop_process(record, sig=signal.SIGKILL)
-    assert status.status == "denied"
+    # Blocked, not denied: the same outcome as a step whose decision OPA could not give.
+    assert status.status == "failed"
     assert status.reasons[0] == "policy_unavailable" and len(status.reasons) > 1
     assert status.plan is not None
     assert api.effects == []

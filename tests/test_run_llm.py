@@ -114,3 +114,16 @@ async def test_auth_error_is_not_retried(llm_worker: LlmWorker, llm: FakeLlm) ->
     status = await _run(llm_worker, "echo something")
     assert status.status == "plan_rejected"
     assert len(llm.bodies) == 1
+
+
+async def test_a_rejected_plan_still_counts_the_tokens_its_planner_calls_spent(
+    llm_worker: LlmWorker, llm: FakeLlm
+) -> None:
+    bad = {"rationale": "x", "steps": [{"id": "a", "operation": "rm.rf", "args": {}}]}
+    for _ in range(3):
+        llm.reply_plan(bad, tokens=30)
+    status = await _run(llm_worker, "do something impossible")
+    assert status.status == "plan_rejected"
+    assert len(llm.bodies) == 3
+    # Three calls were made and paid for: budgets and `stead slo` must see them.
+    assert status.spent.tokens == 90, status.spent

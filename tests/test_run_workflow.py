@@ -193,13 +193,14 @@ async def test_rejection_stops_the_step(worker: WorkerHandle, pool: asyncpg.Pool
     assert await writes(pool, tenant) == 0
 
 
-async def test_wrong_approver_self_approval_and_stale_plan_are_refused_without_history(
+async def test_wrong_approver_self_approval_and_stale_plan_are_refused_and_audited(
     worker: WorkerHandle, pool: asyncpg.Pool
 ) -> None:
+    """Refusals that carry nothing dangerous are accepted into the handler, so each
+    leaves an ``approval_refused`` row (a validator refusal would leave no trace)."""
     tenant = new_tenant()
     handle = await _approval_run(worker, tenant, approvers=["user:bob", "user:ann"])
     pending = await wait_pending(handle, "put")
-    events_before = len((await handle.fetch_history()).events)
     attempts = [
         (
             ApprovalInput(
@@ -230,7 +231,17 @@ async def test_wrong_approver_self_approval_and_stale_plan_are_refused_without_h
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update("approve", approval)
         assert message in str(refused.value.cause)
-    assert len((await handle.fetch_history()).events) == events_before
+    async with tenant_transaction(pool, tenant) as conn:
+        events = await list_events(conn, tenant, handle.id)
+    refused_rows = [e for e in events if e.kind == "approval_refused"]
+    assert [(e.actor, e.data["via"]) for e in refused_rows] == [
+        ("user:eve", "update"),
+        ("user:ann", "update"),
+        ("user:bob", "update"),
+        ("user:bob", "update"),
+    ]
+    for row, (_, message) in zip(refused_rows, attempts, strict=True):
+        assert message in str(row.data["reason"])
     assert await writes(pool, tenant) == 0
     await handle.signal("cancel")
     assert (await handle.result()).status == "cancelled"

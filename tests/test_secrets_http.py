@@ -88,7 +88,12 @@ def peer() -> Iterator[Peer]:
 
 
 def _resources(**variables: str) -> AdapterResources:
-    env = {"STEAD_SECRET__ACME__HTTP__API_TOKEN": CANARY, **variables}
+    # The token is bound to the loopback peer (the fail-closed default is "sent nowhere").
+    env = {
+        "STEAD_SECRET__ACME__HTTP__API_TOKEN": CANARY,
+        "STEAD_SECRET__ACME__HTTP__API_TOKEN__DESTINATIONS": "127.0.0.1",
+        **variables,
+    }
     return AdapterResources(secrets=Secrets([EnvSecretBackend(env)]))
 
 
@@ -221,3 +226,46 @@ def test_args_and_their_json_schema_carry_only_the_reference() -> None:
     )
     assert args.model_dump(mode="json")["auth"] == {"secret": REF, "scheme": "Bearer"}
     assert "auth" in OP.spec().args_schema["properties"]  # type: ignore[operator]
+
+
+async def test_a_secret_without_declared_destinations_is_sent_nowhere(peer: Peer) -> None:
+    resources = AdapterResources(
+        secrets=Secrets([EnvSecretBackend({"STEAD_SECRET__ACME__HTTP__API_TOKEN": CANARY})])
+    )
+    path = _path()
+    with pytest.raises(AdapterError) as caught:
+        await _call(_ctx(resources), method="GET", url=f"{peer.base}{path}", auth={"secret": REF})
+    assert caught.value.retryable is False
+    assert caught.value.details["reason"] == "secret_not_bound"
+    assert f"{REF} declares no destinations" in caught.value.message
+    assert "STEAD_SECRET__ACME__HTTP__API_TOKEN__DESTINATIONS" in caught.value.message
+    assert CANARY not in caught.value.message + json.dumps(caught.value.details)
+    assert peer.auth_for(path) == []
+
+
+async def test_a_secret_bound_elsewhere_is_refused_naming_the_reference_and_the_host(
+    peer: Peer,
+) -> None:
+    resources = _resources(
+        STEAD_SECRET__ACME__HTTP__API_TOKEN__DESTINATIONS="api.example.com, *.example.org"
+    )
+    path = _path()
+    with pytest.raises(AdapterError) as caught:
+        await _call(_ctx(resources), method="GET", url=f"{peer.base}{path}", auth={"secret": REF})
+    message = caught.value.message
+    assert f"{REF} may not be sent to http://127.0.0.1:" in message
+    assert "api.example.com, *.example.org" in message
+    assert CANARY not in message
+    assert peer.auth_for(path) == []
+
+
+async def test_a_secret_bound_to_scheme_host_and_port_goes_only_there(peer: Peer) -> None:
+    port = peer.base.rsplit(":", 1)[1]
+    exact = _resources(STEAD_SECRET__ACME__HTTP__API_TOKEN__DESTINATIONS=f"http://127.0.0.1:{port}")
+    path = _path()
+    await _call(_ctx(exact), method="GET", url=f"{peer.base}{path}", auth={"secret": REF})
+    assert peer.auth_for(path) == [f"Bearer {CANARY}"]
+    other = _resources(STEAD_SECRET__ACME__HTTP__API_TOKEN__DESTINATIONS="https://127.0.0.1")
+    with pytest.raises(AdapterError, match="may not be sent to"):
+        await _call(_ctx(other), method="GET", url=f"{peer.base}{path}", auth={"secret": REF})
+    assert peer.auth_for(path) == [f"Bearer {CANARY}"]

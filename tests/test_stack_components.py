@@ -14,16 +14,22 @@ from stead.contracts.hello import Greeting, GreetingRequest
 from stead.settings import Settings
 from stead.vector import EdgeVectorIndex, VectorPayload, VectorPoint
 from tests.conftest import WorkerHandle
+from tests.opa_auth import decision_headers
 
 
 async def test_app_role_round_trips_rows_without_owning_tables(stack: Settings) -> None:
     conn = await asyncpg.connect(stack.postgres_dsn)
     try:
         tenant = f"t-{uuid.uuid4().hex[:8]}"
-        await conn.execute("INSERT INTO tenants (id, display_name) VALUES ($1, $2)", tenant, "Acme")
-        assert (
-            await conn.fetchval("SELECT display_name FROM tenants WHERE id = $1", tenant) == "Acme"
-        )
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+            await conn.execute(
+                "INSERT INTO tenants (id, display_name) VALUES ($1, $2)", tenant, "Acme"
+            )
+            assert (
+                await conn.fetchval("SELECT display_name FROM tenants WHERE id = $1", tenant)
+                == "Acme"
+            )
         role = await conn.fetchrow(
             "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
         )
@@ -54,7 +60,7 @@ async def test_migrations_are_tracked_once(stack: Settings) -> None:
 
 
 async def test_opa_answers_from_the_policy_files(stack: Settings) -> None:
-    async with httpx.AsyncClient(base_url=stack.opa_url) as client:
+    async with httpx.AsyncClient(base_url=stack.opa_url, headers=decision_headers()) as client:
         health = await client.post("/v1/data/stead/system/health", json={"input": {}})
         assert health.json()["result"]["ok"] is True
         denied = await client.post(

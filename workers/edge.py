@@ -24,8 +24,9 @@ from activities.execution import ExecutionActivities
 from adapters.catalog import Catalog, UnknownAdapter
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
-from stead.capability.keys import INTEGRITY
-from stead.capability.trust import WorkerTrust, key_store, open_trust
+from stead.audit import chain_for
+from stead.audit import install as install_audit_chain
+from stead.capability.trust import WorkerTrust, open_trust
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
 from stead.observability.interceptor import ObservabilityInterceptor
@@ -68,6 +69,7 @@ async def open_edge_resources(
     settings: Settings, adapters: Collection[str]
 ) -> AsyncIterator[EdgeResources]:
     catalog = edge_catalog(settings, adapters)
+    install_audit_chain(chain_for(settings))
     pool = await create_pool(settings.postgres_dsn)
     try:
         handles = await AdapterResources.open(settings, pool=pool, adapters=catalog.adapters())
@@ -76,7 +78,7 @@ async def open_edge_resources(
             # Without the integrity secret the edge cannot check admission seals; an edge
             # holding only capability.pub still runs a step only from a grant that
             # capability.issue (which checks them) minted.
-            configure_scope(pool, key_store(settings).secret(INTEGRITY))
+            configure_scope(pool, trust.integrity)
             yield EdgeResources(settings, pool, catalog, handles, trust)
         finally:
             await handles.aclose()

@@ -22,9 +22,11 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
 from activities.capability import CapabilityActivities
+from activities.continuation import ContinuationActivities
 from activities.execution import ExecutionActivities
 from activities.hello import greet
 from activities.identity import IdentityActivities
@@ -36,6 +38,8 @@ from activities.step import StepActivities
 from adapters.catalog import Catalog
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
+from stead.audit import chain_for
+from stead.audit import install as install_audit_chain
 from stead.capability.keys import INTEGRITY
 from stead.capability.trust import WorkerTrust, key_store, open_trust
 from stead.codec import data_converter
@@ -52,6 +56,7 @@ from stead.runs.scope import configure_scope
 from stead.secrets import open_secret_store
 from stead.settings import Settings, secret_environment
 from workers.edge import build_edge_worker, open_edge_resources
+from workers.refusals import auditing_validator_refusals
 from workflows.hello import HelloWorkflow
 from workflows.memory import (
     MemoryIndexOpWorkflow,
@@ -65,10 +70,18 @@ log = logging.getLogger("stead.worker")
 
 
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """A client presenting the configured credential: a bearer API key/JWT and/or mTLS.
+
+    A Temporal cluster with an authorizer (docker-compose.yml) answers only callers
+    whose JWT grants the namespace; without one the embedded dev server needs none.
+    """
+    api_key = settings.temporal_api_key
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
+            api_key=api_key.get_secret_value() if api_key is not None else None,
+            tls=temporal_tls(settings),
             interceptors=tracing_interceptors(settings),
             runtime=runtime,
             # Pydantic payloads, AES-GCM encrypted when STEAD_CODEC_KEYRING is set.
@@ -79,6 +92,43 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
             f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}. "
             "Is `stead dev up` running, or is STEAD_TEMPORAL_ADDRESS right?"
         ) from None
+
+
+def temporal_tls(settings: Settings) -> TLSConfig | bool | None:
+    """TLS to Temporal from the STEAD_TEMPORAL_TLS_* files; a missing file names its variable."""
+    files = {
+        "STEAD_TEMPORAL_TLS_CERT": settings.temporal_tls_cert,
+        "STEAD_TEMPORAL_TLS_KEY": settings.temporal_tls_key,
+        "STEAD_TEMPORAL_TLS_CA": settings.temporal_tls_ca,
+    }
+    if not any(files.values()):
+        # None lets the SDK decide: TLS when an API key is presented, plaintext otherwise.
+        return settings.temporal_tls
+    if settings.temporal_tls is False:
+        raise ConfigError(
+            "STEAD_TEMPORAL_TLS=false contradicts the STEAD_TEMPORAL_TLS_* files; unset one"
+        )
+    if (settings.temporal_tls_cert is None) != (settings.temporal_tls_key is None):
+        raise ConfigError(
+            "STEAD_TEMPORAL_TLS_CERT and STEAD_TEMPORAL_TLS_KEY go together (a client "
+            "certificate and its private key); set both or neither"
+        )
+    loaded: dict[str, bytes | None] = {}
+    for name, path in files.items():
+        if path is None:
+            loaded[name] = None
+            continue
+        try:
+            loaded[name] = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"{name}={path} cannot be read ({exc.strerror}); fix the path"
+            ) from None
+    return TLSConfig(
+        server_root_ca_cert=loaded["STEAD_TEMPORAL_TLS_CA"],
+        client_cert=loaded["STEAD_TEMPORAL_TLS_CERT"],
+        client_private_key=loaded["STEAD_TEMPORAL_TLS_KEY"],
+    )
 
 
 @dataclass
@@ -109,6 +159,7 @@ class WorkerResources:
         planning = PlanningActivities(self.catalog, self.settings, self.pool, policy)
         records = RecordActivities(self.pool, identity)
         step = StepActivities(self.pool, policy, execution)
+        continuation = ContinuationActivities(self.trust.integrity)
         return [
             greet,
             planning.create_plan,
@@ -122,17 +173,21 @@ class WorkerResources:
             records.append_audit,
             records.record_run,
             records.open_run,
+            continuation.seal,
+            continuation.verify,
             identity.admit_run,
             identity.verify_approval,
+            identity.burn_token,
             capability.issue,
-            *MemoryActivities(self.memory, key_store(self.settings).secret(INTEGRITY)).all(),
+            *MemoryActivities(self.memory, self.trust.integrity).all(),
         ]
 
 
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
+    install_audit_chain(chain_for(settings))
     pool = await create_pool(settings.postgres_dsn)
-    opa = OpaClient(settings.opa_url)
+    opa = OpaClient(settings.opa_url, token=settings.opa_token)
     catalog = worker_catalog(settings)
     local = catalog.local_to(settings.task_queue).adapters()
     adapters = await AdapterResources.open(settings, pool=pool, adapters=local)
@@ -144,15 +199,15 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
         trust = open_trust(settings, pool)
         # Admission stamps are sealed and checked with the integrity secret: a worker
         # that runs workflows without it would admit stamps anyone could write.
-        store = key_store(settings)
-        integrity = store.secret(INTEGRITY)
-        if integrity is None:
+        if trust.integrity is None:
             raise ConfigError(
-                f"no integrity secret at {store.secret_path(INTEGRITY)}: run `stead keys init` "
-                "and give every worker that runs workflows the same integrity.secret"
+                f"no integrity secret at {key_store(settings).secret_path(INTEGRITY)}: run "
+                "`stead keys init` and give every worker that runs workflows the same "
+                "integrity.secret"
             )
-        configure_scope(pool, integrity)
-        yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
+        configure_scope(pool, trust.integrity)
+        async with auditing_validator_refusals(pool):
+            yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
     finally:
         await memory.index.close()
         await adapters.aclose()

@@ -10,6 +10,7 @@ approval counts only if policy says it is enough.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -18,7 +19,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.approval_input import Received, burnable, history_problem, receive
+
 with workflow.unsafe.imports_passed_through():
+    from stead.approval_refusals import ValidatorRefusal, report
     from stead.contracts.activities import (
         NON_RETRYABLE_TYPES,
         PLAN_REJECTED,
@@ -40,12 +44,14 @@ with workflow.unsafe.imports_passed_through():
         RunRef,
     )
     from stead.contracts.capability import CapabilityGrant
+    from stead.contracts.continuation import SealCheck, SealInput, VerifySealInput
     from stead.contracts.identity import (
         AdmitRunInput,
         ApprovalCheck,
+        BurnedToken,
+        BurnTokenInput,
         RunAdmission,
         VerifyApprovalInput,
-        principal_token_problem,
     )
     from stead.contracts.run import (
         TERMINAL_RUN_STATES,
@@ -66,8 +72,10 @@ with workflow.unsafe.imports_passed_through():
         StepExecution,
         StepResult,
         StepState,
+        start_digest,
     )
     from stead.memory.contracts import RecallInput, RunSummaryInput
+    from stead.planning.provenance import step_provenance
     from stead.planning.refs import RefError, resolve_refs
 
 _T = TypeVar("_T")
@@ -111,7 +119,7 @@ PLAN_RETRY = RetryPolicy(
 )
 FAILED_STEP_STATES: frozenset[str] = frozenset({"failed", "denied", "rejected", "blocked"})
 DONE_STEP_STATES: frozenset[str] = frozenset(
-    {"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled"}
+    {"succeeded", "skipped", *FAILED_STEP_STATES, "cancelled", "not_run"}
 )
 
 
@@ -132,7 +140,14 @@ class RunWorkflow:
         self._request = inp.request
         self._request_principal = inp.request.principal
         self._tenant = inp.request.tenant
-        self._carry = inp.carry or RunCarry(status="planning")
+        # Workflow input is not trusted: a carry counts only once its seal is verified
+        # (``_continuation_refusal``); until then the run knows nothing.
+        self._carry = RunCarry(status="planning")
+        self._start_token = inp.start_token
+        # A run refused at the door writes no memory; one refused because its workflow
+        # id belongs to another chain (or whose state was forged) writes no run record.
+        self._refused_at_door = False
+        self._owns_record = True
         self._ref = RunRef(
             workflow_id=workflow.info().workflow_id,
             run_id=workflow.info().run_id,
@@ -158,36 +173,122 @@ class RunWorkflow:
     @workflow.run
     async def run(self, inp: RunInput) -> RunStatus:
         request = inp.request
-        self._upsert(tenant=request.tenant, status=self._carry.status, pending=False)
         if inp.carry is None:
+            self._upsert(tenant=request.tenant, status=self._carry.status, pending=False)
             refusal = await self._open_run()
             if refusal is not None:
-                self._set_status("denied", (refusal,))
-                return await self._finish()
+                return await self._refused(refusal)
             plan = await self._make_plan(attempt=1, failure=None)
             if plan is None:
                 return await self._finish()
             self._carry = self._carry.model_copy(update={"plan": plan, "status": "running"})
             self._set_status("running")
-        elif self._window_to_load() and not await self._load_window():
-            return await self._finish()
+        else:
+            refusal = await self._continuation_refusal(inp)
+            if refusal is not None:
+                self._upsert(tenant=request.tenant)
+                self._owns_record = False
+                await self._audit_refusal(refusal, continued=True)
+                return await self._refused(refusal)
+            self._carry = inp.carry
+            self._upsert(tenant=request.tenant, status=self._carry.status, pending=False)
+            if self._window_to_load() and not await self._load_window():
+                return await self._finish()
 
-        outcome = await self._execute_plan()
-        if outcome == "continue":
+        while await self._execute_plan() == "continue":
             await workflow.wait_condition(workflow.all_handlers_finished)
             carry = self._carry_forward().model_copy(
                 update={"continued": self._carry.continued + 1}
             )
-            workflow.continue_as_new(RunInput(request=request, carry=carry))
+            seal = await self._seal(request, carry)
+            if seal is None:
+                return await self._finish()
+            # A cancel that arrived while the seal was made is handled here, not lost.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if self._cancel_requested:
+                continue
+            workflow.continue_as_new(RunInput(request=request, carry=carry, seal=seal))
         return await self._finish()
+
+    async def _continuation_refusal(self, inp: RunInput) -> str | None:
+        """Why this run's continuation state may not be used, or None.
+
+        A carry is accepted only from a real continue-as-new of this chain (the server
+        sets ``continued_run_id``; a client start cannot) and only with the seal the
+        continuing run got from a worker for exactly that run id and that state.
+        """
+        assert inp.carry is not None
+        continued = workflow.info().continued_run_id
+        if continued is None:
+            return (
+                "continuation state was not sealed by this Stead's workers: a run carries "
+                "state only when it continues as new from its own chain, and this one was "
+                "started directly; start runs with `stead run`"
+            )
+        sealed = SealInput(
+            workflow_id=self._ref.workflow_id,
+            run_id=continued,
+            request=inp.request,
+            carry=inp.carry,
+        )
+        try:
+            check = await _local_activity(
+                "runs.verify_seal",
+                VerifySealInput(sealed=sealed, seal=inp.seal),
+                SealCheck,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            return "continuation state could not be verified, so it is refused: " + "; ".join(
+                _failure_reasons(err)
+            )
+        return None if check.valid else (check.reason or "continuation state was refused")
+
+    async def _seal(self, request: RunRequest, carry: RunCarry) -> str | None:
+        """The worker's seal over the next run's input; None (run failed) if none is given."""
+        try:
+            return await _local_activity(
+                "runs.seal",
+                SealInput(
+                    workflow_id=self._ref.workflow_id,
+                    run_id=workflow.info().run_id,
+                    request=request,
+                    carry=carry,
+                ),
+                str,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK,
+            )
+        except ActivityError as err:
+            self._set_status(
+                "failed",
+                ("the run could not continue as new: " + "; ".join(_failure_reasons(err)),),
+            )
+            return None
+
+    async def _refused(self, reason: str) -> RunStatus:
+        """End a run refused before it did anything: denied, nothing planned or run."""
+        self._refused_at_door = True
+        self._set_status("denied", (reason,))
+        return await self._finish()
+
+    async def _audit_refusal(self, reason: str, **data: object) -> None:
+        """``run_refused`` in the claimed tenant's audit log. If even that fails the run
+        still ends denied: an audit outage never lets a refused run in."""
+        with contextlib.suppress(ActivityError):
+            await self._audit(
+                "run_refused", self._request_principal, None, {"reason": reason, **data}
+            )
 
     async def _open_run(self) -> str | None:
         """Record the run's start and admit its starter; why it may not run, or None.
 
-        Since the run-fixed-cost patch both are one local activity (``runs.open``);
-        if it fails, they are asked for one by one as before, so a failure ends
-        exactly where it did (a record that cannot be written fails the run, a
-        starter nobody could check is refused).
+        Since the run-fixed-cost patch both are one local activity (``runs.open``),
+        which also verifies the start token and claims the workflow id for this run
+        chain. If it fails the run is refused (a starter nobody could check runs
+        nothing) and writes no record (it could be another run's). Histories from
+        before the patch record, then admit, with two activities as they did.
         """
         if _lean():
             try:
@@ -198,17 +299,28 @@ class RunWorkflow:
                     start_to_close_timeout=timedelta(seconds=10),
                     retry_policy=QUICK,
                 )
-            except ActivityError:
-                pass
-            else:
-                return await self._admission_refusal(admission)
+            except ActivityError as err:
+                # Fail closed: a starter nobody could check runs nothing, and a record
+                # that may not exist (or be another run's) is not written.
+                self._owns_record = False
+                reason = "the run could not be admitted: " + "; ".join(_failure_reasons(err))
+                await self._audit_refusal(reason)
+                return reason
+            if admission.id_taken:
+                self._owns_record = False
+            return await self._admission_refusal(admission)
         await self._record_run("planning")
         return await self._admit_run()
 
     def _admit_input(self) -> AdmitRunInput:
         req = self._input_request()
         return AdmitRunInput(
-            tenant=req.tenant, principal=req.principal, workflow_id=self._ref.workflow_id
+            tenant=req.tenant,
+            principal=req.principal,
+            workflow_id=self._ref.workflow_id,
+            chain_id=workflow.info().first_execution_run_id,
+            request_digest=start_digest(req),
+            start_token=self._start_token,
         )
 
     async def _admit_run(self) -> str | None:
@@ -242,7 +354,7 @@ class RunWorkflow:
         if admission.admitted:
             return None
         reason = admission.reason or f"{req.principal} may not start runs in {req.tenant}"
-        await self._audit("run_refused", req.principal, None, {"reason": reason})
+        await self._audit_refusal(reason)
         return reason
 
     # ------------------------------------------------------------ planning
@@ -284,30 +396,35 @@ class RunWorkflow:
                     retry_policy=PLAN_RETRY,
                 )
         except ActivityError as err:
+            tokens, usd = _planner_spend(err)
             self._carry = self._carry.model_copy(
-                update={"status": "plan_rejected", "reasons": _failure_reasons(err)}
+                update={
+                    "status": "plan_rejected",
+                    "reasons": _failure_reasons(err),
+                    "spent": self._spent_planning(tokens, usd),
+                }
             )
             return None
         self._carry = self._carry.model_copy(
-            update={
-                "spent": self._carry.spent.model_copy(
-                    update={
-                        "tokens": self._carry.spent.tokens + plan.planner.tokens,
-                        "usd": self._carry.spent.usd + plan.planner.cost_usd,
-                    }
-                )
-            }
+            update={"spent": self._spent_planning(plan.planner.tokens, plan.planner.cost_usd)}
         )
         # Undecided (policy could not be asked in plan.create_decided): ask on its own,
         # so the retries and the policy_unavailable block are exactly the regular path's.
         if decision is None:
             decision = await self._decide_plan(plan)
         if decision.outcome != "allow":
+            # A block (OPA could not be asked) is not a "no": the run failed, as it does
+            # when a step is blocked, and can be run again once policy answers.
+            status: RunState = "failed" if decision.blocked is not None else "denied"
             self._carry = self._carry.model_copy(
-                update={"status": "denied", "plan": plan, "reasons": decision.reasons}
+                update={"status": status, "plan": plan, "reasons": decision.reasons}
             )
             return None
         return plan
+
+    def _spent_planning(self, tokens: int, usd: float) -> Spent:
+        spent = self._carry.spent
+        return spent.model_copy(update={"tokens": spent.tokens + tokens, "usd": spent.usd + usd})
 
     async def _recall(self) -> tuple[RecalledMemory, ...]:
         """Context for the LLM planner from memory. Playbooks need none; a memory outage
@@ -638,9 +755,7 @@ class RunWorkflow:
             decision = first or await self._decide_step(step, execution, plan)
             first = None
             if decision.blocked is not None:
-                raise StepStop(
-                    "blocked", f"{decision.blocked}: " + "; ".join(decision.reasons), decision
-                )
+                raise StepStop("blocked", _blocked_reason(decision), decision)
             if decision.outcome == "allow":
                 return decision
             if decision.outcome == "deny":
@@ -663,6 +778,7 @@ class RunWorkflow:
             budget=req.budget,
             spent=self._carry.spent,
             approvals=tuple(self._votes.get(step.id, ())),
+            provenance=step_provenance(plan, step.id),
         )
 
     async def _decide_step(self, step: Step, execution: StepExecution, plan: Plan) -> Decision:
@@ -966,7 +1082,12 @@ class RunWorkflow:
         later = plan.stored.total_steps - plan.stored.window_start - len(plan.steps)
         if later > 0:
             # A cancelled run cancels every step not done, as an inline plan's does.
-            state = "cancelled" if self._carry.status in ("cancelled", "timed_out") else "pending"
+            if self._carry.status in ("cancelled", "timed_out"):
+                state = "cancelled"
+            elif self._carry.status in TERMINAL_RUN_STATES:
+                state = "not_run"
+            else:
+                state = "pending"
             counts[state] = counts.get(state, 0) + later
         return counts
 
@@ -981,9 +1102,28 @@ class RunWorkflow:
         return earlier + tuple((r.step_id, r.operation, r.status) for r in self._snapshot().steps)
 
     # ---------------------------------------------------------- approvals
+    #
+    # Two rules shape this block. Only a token narrowed to exactly this approval may
+    # be written to history (a bare one could be lifted by any reader): the update's
+    # validator refuses anything else before Temporal writes it, and reports that
+    # refusal out of band (stead.approval_refusals), because a rejected update leaves
+    # no event and a validator cannot run activities. Signals are written before any
+    # handler runs, so an unnarrowed token in one is burned instead. And every other
+    # refusal is accepted into the handler and audited there, so each refused
+    # approval, by update or signal, malformed or not, leaves one audit row.
 
     @workflow.update(name="approve")
-    async def approve(self, approval: ApprovalInput) -> StepResult:
+    async def approve(self, *args: Any) -> StepResult:
+        received = receive(args)
+        approval = received.approval
+        if approval is None:
+            # The validator refused it; only a replay without validation gets here.
+            malformed = received.problem or "malformed approval"
+            raise ApplicationError(malformed, type="ApprovalRefused", non_retryable=True)
+        problem = self._approval_problem(approval)
+        if problem is not None:
+            await self._approval_refused(received, problem, via="update")
+            raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
         check = await self._authenticate(approval, via="update")
         if check is not None and not check.accepted:
             raise ApplicationError(
@@ -1006,40 +1146,111 @@ class RunWorkflow:
         return result
 
     @approve.validator
-    def _validate_approve(self, approval: ApprovalInput) -> None:
-        problem = self._approval_problem(approval)
-        if problem is not None:
-            raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
+    def _validate_approve(self, *args: Any) -> None:
+        """Refuse, before it is written, what must never be in history; report the refusal."""
+        received = receive(args)
+        approval = received.approval
+        problem = received.problem
+        if approval is not None:
+            problem = history_problem(approval, self._ref.workflow_id)
+        if problem is None:
+            return
+        if not workflow.unsafe.is_replaying():
+            update = workflow.current_update_info()
+            report(
+                ValidatorRefusal(
+                    tenant=self._tenant,
+                    workflow_id=self._ref.workflow_id,
+                    run_id=self._ref.run_id,
+                    step_id=received.step_id,
+                    actor=received.actor,
+                    reason=problem,
+                    data={
+                        "via": "update",
+                        "verdict": received.verdict or "",
+                        "update_id": update.id if update else "",
+                    },
+                )
+            )
+        raise ApplicationError(problem, type="ApprovalRefused", non_retryable=True)
 
     @workflow.signal(name="approve_signal")
-    async def approve_signal(self, approval: ApprovalInput) -> None:
+    async def approve_signal(self, *args: Any) -> None:
         """The Temporal UI path: same checks as the update; refused attempts are audited.
 
         Anyone who can reach the UI can send this signal, so the UI proves nothing: the
-        signal counts only when it carries a principal token scoped to this approval
+        signal counts only when it carries a principal token narrowed to this approval
         (``stead principal sign-approval`` prints the input to paste), like the update.
+        Temporal has written the signal before this runs, so a token in it that is not
+        narrowed to this approval is exposed: it is burned, then the attempt refused.
         """
+        received = receive(args)
+        approval = received.approval
+        problem = received.problem
+        if approval is not None:
+            problem = history_problem(approval, self._ref.workflow_id)
+        if problem is not None:
+            burned = await self._burn_exposed(received.token, problem)
+            if burned:
+                problem += (
+                    "; the token is now in this run's history, so it is revoked: get a new "
+                    "one with `stead principal token`"
+                )
+            await self._approval_refused(received, problem, via="signal", token_burned=burned)
+            return
+        assert approval is not None
         problem = self._approval_problem(approval)
         if problem is not None:
-            await self._audit(
-                "approval_refused",
-                approval.approver,
-                approval.step_id,
-                {"reason": problem, "verdict": approval.verdict, "via": "signal"},
-            )
+            await self._approval_refused(received, problem, via="signal")
             return
         check = await self._authenticate(approval, via="signal")
         if check is not None and not check.accepted:
             return
         await self._accept(approval, check)
 
+    async def _burn_exposed(self, token: str | None, why: str) -> bool | None:
+        """Revoke a token this run's history now holds unnarrowed.
+
+        True when burned, False when there was nothing to burn (no token, garbage, not
+        signed by us), None when the burn could not be recorded: the audit row then
+        says ``token_burned: null`` so an operator revokes the principal's tokens.
+        """
+        if not burnable(token):
+            return False
+        assert token is not None
+        try:
+            burned = await _activity(
+                "identity.burn_token",
+                BurnTokenInput(
+                    tenant=self._tenant,
+                    workflow_id=self._ref.workflow_id,
+                    token=token,
+                    reason=why[:1_000],
+                ),
+                result_type=BurnedToken,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=QUICK,
+            )
+        except ActivityError:
+            return None
+        return burned.burned > 0
+
+    async def _approval_refused(
+        self, received: Received, reason: str, *, via: str, token_burned: bool | None = False
+    ) -> None:
+        data: dict[str, object] = {"reason": reason, "verdict": received.verdict, "via": via}
+        if token_burned is not False:
+            data["token_burned"] = token_burned
+        await self._audit("approval_refused", received.actor, received.step_id, data)
+
     async def _authenticate(self, approval: ApprovalInput, via: str) -> ApprovalCheck | None:
-        """Prove the approver (activity: token and directory), then re-check the vote.
+        """Prove the approver (activity: policy, token and directory), then re-check the vote.
 
         Returns None for histories recorded before approvals were verified. A refusal
         is audited here, once. The checks without I/O run again afterwards because the
         step may have moved on, or the same approver's other vote been counted, while
-        the activity ran.
+        the activity ran. Whether the tenant needs a token at all is the activity's
+        decision, read from policy each time, never this run's state.
         """
         if not _since(VERIFIED_APPROVALS_PATCH):
             return None
@@ -1055,7 +1266,6 @@ class RunWorkflow:
                     approver=approval.approver,
                     verdict=approval.verdict,
                     approvers=pending.approvers if pending is not None else (),
-                    authentication=self._carry.approval_authentication or "token",
                     token=approval.token,
                 ),
                 result_type=ApprovalCheck,
@@ -1080,6 +1290,7 @@ class RunWorkflow:
         return ApprovalCheck(accepted=False, reason=problem)
 
     def _approval_problem(self, approval: ApprovalInput) -> str | None:
+        """Why this vote cannot count here, from the run's own state (no I/O)."""
         plan = self._carry.plan
         if approval.step_id not in self._pending:
             return f"step {approval.step_id} is not awaiting approval"
@@ -1092,13 +1303,7 @@ class RunWorkflow:
             return f"{approval.approver} is not an approver for step {approval.step_id}"
         if any(v.approver == approval.approver for v in self._votes.get(approval.step_id, ())):
             return f"{approval.approver} already voted on step {approval.step_id}"
-        if approval.token is None and self._carry.approval_authentication == "token":
-            return (
-                f"tenant {self._tenant} requires approvers to present a Stead principal token: "
-                f"`stead approve ... --token-file <file>` with a token from "
-                f"`stead principal token {approval.approver} --tenant {self._tenant}`"
-            )
-        return principal_token_problem(approval.token)
+        return None
 
     async def _accept(self, approval: ApprovalInput, check: ApprovalCheck | None = None) -> None:
         record = ApprovalRecord(
@@ -1149,7 +1354,9 @@ class RunWorkflow:
     # ------------------------------------------------------ cancel/queries
 
     @workflow.signal(name="cancel")
-    def cancel(self) -> None:
+    def cancel(self, *_: Any) -> None:
+        # Arguments are ignored, not refused: with a fixed signature, a cancel sent with
+        # one failed every workflow task from then on (the SDK's call raised TypeError).
         self._cancel_requested = True
 
     @workflow.query(name="status")
@@ -1250,6 +1457,19 @@ class RunWorkflow:
                 self._put_result(step, "cancelled", error=reason, finished=True)
         self._pending.clear()
         self._pending_policy.clear()
+
+    def _mark_not_run(self) -> None:
+        """A finished run shows why each step that never started did not: "pending" in
+        a run that has ended would say it might still happen."""
+        plan = self._carry.plan
+        if plan is None:
+            return
+        why = f"not run: the run ended {self._carry.status}"
+        if self._carry.reasons:
+            why += f" ({self._carry.reasons[0]})"
+        for step in plan.steps:
+            if self._state(step.id) not in DONE_STEP_STATES:
+                self._put_result(step, "not_run", error=why, finished=True)
 
     def _remaining_time(self, deadline: datetime | None) -> timedelta | None:
         if deadline is None:
@@ -1364,11 +1584,14 @@ class RunWorkflow:
 
     async def _finish(self) -> RunStatus:
         await workflow.wait_condition(workflow.all_handlers_finished)
+        self._mark_not_run()
         self._pending.clear()
         self._set_status(self._carry.status)
         self._upsert(pending=False)
-        await self._record_run(self._carry.status, finished=True)
-        await self._remember_summary()
+        if self._owns_record:
+            await self._record_run(self._carry.status, finished=True)
+        if not self._refused_at_door:
+            await self._remember_summary()
         return self._snapshot()
 
 
@@ -1412,6 +1635,27 @@ def _execute_retry(execution: StepExecution) -> RetryPolicy:
         maximum_attempts=execution.max_attempts,
         non_retryable_error_types=list(NON_RETRYABLE_TYPES),
     )
+
+
+def _blocked_reason(decision: Decision) -> str:
+    """``policy_undefined: <why>``, said once: a block's reasons start with its own code."""
+    assert decision.blocked is not None
+    reasons = [r for r in decision.reasons if r != decision.blocked]
+    return f"{decision.blocked}: " + "; ".join(reasons) if reasons else decision.blocked
+
+
+def _planner_spend(err: ActivityError) -> tuple[int, float]:
+    """What a rejected planning spent (tokens, usd): the details after its reasons."""
+    cause = err.cause
+    if not isinstance(cause, ApplicationError) or len(cause.details) < 2:
+        return 0, 0.0
+    spent = cause.details[1]
+    if not isinstance(spent, dict):
+        return 0, 0.0
+    tokens, usd = spent.get("tokens", 0), spent.get("usd", 0.0)
+    if not isinstance(tokens, int) or not isinstance(usd, int | float):
+        return 0, 0.0
+    return tokens, float(usd)
 
 
 def _failure_type(err: ActivityError) -> str | None:

@@ -7,6 +7,7 @@ tenants := {"shop": {
 	"approval_risk": "high",
 	"approvers": ["user:ops-lead"],
 	"reconcile": {"max_auto_units": 5, "max_auto_value": 100},
+	"egress": ["http://127.0.0.1:9"],
 }}
 
 adjustment(sku, delta, unit_value) := {"sku": sku, "delta": delta, "unit_value": unit_value}
@@ -19,6 +20,8 @@ fix(adjustments) := {
 		"id": "fix_small",
 		"operation": "shop.adjust_stock",
 		"args": {"base_url": "http://127.0.0.1:9", "adjustments": adjustments},
+		"destinations": [{"kind": "url", "scheme": "http", "host": "127.0.0.1", "port": 9, "label": "http://127.0.0.1:9"}],
+		"tainted": [],
 	},
 	"operation": {"name": "shop.adjust_stock", "side_effect": "external", "risk": "medium", "scopes": ["shop:write"]},
 	"budget": {"max_steps": 50, "max_tokens": 200000, "max_usd": 5},
@@ -66,7 +69,7 @@ test_approve_more_when_the_limit_is_tightened if {
 }
 
 test_approve_every_adjustment_without_limits if {
-	d := step.decision with input as fix(small) with data.stead.tenants as {"shop": {"operations": ["*"]}}
+	d := step.decision with input as fix(small) with data.stead.tenants as {"shop": {"operations": ["*"], "egress": ["127.0.0.1"]}}
 	d.outcome == "approve"
 	d.reasons == ["tenant shop has no numeric reconcile limits (max_auto_units, max_auto_value), so every stock adjustment is reviewed"]
 }

@@ -22,6 +22,13 @@ decision := {"outcome": "allow", "reasons": ["allowed by policy"]} if {
 
 tenant_config := data.stead.tenants[input.tenant]
 
+# The run's budget: the starter's request capped by the tenant's run_budget (tenancy).
+run_budget := tenancy.run_budget(input.budget, object.get(data.stead.tenants, input.tenant, {}))
+
+violations contains problem if {
+	some problem in tenancy.run_budget_problems(input.tenant, tenant_config)
+}
+
 # Fields the rules below compare, and their JSON types. A missing or mistyped one
 # is a deny with a reason, never a rule that silently fails to fire; the allow
 # outcome also requires well_formed, so an absent input can never be allowed.
@@ -99,26 +106,26 @@ violations contains sprintf(
 
 violations contains sprintf(
 	"plan has %v steps, more than the budget of %v",
-	[count(input.plan.steps), input.budget.max_steps],
+	[count(input.plan.steps), run_budget.max_steps],
 ) if {
 	well_formed
-	count(input.plan.steps) > input.budget.max_steps
+	count(input.plan.steps) > run_budget.max_steps
 }
 
 violations contains sprintf(
 	"planner used %v tokens, more than the budget of %v",
-	[used_tokens, input.budget.max_tokens],
+	[used_tokens, run_budget.max_tokens],
 ) if {
 	well_formed
 	is_number(used_tokens)
-	used_tokens > input.budget.max_tokens
+	used_tokens > run_budget.max_tokens
 }
 
 violations contains sprintf(
 	"planner cost $%v, more than the budget of $%v",
-	[used_usd, input.budget.max_usd],
+	[used_usd, run_budget.max_usd],
 ) if {
 	well_formed
 	is_number(used_usd)
-	used_usd > input.budget.max_usd
+	used_usd > run_budget.max_usd
 }

@@ -167,3 +167,10 @@ test_deny_absent_input if {
 	d.outcome == "deny"
 	"input.tenant must be a string" in d.reasons
 }
+
+test_deny_a_plan_over_the_tenants_run_budget_whatever_the_request_says if {
+	capped := object.union(tenants, {"shop": {"run_budget": {"max_steps": 1}}})
+	raised := object.union(shop_plan, {"budget": {"max_steps": 100000}})
+	d := plan.decision with input as raised with data.stead.tenants as capped
+	d == {"outcome": "deny", "reasons": ["plan has 2 steps, more than the budget of 1"]}
+}

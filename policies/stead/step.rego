@@ -37,6 +37,13 @@ decision := {"outcome": "allow", "reasons": ["allowed by policy"], "approval": n
 
 tenant_config := data.stead.tenants[input.tenant]
 
+# The run's budget: the starter's request capped by the tenant's run_budget (tenancy).
+run_budget := tenancy.run_budget(input.budget, object.get(data.stead.tenants, input.tenant, {}))
+
+violations contains problem if {
+	some problem in tenancy.run_budget_problems(input.tenant, tenant_config)
+}
+
 # Fields the rules below compare, and their JSON types. A missing or mistyped one
 # is a deny with a reason, never a rule that silently fails to fire; the allow
 # outcomes also require well_formed, so an absent input can never be allowed.
@@ -113,26 +120,26 @@ violations contains tenancy.not_allowed(input.step.operation, input.tenant) if {
 # needs spent.steps < max_steps.
 violations contains sprintf(
 	"step budget exhausted: %v of %v steps already run",
-	[input.spent.steps, input.budget.max_steps],
+	[input.spent.steps, run_budget.max_steps],
 ) if {
 	well_formed
-	input.spent.steps >= input.budget.max_steps
+	input.spent.steps >= run_budget.max_steps
 }
 
 violations contains sprintf(
 	"token budget exhausted: %v tokens spent, past the cap of %v",
-	[input.spent.tokens, input.budget.max_tokens],
+	[input.spent.tokens, run_budget.max_tokens],
 ) if {
 	well_formed
-	input.spent.tokens > input.budget.max_tokens
+	input.spent.tokens > run_budget.max_tokens
 }
 
 violations contains sprintf(
 	"cost budget exhausted: $%v spent, past the cap of $%v",
-	[input.spent.usd, input.budget.max_usd],
+	[input.spent.usd, run_budget.max_usd],
 ) if {
 	well_formed
-	input.spent.usd > input.budget.max_usd
+	input.spent.usd > run_budget.max_usd
 }
 
 # One rejection ends the step: asking again would only re-open a question a
@@ -173,20 +180,20 @@ approval_triggers contains sprintf(
 
 approval_triggers contains sprintf(
 	"cost soft limit reached: $%v spent is at or above %v%% of the $%v budget",
-	[input.spent.usd, soft_budget_fraction * 100, input.budget.max_usd],
+	[input.spent.usd, soft_budget_fraction * 100, run_budget.max_usd],
 ) if {
 	well_formed
-	input.budget.max_usd > 0
-	input.spent.usd >= soft_budget_fraction * input.budget.max_usd
+	run_budget.max_usd > 0
+	input.spent.usd >= soft_budget_fraction * run_budget.max_usd
 }
 
 approval_triggers contains sprintf(
 	"token soft limit reached: %v tokens spent is at or above %v%% of the %v token budget",
-	[input.spent.tokens, soft_budget_fraction * 100, input.budget.max_tokens],
+	[input.spent.tokens, soft_budget_fraction * 100, run_budget.max_tokens],
 ) if {
 	well_formed
-	input.budget.max_tokens > 0
-	input.spent.tokens >= soft_budget_fraction * input.budget.max_tokens
+	run_budget.max_tokens > 0
+	input.spent.tokens >= soft_budget_fraction * run_budget.max_tokens
 }
 
 # Tenant budgets, data.stead.tenants[<tenant>].budget = {monthly_usd, monthly_tokens,
@@ -312,4 +319,167 @@ approval_progress contains sprintf("approval by %s not counted: self-approval is
 	some vote in approvals
 	vote.verdict == "approve"
 	vote.approver == input.principal
+}
+
+# Egress (invariant 10: nothing leaves without policy). The worker puts every place
+# the step sends bytes into input.step.destinations ({kind: "url" | "mail", scheme,
+# host, port, label}, normalised: lowercase, IDNA, no trailing dot, explicit port).
+# Each must match an entry of the tenant's egress list, data.stead.tenants[t].egress:
+#   "api.example.com"            that host, any scheme and port
+#   "*.example.org"              any subdomain of example.org (not the apex)
+#   "https://hooks.example.com"  that scheme and host, the scheme's default port
+#   "https://h.example.com:8443" that scheme, host and port
+#   "mail:example.com"           mail to recipients at that domain ("mail:*.x" too)
+#   "*"                          anywhere (an explicit opt-out, never the default)
+# A tenant without a list sends nothing outside.
+default egress_list := null
+
+egress_list := tenant_config.egress if is_array(tenant_config.egress)
+
+default step_destinations := []
+
+step_destinations := input.step.destinations if is_array(input.step.destinations)
+
+egress_default_ports := {"http": 80, "https": 443}
+
+egress_name(dest) := sprintf("mail:%s", [dest.host]) if dest.kind == "mail"
+
+egress_name(dest) := sprintf("%s://%s:%v", [dest.scheme, dest.host, dest.port]) if {
+	dest.kind != "mail"
+	is_string(dest.scheme)
+	is_number(dest.port)
+}
+
+egress_name(dest) := dest.host if {
+	dest.kind != "mail"
+	not is_string(dest.scheme)
+}
+
+egress_name(dest) := dest.host if {
+	dest.kind != "mail"
+	not is_number(dest.port)
+}
+
+violations contains sprintf("egress_denied: %s is not in tenant %s's egress list", [egress_name(dest), input.tenant]) if {
+	is_array(egress_list)
+	some dest in step_destinations
+	not egress_allowed(dest)
+}
+
+violations contains sprintf(
+	"egress_denied: tenant %s has no egress list, so step %s may not reach %s; list allowed hosts in data.stead.tenants.%s.egress",
+	[input.tenant, input.step.id, egress_name(dest), input.tenant],
+) if {
+	tenant_config
+	not is_array(egress_list)
+	some dest in step_destinations
+}
+
+violations contains sprintf("input.step.destinations must be an array of destinations, not %v", [type_name(input.step.destinations)]) if {
+	"destinations" in object.keys(object.get(input, "step", {}))
+	not is_array(input.step.destinations)
+}
+
+violations contains sprintf("input.step.destinations[%d] must be an object with kind and host", [i]) if {
+	some i, dest in step_destinations
+	not well_formed_destination(dest)
+}
+
+# An external effect with no stated destination could go anywhere: fail closed.
+violations contains sprintf(
+	"egress_denied: operation %s has external side effects but states no destinations; give the operation a destinations hook (adapters/base.py)",
+	[input.operation.name],
+) if {
+	input.operation.side_effect == "external"
+	not is_array(object.get(input, ["step", "destinations"], null))
+}
+
+well_formed_destination(dest) if {
+	dest.kind in {"url", "mail"}
+	is_string(dest.host)
+}
+
+egress_allowed(dest) if {
+	some entry in egress_list
+	is_string(entry)
+	egress_entry_matches(lower(trim_space(entry)), dest)
+}
+
+egress_entry_matches("*", _)
+
+egress_entry_matches(entry, dest) if {
+	startswith(entry, "mail:")
+	dest.kind == "mail"
+	egress_host_matches(substring(entry, 5, -1), dest.host)
+}
+
+egress_entry_matches(entry, dest) if {
+	not startswith(entry, "mail:")
+	contains(entry, "://")
+	dest.kind == "url"
+	parts := split(entry, "://")
+	count(parts) == 2
+	hostport := split(trim_right(parts[1], "/"), ":")
+	dest.scheme == parts[0]
+	dest.port == egress_entry_port(parts[0], hostport)
+	egress_host_matches(hostport[0], dest.host)
+}
+
+egress_entry_matches(entry, dest) if {
+	entry != "*"
+	not startswith(entry, "mail:")
+	not contains(entry, "://")
+	dest.kind == "url"
+	egress_host_matches(entry, dest.host)
+}
+
+egress_entry_port(_, hostport) := to_number(hostport[1]) if count(hostport) == 2
+
+egress_entry_port(scheme, hostport) := egress_default_ports[scheme] if count(hostport) == 1
+
+egress_host_matches(pattern, host) if trim_right(pattern, ".") == host
+
+egress_host_matches(pattern, host) if {
+	wildcard := trim_right(pattern, ".")
+	startswith(wildcard, "*.")
+	suffix := substring(wildcard, 1, -1)
+	endswith(host, suffix)
+	count(host) > count(suffix)
+}
+
+# Provenance: input.step.tainted lists the untrusted sources of the step's arguments
+# ("llm": an LLM planned or wrote them; "memory": recalled memory or a memory read
+# shaped them; "unknown": their origin is out of sight, e.g. no provenance given). An
+# outward step that writes or has external effects, with tainted arguments, waits
+# for a human even to a listed host: a prompt injection produces plans that look like
+# any other. Reads (an LLM call with recalled context, a catalog fetch) to a listed
+# host are not held: feeding memory to the tenant's model is the normal flow, and the
+# list already bounds where they go. A tenant may opt out with
+# approve_tainted_egress: false; unlisted destinations stay denied regardless.
+default step_taints := ["unknown"]
+
+step_taints := input.step.tainted if is_array(input.step.tainted)
+
+untrusted_taints contains taint if {
+	some taint in step_taints
+	taint in {"llm", "memory", "unknown"}
+}
+
+approval_triggers contains sprintf(
+	"step %s sends data to %s with arguments from %s; a human confirms tainted egress",
+	[input.step.id, concat(", ", sort({egress_name(d) | some d in step_destinations})), concat(", ", sort(untrusted_taints))],
+) if {
+	count(step_destinations) > 0
+	count(untrusted_taints) > 0
+	input.operation.side_effect != "read"
+	object.get(tenant_config, "approve_tainted_egress", true) != false
+}
+
+# The secret references a step resolves (input.step.secrets) must be the tenant's own.
+# The worker's store refuses another tenant's secret too; denying here keeps the
+# refusal in the decision log and stops the step before any adapter runs.
+violations contains sprintf("secret_refused: step %s uses %s, which does not belong to tenant %s", [input.step.id, ref, input.tenant]) if {
+	is_string(input.tenant)
+	some ref in object.get(input, ["step", "secrets"], [])
+	not startswith(ref, sprintf("secret://%s/", [input.tenant]))
 }

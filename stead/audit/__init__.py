@@ -1,7 +1,15 @@
-"""The append-only, hash-chained audit log: every decision, approval and effect, per tenant."""
+"""The append-only, keyed audit log: every decision, approval and effect, per tenant."""
 
-from stead.audit.log import (
+from stead.audit.anchors import Anchor, AnchorStore
+from stead.audit.chain import (
     GENESIS_HASH,
+    AuditChain,
+    AuditKeyMissing,
+    chain_for,
+    install,
+    installed,
+)
+from stead.audit.log import (
     AuditEvent,
     AuditRecord,
     AuditTenantMismatch,
@@ -13,11 +21,18 @@ from stead.audit.log import (
 
 __all__ = [
     "GENESIS_HASH",
+    "Anchor",
+    "AnchorStore",
+    "AuditChain",
     "AuditEvent",
+    "AuditKeyMissing",
     "AuditRecord",
     "AuditTenantMismatch",
     "VerifyResult",
     "append_event",
+    "chain_for",
+    "install",
+    "installed",
     "list_events",
     "verify_chain",
 ]

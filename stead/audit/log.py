@@ -1,12 +1,13 @@
-"""The per-tenant, append-only, hash-chained audit log.
+"""The per-tenant, append-only, keyed audit log.
 
 Each tenant's events form one chain: event ``n`` stores ``prev_hash`` (the hash of
-event ``n-1``, or 64 zeros for the first) and ``hash = sha256(prev_hash +
-canonical_json(fields))``. Editing a row breaks its own hash, deleting one leaves a
-gap in ``seq``, and splicing in a forged row breaks the next row's ``prev_hash``;
-:func:`verify_chain` reports the first such row. What the chain alone cannot show
-is a cut of the *newest* rows or a whole chain rewritten by a superuser; anchoring
-the head hash somewhere else (a signed export, a Temporal history) closes that.
+event ``n-1``, or 64 zeros for the first) and ``hash``, an HMAC-SHA256 under the
+audit key of ``prev_hash`` and the event's fields (``stead.audit.chain``). Editing a
+row breaks its own MAC, deleting one leaves a gap in ``seq``, a row written without
+the key (a forged insert, an old-style unkeyed hash) does not verify, and a cut of
+the newest rows falls short of the tenant's anchor (``stead.audit.anchors``), which
+the appender updates after each commit. :func:`verify_chain` reports the first such
+problem.
 
 Appends for a tenant are serialized by a transaction-scoped advisory lock, so
 ``seq`` stays gapless under concurrent writers without locking other tenants.
@@ -14,18 +15,27 @@ Appends for a tenant are serialized by a transaction-scoped advisory lock, so
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, JsonValue
 
+from stead.audit.anchors import Anchor, AnchorUnreadable
+from stead.audit.chain import (
+    CHAIN_KEYED,
+    CHAIN_UNKEYED,
+    GENESIS_HASH,
+    AuditChain,
+    hashed_fields,
+    installed,
+    keyed_mac,
+    unkeyed_hash,
+)
 from stead.contracts.run import TenantId, canonical_json
+from stead.db.pool import after_commit
 from stead.errors import SteadError
-
-GENESIS_HASH = "0" * 64
 
 _COLUMNS = (
     "tenant, seq, workflow_id, run_id, step_id, kind, actor, data::text AS data,"
@@ -57,54 +67,24 @@ class AuditRecord(AuditEvent):
 
 
 class VerifyResult(BaseModel):
+    """What ``verify_chain`` found: ``first_bad_seq`` names the first row that fails.
+
+    ``unkeyed`` counts rows from before the keyed chain (migration 0007), which only an
+    unkeyed hash protects; ``anchored_seq`` is the head the anchor vouches for.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ok: bool
     checked: int
     first_bad_seq: int | None = None
     reason: str | None = None
+    unkeyed: int = 0
+    anchored_seq: int | None = None
 
 
 class AuditTenantMismatch(SteadError):
     """The connection is not in a transaction for the event's tenant."""
-
-
-def _iso(ts: datetime) -> str:
-    """One text form of a timestamp for hashing: UTC, always six fractional digits.
-
-    Postgres keeps microseconds and asyncpg returns timestamptz in UTC, so the value
-    read back formats to exactly the string that was hashed at append time.
-    """
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _event_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    return hashlib.sha256((prev_hash + canonical_json(fields)).encode()).hexdigest()
-
-
-def _hashed_fields(
-    *,
-    tenant: str,
-    seq: int,
-    workflow_id: str | None,
-    run_id: str | None,
-    step_id: str | None,
-    kind: str,
-    actor: str,
-    data: object,
-    recorded_at: datetime,
-) -> dict[str, Any]:
-    return {
-        "tenant": tenant,
-        "seq": seq,
-        "workflow_id": workflow_id,
-        "run_id": run_id,
-        "step_id": step_id,
-        "kind": kind,
-        "actor": actor,
-        "data": data,
-        "recorded_at": _iso(recorded_at),
-    }
 
 
 def _record(row: asyncpg.Record) -> AuditRecord:
@@ -123,22 +103,27 @@ def _record(row: asyncpg.Record) -> AuditRecord:
     )
 
 
-async def append_event(conn: asyncpg.Connection, event: AuditEvent) -> AuditRecord:
+async def append_event(
+    conn: asyncpg.Connection, event: AuditEvent, *, chain: AuditChain | None = None
+) -> AuditRecord:
     """Append ``event`` to its tenant's chain; call inside ``tenant_transaction(event.tenant)``.
 
     The lock is held until that transaction ends, so commit promptly: every other
     append for the tenant waits on it. If the transaction rolls back, the event
     never happened and the next append reuses its ``seq``. The transaction must be
     READ COMMITTED (the default): reading the chain head after taking the lock must
-    see the append that released it.
+    see the append that released it. ``chain`` defaults to the process's installed
+    one; without its key nothing is written (``AuditKeyMissing``).
     """
+    chain = chain or installed()
+    key = chain.key()
     if not conn.is_in_transaction():
         raise AuditTenantMismatch(
             "append_event needs a transaction: call it inside "
             f"tenant_transaction(pool, {event.tenant!r})"
         )
     # One round trip: take the tenant's append lock, read which tenant this
-    # transaction is for, and let jsonb normalise the data. The hash covers the
+    # transaction is for, and let jsonb normalise the data. The MAC covers the
     # data as jsonb gives it back (jsonb may rewrite numbers, e.g. 1e20 becomes an
     # integer), so verification recomputes from exactly what is stored.
     head = await conn.fetchrow(
@@ -160,7 +145,7 @@ async def append_event(conn: asyncpg.Connection, event: AuditEvent) -> AuditReco
     seq = 1 if last is None else int(last["seq"]) + 1
     prev_hash = GENESIS_HASH if last is None else str(last["hash"])
     recorded_at = datetime.now(UTC)
-    fields = _hashed_fields(
+    fields = hashed_fields(
         tenant=event.tenant,
         seq=seq,
         workflow_id=event.workflow_id,
@@ -171,11 +156,11 @@ async def append_event(conn: asyncpg.Connection, event: AuditEvent) -> AuditReco
         data=stored_data,
         recorded_at=recorded_at,
     )
-    digest = _event_hash(prev_hash, fields)
+    mac = keyed_mac(key, prev_hash, fields)
     row = await conn.fetchrow(
         "INSERT INTO audit_events (tenant, seq, workflow_id, run_id, step_id, kind, actor,"
-        " data, recorded_at, prev_hash, hash)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11)"
+        " data, recorded_at, prev_hash, hash, chain_version)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12)"
         f" RETURNING {_COLUMNS}",
         event.tenant,
         seq,
@@ -187,43 +172,71 @@ async def append_event(conn: asyncpg.Connection, event: AuditEvent) -> AuditReco
         canonical_json(stored_data),
         recorded_at,
         prev_hash,
-        digest,
+        mac,
+        CHAIN_KEYED,
+    )
+    # The anchor moves only once the row is committed; outside tenant_transaction
+    # there is no commit to wait for, so the anchor lags until the next append.
+    tenant = event.tenant
+    after_commit(
+        conn, f"audit-anchor:{tenant}", lambda: chain.anchors.advance(key, tenant, seq, mac)
     )
     return _record(row)
 
 
-async def verify_chain(conn: asyncpg.Connection, tenant: str) -> VerifyResult:
+async def verify_chain(
+    conn: asyncpg.Connection, tenant: str, *, chain: AuditChain | None = None
+) -> VerifyResult:
     """Recompute the tenant's chain in ``seq`` order and report the first broken link.
 
     Call inside ``tenant_transaction(tenant)`` (RLS hides the rows otherwise, and the
     cursor needs a transaction). Rows stream through a cursor, so a long chain
-    does not sit in memory.
+    does not sit in memory. Without the audit key this raises ``AuditKeyMissing``:
+    a chain nobody could check is never reported intact.
     """
-    checked = 0
-    expected_prev = GENESIS_HASH
+    chain = chain or installed()
+    key = chain.key()
+    # The anchor is read before the rows: it is written after its row commits, so
+    # every row it names is visible to the query that follows.
+    try:
+        anchor = chain.anchors.read(tenant, key)
+    except AnchorUnreadable as exc:
+        return VerifyResult(
+            ok=False, checked=0, reason=f"{exc.message}: the anchor was forged or wiped"
+        )
+    walk = _Walk(key, anchor)
     cursor = conn.cursor(
-        f"SELECT {_COLUMNS} FROM audit_events WHERE tenant = $1 ORDER BY seq",
+        f"SELECT {_COLUMNS}, chain_version FROM audit_events WHERE tenant = $1 ORDER BY seq",
         tenant,
         prefetch=500,
     )
     async for row in cursor:
+        problem = walk.step(row)
+        if problem is not None:
+            return walk.result(*problem)
+    return walk.finish(tenant, chain)
+
+
+class _Walk:
+    """One verification pass: what the next row must be, and what was seen so far."""
+
+    def __init__(self, key: bytes, anchor: Anchor | None) -> None:
+        self.key = key
+        self.anchor = anchor
+        self.checked = 0
+        self.unkeyed = 0
+        self.keyed_seen = False
+        self.prev = GENESIS_HASH
+
+    def step(self, row: asyncpg.Record) -> tuple[int | None, str] | None:
+        """Check one row; a (first bad seq, reason) when it fails."""
         seq = int(row["seq"])
-        expected_seq = checked + 1
-        if seq != expected_seq:
-            return VerifyResult(
-                ok=False,
-                checked=checked,
-                first_bad_seq=expected_seq,
-                reason=f"seq {expected_seq} is missing (next row is seq {seq}): a row was deleted",
-            )
-        if row["prev_hash"] != expected_prev:
-            return VerifyResult(
-                ok=False,
-                checked=checked,
-                first_bad_seq=seq,
-                reason=f"seq {seq} does not link to seq {seq - 1}: prev_hash differs",
-            )
-        fields = _hashed_fields(
+        expected = self.checked + 1
+        if seq != expected:
+            return expected, f"seq {expected} is missing (next row is seq {seq}): a row was deleted"
+        if row["prev_hash"] != self.prev:
+            return seq, f"seq {seq} does not link to seq {seq - 1}: prev_hash differs"
+        fields = hashed_fields(
             tenant=row["tenant"],
             seq=seq,
             workflow_id=row["workflow_id"],
@@ -234,16 +247,64 @@ async def verify_chain(conn: asyncpg.Connection, tenant: str) -> VerifyResult:
             data=json.loads(row["data"]),
             recorded_at=row["recorded_at"],
         )
-        if _event_hash(expected_prev, fields) != row["hash"]:
-            return VerifyResult(
-                ok=False,
-                checked=checked,
-                first_bad_seq=seq,
-                reason=f"seq {seq} was altered: its content no longer matches its hash",
+        version = row["chain_version"]
+        if version == CHAIN_KEYED:
+            if not hmac.compare_digest(keyed_mac(self.key, self.prev, fields), row["hash"]):
+                return seq, (
+                    f"seq {seq} was altered or forged: its MAC does not verify under the audit key"
+                )
+            self.keyed_seen = True
+        elif version == CHAIN_UNKEYED and not self.keyed_seen:
+            if unkeyed_hash(self.prev, fields) != row["hash"]:
+                return seq, f"seq {seq} was altered: its content no longer matches its hash"
+            self.unkeyed += 1
+        else:
+            return seq, (
+                f"seq {seq} is an unkeyed (chain_version {version}) row after the keyed chain "
+                "began: forged"
             )
-        expected_prev = row["hash"]
-        checked += 1
-    return VerifyResult(ok=True, checked=checked)
+        anchor = self.anchor
+        if (
+            anchor is not None
+            and seq == anchor.seq
+            and not hmac.compare_digest(row["hash"], anchor.mac)
+        ):
+            return seq, (
+                f"seq {seq} is not the row the anchor recorded: the chain was rewritten from here"
+            )
+        self.prev = row["hash"]
+        self.checked += 1
+        return None
+
+    def result(self, first_bad_seq: int | None, reason: str) -> VerifyResult:
+        return VerifyResult(
+            ok=False,
+            checked=self.checked,
+            first_bad_seq=first_bad_seq,
+            reason=reason,
+            unkeyed=self.unkeyed,
+            anchored_seq=None if self.anchor is None else self.anchor.seq,
+        )
+
+    def finish(self, tenant: str, chain: AuditChain) -> VerifyResult:
+        if self.anchor is not None and self.anchor.seq > self.checked:
+            return self.result(
+                self.checked + 1,
+                f"rows after seq {self.checked} are missing: the anchor records seq "
+                f"{self.anchor.seq}, so the newest rows were deleted",
+            )
+        if self.anchor is None and self.keyed_seen:
+            return self.result(
+                None,
+                f"tenant {tenant} has no anchor at {chain.anchors.path(tenant)}: a deleted tail "
+                "would go unseen; verify where the workers write anchors (STEAD_AUDIT_ANCHOR_DIR)",
+            )
+        return VerifyResult(
+            ok=True,
+            checked=self.checked,
+            unkeyed=self.unkeyed,
+            anchored_seq=None if self.anchor is None else self.anchor.seq,
+        )
 
 
 async def list_events(

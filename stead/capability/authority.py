@@ -18,6 +18,7 @@ from typing import Protocol
 import asyncpg
 from biscuit_auth import BiscuitBuilder, PrivateKey
 
+from stead.audit.chain import DECISION_MAC_COLUMNS, decision_row_verified
 from stead.capability.claims import DEFAULT_TTL, MAX_TTL, CapabilityClaims, CapabilityScope
 from stead.capability.errors import NoAllowDecision
 from stead.db.pool import tenant_transaction
@@ -112,9 +113,15 @@ class CapabilityAuthority:
 
     async def _check_decision_on(self, conn: asyncpg.Connection, scope: CapabilityScope) -> None:
         row = await conn.fetchrow(
-            "SELECT outcome, workflow_id, step_id, blocked FROM decisions WHERE decision_id = $1",
+            f"SELECT {DECISION_MAC_COLUMNS} FROM decisions WHERE decision_id = $1",
             scope.decision_id,
         )
+        if row is not None and not decision_row_verified(row):
+            raise NoAllowDecision(
+                f"decision {scope.decision_id} for step {scope.step_id} of {scope.workflow_id} "
+                "carries no valid MAC: it was not recorded by a worker, so the capability "
+                "authority signs nothing for it"
+            )
         if (
             row is None
             or row["outcome"] != "allow"

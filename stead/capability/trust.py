@@ -4,7 +4,9 @@
 * the capability verifier, always: ``capability.pub`` is required, since no step may
   run without checking its token;
 * the principal-token verifier, where ``identity.pub`` is present (workers that run
-  the approval activities).
+  the approval and start admission activities);
+* the integrity secret, where ``integrity.secret`` is present (workers that run
+  ``stead.run``: they seal and check its continuation state).
 
 Against the embedded dev stack (``$STEAD_HOME/stack.json`` exists, no ``STEAD_KEYS_DIR``)
 missing keys are created on first use, as ``stead dev up`` creates Postgres credentials;
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from stead.capability.authority import CapabilityAuthority
-from stead.capability.keys import CAPABILITY, IDENTITY, KeyStore
+from stead.capability.keys import CAPABILITY, IDENTITY, INTEGRITY, KeyStore
 from stead.capability.verifier import CapabilityVerifier
 from stead.errors import ConfigError
 from stead.identity.tokens import PrincipalTokenVerifier
@@ -30,6 +32,8 @@ class WorkerTrust:
     authority: CapabilityAuthority | None
     capabilities: CapabilityVerifier
     principals: PrincipalTokenVerifier | None
+    # Seals a run's continuation state (activities/continuation.py); None: cannot seal.
+    integrity: bytes | None = None
 
 
 def key_store(settings: Settings) -> KeyStore:
@@ -59,4 +63,5 @@ def open_trust(settings: Settings, pool: asyncpg.Pool) -> WorkerTrust:
         authority=None if private is None else CapabilityAuthority(private, pool),
         capabilities=CapabilityVerifier(public),
         principals=None if identity is None else PrincipalTokenVerifier(identity),
+        integrity=store.secret(INTEGRITY),
     )

@@ -10,6 +10,7 @@ from rich.markup import escape
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError
 
+from stead.audit.chain import installed
 from stead.audit.log import list_events, verify_chain
 from stead.cli._common import console, err_console, print_json
 from stead.db.pool import create_pool, tenant_transaction
@@ -63,14 +64,22 @@ async def _tenant_of(cfg: Settings, run_id: str) -> str:
 
 
 def verify_audit(cfg: Settings, tenant: str | None, json_out: bool) -> bool:
+    """Verify one tenant's chain, or every tenant's: exit status 1 for any finding.
+
+    Needs the audit key (``audit.secret``) and the anchor directory the workers write;
+    without the key it stops with one line (AuditKeyMissing), never "intact".
+    """
+    chain = installed()
+    chain.key()
+
     async def go() -> list[dict[str, object]]:
-        tenants = [tenant] if tenant else await _all_tenants(cfg)
+        tenants = [tenant] if tenant else await _all_tenants(cfg, chain.anchors.tenants())
         pool = await create_pool(cfg.postgres_dsn, max_size=2)
         results = []
         try:
             for t in tenants:
                 async with tenant_transaction(pool, t) as conn:
-                    result = await verify_chain(conn, t)
+                    result = await verify_chain(conn, t, chain=chain)
                 results.append({"tenant": t, **result.model_dump(mode="json")})
         finally:
             await pool.close()
@@ -85,18 +94,27 @@ def verify_audit(cfg: Settings, tenant: str | None, json_out: bool) -> bool:
         console.print("no audit events to verify")
     for r in results:
         if r["ok"]:
-            console.print(f"[green]ok[/] {r['tenant']}: {r['checked']} events, chain intact")
+            unkeyed = f" ({r['unkeyed']} from before the keyed chain)" if r["unkeyed"] else ""
+            console.print(
+                f"[green]ok[/] {r['tenant']}: {r['checked']} events{unkeyed}, chain intact,"
+                f" anchored at seq {r['anchored_seq'] or '-'}",
+                highlight=False,
+            )
         else:
+            bad = r["first_bad_seq"]
+            where = "" if bad is None else f" first bad row seq {bad}:"
             err_console.print(
-                f"[bold red]TAMPERED[/] {r['tenant']}: first bad row seq {r['first_bad_seq']}:"
-                f" {escape(str(r['reason']))}",
+                f"[bold red]TAMPERED[/] {r['tenant']}:{where} {escape(str(r['reason']))}",
                 highlight=False,
             )
     return ok
 
 
-async def _all_tenants(cfg: Settings) -> list[str]:
-    """Listing every tenant crosses tenants, so it needs the admin role (an operator tool)."""
+async def _all_tenants(cfg: Settings, anchored: list[str]) -> list[str]:
+    """Every tenant with audit rows or an anchor (a chain deleted whole keeps its anchor).
+
+    Listing rows across tenants needs the admin role (an operator tool).
+    """
     if not cfg.postgres_admin_dsn:
         raise ConfigError("verifying all tenants needs STEAD_POSTGRES_ADMIN_DSN; or pass --tenant")
     try:
@@ -108,4 +126,4 @@ async def _all_tenants(cfg: Settings) -> list[str]:
         rows = await conn.fetch("SELECT DISTINCT tenant FROM audit_events ORDER BY tenant")
     finally:
         await conn.close()
-    return [r["tenant"] for r in rows]
+    return sorted({r["tenant"] for r in rows} | set(anchored))

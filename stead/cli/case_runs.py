@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from pydantic import JsonValue
+from pydantic import JsonValue, SecretStr
 from temporalio.client import (
     Client,
     Schedule,
@@ -33,6 +33,8 @@ CONTENT_PLAYBOOK = "content-weekly"
 COMMERCE_PLAYBOOK = "commerce-reconcile"
 CONTENT_AGENT = "agent:content-ops"
 COMMERCE_AGENT = "agent:reconciler"
+# `stead webhook serve` starts runs as this service principal, with its own token.
+WEBHOOK_PRINCIPAL = "service:webhook"
 CONTENT_SCHEDULE = "stead-demo-content-weekly"
 COMMERCE_SCHEDULE = "stead-demo-commerce-nightly"
 WEEKLY = "0 6 * * MON"
@@ -140,14 +142,20 @@ def commerce_request(
     )
 
 
-async def reconcile_limits(opa_url: str, tenant: str) -> dict[str, JsonValue]:
+async def reconcile_limits(
+    opa_url: str, tenant: str, token: SecretStr | None = None
+) -> dict[str, JsonValue]:
     """The tenant's auto-fix limits as playbook inputs, read from OPA's data API now.
 
     They only route mismatches between the two fix steps; policy decides. Limits that
     are missing leave the playbook's defaults, and policy then reviews every adjustment.
+    ``token`` is OPA's decision token (``STEAD_OPA_TOKEN``), enough to read ``data.stead``.
     """
-    async with httpx.AsyncClient(timeout=5) as http:
-        response = await http.get(f"{opa_url}/v1/data/stead/tenants/{tenant}/reconcile")
+    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+        response = await http.get(
+            f"{opa_url}/v1/data/stead/tenants/{tenant}/reconcile", headers=headers
+        )
         response.raise_for_status()
     found: Any = response.json().get("result")
     if not isinstance(found, dict):

@@ -22,6 +22,7 @@ import typer
 
 from stead.cli._common import console, fails_cleanly, settings
 from stead.errors import ConfigError
+from stead.policy.admin import OpaAdmin
 
 app = typer.Typer(help="The adapter catalog: operations, schemas, risk, routing.")
 OPA_DATA_PATH = "stead/catalog"
@@ -65,7 +66,15 @@ def export(
     )
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     if push:
-        _push(cfg.opa_url, document)
+        try:
+            OpaAdmin(cfg.opa_url, cfg.opa_admin_token).put_data(OPA_DATA_PATH, document)
+        except ConfigError as exc:
+            if "refused stead/catalog" not in exc.message:
+                raise
+            raise ConfigError(
+                f"{exc.message}; a bundle-managed OPA takes data only from its bundle: "
+                f"use --out <policy dir>/{OPA_DATA_PATH}/data.json instead"
+            ) from None
         console.print(f"pushed {len(catalog)} operations to {cfg.opa_url}/v1/data/{OPA_DATA_PATH}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -73,21 +82,3 @@ def export(
         console.print(f"wrote {len(catalog)} operations to {out}")
     elif not push:
         typer.echo(text, nl=False)
-
-
-def _push(opa_url: str, document: Any) -> None:
-    import httpx
-
-    url = f"{opa_url}/v1/data/{OPA_DATA_PATH}"
-    try:
-        response = httpx.put(url, json=document, timeout=10.0)
-    except httpx.HTTPError as exc:
-        raise ConfigError(
-            f"OPA at {opa_url} did not take the catalog ({exc}); is it running?"
-        ) from None
-    if response.status_code >= 300:
-        raise ConfigError(
-            f"OPA at {opa_url} refused the catalog ({response.status_code}: "
-            f"{response.text[:300]}); a bundle-managed OPA takes data only from its bundle: "
-            f"use --out <policy dir>/{OPA_DATA_PATH}/data.json instead"
-        )

@@ -71,10 +71,12 @@ def run_foundation_demo() -> None:
     """Hello workflow, then the records-demo playbook through OPA, the ledger and the audit log."""
     import asyncio
 
-    from stead.audit.log import verify_chain
+    from stead.audit import chain_for, verify_chain
+    from stead.cli.demo_support import ensure_directory, start_credential
     from stead.cli.runs import summarize
+    from stead.cli.starts import start_governed
     from stead.contracts.hello import Greeting, GreetingRequest
-    from stead.contracts.run import RunInput, RunRequest, RunStatus
+    from stead.contracts.run import RunRequest, RunStatus
     from stead.db.pool import create_pool, tenant_transaction
     from workers.main import connect
 
@@ -93,17 +95,16 @@ def run_foundation_demo() -> None:
             playbook="records-demo",
             inputs={"key": f"demo-{uuid.uuid4().hex[:6]}", "note": "written by make demo"},
         )
-        status = await client.execute_workflow(
-            "stead.run",
-            RunInput(request=request),
-            id=f"run-demo-{uuid.uuid4().hex[:12]}",
-            task_queue=task_queue,
-            result_type=RunStatus,
-        )
+        # Starts need a proven starter: user:demo is in the directory and presents its
+        # token narrowed to this start, as `stead run --token-file` would.
+        await ensure_directory(cfg, "demo", ["user:demo"])
+        starter = start_credential(cfg, "demo", "user:demo")
+        handle = await start_governed(client, task_queue, request, starter)
+        status: RunStatus = await handle.result()
         pool = await create_pool(cfg.postgres_dsn, max_size=1)
         try:
             async with tenant_transaction(pool, "demo") as conn:
-                chain = await verify_chain(conn, "demo")
+                chain = await verify_chain(conn, "demo", chain=chain_for(cfg))
         finally:
             await pool.close()
         return greeting, status, chain.ok

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from stead.cli._common import console
 from stead.cli.case_runs import (
     COMMERCE_AGENT,
     CONTENT_AGENT,
+    WEBHOOK_PRINCIPAL,
     commerce_request,
     content_goal_request,
     content_request,
@@ -39,11 +39,13 @@ from stead.cli.demo_support import (
     put_opa_data,
     show_pending,
     slo_summary,
+    start_credential,
     stead_approve,
     temp_folder,
     token_file,
 )
-from stead.contracts.run import RunInput, RunRequest, RunStatus
+from stead.cli.starts import StartCredential, start_governed
+from stead.contracts.run import RunRequest, RunStatus
 from stead.errors import ConfigError
 from stead.settings import Settings
 
@@ -53,15 +55,10 @@ PLAYBOOK_COMMENT = "Say the livestream starts Friday at 6pm"
 
 
 async def _start(
-    client: Client, task_queue: str, request: RunRequest
+    client: Client, task_queue: str, request: RunRequest, starter: StartCredential
 ) -> WorkflowHandle[Any, RunStatus]:
-    handle = await client.start_workflow(
-        "stead.run",
-        RunInput(request=request),
-        id=f"run-{request.tenant}-{uuid.uuid4().hex[:12]}",
-        task_queue=task_queue,
-        result_type=RunStatus,
-    )
+    """Started as `stead run --token-file` would: the starter's token narrowed to this run."""
+    handle = await start_governed(client, task_queue, request, starter)
     console.print(f"started [bold]{handle.id}[/] ({request.playbook or 'LLM-planned'})")
     return handle
 
@@ -190,6 +187,7 @@ async def _content(cfg: Settings, ex: Any, folder: Path) -> None:
         )
         with case_worker(cfg, task_queue, config):
             token = token_file(cfg, tenant, CREATOR, folder)
+            starter = start_credential(cfg, tenant, CONTENT_AGENT)
             client = await connect(cfg)
             weekly = content_request(
                 tenant,
@@ -209,7 +207,7 @@ async def _content(cfg: Settings, ex: Any, folder: Path) -> None:
                 "after storing it)"
             )
             platform.fail_next(503, when="after")
-            handle = await _start(client, task_queue, weekly)
+            handle = await _start(client, task_queue, weekly, starter)
             rejected = False
             while (pending := await next_pending(handle)) is not None:
                 show_pending(pending)
@@ -241,7 +239,7 @@ async def _content(cfg: Settings, ex: Any, folder: Path) -> None:
                 platform_url=platform_url,
                 llm_api_base=f"{llm_url}/v1",
             )
-            handle = await _start(client, task_queue, goal)
+            handle = await _start(client, task_queue, goal, starter)
             rejected = False
             while (pending := await next_pending(handle)) is not None:
                 show_pending(pending)
@@ -302,7 +300,7 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
     tenant = "shop"
     if not cfg.postgres_admin_dsn:
         raise ConfigError("the commerce demo creates its warehouse database with the admin DSN")
-    await ensure_directory(cfg, tenant, [COMMERCE_AGENT, OPS_LEAD])
+    await ensure_directory(cfg, tenant, [COMMERCE_AGENT, OPS_LEAD, WEBHOOK_PRINCIPAL])
     dsn = await ex.warehouse.create_warehouse(cfg.postgres_admin_dsn, "warehouse_demo")
     console.print("warehouse database warehouse_demo created from examples/warehouse/*.sql")
     shop = ex.shop.ShopService()
@@ -311,20 +309,31 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
         task_queue = demo_task_queue()
         with case_worker(cfg, task_queue, config):
             token = token_file(cfg, tenant, OPS_LEAD, folder)
+            starter = start_credential(cfg, tenant, COMMERCE_AGENT)
+            webhook = start_credential(cfg, tenant, WEBHOOK_PRINCIPAL)
             client = await connect(cfg)
-            limits = await reconcile_limits(cfg.opa_url, tenant)
+            limits = await reconcile_limits(cfg.opa_url, tenant, cfg.opa_token)
             console.rule("1. nightly reconciliation")
             console.print(f"policy limits (data.stead.tenants.shop.reconcile): {limits}")
             nightly = commerce_request(
                 tenant, shop_url=shop_url, limits=limits, trigger={"type": "nightly"}
             )
-            await _reconcile(cfg, client, task_queue, nightly, token, approve=True)
+            await _reconcile(cfg, client, task_queue, nightly, starter, token, approve=True)
 
             console.rule("2. a return arrives: the webhook starts one run per event")
             event = {"event_id": "ret-1001", "order_id": "o-77", "sku": "CAP-03", "quantity": 2}
             await ex.warehouse.receive_return(cfg.postgres_admin_dsn, "warehouse_demo", **event)
             console.print(f"warehouse booked return {event}")
-            runs = ReturnRuns(client, task_queue, tenant, shop_url, cfg.opa_url)
+            runs = ReturnRuns(
+                client,
+                task_queue,
+                tenant,
+                shop_url,
+                cfg.opa_url,
+                principal=WEBHOOK_PRINCIPAL,
+                opa_token=cfg.opa_token,
+                credential=webhook,
+            )
             import httpx
 
             with serving(runs, asyncio.get_running_loop()) as receiver:
@@ -356,10 +365,10 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
             tightened = commerce_request(
                 tenant,
                 shop_url=shop_url,
-                limits=await reconcile_limits(cfg.opa_url, tenant),
+                limits=await reconcile_limits(cfg.opa_url, tenant, cfg.opa_token),
                 trigger={"type": "manual", "after": "limit tightened"},
             )
-            await _reconcile(cfg, client, task_queue, tightened, token, approve=False)
+            await _reconcile(cfg, client, task_queue, tightened, starter, token, approve=False)
             await put_opa_data(cfg, f"stead/tenants/{tenant}/reconcile", original)
 
             console.rule("4. the nightly Schedule (batch loop)")
@@ -391,11 +400,12 @@ async def _reconcile(
     client: Client,
     task_queue: str,
     request: RunRequest,
+    starter: StartCredential,
     token: Path,
     *,
     approve: bool,
 ) -> None:
-    handle = await _start(client, task_queue, request)
+    handle = await _start(client, task_queue, request, starter)
     while (pending := await next_pending(handle)) is not None:
         show_pending(pending)
         adjustments = pending.args.get("adjustments")

@@ -21,6 +21,7 @@ from rich.markup import escape
 from temporalio.client import Client, WorkflowHandle
 
 from stead.cli._common import console
+from stead.cli.starts import StartCredential
 from stead.contracts.run import PendingApproval, RunStatus
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
@@ -122,6 +123,20 @@ def token_file(settings: Settings, tenant: str, principal: str, folder: Path) ->
     return path
 
 
+def start_credential(settings: Settings, tenant: str, principal: str) -> StartCredential:
+    """A principal token for the demo's starter, held in memory and narrowed per start
+    (what `stead run --token-file` does), so the demo runs with start tokens required."""
+    from stead.capability.keys import IDENTITY
+    from stead.capability.trust import key_store
+    from stead.identity.tokens import PrincipalTokenIssuer
+
+    private = key_store(settings).private(IDENTITY)
+    if private is None:
+        raise ConfigError("no identity key in the stack's key store; run `stead keys init`")
+    issued = PrincipalTokenIssuer(private).issue(tenant, principal)
+    return StartCredential.load(settings, issued.token)
+
+
 def stead_approve(
     settings: Settings,
     pending: PendingApproval,
@@ -212,13 +227,14 @@ def temp_folder() -> tempfile.TemporaryDirectory[str]:
 
 async def put_opa_data(settings: Settings, path: str, value: Any) -> None:
     """What an operator does with `curl -X PUT $OPA/v1/data/...`, printed and done."""
-    import httpx
+    from stead.policy.admin import OpaAdmin
 
     body = json.dumps(value)
-    console.print(f"  [cyan]$ curl -X PUT {settings.opa_url}/v1/data/{path} -d '{body}'[/]")
-    async with httpx.AsyncClient() as http:
-        response = await http.put(f"{settings.opa_url}/v1/data/{path}", content=body)
-        response.raise_for_status()
+    console.print(
+        f'  [cyan]$ curl -X PUT -H "Authorization: Bearer $STEAD_OPA_ADMIN_TOKEN" '
+        f"{settings.opa_url}/v1/data/{path} -d '{body}'[/]"
+    )
+    await OpaAdmin(settings.opa_url, settings.opa_admin_token).aput_data(path, value)
 
 
 def client_handle(client: Client, run_id: str) -> WorkflowHandle[Any, RunStatus]:

@@ -91,3 +91,5 @@ def _print_status(report: dict[str, object]) -> None:
     console.print(table)
     if report.get("temporal_ui"):
         console.print(f"Temporal UI: {report['temporal_ui']}")
+    if report.get("opa_tokens"):
+        console.print(f"OPA tokens (decision, admin): {report['opa_tokens']}")

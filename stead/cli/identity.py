@@ -23,6 +23,7 @@ from stead.capability.authority import utcnow
 from stead.capability.keys import ALL_KEYS, ALL_SECRETS, IDENTITY, KeyStore
 from stead.capability.trust import key_store
 from stead.cli._common import console, fails_cleanly, print_json, settings
+from stead.contracts.approval_token import ApprovalScope, narrowing_problem
 from stead.contracts.run import ApprovalInput, PendingApproval, Verdict
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
@@ -32,7 +33,6 @@ from stead.identity.errors import TenantUnknown
 from stead.identity.tokens import (
     DEFAULT_TTL,
     MAX_TTL,
-    ApprovalScope,
     PrincipalTokenIssuer,
     scope_to_approval,
 )
@@ -99,8 +99,10 @@ def tenant_create(
 ) -> None:
     """Add a tenant to the directory: from then on only its principals may start runs or approve."""
 
+    directory.check_tenant_id(tenant)
+
     async def go(pool: asyncpg.Pool) -> Tenant:
-        async with pool.acquire() as conn, conn.transaction():
+        async with tenant_transaction(pool, tenant) as conn:
             return await directory.create_tenant(conn, tenant, name)
 
     created = _with_db(go)
@@ -116,8 +118,17 @@ def tenant_list(json_out: JsonOption = False) -> None:
     """Tenants in the directory."""
 
     async def go(pool: asyncpg.Pool) -> list[Tenant]:
+        # Ids across tenants, then each row inside its own tenant: the app role never
+        # reads another tenant's row as a whole.
         async with pool.acquire() as conn:
-            return await directory.list_tenants(conn)
+            ids = await directory.tenant_ids(conn)
+        found = []
+        for tenant in ids:
+            async with tenant_transaction(pool, tenant) as conn:
+                row = await directory.get_tenant(conn, tenant)
+            if row is not None:
+                found.append(row)
+        return found
 
     tenants = _with_db(go)
     if json_out:
@@ -230,7 +241,7 @@ def principal_token(
     ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 8h, 7d (at most 30d).")] = "8h",
     json_out: JsonOption = False,
 ) -> None:
-    """Issue a principal token (printed on stdout) the principal presents to approve steps."""
+    """Issue a principal token (printed on stdout) to start runs and approve steps with."""
     cfg = settings()
     lifetime = parse_ttl(ttl)
     if not timedelta(seconds=1) <= lifetime <= MAX_TTL:
@@ -335,7 +346,13 @@ def approval_token(
             "(`stead keys show` prints it where the keys were made)"
         )
     scope = ApprovalScope(workflow_id=run_id, step_id=step_id, plan_hash=plan_hash, verdict=verdict)
-    return scope_to_approval(raw, public, scope)
+    scoped = scope_to_approval(raw, public, scope)
+    # Never hand out what the run would refuse to write: a bare token that reaches a
+    # run's history (through a signal) is burned for good.
+    problem = narrowing_problem(scoped, scope)
+    if problem is not None:
+        raise ConfigError(f"the token could not be narrowed to this approval: {problem}")
+    return scoped
 
 
 # ------------------------------------------------------------------- keys

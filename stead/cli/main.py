@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from stead.cli import catalog, codec, dev, identity, memory, runs, slo, webhook
+from stead.cli import catalog, codec, dev, identity, memory, policy, runs, slo, webhook
 from stead.cli._common import console, fails_cleanly, print_json, settings
 
 app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
@@ -20,6 +20,7 @@ app.add_typer(memory.app, name="memory")
 app.add_typer(identity.tenant_app, name="tenant")
 app.add_typer(identity.principal_app, name="principal")
 app.add_typer(identity.keys_app, name="keys")
+app.add_typer(policy.app, name="policy")
 runs.register(app)
 slo.register(app)
 codec.register(app)

@@ -75,7 +75,7 @@ class Session:
 async def open_session(cfg: Settings) -> AsyncIterator[Session]:
     """Pool, OPA client, embedder and the best reachable index; closed on exit."""
     pool = await create_pool(cfg.postgres_dsn, min_size=1, max_size=4)
-    opa = OpaClient(cfg.opa_url)
+    opa = OpaClient(cfg.opa_url, token=cfg.opa_token)
     embedder = embedder_from_settings(cfg)
     index: VectorIndex | None = None
     try:
@@ -84,7 +84,10 @@ async def open_session(cfg: Settings) -> AsyncIterator[Session]:
         if cfg.qdrant_url:
             from stead.vector.server import QdrantServerIndex  # slow import, only when used
 
-            index = QdrantServerIndex(url=cfg.qdrant_url)
+            key = cfg.qdrant_api_key
+            index = QdrantServerIndex(
+                url=cfg.qdrant_url, api_key=key.get_secret_value() if key else None
+            )
         else:
             edge = GuardedEdgeIndex(cfg.resolved_qdrant_path)
             try:

@@ -33,7 +33,14 @@ from temporalio.exceptions import CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
-from stead.cli._common import console, err_console, fails_cleanly, print_json, settings
+from stead.cli._common import (
+    console,
+    err_console,
+    fails_cleanly,
+    print_json,
+    settings,
+    tenant_id,
+)
 from stead.contracts.run import (
     ApprovalInput,
     Budget,
@@ -45,7 +52,7 @@ from stead.contracts.run import (
     StepResult,
     Verdict,
 )
-from stead.errors import ConfigError
+from stead.errors import ApprovalRefused, ConfigError
 from stead.settings import Settings
 
 EXIT_CODES: dict[str, int] = {
@@ -168,7 +175,10 @@ def _refuse(message: str) -> NoReturn:
 @fails_cleanly
 def run(
     tenant: Annotated[str, typer.Option(help="Tenant the run belongs to.")],
-    principal: Annotated[str, typer.Option("--as", help="Who starts it, e.g. user:alice.")],
+    principal: Annotated[
+        str | None,
+        typer.Option("--as", help="Who starts it, e.g. user:alice (default: the token's)."),
+    ] = None,
     goal: Annotated[str | None, typer.Option(help="Free-form goal for the LLM planner.")] = None,
     playbook: Annotated[str | None, typer.Option(help="Playbook name (playbook dir).")] = None,
     playbook_file: Annotated[Path | None, typer.Option(help="A playbook YAML file.")] = None,
@@ -179,10 +189,25 @@ def run(
     max_usd: Annotated[float | None, typer.Option(help="Budget: most dollars.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="Your principal token (else STEAD_TOKEN_FILE, STEAD_TOKEN)."),
+    ] = None,
 ) -> None:
-    """Start a governed run; prints its id, or with --wait its outcome."""
-    from activities.planning import preflight
+    """Start a governed run; prints its id, or with --wait its outcome.
 
+    The principal token proves who starts: it is narrowed here to this one start
+    (workflow id and request) and only that copy is sent.
+    """
+    from activities.planning import preflight
+    from stead.cli.starts import narrow_to_start, start_token_input, starter
+
+    cfg = settings()
+    try:
+        raw_token = start_token_input(cfg, token_file)
+        principal = starter(cfg, tenant, principal, raw_token)
+    except ConfigError as exc:
+        _refuse(exc.message)
     source = None
     if playbook_file is not None:
         try:
@@ -206,17 +231,22 @@ def run(
         )
     except ValidationError as exc:
         _refuse(f"invalid run request: {_pydantic_errors(exc)}")
-    cfg = settings()
     try:
-        preflight(request, cfg)
+        preflight(request, cfg, origin=None if playbook_file is None else str(playbook_file))
     except ConfigError as exc:
         _refuse(exc.message)
     workflow_id = f"run-{tenant}-{uuid.uuid4().hex[:12]}"
+    start_token = None
+    if raw_token is not None:
+        try:
+            start_token = narrow_to_start(cfg, raw_token, workflow_id, request)
+        except ConfigError as exc:
+            _refuse(exc.message)
 
     async def go(client: Client) -> RunStatus | None:
         handle = await client.start_workflow(
             "stead.run",
-            RunInput(request=request),
+            RunInput(request=request, start_token=start_token),
             id=workflow_id,
             task_queue=cfg.task_queue,
             result_type=RunStatus,
@@ -303,7 +333,9 @@ async def _status(client: Client, run_id: str) -> RunStatus:
 
 @fails_cleanly
 def pending(
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant.", callback=tenant_id)
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Steps waiting for a human, across runs (from Temporal's visibility index)."""
@@ -418,9 +450,9 @@ def approve(
             result = await handle.execute_update("approve", approval, result_type=StepResult)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            raise ConfigError(
-                f"approval refused: {getattr(cause, 'message', None) or cause}"
-            ) from None
+            # One line, whether the validator or the handler refused (both audit it).
+            reason = " ".join(str(getattr(cause, "message", None) or cause).split())
+            raise ApprovalRefused(f"approval refused: {reason}") from None
         return {
             "run_id": run_id,
             "step_id": step_id,

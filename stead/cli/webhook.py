@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from stead.cli._common import console, fails_cleanly, settings
 from stead.cli.case_runs import COMMERCE_AGENT, commerce_request, reconcile_limits
-from stead.contracts.run import RunInput, RunStatus
+from stead.cli.starts import StartCredential, read_token_file, start_governed, starter
 from stead.errors import ConfigError
 
 app = typer.Typer(help="Receive events that start governed runs.", no_args_is_help=True)
@@ -61,6 +61,9 @@ class ReturnRuns:
     opa_url: str
     database: str = "warehouse"
     principal: str = COMMERCE_AGENT
+    opa_token: SecretStr | None = None  # the decision token, to read the tenant's limits
+    # The service principal's token; each run gets a copy narrowed to it alone.
+    credential: StartCredential | None = None
 
     def run_id(self, event: ReturnEvent) -> str:
         return f"return-{self.tenant}-{event.event_id}"
@@ -72,7 +75,7 @@ class ReturnRuns:
             shop_url=self.shop_url,
             database=self.database,
             # Read per event: a limit tightened in OPA routes the very next return.
-            limits=await reconcile_limits(self.opa_url, self.tenant),
+            limits=await reconcile_limits(self.opa_url, self.tenant, self.opa_token),
             skus=[event.sku],
             trigger={"type": "return", **event.model_dump(mode="json")},
             history_key="returns",
@@ -80,12 +83,12 @@ class ReturnRuns:
         )
         run_id = self.run_id(event)
         try:
-            await self.client.start_workflow(
-                "stead.run",
-                RunInput(request=request),
-                id=run_id,
-                task_queue=self.task_queue,
-                result_type=RunStatus,
+            await start_governed(
+                self.client,
+                self.task_queue,
+                request,
+                self.credential,
+                workflow_id=run_id,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )
@@ -173,7 +176,17 @@ def serve(
     shop_url: Annotated[str, typer.Option(help="The shop API the runs reconcile against.")],
     tenant: Annotated[str, typer.Option(help="Tenant the runs belong to.")] = "shop",
     database: Annotated[str, typer.Option(help="The tenant's warehouse database.")] = "warehouse",
-    principal: Annotated[str, typer.Option("--as", help="Who starts the runs.")] = COMMERCE_AGENT,
+    principal: Annotated[
+        str | None,
+        typer.Option("--as", help="Who starts the runs (default: the token's principal)."),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The service principal's token (else STEAD_WEBHOOK_TOKEN_FILE), e.g. "
+            "service:webhook's from `stead principal token`."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
     task_queue: Annotated[str | None, typer.Option(help="Default: STEAD_TASK_QUEUE.")] = None,
@@ -191,6 +204,18 @@ def serve(
             raise ConfigError(f"--secret-file {secret_file} does not exist")
         secret = secret_file.read_text().strip()
 
+    path = token_file or cfg.webhook_token_file
+    credential = None
+    if path is not None:
+        credential = StartCredential.load(cfg, read_token_file(path, "the webhook token file"))
+        starter(cfg, tenant, principal, credential.token)
+    else:
+        console.print(
+            f"[yellow]no webhook token[/] (--token-file or STEAD_WEBHOOK_TOKEN_FILE): runs are "
+            f"refused unless tenant {tenant} opts out of start tokens in its policy data"
+        )
+    run_as = credential.principal if credential is not None else principal or COMMERCE_AGENT
+
     async def main() -> None:
         client = await connect(cfg)
         runs = ReturnRuns(
@@ -200,7 +225,9 @@ def serve(
             shop_url.rstrip("/"),
             cfg.opa_url,
             database,
-            principal,
+            run_as,
+            cfg.opa_token,
+            credential,
         )
         with serving(runs, asyncio.get_running_loop(), host=host, port=port, secret=secret) as url:
             console.print(f"receiving return events at {url}/returns for tenant {tenant}")

@@ -30,3 +30,14 @@ class UnknownKeyId(CodecError):
 
 class PayloadDecryptFailed(CodecError):
     """The ciphertext fails authentication or is malformed: tampered, or a different key."""
+
+
+class KeyringRequired(CodecError):
+    """An encrypted payload reached a process configured without a keyring."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this run's payloads are encrypted (binary/encrypted) but this process has no "
+            "keyring: set STEAD_CODEC_KEYRING to the keyring file the workers use "
+            "(`stead codec keygen` made it)"
+        )

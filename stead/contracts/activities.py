@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field, JsonValue
 
@@ -102,6 +103,23 @@ class PlanDecisionInput(Closed):
     budget: Budget
 
 
+class StepProvenance(Closed):
+    """Where a step's arguments came from, for policy (``input.step.provenance``).
+
+    ``planner`` made every argument; ``recalled`` says the LLM planner's prompt held
+    recalled memory; ``args`` maps each argument path filled from an earlier step's
+    output (``$ref``) to its sources (``step:<id>`` and that output's own taints);
+    ``tainted`` is the union of untrusted sources: ``llm`` (an LLM wrote it),
+    ``memory`` (recalled memory or a memory read shaped it), ``unknown`` (its origin
+    is out of sight, e.g. a step in an earlier window of a stored plan).
+    """
+
+    planner: Literal["llm", "playbook"]
+    recalled: bool = False
+    args: dict[str, tuple[str, ...]] = {}
+    tainted: tuple[Literal["llm", "memory", "unknown"], ...] = ()
+
+
 class DecideStepInput(Closed):
     tenant: TenantId
     principal: PrincipalId
@@ -112,6 +130,9 @@ class DecideStepInput(Closed):
     budget: Budget
     spent: Spent
     approvals: tuple[ApprovalRecord, ...] = ()
+    # Appended with a default, so inputs in histories recorded before it still load;
+    # policy reads a missing provenance as tainted "unknown" (fail closed).
+    provenance: StepProvenance | None = None
 
 
 class ExecuteStepInput(Closed):

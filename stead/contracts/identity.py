@@ -7,36 +7,33 @@ results rather than errors, so a refused approval is audited once instead of ret
 
 from __future__ import annotations
 
-import re
 from typing import Final, Literal
 
 from pydantic import Field
 
+from stead.contracts.approval_token import MAX_TOKEN_CHARS
 from stead.contracts.run import Closed, PrincipalId, StepId, TenantId, Verdict
 
-# The shape of a principal token (URL-safe base64 of a biscuit), checked by the
-# workflow's update validator without any crypto: the real check is the activity's.
-PRINCIPAL_TOKEN_MAX_CHARS: Final = 16_384
-PRINCIPAL_TOKEN_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{16,}={0,2}$")
-
-
-def principal_token_problem(token: str | None) -> str | None:
-    """Why ``token`` cannot be a principal token at all, or None (deterministic, no I/O)."""
-    if token is None:
-        return None
-    if len(token) > PRINCIPAL_TOKEN_MAX_CHARS:
-        return f"principal token is longer than {PRINCIPAL_TOKEN_MAX_CHARS} characters"
-    if not PRINCIPAL_TOKEN_SHAPE.fullmatch(token):
-        return (
-            "principal token is not URL-safe base64; pass the text `stead principal token` printed"
-        )
-    return None
+# The longest principal token the workflow will pass to an activity (see
+# stead.contracts.approval_token, which also decides what may enter history).
+PRINCIPAL_TOKEN_MAX_CHARS: Final = MAX_TOKEN_CHARS
 
 
 class AdmitRunInput(Closed):
     tenant: TenantId
     principal: PrincipalId
     workflow_id: str
+    chain_id: str | None = Field(
+        default=None,
+        description="The run chain's first run id (set by the Temporal server): the claim "
+        "on the workflow id that makes a start token single-use.",
+    )
+    request_digest: str | None = Field(
+        default=None, description="``start_digest`` of the request the start token must match."
+    )
+    start_token: str | None = Field(
+        default=None, max_length=16_384, description="The narrowed start token, if any."
+    )
 
 
 ApprovalAuthentication = Literal["token", "none"]
@@ -45,14 +42,25 @@ ApprovalAuthentication = Literal["token", "none"]
 class RunAdmission(Closed):
     """Whether the starter may start the run; ``managed`` says the tenant has a directory.
 
-    ``approval_authentication`` is the tenant's policy for this run's approvals, read
-    once at the start (like the plan's decision) so a vote never waits on OPA.
+    ``approval_authentication`` is the tenant's policy for approvals when the run
+    started, a hint only: ``identity.verify_approval`` reads the policy again for
+    every vote and never trusts the workflow's copy.
     """
 
     admitted: bool
     managed: bool
     reason: str | None = None
     approval_authentication: ApprovalAuthentication = "token"
+    start_authentication: ApprovalAuthentication = "token"
+    authenticated: bool = Field(
+        default=False, description="True when a start token proved the starter."
+    )
+    token_id: str | None = None
+    id_taken: bool = Field(
+        default=False,
+        description="The workflow id belongs to another run chain: nothing was recorded, "
+        "and the refused run must not write that run's record.",
+    )
 
 
 class VerifyApprovalInput(Closed):
@@ -65,8 +73,25 @@ class VerifyApprovalInput(Closed):
     approvers: tuple[str, ...] = Field(
         default=(), description="Who policy named for this step (groups unexpanded)."
     )
-    authentication: ApprovalAuthentication = "token"
+    # No authentication mode here: the activity reads it from policy each time, so no
+    # workflow input or state can switch a tenant's approvals to claimed names.
     token: str | None = None
+
+
+class BurnTokenInput(Closed):
+    """A principal token the run's history exposed without narrowing it to one approval."""
+
+    tenant: TenantId
+    workflow_id: str
+    token: str = Field(max_length=PRINCIPAL_TOKEN_MAX_CHARS)
+    reason: str = Field(max_length=1_000)
+
+
+class BurnedToken(Closed):
+    """How many of the token's revocation ids are on the burn list (0: garbage, not ours)."""
+
+    burned: int
+    token_id: str | None = None
 
 
 class ApprovalCheck(Closed):

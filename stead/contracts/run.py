@@ -124,6 +124,10 @@ class PlannerInfo(Closed):
     tokens: int = 0
     cost_usd: float = 0.0
     attempts: int = 1
+    # Appended with a default, so plans in histories recorded before it still load.
+    recalled: int = Field(
+        default=0, ge=0, description="Recalled memories the LLM planner's prompt held."
+    )
 
 
 class StoredPlan(Closed):
@@ -184,7 +188,7 @@ class Decision(Closed):
 
 class ApprovalInput(Closed):
     step_id: StepId
-    plan_hash: str
+    plan_hash: str = Field(max_length=128)
     approver: PrincipalId
     verdict: Verdict
     comment: str = Field(default="", max_length=4_000)
@@ -210,6 +214,9 @@ StepState = Literal[
     "blocked",
     "skipped",
     "cancelled",
+    # The run ended before this step could start (a denied plan or step, a failure,
+    # a refused starter); its ``error`` says why.
+    "not_run",
 ]
 RunState = Literal[
     "planning",
@@ -322,5 +329,33 @@ class RunCarry(Closed):
 
 
 class RunInput(Closed):
+    """What starts (or continues) ``stead.run``; nothing here is trusted as it arrives.
+
+    A fresh start carries ``start_token``: the starter's principal token narrowed to
+    this workflow id and this request (``start_digest``), checked by ``runs.open``
+    before anything else. A continue-as-new carries ``carry`` and the worker's
+    ``seal`` over it; the continued run verifies the seal before using the carry.
+    """
+
     request: RunRequest
     carry: RunCarry | None = None
+    start_token: str | None = Field(
+        default=None,
+        max_length=16_384,
+        description="The starter's principal token, narrowed to this start (stead run).",
+    )
+    seal: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The worker's HMAC over the continuation state (continue-as-new only).",
+    )
+
+
+def start_digest(request: RunRequest) -> str:
+    """The digest a start token is narrowed to: every field of the request, canonically.
+
+    Deterministic and I/O-free (the workflow computes it too): tenant, principal,
+    source, inputs, budget, options, deadline and labels all count, so a token for one
+    request starts no other.
+    """
+    return sha256_hex({"stead_start": 1, "request": request.model_dump(mode="json")})

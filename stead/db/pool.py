@@ -8,8 +8,9 @@ query outside ``tenant_transaction`` sees no tenant rows at all.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -22,6 +23,9 @@ _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 # Open tenant transactions (by connection) and whether each commits without waiting for
 # its WAL flush (``commit_without_waiting_for_disk``).
 _LAZY_COMMIT: dict[int, bool] = {}
+# What to do once each open tenant transaction has committed (``after_commit``).
+_AFTER_COMMIT: dict[int, dict[str, Callable[[], None]]] = {}
+log = logging.getLogger(__name__)
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
@@ -70,14 +74,44 @@ async def tenant_transaction(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[a
         await conn.execute(f"BEGIN; SELECT set_config('app.tenant_id', '{tenant}', true)")
         key = id(conn)
         _LAZY_COMMIT[key] = False
+        _AFTER_COMMIT[key] = {}
         try:
             yield conn
         except BaseException:
             _LAZY_COMMIT.pop(key, None)
+            _AFTER_COMMIT.pop(key, None)
             await _roll_back(conn)
             raise
         lazy = _LAZY_COMMIT.pop(key, False)
+        actions = _AFTER_COMMIT.pop(key, {})
         await conn.execute("SET LOCAL synchronous_commit TO off; COMMIT" if lazy else "COMMIT")
+        _run_after_commit(actions)
+
+
+def after_commit(conn: asyncpg.Connection, name: str, action: Callable[[], None]) -> bool:
+    """Run ``action`` once the current ``tenant_transaction`` has committed.
+
+    For records kept outside Postgres that must never claim more than Postgres holds
+    (the audit chain's anchor): a rolled-back transaction drops its actions. A later
+    action under the same ``name`` replaces the earlier one, so several audit appends
+    in one transaction write one anchor. Returns False, and keeps nothing, when
+    ``conn`` is not in a ``tenant_transaction``.
+    """
+    actions = _AFTER_COMMIT.get(id(conn))
+    if actions is None:
+        return False
+    actions[name] = action
+    return True
+
+
+def _run_after_commit(actions: dict[str, Callable[[], None]]) -> None:
+    """The transaction has committed: an action that fails is logged, never raised,
+    because the caller's work is done and must not be retried for it."""
+    for name, action in actions.items():
+        try:
+            action()
+        except Exception:
+            log.warning("after-commit action %s failed", name, exc_info=True)
 
 
 async def _roll_back(conn: asyncpg.Connection) -> None:

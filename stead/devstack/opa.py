@@ -1,4 +1,10 @@
-"""The embedded OPA: ``opa run --server`` watching the policy dir.
+"""The embedded OPA: ``opa run --server`` watching the policy dir, behind token auth.
+
+OPA's REST API answers only bearer tokens the ``system.authz`` policy
+(``infra/opa/authz/authz.rego``) knows: the decision token for workers, the admin
+token for data and policy changes (``stead.policy.authz``). Both are generated on the
+first ``up`` and kept in ``$STEAD_HOME/opa/tokens.json`` (mode 0600), which the
+settings read, so every command on this machine presents them without an export.
 
 OPA is a Go program with no wheel, so the binary is found (``$STEAD_OPA_BIN``, PATH,
 ``$STEAD_HOME/bin``, the per-machine cache) or built once with ``go install`` from the
@@ -7,6 +13,7 @@ Go module proxy, and cached so every later ``up`` and test session reuses it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +25,15 @@ import httpx
 from stead.devstack import proc
 from stead.devstack.ports import LOOPBACK
 from stead.errors import BinaryMissing, StackError
+from stead.policy.authz import (
+    AUTHZ_DATA_FILE,
+    AUTHZ_POLICY,
+    SERVER_FLAGS,
+    OpaTokens,
+    authz_data,
+    ensure_tokens,
+    write_private,
+)
 
 OPA_MODULE = "github.com/open-policy-agent/opa"
 OPA_VERSION = "v1.22.2"
@@ -30,8 +46,16 @@ READINESS_QUERY = "stead/system/health"
 SERVER_ENV: dict[str, str] = {"GOGC": "400"}
 
 
-def server_argv(binary: Path, addr: str, policy_dir: Path, *, watch: bool = True) -> list[str]:
-    """``opa run --server`` as the stack runs it; bench/opa_latency.py measures this."""
+def server_argv(
+    binary: Path, addr: str, policy_dir: Path, *, watch: bool = True, authz: Path | None = None
+) -> list[str]:
+    """``opa run --server`` as the stack runs it; bench/opa_latency.py measures this.
+
+    ``authz`` is the token-hash data file: with it, OPA authenticates every request and
+    asks ``system.authz`` (loaded from outside the policy dir) whether to serve it.
+    """
+    flags = list(SERVER_FLAGS) if authz else []
+    beside = [str(AUTHZ_POLICY), str(authz.resolve())] if authz else []
     return [
         str(binary),
         "run",
@@ -44,7 +68,9 @@ def server_argv(binary: Path, addr: str, policy_dir: Path, *, watch: bool = True
         "--log-level",
         "error",
         "--skip-version-check",
+        *flags,
         str(policy_dir.resolve()),
+        *beside,
     ]
 
 
@@ -98,27 +124,57 @@ def ensure_binary(home: Path, explicit: Path | None, *, build: bool = True) -> P
     return target / "opa"
 
 
+def tokens_dir(home: Path) -> Path:
+    """Where the dev OPA's tokens (and their hashes, for OPA) live."""
+    return home / "opa"
+
+
 def start(
-    home: Path, binary: Path, policy_dir: Path, port: int, *, timeout: float = 30.0
+    home: Path,
+    binary: Path,
+    policy_dir: Path,
+    port: int,
+    *,
+    tokens: OpaTokens | None = None,
+    timeout: float = 30.0,
 ) -> proc.PidRecord:
+    """Start OPA behind token auth; ``tokens`` default to ``home``'s own (made on first use).
+
+    A test that starts a second OPA passes the stack's tokens, so the workers and
+    helpers already holding them talk to it unchanged.
+    """
     if not policy_dir.is_dir():
         raise StackError(f"policy dir {policy_dir} does not exist; set STEAD_POLICY_DIR")
-    argv = server_argv(binary, f"{LOOPBACK}:{port}", policy_dir)
+    if not AUTHZ_POLICY.is_file():
+        raise StackError(
+            f"OPA's authorization policy {AUTHZ_POLICY} is missing; run from a Stead checkout"
+        )
+    directory = tokens_dir(home)
+    if tokens is None:
+        tokens = ensure_tokens(directory)
+    else:
+        write_private(directory / AUTHZ_DATA_FILE, json.dumps(authz_data(tokens.roles())))
+    argv = server_argv(binary, f"{LOOPBACK}:{port}", policy_dir, authz=directory / AUTHZ_DATA_FILE)
     log = home / "logs" / "opa.log"
     env = {**SERVER_ENV, **os.environ}
     record = proc.spawn("opa", argv, run_dir=home / "run", log_path=log, env=env)
     url = f"http://{LOOPBACK}:{port}"
-    proc.wait_ready("opa", record, lambda: is_ready(url), log_path=log, timeout=timeout)
+    proc.wait_ready(
+        "opa", record, lambda: is_ready(url, tokens.decision), log_path=log, timeout=timeout
+    )
     return record
 
 
-def is_ready(url: str) -> bool:
+def is_ready(url: str, token: str | None = None) -> bool:
     """OPA is healthy *and* the policies loaded: a known query returns a defined result."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
             if client.get(f"{url}/health").status_code != 200:
                 return False
-            answer = client.post(f"{url}/v1/data/{READINESS_QUERY}", json={"input": {}})
+            answer = client.post(
+                f"{url}/v1/data/{READINESS_QUERY}", json={"input": {}}, headers=headers
+            )
             return answer.status_code == 200 and "result" in answer.json()
     except httpx.HTTPError:
         return False

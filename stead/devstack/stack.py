@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from stead.db.migrations import migrate
 from stead.devstack import opa, postgres, proc, temporal
 from stead.devstack.ports import LOOPBACK, claim
+from stead.policy.authz import TOKENS_FILE, read_tokens
 from stead.settings import STACK_FILE, Settings
 
 ServiceName = Literal["postgres", "temporal", "opa"]
@@ -283,6 +284,8 @@ def stack_status(settings: Settings) -> dict[str, object]:
         "qdrant": state.qdrant.model_dump(),
         "temporal_ui": state.temporal_ui,
         "endpoints": {k: v for k, v in state.endpoints.items() if "dsn" not in k},
+        # Where, never what: the tokens stay in their 0600 file.
+        "opa_tokens": str(opa.tokens_dir(home) / TOKENS_FILE),
     }
 
 
@@ -296,4 +299,9 @@ def env_lines(home: Path) -> list[str]:
         if value is not None:
             lines.append(f"export STEAD_{key.upper()}={json.dumps(value)}")
     lines.append(f"export TEMPORAL_ADDRESS={state.endpoints['temporal_address']}")
+    tokens = read_tokens(opa.tokens_dir(home.resolve()))
+    if tokens is not None:
+        # For curl against the data API; Stead's own commands read the file directly.
+        lines.append(f"export STEAD_OPA_TOKEN={json.dumps(tokens.decision)}")
+        lines.append(f"export STEAD_OPA_ADMIN_TOKEN={json.dumps(tokens.admin)}")
     return lines

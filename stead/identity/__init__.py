@@ -1,12 +1,12 @@
 """Identity: the directory of tenants, principals and groups, and the principal tokens
 approvers present so an approval is attributable to someone Stead authenticated."""
 
+from stead.contracts.approval_token import ApprovalScope
 from stead.identity.admission import admit_run
 from stead.identity.approvals import ApprovalAuthenticator
 from stead.identity.directory import Principal, Tenant
 from stead.identity.errors import DirectoryError, PrincipalTokenRefused
 from stead.identity.tokens import (
-    ApprovalScope,
     PrincipalClaims,
     PrincipalTokenIssuer,
     PrincipalTokenVerifier,

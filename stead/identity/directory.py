@@ -5,9 +5,10 @@ runs or approve steps (``stead.identity.admission``, ``stead.identity.approvals`
 Principals are ``user:``, ``agent:`` or ``service:`` ids; groups are not principals,
 they are names in ``group_members`` that approval policies expand.
 
-Tenant rows are read and written on a plain connection (the table is the list an
-operator administers). Everything else expects a connection inside
-``tenant_transaction`` for ``tenant``: row-level security hides other tenants' rows.
+Every function expects a connection inside ``tenant_transaction`` for ``tenant``:
+row-level security hides other tenants' rows, ``tenants`` included (migration 0007).
+The one read across tenants is :func:`tenant_ids`, through the owner's
+``stead_tenant_ids()``, which returns ids and nothing else.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def _principal(row: asyncpg.Record) -> Principal:
 
 
 async def create_tenant(conn: asyncpg.Connection, tenant: str, display_name: str = "") -> Tenant:
+    """Call inside ``tenant_transaction(pool, tenant)``: RLS admits only that tenant's row."""
     row = await conn.fetchrow(
         "INSERT INTO tenants (id, display_name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING"
         " RETURNING id, display_name, created_at",
@@ -126,9 +128,10 @@ async def get_tenant(conn: asyncpg.Connection, tenant: str) -> Tenant | None:
     return None if row is None else _tenant(row)
 
 
-async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
-    rows = await conn.fetch("SELECT id, display_name, created_at FROM tenants ORDER BY id")
-    return [_tenant(r) for r in rows]
+async def tenant_ids(conn: asyncpg.Connection) -> list[str]:
+    """Every tenant's id, on any app-role connection: the one deliberate read across
+    tenants (for jobs that visit each tenant in turn), and it yields ids only."""
+    return [r[0] for r in await conn.fetch("SELECT stead_tenant_ids()")]
 
 
 # ------------------------------------------------------------- principals

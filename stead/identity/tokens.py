@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from stead.biscuit_limits import limited
 from stead.capability.authority import Clock, utcnow
-from stead.contracts.run import Verdict
+from stead.contracts.approval_token import APPROVAL_BLOCK, ApprovalScope
 from stead.identity.errors import (
     PrincipalTokenExpired,
     PrincipalTokenInvalid,
@@ -56,10 +56,6 @@ token({token_id}, {issued_at}, {expires_at});
 check if time($time), $time <= {expires_at};
 """
 
-_APPROVAL_BLOCK = """
-check if approval({workflow_id}, {step_id}, {plan_hash}, {verdict});
-check if time($time), $time <= {expires_at};
-"""
 
 _CLAIMS = Rule(
     "claims($kind, $version, $tenant, $principal, $id, $issued, $expires) <-"
@@ -84,17 +80,6 @@ class PrincipalClaims(BaseModel):
     token_id: str
     issued_at: datetime
     expires_at: datetime
-
-
-class ApprovalScope(BaseModel):
-    """The one approval a scoped token may be used for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    workflow_id: str
-    step_id: str
-    plan_hash: str
-    verdict: Verdict
 
 
 @dataclass(frozen=True)
@@ -138,7 +123,7 @@ def scope_to_approval(
     """Attenuate a principal token to one approval (needs the public key, not the private one)."""
     biscuit = _parse(token, public_key)
     expires_at = clock().astimezone(UTC).replace(microsecond=0) + ttl
-    block = BlockBuilder(_APPROVAL_BLOCK, {**scope.model_dump(), "expires_at": expires_at})
+    block = BlockBuilder(APPROVAL_BLOCK, {**scope.model_dump(), "expires_at": expires_at})
     return biscuit.append(block).to_base64()
 
 
@@ -153,6 +138,15 @@ class PrincipalTokenVerifier:
     def __init__(self, public_key: PublicKey, *, clock: Clock = utcnow) -> None:
         self._public_key = public_key
         self._clock = clock
+
+    def claims(self, token: str) -> PrincipalClaims:
+        """The signed claims of ``token`` (signature checked, nothing else); raises if forged."""
+        return read_claims(token, self._public_key, clock=self._clock)
+
+    @property
+    def public_key(self) -> PublicKey:
+        """The identity public key (start tokens are checked with it too)."""
+        return self._public_key
 
     def verify_approval(self, token: str, *, tenant: str, scope: ApprovalScope) -> PrincipalClaims:
         """Claims of a token that proves its principal for exactly this approval; raises why not."""

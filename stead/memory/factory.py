@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from pydantic import SecretStr
 
 from stead.embeddings import Embedder, open_embedder
 from stead.memory.service import MemoryService
@@ -40,10 +41,18 @@ async def open_memory_service(
     `service.index` at shutdown; an unavailable index at start only degrades recall."""
     if index is None:
         index = (
-            open_vector_index(settings.qdrant_url, settings.resolved_qdrant_path)
+            open_vector_index(
+                settings.qdrant_url,
+                settings.resolved_qdrant_path,
+                _secret(settings.qdrant_api_key),
+            )
             if settings.qdrant_url
             else GuardedEdgeIndex(settings.resolved_qdrant_path)
         )
     service = MemoryService(pool, index, embedder_from_settings(settings), opa)
     await service.start()
     return service
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

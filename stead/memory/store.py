@@ -334,7 +334,8 @@ async def mark_all_pending(conn: asyncpg.Connection, tenant: str) -> int:
 
 
 async def directory_tenants(conn: asyncpg.Connection) -> list[str]:
-    return [r["id"] for r in await conn.fetch("SELECT id FROM tenants ORDER BY id")]
+    """Ids only, through the owner's function: ``tenants`` is row-level secured (0007)."""
+    return [r[0] for r in await conn.fetch("SELECT stead_tenant_ids()")]
 
 
 def payload_fields(row: Any) -> dict[str, Any]:

@@ -140,6 +140,8 @@ class LlmPlanner:
                     tokens=tokens,
                     cost_usd=cost,
                     attempts=attempt,
+                    # Memory in the prompt taints every argument with it (invariant 10).
+                    recalled=len(shareable(req.recalled)),
                 )
                 return build_plan(_steps(answer), self._catalog, info, answer.rationale, plan_id)
             if answer is not None and not answer.steps:
@@ -147,7 +149,10 @@ class LlmPlanner:
                 break
             messages = [*messages, {"role": "assistant", "content": content}, _correction(reasons)]
         raise PlanRejected(
-            reasons, summary=f"planner {model} gave no valid plan after {attempt} attempts"
+            reasons,
+            summary=f"planner {model} gave no valid plan after {attempt} attempts",
+            tokens=tokens,
+            cost_usd=cost,
         )
 
     def _check(self, content: str, req: PlanInput) -> tuple[_Answer | None, list[str]]:

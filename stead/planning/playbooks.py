@@ -227,7 +227,9 @@ def parse_playbook(source: str, origin: str) -> Playbook:
     try:
         data = yaml.load(source, Loader=_YAML_LOADER)  # a safe loader (no arbitrary objects)
     except yaml.YAMLError as exc:
-        raise PlaybookError([f"{origin}: invalid YAML: {exc}"], summary=_INVALID) from None
+        raise PlaybookError(
+            [f"{origin}: invalid YAML: {_yaml_problem(exc)}"], summary=_INVALID
+        ) from None
     if not isinstance(data, dict):
         problem = f"{origin}: expected a mapping with name, inputs and steps"
         raise PlaybookError([problem], summary=_INVALID)
@@ -238,6 +240,20 @@ def parse_playbook(source: str, origin: str) -> Playbook:
             [f"{origin}: {_where(err['loc'], data)}: {err['msg']}" for err in exc.errors()],
             summary=_INVALID,
         ) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message names the parsed text ``"<unicode string>"``: say line and column
+    (1-based, as editors count) and the problem instead; the caller names the file."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return str(exc)
+    mark = exc.problem_mark
+    parts = [f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem or 'syntax error'}"]
+    if exc.context:
+        context = exc.context_mark
+        where = f" (line {context.line + 1})" if context is not None else ""
+        parts.append(f"{exc.context}{where}")
+    return "; ".join(parts)
 
 
 def expand(playbook: Playbook, inputs: Mapping[str, JsonValue]) -> list[Step]:

@@ -19,17 +19,30 @@ from stead.planning.refs import RefError, find_refs, ref_locations
 
 
 class PlanRejected(Exception):
-    """No valid plan could be made; ``reasons`` says why, one sentence each."""
+    """No valid plan could be made; ``reasons`` says why, one sentence each.
 
-    def __init__(self, reasons: Iterable[str], *, summary: str = "the plan was rejected") -> None:
+    ``tokens``/``cost_usd`` are what the planner spent getting there: a rejected LLM
+    plan still cost its calls, and budgets and ``stead slo`` must count them.
+    """
+
+    def __init__(
+        self,
+        reasons: Iterable[str],
+        *,
+        summary: str = "the plan was rejected",
+        tokens: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
         self.reasons = list(reasons)
         self.summary = summary
+        self.tokens = tokens
+        self.cost_usd = cost_usd
         super().__init__(f"{summary}:\n- " + "\n- ".join(self.reasons) if self.reasons else summary)
 
 
 def validate_plan(
     steps: Sequence[Step],
-    catalog: Catalog,
+    catalog: Catalog | None,
     budget: Budget,
     *,
     completed: Collection[str] = (),
@@ -39,7 +52,9 @@ def validate_plan(
     ``completed`` names steps that already succeeded in this run (a replan): new
     steps may depend on and refer to them, but may not reuse their ids, because a
     step id is half of the idempotency key and a reused one would replay the old
-    effect instead of running the new step.
+    effect instead of running the new step. Without a ``catalog`` (``stead run``
+    before it starts anything: only the worker knows its adapters) the plan's
+    structure is checked, not its operations.
     """
     reasons: list[str] = []
     if not steps:
@@ -105,7 +120,7 @@ def build_plan(
     )
 
 
-def _check_step(step: Step, catalog: Catalog, known: set[str]) -> list[str]:
+def _check_step(step: Step, catalog: Catalog | None, known: set[str]) -> list[str]:
     reasons = [
         f"step {step.id!r} depends on {dep!r}, which is not a step of this plan"
         for dep in step.depends_on
@@ -116,11 +131,20 @@ def _check_step(step: Step, catalog: Catalog, known: set[str]) -> list[str]:
     except RefError as exc:
         reasons.append(f"step {step.id!r}: {exc}")
         referenced = set()
+    # A reference to a step that does not exist is that, not a missing dependency:
+    # adding it to depends_on as told would only fail again, differently.
+    reasons.extend(
+        f"step {step.id!r} refers to the output of {ref!r}, which is not a step of this plan"
+        for ref in sorted(referenced)
+        if ref not in known
+    )
     reasons.extend(
         f"step {step.id!r} refers to the output of {ref!r} but does not list it in depends_on"
         for ref in sorted(referenced)
-        if ref not in step.depends_on
+        if ref in known and ref not in step.depends_on
     )
+    if catalog is None:
+        return reasons
     try:
         op = catalog.get(step.operation)
     except UnknownOperation as exc:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -164,6 +165,7 @@ class Http1Pool:
         max_connections: int = 64,
         max_idle: int = 16,
         idle_expiry: float = 30.0,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -175,6 +177,13 @@ class Http1Pool:
         host = f"[{self._host}]" if ":" in self._host else self._host
         default_port = self._port == (443 if self._ssl else 80)
         self._host_header = (host if default_port else f"{host}:{self._port}").encode("ascii")
+        # Built once (the Authorization header, say): every request sends the same ones.
+        self._headers = [
+            (b"Host", self._host_header),
+            (b"User-Agent", b"stead"),
+            (b"Accept", b"application/json"),
+            *headers,
+        ]
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._max_idle = max_idle
@@ -187,9 +196,7 @@ class Http1Pool:
             method=b"POST",
             target=self._prefix + path.encode("ascii"),
             headers=[
-                (b"Host", self._host_header),
-                (b"User-Agent", b"stead"),
-                (b"Accept", b"application/json"),
+                *self._headers,
                 (b"Content-Type", content_type),
                 (b"Content-Length", b"%d" % len(body)),
             ],

@@ -41,6 +41,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -58,6 +59,10 @@ REVISION: Final = "stead/system/health/revision"
 REVISION_TTL_SECONDS: Final = 5.0
 UNKNOWN_REVISION: Final = "unknown"
 NOT_RUNNING_HINT: Final = "Is `stead dev up` running?"
+TOKEN_HINT: Final = (
+    "Set STEAD_OPA_TOKEN to OPA's decision token (the dev stack keeps it in "
+    "$STEAD_HOME/opa/tokens.json; compose: the token `stead policy tokens` made)."
+)
 SERVER_ERROR_HINT: Final = "See the OPA log: the policy may fail to evaluate for this input."
 
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_-]*)*$")
@@ -84,6 +89,19 @@ class PolicyUnavailable(SteadError):
         # Exceptions pickle by re-calling __init__ with .args; ours take other arguments.
         kwargs = {"subject": self.subject, "hint": self.hint}
         return (_rebuild, (type(self), (self.url, self.detail), kwargs))
+
+
+class PolicyUnauthorized(PolicyUnavailable):
+    """OPA refused our credential (401/403): a deployment mistake an operator fixes, never allow.
+
+    A ``PolicyUnavailable`` so every caller fails closed the same way (retried, then a
+    ``policy_unavailable`` block); the message names the setting to fix.
+    """
+
+    def __init__(
+        self, url: str, detail: str, *, subject: str = "the step", hint: str = TOKEN_HINT
+    ) -> None:
+        super().__init__(url, detail, subject=subject, hint=hint)
 
 
 class PolicyUndefined(SteadError):
@@ -211,14 +229,17 @@ class _Wire(Protocol):
 class _HttpxWire:
     """A caller's own ``httpx.AsyncClient`` behind the same two errors as ``Http1Pool``."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
         self._client = client
         self._url = url
+        self._headers = headers
 
     async def post(self, path: str, body: bytes, content_type: bytes) -> Response:
         try:
             answer = await self._client.post(
-                self._url + path, content=body, headers={"Content-Type": content_type.decode()}
+                self._url + path,
+                content=body,
+                headers={**self._headers, "Content-Type": content_type.decode()},
             )
         except httpx.TimeoutException:
             raise TimeoutError from None
@@ -238,21 +259,36 @@ class OpaClient:
     Pass ``client`` to supply your own ``httpx.AsyncClient`` (a Unix-socket or
     HTTP/2 transport, say); the caller then owns it and ``aclose`` leaves it open.
     ``timeout`` bounds each call end to end: connect, send, evaluate and read.
+    ``token`` is OPA's decision token (``STEAD_OPA_TOKEN``), sent as a bearer token on
+    every request; without it an OPA behind token auth refuses every question.
     """
 
     def __init__(
-        self, url: str, *, timeout: float = 1.5, client: httpx.AsyncClient | None = None
+        self,
+        url: str,
+        *,
+        token: str | SecretStr | None = None,
+        timeout: float = 1.5,
+        client: httpx.AsyncClient | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        secret = token.get_secret_value() if isinstance(token, SecretStr) else token
+        auth = {"Authorization": f"Bearer {secret}"} if secret else {}
         # No proxy, ever: a HTTP(S)_PROXY exported for model APIs must not route policy
         # inputs through a proxy, nor add its latency to every step.
         self._wire: _Wire = (
-            _HttpxWire(client, self.url)
+            _HttpxWire(client, self.url, auth)
             if client is not None
-            else Http1Pool(self.url, max_connections=64, max_idle=16, idle_expiry=30.0)
+            else Http1Pool(
+                self.url,
+                max_connections=64,
+                max_idle=16,
+                idle_expiry=30.0,
+                headers=[(k.encode(), v.encode("ascii")) for k, v in auth.items()],
+            )
         )
         self._revision: tuple[float, str] | None = None
 
@@ -347,6 +383,13 @@ class OpaClient:
                 f"answered HTTP {response.status}{_opa_error(response)}",
                 subject=subject,
                 hint=SERVER_ERROR_HINT if response.status >= 500 else NOT_RUNNING_HINT,
+            )
+        if response.status in (401, 403):
+            # Our credential, not the question: missing, wrong, or not allowed this path.
+            raise PolicyUnauthorized(
+                self.url,
+                f"refused Stead's token with HTTP {response.status}{_opa_error(response)}",
+                subject=subject,
             )
         if response.status != 200:
             # OPA (or whatever listens at this URL) refuses this exact request; asking

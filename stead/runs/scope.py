@@ -198,10 +198,22 @@ _SCOPES: dict[int, RunScope] = {}
 
 
 def configure_scope(pool: asyncpg.Pool, integrity: bytes | None) -> RunScope:
-    """Give the worker's scope checker the integrity secret (workers call it at start)."""
+    """Give the worker's scope checker the integrity secret (workers call it at start);
+    ``pool`` becomes the one ``worker_pool`` names for activities that hold none."""
+    global _WORKER_POOL
     scope = scope_for(pool)
     scope._integrity = integrity
+    _WORKER_POOL = pool
     return scope
+
+
+_WORKER_POOL: asyncpg.Pool | None = None
+
+
+def worker_pool(owner: object) -> asyncpg.Pool | None:
+    """The pool ``configure_scope`` was given: for activity classes without a pool of
+    their own (the continuation seal); None, so refused, where no worker configured one."""
+    return _WORKER_POOL
 
 
 def scope_for(pool: asyncpg.Pool) -> RunScope:

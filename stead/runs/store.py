@@ -20,6 +20,7 @@ from typing import Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, JsonValue
 
+from stead.audit.chain import decision_mac, installed
 from stead.contracts.run import ApprovalPolicy, Decision, RunState, canonical_json
 from stead.errors import SteadError
 
@@ -212,11 +213,23 @@ async def record_decision(
     """
     approval = decision.approval
     approval_json = None if approval is None else canonical_json(approval.model_dump(mode="json"))
+    mac = decision_mac(
+        installed().key(),
+        decision_id=decision.decision_id,
+        tenant=tenant,
+        workflow_id=workflow_id,
+        step_id=step_id,
+        kind=kind,
+        outcome=decision.outcome,
+        blocked=decision.blocked,
+        input_hash=input_hash,
+        policy_revision=decision.policy_revision,
+    )
     inserted = await conn.fetchval(
         "INSERT INTO decisions (decision_id, tenant, workflow_id, step_id, kind, outcome,"
-        " reasons, approval, policy_revision, input_hash, blocked, eval_ms)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9, $10, $11, $12)"
-        " ON CONFLICT (decision_id) DO NOTHING RETURNING 1",
+        " reasons, approval, policy_revision, input_hash, blocked, eval_ms, mac)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9, $10, $11, $12,"
+        " $13) ON CONFLICT (decision_id) DO NOTHING RETURNING 1",
         decision.decision_id,
         tenant,
         workflow_id,
@@ -229,6 +242,7 @@ async def record_decision(
         input_hash,
         decision.blocked,
         eval_ms,
+        mac,
     )
     if inserted is not None:
         return

@@ -13,6 +13,7 @@ from stead.secrets.env import ENV_PREFIX, EnvSecretBackend, env_name
 from stead.secrets.errors import (
     InvalidSecretRef,
     SecretError,
+    SecretNotBound,
     SecretNotFound,
     SecretRefused,
     SecretUnreadable,
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidSecretRef",
     "SecretBackend",
     "SecretError",
+    "SecretNotBound",
     "SecretNotFound",
     "SecretRef",
     "SecretRefStr",

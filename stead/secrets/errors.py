@@ -24,6 +24,10 @@ class SecretRefused(SecretError):
     """The reference belongs to another tenant (or adapter) than the caller's."""
 
 
+class SecretNotBound(SecretRefused):
+    """The secret declares no destinations, or not the one the step is sending it to."""
+
+
 class SecretNotFound(SecretError):
     """No configured backend holds the reference."""
 

@@ -7,6 +7,11 @@ file that other users could read or replace: the file must be owned by the worke
 user (or root) with no group/other permission bits (``0600``/``0400``; Kubernetes:
 ``defaultMode: 0400``), and no directory on the way may be group/other-writable.
 Symlinks are followed (Kubernetes mounts use them) but must stay inside the root.
+
+Where a secret may be sent is declared in a sidecar file ``<name>.destinations`` beside
+it (egress entries, one per line or comma-separated, ``#`` comments), held to the same
+ownership and mode checks: whoever can rewrite it can redirect the credential. A name
+never contains ``.``, so no reference maps to a sidecar.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from stead.secrets.env import split_entries
 from stead.secrets.errors import SecretUnreadable
 from stead.secrets.refs import SecretRef
+
+DESTINATIONS_SUFFIX = ".destinations"
 
 MAX_SECRET_BYTES = 64 * 1024
 
@@ -43,8 +51,19 @@ class FileSecretBackend:
     def describe(self, ref: SecretRef) -> str:
         return f"file {self.path(ref)}"
 
-    def _read(self, ref: SecretRef) -> SecretStr | None:
-        path = self.path(ref)
+    def destinations_path(self, ref: SecretRef) -> Path:
+        return self.path(ref).with_name(ref.name + DESTINATIONS_SUFFIX)
+
+    async def destinations(self, ref: SecretRef) -> tuple[str, ...] | None:
+        """The egress entries in ``<name>.destinations``, or None when there is no such file."""
+        text = await asyncio.to_thread(self._read, ref, self.destinations_path(ref))
+        return None if text is None else split_entries(text.get_secret_value())
+
+    def describe_destinations(self, ref: SecretRef) -> str:
+        return f"file {self.destinations_path(ref)} (mode 0600, one entry per line)"
+
+    def _read(self, ref: SecretRef, at: Path | None = None) -> SecretStr | None:
+        path = at or self.path(ref)
         if not path.exists():
             return None
         root = self._root.resolve()

@@ -15,6 +15,14 @@ own Vault identity (Kubernetes or AppRole auth, never a token in settings), retu
 ``None`` on 404, raises ``SecretUnreadable`` on 403 or a malformed answer, caches no
 longer than the lease, and never logs the value; ``describe`` returns
 ``"vault <mount>/stead/<tenant>/<adapter>/<name>"`` for not-found messages.
+
+A secret also says where it may be sent, beside its value: a backend may implement
+``destinations(ref)`` (the env and files backends do; a Vault backend would read a
+``destinations`` field next to ``value``), returning egress entries in the grammar of
+``stead.egress.allowlist``. When an adapter resolves a value for an outward call it
+passes the destination; the store refuses it unless the backend that holds the value
+declares a matching entry. No declaration is a refusal (fail closed): an operator
+binds each credential to the hosts it is for.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import SecretStr
 
-from stead.secrets.errors import SecretNotFound, SecretRefused, SecretUnreadable
+from stead.egress import Destination, allowed_by
+from stead.secrets.errors import SecretNotBound, SecretNotFound, SecretRefused, SecretUnreadable
 from stead.secrets.refs import SecretRef
 
 
@@ -46,9 +55,15 @@ class SecretStore(Protocol):
     """What adapters resolve references with; see ``Secrets``."""
 
     async def get(
-        self, ref: str | SecretRef, tenant: str, *, adapter: str | None = None
+        self,
+        ref: str | SecretRef,
+        tenant: str,
+        *,
+        adapter: str | None = None,
+        destination: Destination | None = None,
     ) -> SecretStr:
-        """The value of ``ref`` for a step of ``tenant`` (and ``adapter``, when given)."""
+        """The value of ``ref`` for a step of ``tenant`` (and ``adapter``, when given),
+        refused unless ``ref`` declares ``destination`` (when given)."""
         ...
 
 
@@ -62,7 +77,12 @@ class Secrets:
         return f"Secrets({', '.join(type(b).__name__ for b in self._backends) or 'no backends'})"
 
     async def get(
-        self, ref: str | SecretRef, tenant: str, *, adapter: str | None = None
+        self,
+        ref: str | SecretRef,
+        tenant: str,
+        *,
+        adapter: str | None = None,
+        destination: Destination | None = None,
     ) -> SecretStr:
         parsed = SecretRef.parse(ref)
         if parsed.tenant != tenant:
@@ -82,9 +102,36 @@ class Secrets:
                 continue
             if not value.get_secret_value():
                 raise SecretUnreadable(f"{parsed} is empty in {backend.describe(parsed)}")
+            if destination is not None:
+                await _check_bound(backend, parsed, destination)
             return value
         places = "; ".join(b.describe(parsed) for b in self._backends) or "no backend configured"
         raise SecretNotFound(
             f"{parsed} is not set on this worker (looked in: {places}); set it there, or run "
             "the step on a worker that holds it"
         )
+
+
+async def _check_bound(backend: SecretBackend, ref: SecretRef, destination: Destination) -> None:
+    """Refuse ``destination`` unless the backend holding ``ref`` declares it."""
+    lookup = getattr(backend, "destinations", None)
+    declared = await lookup(ref) if lookup is not None else None
+    where = backend.describe(ref)
+    if not declared:
+        hint = getattr(backend, "describe_destinations", None)
+        place = hint(ref) if hint is not None else f"beside {where}"
+        raise SecretNotBound(
+            f"{ref} declares no destinations, so it is sent nowhere (not to "
+            f"{destination.label}); declare where it may go in {place}, e.g. "
+            f"{_example(destination)}"
+        )
+    if not allowed_by(declared, destination):
+        raise SecretNotBound(
+            f"{ref} may not be sent to {destination.label}: its declared destinations are "
+            f"{', '.join(declared)}; add {_example(destination)} there if that host is meant "
+            "to receive it"
+        )
+
+
+def _example(destination: Destination) -> str:
+    return f"mail:{destination.host}" if destination.kind == "mail" else destination.host

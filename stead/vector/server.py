@@ -43,6 +43,7 @@ class QdrantServerIndex:
         url: str | None = None,
         location: str | None = None,
         collection: str = "stead_memory",
+        api_key: str | None = None,
     ) -> None:
         if (url is None) == (location is None):
             raise ValueError("give exactly one of url (a Qdrant server) or location (local mode)")
@@ -50,7 +51,10 @@ class QdrantServerIndex:
         self._collection = collection
         # The compatibility probe runs in a thread at construction and only warns;
         # an unreachable server must surface as VectorIndexUnavailable on first use.
-        self._client = AsyncQdrantClient(url=url, location=location, check_compatibility=False)
+        # api_key: the server's QDRANT__SERVICE__API_KEY (compose requires one).
+        self._client = AsyncQdrantClient(
+            url=url, location=location, api_key=api_key, check_compatibility=False
+        )
 
     async def ensure_collection(self, dim: int) -> None:
         async with self._reachable():
@@ -161,6 +165,13 @@ class QdrantServerIndex:
         except (ResponseHandlingException, httpx.TransportError) as exc:
             raise self._unavailable(exc) from exc
         except UnexpectedResponse as exc:
+            if exc.status_code in (401, 403):
+                # A deployment mistake, not the caller's: degrade like an outage, say what.
+                raise VectorIndexUnavailable(
+                    f"Qdrant at {self._where} refused Stead's API key (HTTP {exc.status_code}); "
+                    "recall degrades to Postgres only. Set STEAD_QDRANT_API_KEY to the "
+                    "server's key."
+                ) from exc
             if exc.status_code is not None and exc.status_code >= 500:
                 raise self._unavailable(exc) from exc
             raise
