@@ -763,3 +763,59 @@ async def test_a_record_opened_by_attacker_code_cannot_carry_spend_into_the_vict
     finally:
         await pool.close()
     assert dict(row) == {"status": "denied", "cost": 0.0, "admitted_run_id": None}
+
+
+@workflow.defn(name="attacker.seal")
+class AttackerSeal:
+    """Attacker-written workflow code asking Stead's worker to seal a continuation state
+    for the victim's tenant: with a valid seal, a forged carry would start a run that
+    skips admission."""
+
+    @workflow.run
+    async def run(self, args: tuple[str, str, bool]) -> list[str]:
+        tenant, queue, own_run_id = args
+        run_id = workflow.info().run_id if own_run_id else "forged-run"
+        payload = {
+            "workflow_id": workflow.info().workflow_id,
+            "run_id": run_id,
+            "request": {"tenant": tenant, "principal": "user:victim", "playbook": "records-demo"},
+            "carry": {"status": "running"},
+        }
+        try:
+            await workflow.execute_activity(
+                "runs.seal",
+                payload,
+                task_queue=queue,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError as err:
+            cause = err.cause
+            assert isinstance(cause, ApplicationError)
+            return [f"{cause.type}: {cause.message}"]
+        return ["sealed"]
+
+
+async def test_attacker_workflow_code_cannot_have_a_victims_continuation_sealed(
+    worker: WorkerHandle,
+) -> None:
+    victim = new_tenant()
+    async with Worker(
+        worker.client,
+        task_queue=f"attacker-{uuid.uuid4().hex[:8]}",
+        workflows=[AttackerSeal],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ) as attacker:
+        for own_run_id, expected in (
+            (True, "has no run recorded for tenant"),
+            (False, "a run seals only its own continuation"),
+        ):
+            [outcome] = await worker.client.execute_workflow(
+                "attacker.seal",
+                (victim, worker.task_queue, own_run_id),
+                id=f"mallory-{uuid.uuid4().hex[:8]}",
+                task_queue=attacker.task_queue,
+                result_type=list[str],
+                execution_timeout=timedelta(seconds=60),
+            )
+            assert outcome.startswith(f"{SCOPE_REFUSED}: ") and expected in outcome, outcome
