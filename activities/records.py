@@ -37,6 +37,17 @@ def _open_claim(req: OpenRunInput) -> ScopeClaim:
     return ScopeClaim(req.record.tenant, (req.admit.workflow_id, req.record.workflow_id), "bound")
 
 
+# What a run refused at the door audits: it writes no run record (a forged continuation
+# state), yet its refusals belong in the claimed tenant's log, as any refused start's do.
+REFUSAL_KINDS: frozenset[str] = frozenset({"run_refused", "approval_refused"})
+
+
+def _audit_claim(req: AuditInput) -> ScopeClaim:
+    """A run audits into its own record's tenant; only refusals go without a record."""
+    need: Need = "bound" if req.kind in REFUSAL_KINDS else "recorded"
+    return ScopeClaim(req.tenant, (req.workflow_id,), need)
+
+
 def _record_claim(req: RunRecordInput) -> ScopeClaim:
     """Starting a record needs no record; a later write needs the run's own, and totals
     (which budgets and SLO reports add up) need an admitted run: a refused run has
@@ -92,7 +103,7 @@ class RecordActivities:
         return admission
 
     @activity.defn(name="audit.append")
-    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "recorded"))
+    @tenant_scoped(_audit_claim)
     async def append_audit(self, req: AuditInput) -> None:
         verdict = _approval_verdict(req)
         waited: float | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -199,7 +200,10 @@ async def test_cli_without_the_integrity_secret_answers_from_postgres_instead_of
     """The worker refuses index calls not sealed with its integrity secret, so a CLI
     without that file does not route at all: it degrades like an unreachable index."""
     tenant = new_tenant()
-    elsewhere = str(tmp_path / "keys-without-secrets")
+    # The stack's keys (the audit key included) but not the integrity secret.
+    keys = tmp_path / "keys-without-integrity"
+    shutil.copytree(stack.resolved_keys_dir, keys, ignore=shutil.ignore_patterns("integrity.*"))
+    elsewhere = str(keys)
 
     put = await stead_memory(
         stack,
