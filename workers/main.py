@@ -197,14 +197,19 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     adapters.memory = memory
     try:
         trust = open_trust(settings, pool)
-        # Admission stamps are sealed and checked with the integrity secret: a worker
-        # that runs workflows without it would admit stamps anyone could write.
+        # Admission stamps are sealed and checked with the integrity secret. A worker that
+        # mints capabilities must check them (it would otherwise admit stamps anyone
+        # connecting as the app role could write); one holding only capability.pub runs
+        # no step without a grant from such a worker, so it only warns.
         if trust.integrity is None:
-            raise ConfigError(
+            missing = (
                 f"no integrity secret at {key_store(settings).secret_path(INTEGRITY)}: run "
                 "`stead keys init` and give every worker that runs workflows the same "
                 "integrity.secret"
             )
+            if trust.authority is not None:
+                raise ConfigError(missing)
+            log.warning("%s; admission stamps are not checked on this worker", missing)
         configure_scope(pool, trust.integrity)
         async with auditing_validator_refusals(pool):
             yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
