@@ -26,6 +26,7 @@ from stead.capability.ledger import store_grant
 from stead.contracts.activities import ExecuteStepInput
 from stead.contracts.capability import CapabilityGrant
 from stead.db.pool import tenant_transaction
+from stead.runs.scope import ScopeClaim, tenant_scoped
 
 
 class CapabilityActivities:
@@ -34,6 +35,7 @@ class CapabilityActivities:
         self._authority = authority
 
     @activity.defn(name="capability.issue")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     async def issue(self, req: ExecuteStepInput) -> CapabilityGrant:
         scope = CapabilityScope.for_step(req)
         try:

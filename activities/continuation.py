@@ -12,6 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from stead.contracts.continuation import SealCheck, SealInput, VerifySealInput
+from stead.runs.scope import ScopeClaim, scope_refused, tenant_scoped, worker_pool
 from stead.runs.seal import NOT_SEALED, seal, seal_problem
 
 NO_SECRET = (
@@ -21,11 +22,24 @@ NO_SECRET = (
 )
 
 
+def _seal_claim(req: SealInput) -> ScopeClaim:
+    """A seal vouches for the next run of *this* admitted run only: otherwise any workflow
+    code on the queue could have the worker seal a carry for any tenant and start a run
+    past admission with it."""
+    if activity.in_activity() and req.run_id != activity.info().workflow_run_id:
+        raise scope_refused(
+            f"runs.seal was asked to seal for run {req.run_id!r} but runs for run "
+            f"{activity.info().workflow_run_id!r}; a run seals only its own continuation"
+        )
+    return ScopeClaim(req.request.tenant, (req.workflow_id,))
+
+
 class ContinuationActivities:
     def __init__(self, secret: bytes | None) -> None:
         self._secret = secret
 
     @activity.defn(name="runs.seal")
+    @tenant_scoped(_seal_claim, pool=worker_pool)
     async def seal(self, req: SealInput) -> str:
         if self._secret is None:
             raise ApplicationError(

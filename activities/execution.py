@@ -58,6 +58,7 @@ from stead.ledger import effects
 from stead.ledger.effects import LedgerConflict
 from stead.observability.metrics import observe_step_usage
 from stead.observability.steps import observed_step
+from stead.runs.scope import ScopeClaim, tenant_scoped
 
 # The ApplicationError type of every capability refusal; never retried.
 CAPABILITY_REFUSED = "CapabilityRefused"
@@ -82,6 +83,7 @@ class ExecutionActivities:
         self._rate_limits = rate_limits or RateLimiter(pool)
 
     @activity.defn(name="adapter.execute")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     @observed_step  # step metrics and the step log line: stead/observability/steps.py
     async def execute(self, req: ExecuteStepInput) -> ExecuteStepOutput:
         op, args = self._parse(req)

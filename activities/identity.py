@@ -24,6 +24,7 @@ from stead.identity.admission import admit_run
 from stead.identity.approvals import ApprovalAuthenticator
 from stead.identity.tokens import PrincipalTokenVerifier
 from stead.policy.opa import OpaClient
+from stead.runs.scope import ScopeClaim, tenant_scoped
 
 
 class IdentityActivities:
@@ -36,15 +37,18 @@ class IdentityActivities:
         self._approvals = ApprovalAuthenticator(pool, opa, tokens)
 
     @activity.defn(name="identity.admit_run")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "bound"))
     async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
         key = None if self._tokens is None else self._tokens.public_key
         return await admit_run(self._pool, self._opa, req, key)
 
     @activity.defn(name="identity.verify_approval")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,)))
     async def verify_approval(self, req: VerifyApprovalInput) -> ApprovalCheck:
         return await self._approvals.check(req)
 
     @activity.defn(name="identity.burn_token")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "recorded"))
     async def burn_token(self, req: BurnTokenInput) -> BurnedToken:
         """A token the run's history exposed (an unnarrowed one in a signal): revoke it."""
         return await self._approvals.burn(req)

@@ -12,16 +12,20 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from stead.contracts.activities import RecalledMemory
 from stead.embeddings.base import EmbeddingUnavailable
 from stead.memory.contracts import (
+    INDEX_OP_WORKFLOW,
     MAX_CONTENT,
+    PURGE_WORKFLOW,
+    REINDEX_WORKFLOW,
     IndexOp,
     IndexOpResult,
     MaintenanceInput,
@@ -37,18 +41,36 @@ from stead.memory.contracts import (
 from stead.memory.errors import MemoryConflict, MemoryUnavailable
 from stead.memory.indexer import RUN_SUMMARIES
 from stead.memory.routed import EMBEDDER_MISMATCH
+from stead.memory.sealing import SEAL_REFUSED, SealMemo, seal_problem
 from stead.memory.service import MemoryService
+from stead.runs.scope import ScopeClaim, tenant_scoped
 from stead.vector import VectorIndexMismatch, VectorIndexUnavailable, VectorPoint
 
 RUNS_NAMESPACE = RUN_SUMMARIES
+# What the Schedules start (workflows/memory.py): every tenant, incremental, unsealed.
+SCHEDULED_MAINTENANCE = MaintenanceInput()
 log = logging.getLogger("stead.memory")
 
 
-class MemoryActivities:
-    """Activities over one `MemoryService` (the worker's pool, index, embedder and OPA)."""
+def _run_claim(req: RecallInput | RunSummaryInput) -> ScopeClaim:
+    return ScopeClaim(req.tenant, (req.workflow_id,))
 
-    def __init__(self, service: MemoryService) -> None:
+
+def _service_pool(owner: MemoryActivities) -> asyncpg.Pool:
+    return owner._service.pool
+
+
+class MemoryActivities:
+    """Activities over one `MemoryService` (the worker's pool, index, embedder and OPA).
+
+    ``integrity`` is the workers' integrity secret: without it the index calls and the
+    tenant-scoped repairs, which must be sealed with it, are all refused.
+    """
+
+    def __init__(self, service: MemoryService, integrity: bytes | None = None) -> None:
         self._service = service
+        self._integrity = integrity
+        self._seals = SealMemo()
 
     def all(self) -> list[Any]:
         """Every memory activity, for the worker's registration list."""
@@ -61,6 +83,7 @@ class MemoryActivities:
         ]
 
     @activity.defn(name="memory.recall")
+    @tenant_scoped(_run_claim, pool=_service_pool)
     async def recall(self, req: RecallInput) -> tuple[RecalledMemory, ...]:
         """Context for the planner. Secrets never leave (RecallInput cannot ask for them,
         and they are dropped again here); pii only where OPA allows this principal/agent."""
@@ -93,6 +116,7 @@ class MemoryActivities:
         )
 
     @activity.defn(name="memory.remember_run_summary")
+    @tenant_scoped(_run_claim, pool=_service_pool)
     async def remember_run_summary(self, req: RunSummaryInput) -> RememberResult:
         """Remember how the run ended, once per run (a retry returns the first write)."""
         request = RememberRequest(
@@ -118,17 +142,20 @@ class MemoryActivities:
 
     @activity.defn(name="memory.reindex")
     async def reindex(self, req: MaintenanceInput) -> ReindexResult:
+        self._require_seal(REINDEX_WORKFLOW, req)
         with _failures():
             return await self._service.reindex(req.tenant, full=req.full)
 
     @activity.defn(name="memory.purge_expired")
     async def purge_expired(self, req: MaintenanceInput) -> PurgeResult:
+        self._require_seal(PURGE_WORKFLOW, req)
         with _failures():
             return await self._service.purge_expired(req.tenant)
 
     @activity.defn(name="memory.index_op")
     async def index_op(self, req: IndexOp) -> IndexOpResult:
         """One index call for a process that cannot open the embedded shard itself."""
+        self._require_seal(INDEX_OP_WORKFLOW, req)
         embedder = self._service.embedder
         if req.embedder != embedder.name or req.dim != embedder.dim:
             raise ApplicationError(
@@ -152,6 +179,26 @@ class MemoryActivities:
                 hits = await index.query(_tenant(req), req.vector, req.k, req.namespaces)
                 return IndexOpResult(hits=tuple(h.model_dump(mode="json") for h in hits))
         return IndexOpResult()
+
+    def _require_seal(self, purpose: str, req: IndexOp | MaintenanceInput) -> None:
+        """Refuse (non-retryable, nothing done) an input not sealed for this workflow.
+
+        The Schedules' maintenance (every tenant, incremental) needs no seal. The expiry
+        is compared with the server's scheduling time, so retries of an activity
+        scheduled in time still run and a late replay does not.
+        """
+        if not activity.in_activity():
+            return
+        if isinstance(req, MaintenanceInput) and req == SCHEDULED_MAINTENANCE:
+            return
+        info = activity.info()
+        workflow_id = info.workflow_id or ""
+        problem = seal_problem(self._integrity, purpose, req, workflow_id, now=info.scheduled_time)
+        if problem is None and req.seal is not None:
+            problem = self._seals.claim(req.seal, info.workflow_run_id or "", now=datetime.now(UTC))
+        if problem is not None:
+            log.warning("refused %s: %s", purpose, problem)
+            raise ApplicationError(problem, type=SEAL_REFUSED, non_retryable=True)
 
 
 SUMMARY_STEPS = 100

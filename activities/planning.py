@@ -45,6 +45,7 @@ from stead.runs.plans import (
     store_plan,
     stored_plan_hash,
 )
+from stead.runs.scope import ScopeClaim, tenant_scoped
 from stead.settings import Settings
 
 INLINE_ORIGIN = "--playbook-file"
@@ -74,6 +75,7 @@ class PlanningActivities:
         self._llm = LlmPlanner(catalog, settings)
 
     @activity.defn(name="plan.create")
+    @tenant_scoped(lambda req: ScopeClaim(req.request.tenant, (req.workflow_id,)))
     async def create_plan(self, req: PlanInput) -> Plan:
         plan_id = f"{req.workflow_id}/plan-{req.attempt}"
         try:
@@ -95,6 +97,9 @@ class PlanningActivities:
             ) from None
 
     @activity.defn(name="plan.create_decided")
+    @tenant_scoped(
+        lambda req: ScopeClaim(req.plan.request.tenant, (req.plan.workflow_id, req.run.workflow_id))
+    )
     async def create_decided(self, req: DecidedPlanInput) -> DecidedPlan:
         """``plan.create`` then ``policy.decide_plan``, in one activity task.
 
@@ -132,6 +137,7 @@ class PlanningActivities:
         return DecidedPlan(plan=plan, decision=decision)
 
     @activity.defn(name="plan.window")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant))
     async def plan_window(self, req: PlanWindowInput) -> Plan:
         """The next window of a stored plan, read from Postgres (the plan never re-enters
         history whole). A plan that is gone fails the run: nothing else could run it."""

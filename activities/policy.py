@@ -27,6 +27,7 @@ from stead.observability.metrics import observe_decision
 from stead.planning.refs import find_refs
 from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
 from stead.runs.plans import PlanNotStored, load_steps
+from stead.runs.scope import ScopeClaim, tenant_scoped
 from stead.runs.store import DecisionKind, group_members, record_decision
 from stead.slo.spend import tenant_spend_this_month
 
@@ -38,6 +39,7 @@ class PolicyActivities:
         self._catalog = catalog
 
     @activity.defn(name="policy.decide_plan")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     async def decide_plan(self, req: PlanDecisionInput) -> Decision:
         """Policy decides the whole plan: a stored plan (history holds one window of it)
         is read back by its hash first; if it cannot be read, no decision is made."""
@@ -97,6 +99,7 @@ class PolicyActivities:
         return decision
 
     @activity.defn(name="policy.decide_step")
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     async def decide_step(self, req: DecideStepInput) -> Decision:
         async with tenant_transaction(self._pool, req.tenant) as conn:
             return await self.decide_step_in(conn, req)

@@ -15,7 +15,50 @@ from stead.contracts.identity import RunAdmission
 from stead.db.pool import tenant_transaction
 from stead.identity.admission import claim_workflow_id, id_taken
 from stead.observability.metrics import ApprovalVerdict, observe_approval, observe_run_finished
+from stead.runs.scope import (
+    Need,
+    ScopeClaim,
+    scope_for,
+    scope_refused,
+    stamp_admission,
+    tenant_scoped,
+)
 from stead.runs.store import record_run_started, record_run_status
+
+
+def _open_claim(req: OpenRunInput) -> ScopeClaim:
+    """The admission and the record must be of one run, tenant and starter: the record's
+    tenant is the one the run is stamped as admitted for."""
+    if (req.admit.tenant, req.admit.principal) != (req.record.tenant, req.record.principal):
+        raise scope_refused(
+            f"runs.open admits {req.admit.principal} in {req.admit.tenant} but would record "
+            f"{req.record.principal} in {req.record.tenant}; both must name the same run"
+        )
+    return ScopeClaim(req.record.tenant, (req.admit.workflow_id, req.record.workflow_id), "bound")
+
+
+# What a run refused at the door audits: it writes no run record (a forged continuation
+# state), yet its refusals belong in the claimed tenant's log, as any refused start's do.
+REFUSAL_KINDS: frozenset[str] = frozenset({"run_refused", "approval_refused"})
+
+
+def _audit_claim(req: AuditInput) -> ScopeClaim:
+    """A run audits into its own record's tenant; only refusals go without a record."""
+    need: Need = "bound" if req.kind in REFUSAL_KINDS else "recorded"
+    return ScopeClaim(req.tenant, (req.workflow_id,), need)
+
+
+def _record_claim(req: RunRecordInput) -> ScopeClaim:
+    """Starting a record needs no record; a later write needs the run's own, and totals
+    (which budgets and SLO reports add up) need an admitted run: a refused run has
+    spent nothing, so it can still record how it ended."""
+    if req.status == "planning":
+        need: Need = "bound"
+    elif req.tokens or req.cost_usd or req.minutes_saved:
+        need = "admitted"
+    else:
+        need = "recorded"
+    return ScopeClaim(req.tenant, (req.workflow_id,), need)
 
 
 class RecordActivities:
@@ -26,6 +69,7 @@ class RecordActivities:
         self._identity = identity
 
     @activity.defn(name="runs.open")
+    @tenant_scoped(_open_claim)
     async def open_run(self, req: OpenRunInput) -> RunAdmission:
         """``identity.admit_run`` and ``runs.record("planning")`` as one local activity.
 
@@ -48,10 +92,18 @@ class RecordActivities:
         async with tenant_transaction(self._pool, req.admit.tenant) as conn:
             if not await claim_workflow_id(conn, req.admit, admission):
                 return id_taken(req.admit, admission)
-        await self._record(req.record, admission)
+        # The run id admitted (this local activity runs in the run it opens), which
+        # stead/runs/scope.py checks every later activity's tenant against.
+        admitted_run = activity.info().workflow_run_id if admission.admitted else None
+        await self._record(req.record, admission, stamp=True, admitted_run=admitted_run)
+        if admitted_run is not None:
+            scope_for(self._pool).remember(
+                req.record.workflow_id, admitted_run, req.record.tenant, "admitted"
+            )
         return admission
 
     @activity.defn(name="audit.append")
+    @tenant_scoped(_audit_claim)
     async def append_audit(self, req: AuditInput) -> None:
         verdict = _approval_verdict(req)
         waited: float | None = None
@@ -74,12 +126,23 @@ class RecordActivities:
             observe_approval(req.tenant, verdict, waited)
 
     @activity.defn(name="runs.record")
+    @tenant_scoped(_record_claim)
     async def record_run(self, req: RunRecordInput) -> None:
         """Idempotent upsert: Temporal may deliver it more than once."""
         await self._record(req, None)
 
-    async def _record(self, req: RunRecordInput, admission: RunAdmission | None) -> None:
-        """The record; ``admission`` adds how the starter was proven to ``run_started``."""
+    async def _record(
+        self,
+        req: RunRecordInput,
+        admission: RunAdmission | None,
+        *,
+        stamp: bool = False,
+        admitted_run: str | None = None,
+    ) -> None:
+        """The record; ``admission`` adds how the starter was proven to ``run_started``.
+
+        ``stamp`` (``runs.open`` only): set the record's admitted run, None if refused.
+        """
         started: dict[str, object] = {"goal": req.goal, "playbook": req.playbook}
         if admission is not None:
             started.update(
@@ -99,6 +162,13 @@ class RecordActivities:
                     playbook=req.playbook,
                     labels=req.labels,
                 )
+                if stamp:
+                    mac = None
+                    if admitted_run is not None:
+                        mac = scope_for(self._pool).admission_mac(
+                            req.workflow_id, req.tenant, admitted_run
+                        )
+                    await stamp_admission(conn, req.workflow_id, admitted_run, mac)
                 await append_event(
                     conn,
                     AuditEvent(

@@ -42,8 +42,13 @@ from stead.audit.log import AuditEvent, append_event
 from stead.contracts.activities import ExecuteStepInput, ExpressStepInput, ExpressStepOutput
 from stead.contracts.run import Decision, sha256_hex
 from stead.db.pool import commit_without_waiting_for_disk, tenant_transaction
+from stead.runs.scope import ScopeClaim, tenant_scoped
 
 POLICY_UNAVAILABLE = "PolicyUnavailable"
+
+
+def _step_claim(req: ExpressStepInput) -> ScopeClaim:
+    return ScopeClaim(req.decide.tenant, (req.decide.run.workflow_id,))
 
 
 class StepActivities:
@@ -55,10 +60,12 @@ class StepActivities:
         self._execution = execution
 
     @activity.defn(name="step.run")
+    @tenant_scoped(_step_claim)
     async def run(self, req: ExpressStepInput) -> ExpressStepOutput:
         return await execute_if_allowed(self._execution, req, await self._decide(req))
 
     @activity.defn(name="express.step")
+    @tenant_scoped(_step_claim)
     async def run_express(self, req: ExpressStepInput) -> ExpressStepOutput:
         """The local-activity form: a policy outage is retried by the local activity's own
         retry policy, and after it the workflow decides again on the regular path."""

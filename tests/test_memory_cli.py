@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -25,6 +26,7 @@ from activities.memory import MemoryActivities
 from stead.settings import Settings
 from stead.vector import EdgeVectorIndex
 from tests.conftest import REPO, subprocess_env
+from tests.scope_support import integrity_secret
 from tests.test_memory_support import new_tenant, open_service
 from workers.main import connect
 from workflows.memory import MemoryIndexOpWorkflow, MemoryPurgeWorkflow, MemoryReindexWorkflow
@@ -52,15 +54,19 @@ async def held(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Asy
             client,
             task_queue=task_queue,
             workflows=[MemoryReindexWorkflow, MemoryPurgeWorkflow, MemoryIndexOpWorkflow],
-            activities=MemoryActivities(service).all(),
+            activities=MemoryActivities(service, integrity_secret(stack)).all(),
         ),
     ):
         yield Held(shard, task_queue)
 
 
-async def stead_memory(stack: Settings, shard: Path, task_queue: str, *args: str) -> Any:
+async def stead_memory(
+    stack: Settings, shard: Path, task_queue: str, *args: str, **env_extra: str
+) -> Any:
     """Run the CLI in a child process without blocking this loop (the worker runs here)."""
-    env = subprocess_env(stack, STEAD_QDRANT_PATH=str(shard), STEAD_TASK_QUEUE=task_queue)
+    env = subprocess_env(
+        stack, STEAD_QDRANT_PATH=str(shard), STEAD_TASK_QUEUE=task_queue, **env_extra
+    )
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-c", CLI, *args, "--json"],
@@ -185,6 +191,50 @@ async def test_cli_answers_from_postgres_when_the_holder_serves_no_queue(
         "postgres-only",
         True,
         ["backup"],
+    )
+
+
+async def test_cli_without_the_integrity_secret_answers_from_postgres_instead_of_routing(
+    stack: Settings, held: Held, tmp_path: Path
+) -> None:
+    """The worker refuses index calls not sealed with its integrity secret, so a CLI
+    without that file does not route at all: it degrades like an unreachable index."""
+    tenant = new_tenant()
+    # The stack's keys (the audit key included) but not the integrity secret.
+    keys = tmp_path / "keys-without-integrity"
+    shutil.copytree(stack.resolved_keys_dir, keys, ignore=shutil.ignore_patterns("integrity.*"))
+    elsewhere = str(keys)
+
+    put = await stead_memory(
+        stack,
+        held.shard,
+        held.task_queue,
+        "put",
+        "ops",
+        "vpn",
+        "The VPN is needed for the wiki.",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:alice",
+        STEAD_KEYS_DIR=elsewhere,
+    )
+    found = await stead_memory(
+        stack,
+        held.shard,
+        held.task_queue,
+        "search",
+        "do I need the VPN",
+        "--tenant",
+        tenant,
+        STEAD_KEYS_DIR=elsewhere,
+    )
+
+    assert (put["via"], put["indexed"]) == ("postgres-only", False)
+    assert (found["via"], found["degraded"], [i["key"] for i in found["items"]]) == (
+        "postgres-only",
+        True,
+        ["vpn"],
     )
 
 

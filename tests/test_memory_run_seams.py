@@ -41,6 +41,7 @@ from stead.memory.service import MemoryService
 from stead.memory.shard import GuardedEdgeIndex
 from stead.settings import Settings
 from stead.vector import EdgeVectorIndex, VectorIndexUnavailable
+from tests.scope_support import admit_run, integrity_secret, sealed
 from tests.test_memory_support import EMBEDDER, new_tenant, open_service, query, remember, utcnow
 from workers.main import connect
 from workflows.memory import (
@@ -53,13 +54,25 @@ from workflows.memory import (
 
 @workflow.defn(name="test.memory.seams")
 class SeamsWorkflow:
-    """Recall before planning, summary at the end: the two calls the run makes."""
+    """Recall before planning, summary at the end: the two calls the run makes.
+
+    It waits for ``admitted``: the test writes the run's admitted record (as
+    ``runs.open`` would) once it knows the run id, and only then may it act.
+    """
+
+    def __init__(self) -> None:
+        self._admitted = False
+
+    @workflow.signal
+    def admitted(self) -> None:
+        self._admitted = True
 
     @workflow.run
     async def run(
         self, args: tuple[RecallInput, RunSummaryInput]
     ) -> tuple[list[RecalledMemory], RememberResult]:
         recall, summary = args
+        await workflow.wait_condition(lambda: self._admitted)
         recalled = await workflow.execute_activity(
             "memory.recall",
             recall,
@@ -101,7 +114,7 @@ async def worker(
                 MemoryIndexOpWorkflow,
                 SeamsWorkflow,
             ],
-            activities=MemoryActivities(service).all(),
+            activities=MemoryActivities(service, integrity_secret(stack)).all(),
             workflow_runner=UnsandboxedWorkflowRunner(),
         ),
     ):
@@ -135,13 +148,16 @@ async def test_a_run_recalls_before_planning_and_remembers_its_summary(
         plan_hash="ef" * 32,
     )
 
-    recalled, written = await worker.client.execute_workflow(
+    handle = await worker.client.start_workflow(
         "test.memory.seams",
         (recall, summary),
         id=workflow_id,
         task_queue=worker.task_queue,
         result_type=tuple[list[RecalledMemory], RememberResult],
     )
+    await admit_run(worker.service.pool, tenant, workflow_id, handle.result_run_id)
+    await handle.signal("admitted")
+    recalled, written = await handle.result()
 
     assert [(m.namespace, m.key, m.content) for m in recalled] == [
         ("brand", "tone", "Replies are short and friendly.")
@@ -221,14 +237,14 @@ async def test_reindex_and_purge_workflows_repair_the_index(
 
     reindexed = await worker.client.execute_workflow(
         REINDEX_WORKFLOW,
-        MaintenanceInput(tenant=tenant),
+        sealed(stack, REINDEX_WORKFLOW, MaintenanceInput(tenant=tenant), f"reindex-{tenant}"),
         id=f"reindex-{tenant}",
         task_queue=worker.task_queue,
         result_type=ReindexResult,
     )
     purged = await worker.client.execute_workflow(
         PURGE_WORKFLOW,
-        MaintenanceInput(tenant=tenant),
+        sealed(stack, PURGE_WORKFLOW, MaintenanceInput(tenant=tenant), f"purge-{tenant}"),
         id=f"purge-{tenant}",
         task_queue=worker.task_queue,
         result_type=PurgeResult,
@@ -265,7 +281,11 @@ async def test_index_calls_route_to_the_worker_holding_the_shard(
 ) -> None:
     tenant = new_tenant()
     routed = WorkerRoutedIndex(
-        worker.client, worker.task_queue, embedder=EMBEDDER.name, dim=EMBEDDER.dim
+        worker.client,
+        worker.task_queue,
+        embedder=EMBEDDER.name,
+        dim=EMBEDDER.dim,
+        integrity=integrity_secret(stack),
     )
     async with open_service(stack, routed) as remote:
         written = await remote.remember(
@@ -278,19 +298,31 @@ async def test_index_calls_route_to_the_worker_holding_the_shard(
     assert await worker.service.index.count(tenant) == 1
 
 
-async def test_routing_without_a_worker_is_unavailable_at_once(worker: MemoryWorker) -> None:
+async def test_routing_without_a_worker_is_unavailable_at_once(
+    worker: MemoryWorker, stack: Settings
+) -> None:
     routed = WorkerRoutedIndex(
-        worker.client, f"nobody-{uuid.uuid4().hex[:6]}", embedder=EMBEDDER.name, dim=EMBEDDER.dim
+        worker.client,
+        f"nobody-{uuid.uuid4().hex[:6]}",
+        embedder=EMBEDDER.name,
+        dim=EMBEDDER.dim,
+        integrity=integrity_secret(stack),
     )
 
     with pytest.raises(VectorIndexUnavailable, match="no worker polls"):
         await routed.count(new_tenant())
 
 
-async def test_routing_with_another_embedder_is_refused(worker: MemoryWorker) -> None:
+async def test_routing_with_another_embedder_is_refused(
+    worker: MemoryWorker, stack: Settings
+) -> None:
     other = MiniLmEmbedder()
     routed = WorkerRoutedIndex(
-        worker.client, worker.task_queue, embedder="openai/other-model", dim=other.dim
+        worker.client,
+        worker.task_queue,
+        embedder="openai/other-model",
+        dim=other.dim,
+        integrity=integrity_secret(stack),
     )
 
     with pytest.raises(Exception, match="holds local/all-MiniLM-L6-v2"):

@@ -30,6 +30,7 @@ from stead.capability.trust import WorkerTrust, open_trust
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
 from stead.observability.interceptor import ObservabilityInterceptor
+from stead.runs.scope import configure_scope
 from stead.settings import Settings
 
 
@@ -73,7 +74,12 @@ async def open_edge_resources(
     try:
         handles = await AdapterResources.open(settings, pool=pool, adapters=catalog.adapters())
         try:
-            yield EdgeResources(settings, pool, catalog, handles, open_trust(settings, pool))
+            trust = open_trust(settings, pool)
+            # Without the integrity secret the edge cannot check admission seals; an edge
+            # holding only capability.pub still runs a step only from a grant that
+            # capability.issue (which checks them) minted.
+            configure_scope(pool, trust.integrity)
+            yield EdgeResources(settings, pool, catalog, handles, trust)
         finally:
             await handles.aclose()
     finally:

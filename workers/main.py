@@ -40,7 +40,8 @@ from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
 from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
-from stead.capability.trust import WorkerTrust, open_trust
+from stead.capability.keys import INTEGRITY
+from stead.capability.trust import WorkerTrust, key_store, open_trust
 from stead.codec import data_converter
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
@@ -51,6 +52,7 @@ from stead.observability.logs import configure_logging
 from stead.observability.server import worker_metrics
 from stead.observability.temporal import temporal_runtime
 from stead.policy.opa import OpaClient
+from stead.runs.scope import configure_scope
 from stead.secrets import open_secret_store
 from stead.settings import Settings, secret_environment
 from workers.edge import build_edge_worker, open_edge_resources
@@ -177,7 +179,7 @@ class WorkerResources:
             identity.verify_approval,
             identity.burn_token,
             capability.issue,
-            *MemoryActivities(self.memory).all(),
+            *MemoryActivities(self.memory, self.trust.integrity).all(),
         ]
 
 
@@ -195,6 +197,20 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
     adapters.memory = memory
     try:
         trust = open_trust(settings, pool)
+        # Admission stamps are sealed and checked with the integrity secret. A worker that
+        # mints capabilities must check them (it would otherwise admit stamps anyone
+        # connecting as the app role could write); one holding only capability.pub runs
+        # no step without a grant from such a worker, so it only warns.
+        if trust.integrity is None:
+            missing = (
+                f"no integrity secret at {key_store(settings).secret_path(INTEGRITY)}: run "
+                "`stead keys init` and give every worker that runs workflows the same "
+                "integrity.secret"
+            )
+            if trust.authority is not None:
+                raise ConfigError(missing)
+            log.warning("%s; admission stamps are not checked on this worker", missing)
+        configure_scope(pool, trust.integrity)
         async with auditing_validator_refusals(pool):
             yield WorkerResources(settings, pool, opa, catalog, adapters, trust, memory)
     finally:

@@ -25,6 +25,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from rich.table import Table
 
+from stead.capability.keys import INTEGRITY, KeyStore
+from stead.capability.trust import key_store
 from stead.cli._common import console, err_console, fails_cleanly, print_json, settings
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
@@ -39,6 +41,7 @@ from stead.memory.contracts import (
 )
 from stead.memory.factory import embedder_from_settings
 from stead.memory.routed import UnavailableIndex, WorkerRoutedIndex
+from stead.memory.sealing import MAINTENANCE_TTL, seal
 from stead.memory.service import MemoryService
 from stead.memory.shard import GuardedEdgeIndex
 from stead.policy.opa import OpaClient
@@ -109,7 +112,17 @@ async def _worker_index(
     except Exception as exc:  # the SDK raises a bare RuntimeError for "cannot connect"
         reason = f"{held.message}; and Temporal at {cfg.temporal_address} is unreachable ({exc})"
         return UnavailableIndex(reason), "postgres-only", None
-    routed = WorkerRoutedIndex(client, cfg.task_queue, embedder=embedder, dim=dim)
+    integrity = key_store(cfg).secret(INTEGRITY)
+    if integrity is None:
+        reason = (
+            f"{held.message}; and routing index calls to the worker needs the workers' "
+            f"integrity secret at {KeyStore(cfg.resolved_keys_dir).secret_path(INTEGRITY)} "
+            "(copy it from a worker, or set STEAD_KEYS_DIR)"
+        )
+        return UnavailableIndex(reason), "postgres-only", client
+    routed = WorkerRoutedIndex(
+        client, cfg.task_queue, embedder=embedder, dim=dim, integrity=integrity
+    )
     try:
         await routed.ensure_collection(dim)
     except VectorIndexUnavailable as exc:
@@ -305,10 +318,26 @@ def reindex(
         if session.via == "worker":
             # The worker embeds and writes its own shard: one workflow, not a call per point.
             cfg = settings()
-            result: ReindexResult = await session.client.execute_workflow(
+            now = datetime.now(UTC)
+            workflow_id = f"stead-memory-reindex-cli-{now:%Y%m%dT%H%M%S%f}"
+            integrity = key_store(cfg).secret(INTEGRITY)
+            if integrity is None:
+                raise ConfigError(
+                    "the worker holds the index, and asking it to reindex needs the workers' "
+                    f"integrity secret at {KeyStore(cfg.resolved_keys_dir).secret_path(INTEGRITY)}"
+                )
+            inp = seal(
+                integrity,
                 REINDEX_WORKFLOW,
                 MaintenanceInput(tenant=tenant, full=full),
-                id=f"stead-memory-reindex-cli-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
+                workflow_id,
+                now=now,
+                ttl=MAINTENANCE_TTL,
+            )
+            result: ReindexResult = await session.client.execute_workflow(
+                REINDEX_WORKFLOW,
+                inp,
+                id=workflow_id,
                 task_queue=cfg.task_queue,
                 result_type=ReindexResult,
             )

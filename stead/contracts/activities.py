@@ -30,12 +30,15 @@ STEP_FAILED = "StepFailed"
 INVALID_ARGUMENTS = "InvalidArguments"
 UNKNOWN_OPERATION = "UnknownOperation"
 LEDGER_CONFLICT = "LedgerConflict"
+# The input's tenant is not the run's admitted one (stead/runs/scope.py).
+TENANT_SCOPE_REFUSED = "TenantScopeRefused"
 NON_RETRYABLE_TYPES = (
     PLAN_REJECTED,
     STEP_FAILED,
     INVALID_ARGUMENTS,
     UNKNOWN_OPERATION,
     LEDGER_CONFLICT,
+    TENANT_SCOPE_REFUSED,
 )
 
 

@@ -207,11 +207,31 @@ class RunSummaryInput(_Closed):
     plan_hash: str | None = None
 
 
+class IntegritySeal(_Closed):
+    """Proof that a holder of the workers' integrity secret made an input for one workflow.
+
+    An HMAC-SHA256 (``stead/memory/sealing.py``) over the input without its seal, the
+    workflow id it is meant for and the expiry; the activity checks it against the
+    workflow id the server gives it, so an input lifted from history is no use to
+    another workflow, and a changed input no use at all.
+    """
+
+    workflow_id: str = Field(min_length=1, max_length=1_000)
+    expires_at: AwareDatetime
+    mac: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class MaintenanceInput(_Closed):
-    """Scope of a scheduled job: one tenant, or every tenant in the directory."""
+    """Scope of a scheduled job: one tenant, or every tenant in the directory.
+
+    Only the Schedules' shape (every tenant, incremental) runs without a seal: it acts
+    for no tenant in particular and repeats what the schedule does anyway. A tenant or
+    a full re-embed needs ``seal``.
+    """
 
     tenant: TenantId | None = None
     full: bool = Field(default=False, description="Reindex: re-embed every current version.")
+    seal: IntegritySeal | None = None
 
 
 class IndexOp(_Closed):
@@ -230,6 +250,9 @@ class IndexOp(_Closed):
     k: int = Field(default=10, ge=1, le=1_000)
     namespaces: tuple[str, ...] | None = None
     ids: tuple[str, ...] = ()
+    seal: IntegritySeal | None = Field(
+        default=None, description="Required: the worker refuses an unsealed index call."
+    )
 
 
 class IndexOpResult(_Closed):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -24,6 +24,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError
 
 from stead.memory.contracts import INDEX_OP_WORKFLOW, IndexOp, IndexOpResult
+from stead.memory.sealing import INDEX_OP_TTL, SEAL_REFUSED, seal
 from stead.vector import VectorHit, VectorIndexMismatch, VectorIndexUnavailable, VectorPoint
 
 EMBEDDER_MISMATCH = "EmbedderMismatch"
@@ -39,9 +40,11 @@ class WorkerRoutedIndex:
         *,
         embedder: str,
         dim: int,
+        integrity: bytes,
         timeout: timedelta = timedelta(seconds=20),
     ) -> None:
         self._client = client
+        self._integrity = integrity
         self._task_queue = task_queue
         self._embedder = embedder
         self._dim = dim
@@ -95,10 +98,21 @@ class WorkerRoutedIndex:
             if not self._checked:
                 await self._require_poller(where)
                 self._checked = True
-            result: IndexOpResult = await self._client.execute_workflow(
+            workflow_id = f"memory-index-{uuid.uuid4().hex}"
+            # Sealed for this workflow id: the worker refuses an index call nobody
+            # holding the integrity secret made (stead/memory/sealing.py).
+            sealed = seal(
+                self._integrity,
                 INDEX_OP_WORKFLOW,
                 op,
-                id=f"memory-index-{uuid.uuid4().hex}",
+                workflow_id,
+                now=datetime.now(UTC),
+                ttl=INDEX_OP_TTL,
+            )
+            result: IndexOpResult = await self._client.execute_workflow(
+                INDEX_OP_WORKFLOW,
+                sealed,
+                id=workflow_id,
                 task_queue=self._task_queue,
                 result_type=IndexOpResult,
                 execution_timeout=self._timeout,
@@ -132,6 +146,8 @@ def _unavailable(
     while cause is not None:
         if isinstance(cause, ApplicationError) and cause.type == EMBEDDER_MISMATCH:
             return VectorIndexMismatch(cause.message)
+        if isinstance(cause, ApplicationError) and cause.type == SEAL_REFUSED:
+            return VectorIndexUnavailable(f"{where} refused the index call: {cause.message}")
         if isinstance(cause, TemporalTimeout):
             return VectorIndexUnavailable(
                 f"{where} did not answer in {timeout.total_seconds():g} s"

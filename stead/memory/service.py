@@ -67,6 +67,10 @@ class MemoryService:
         self.state = StateStore(pool)
 
     @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    @property
     def index(self) -> VectorIndex:
         return self._indexer.index
 
