@@ -25,14 +25,8 @@ from pydantic import BaseModel, ConfigDict
 
 from stead.biscuit_limits import limited
 from stead.capability.authority import Clock, utcnow
-from stead.identity.errors import (
-    PrincipalTokenExpired,
-    PrincipalTokenInvalid,
-    PrincipalTokenNotScoped,
-    PrincipalTokenScopeMismatch,
-    PrincipalTokenWrongTenant,
-)
-from stead.identity.tokens import MAX_TTL, PrincipalClaims, _claims, _parse
+from stead.identity.errors import PrincipalTokenNotScoped, PrincipalTokenScopeMismatch
+from stead.identity.tokens import PrincipalClaims, _parse, current_claims
 
 START_TTL: Final = timedelta(minutes=10)
 
@@ -86,23 +80,7 @@ def verify_start(
     """Claims of a token that proves its principal for exactly this start; raises why not."""
     biscuit = _parse(token, public_key)
     now = clock().astimezone(UTC)
-    claims = _claims(biscuit, now)
-    if claims.expires_at - claims.issued_at > MAX_TTL:
-        raise PrincipalTokenInvalid(
-            f"principal token {claims.token_id} claims a lifetime above {MAX_TTL}",
-            token_id=claims.token_id,
-        )
-    if now >= claims.expires_at:
-        raise PrincipalTokenExpired(
-            f"principal token of {claims.principal} expired at {claims.expires_at.isoformat()}; "
-            "get a new one with `stead principal token`",
-            token_id=claims.token_id,
-        )
-    if claims.tenant != tenant:
-        raise PrincipalTokenWrongTenant(
-            f"principal token was issued for tenant {claims.tenant}, not {tenant}",
-            token_id=claims.token_id,
-        )
+    claims = current_claims(biscuit, now, tenant)
     facts = scope.model_dump()
     problem = _problem(biscuit, now, tenant, facts)
     if problem is not None:

@@ -152,24 +152,7 @@ class PrincipalTokenVerifier:
         """Claims of a token that proves its principal for exactly this approval; raises why not."""
         biscuit = _parse(token, self._public_key)
         now = self._clock().astimezone(UTC)
-        claims = _claims(biscuit, now)
-        if claims.expires_at - claims.issued_at > MAX_TTL:
-            raise PrincipalTokenInvalid(
-                f"principal token {claims.token_id} claims a lifetime above {MAX_TTL}",
-                token_id=claims.token_id,
-            )
-        if now >= claims.expires_at:
-            raise PrincipalTokenExpired(
-                f"principal token of {claims.principal} expired at "
-                f"{claims.expires_at.isoformat()}; "
-                "get a new one with `stead principal token`",
-                token_id=claims.token_id,
-            )
-        if claims.tenant != tenant:
-            raise PrincipalTokenWrongTenant(
-                f"principal token was issued for tenant {claims.tenant}, not {tenant}",
-                token_id=claims.token_id,
-            )
+        claims = current_claims(biscuit, now, tenant)
         facts = scope.model_dump()
         problem = _authorization_problem(biscuit, now, tenant, facts)
         if problem is not None:
@@ -189,6 +172,29 @@ class PrincipalTokenVerifier:
                     token_id=claims.token_id,
                 )
         return claims
+
+
+def current_claims(biscuit: Biscuit, now: datetime, tenant: str) -> PrincipalClaims:
+    """The token's claims if its lifetime is sane, it has not expired and it was issued
+    for ``tenant``; raises why not. Every narrowed use (approvals, starts) starts here."""
+    claims = _claims(biscuit, now)
+    if claims.expires_at - claims.issued_at > MAX_TTL:
+        raise PrincipalTokenInvalid(
+            f"principal token {claims.token_id} claims a lifetime above {MAX_TTL}",
+            token_id=claims.token_id,
+        )
+    if now >= claims.expires_at:
+        raise PrincipalTokenExpired(
+            f"principal token of {claims.principal} expired at {claims.expires_at.isoformat()}; "
+            "get a new one with `stead principal token`",
+            token_id=claims.token_id,
+        )
+    if claims.tenant != tenant:
+        raise PrincipalTokenWrongTenant(
+            f"principal token was issued for tenant {claims.tenant}, not {tenant}",
+            token_id=claims.token_id,
+        )
+    return claims
 
 
 def _parse(token: str, public_key: PublicKey) -> Biscuit:
