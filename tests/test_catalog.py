@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -32,9 +33,11 @@ from stead.contracts.run import PlannerInfo, Step
 from stead.db.pool import create_pool
 from stead.devstack.opa import find_binary
 from stead.planning.validate import build_plan
+from stead.runs.scope import configure_scope
 from stead.settings import Settings
 from tests.conftest import REPO, subprocess_env
 from tests.opa_auth import decision_headers
+from tests.scope_support import admit_run, integrity_secret
 
 README = (REPO / "adapters" / "README.md").read_text()
 
@@ -288,8 +291,7 @@ async def pool(stack: Settings) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-def _execute_input(operation: str, args: dict[str, Any]) -> ExecuteStepInput:
-    wf = f"wf-{uuid.uuid4().hex[:8]}"
+def _execute_input(wf: str, operation: str, args: dict[str, Any]) -> ExecuteStepInput:
     return ExecuteStepInput(
         tenant="acme",
         principal="user:ann",
@@ -327,8 +329,16 @@ async def test_bad_input_never_reaches_the_adapter(
         issuer=trust.authority,
         verifier=trust.capabilities,
     )
+    # A run admitted for tenant acme, so the tenant scope passes and the arguments are
+    # what is refused (the scope check itself is tests/test_attack_scope.py's).
+    wf = f"wf-{uuid.uuid4().hex[:8]}"
+    integrity = integrity_secret(stack)
+    await admit_run(pool, "acme", wf, "r1", integrity=integrity)
+    configure_scope(pool, integrity)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=wf, workflow_run_id="r1")
     with pytest.raises(ApplicationError) as caught:
-        await ActivityEnvironment().run(execution.execute, _execute_input(operation, args))
+        await env.run(execution.execute, _execute_input(wf, operation, args))
     assert caught.value.type == error_type and caught.value.non_retryable
     assert operation in str(caught.value)
     assert not sandbox.exists()
