@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from stead.cli._common import console
+from stead.cli._common import console, settings
 from stead.devstack import stack_down, stack_status, stack_up
 from stead.settings import Settings, load_settings
 
@@ -27,7 +27,9 @@ def embedded_stack() -> Iterator[Settings]:
     console.print("[bold]starting the embedded stack[/] (Temporal, Postgres, OPA, Qdrant)...")
     stack_up(base)
     try:
-        yield load_settings()
+        # Read again now that the stack (and its keys) exist; this also installs the
+        # audit chain the demos append with, as every other command does.
+        yield settings()
     finally:
         if not already:
             stack_down(base)
