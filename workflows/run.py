@@ -173,6 +173,11 @@ class RunWorkflow:
     @workflow.run
     async def run(self, inp: RunInput) -> RunStatus:
         request = inp.request
+        # The run's one patch marker is its first command, before any activity: a marker
+        # recorded after a local activity (the continuation check) in the first workflow
+        # task can land in a different task than on replay (queries replay runs evicted
+        # from the cache) and fail as nondeterminism.
+        _lean()
         if inp.carry is None:
             self._upsert(tenant=request.tenant, status=self._carry.status, pending=False)
             refusal = await self._open_run()
