@@ -28,8 +28,6 @@ from stead.settings import Settings
 from tests.conftest import REPO, subprocess_env
 from tests.runs import new_tenant
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-
 
 @dataclass(frozen=True)
 class Run:
@@ -130,8 +128,12 @@ async def seed_tenant(
     audit: tuple[tuple[str, str, str, str, dict[str, Any]], ...],
 ) -> dict[str, float]:
     starts = {}
+    # Seeded relative to now, not to import time: in a long session the module is
+    # imported many minutes before its fixture runs, and "started 10 minutes ago" must
+    # still be inside a 30-minute window when the report is asked.
+    now = datetime.now(UTC).replace(microsecond=0)
     for run in runs:
-        started = NOW - run.started_ago
+        started = now - run.started_ago
         starts[run.name] = started
         await admin.execute(
             "INSERT INTO runs (workflow_id, tenant, principal, goal, status, started_at,"
