@@ -8,6 +8,7 @@ the JSON on stdout, the message on stderr.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import uuid
@@ -422,3 +423,36 @@ async def test_audit_lists_the_run_and_verify_detects_tampering(cli: Cli) -> Non
     assert report["ok"] is False
     [ours] = [t for t in report["tenants"] if t["tenant"] == tenant]
     assert (ours["ok"], ours["first_bad_seq"]) == (False, 2)
+
+
+async def test_audit_shows_which_playbook_file_and_plan_ran(cli: Cli) -> None:
+    tenant = new_tenant()
+    await configure_tenant(cli.settings.opa_url, tenant)
+    path = cli.playbooks / "put-only.yaml"
+    done = await cli(
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook-file",
+        str(path),
+        "--wait",
+        "--json",
+    )
+    assert done.code == 0, done
+    run_id = done.json()["run_id"]
+    trail = await cli("audit", run_id, "--json")
+    assert trail.code == 0, trail
+    events = {e["kind"]: e for e in trail.json()}
+    started = events["run_started"]["data"]
+    # What `sha256sum put-only.yaml` prints: an auditor can tell which file ran.
+    assert started["playbook"] is None
+    assert started["playbook_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert cli.settings.postgres_admin_dsn is not None
+    conn = await asyncpg.connect(cli.settings.postgres_admin_dsn)
+    try:
+        recorded = await conn.fetchval("SELECT plan_hash FROM runs WHERE workflow_id = $1", run_id)
+    finally:
+        await conn.close()
+    assert recorded and events["plan_decision"]["data"]["plan_hash"] == recorded

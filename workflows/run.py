@@ -72,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         StepExecution,
         StepResult,
         StepState,
+        playbook_digest,
         start_digest,
     )
     from stead.memory.contracts import RecallInput, RunSummaryInput
@@ -1539,6 +1540,7 @@ class RunWorkflow:
             status=status,
             goal=req.goal,
             playbook=req.playbook,
+            playbook_sha256=playbook_digest(req) if status == "planning" else None,
             plan_hash=plan.plan_hash if plan else None,
             tokens=self._carry.spent.tokens,
             cost_usd=self._carry.spent.usd,

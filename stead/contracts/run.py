@@ -351,6 +351,17 @@ class RunInput(Closed):
     )
 
 
+def playbook_digest(request: RunRequest) -> str | None:
+    """SHA-256 of an inline playbook's text, so the audit shows what a file run ran.
+
+    Hashed as given (not canonicalised): ``sha256sum playbook.yaml`` matches it for a
+    file with LF line endings, so an auditor can tell which file it was.
+    """
+    if request.playbook_source is None:
+        return None
+    return hashlib.sha256(request.playbook_source.encode()).hexdigest()
+
+
 def start_digest(request: RunRequest) -> str:
     """The digest a start token is narrowed to: every field of the request, canonically.
 
