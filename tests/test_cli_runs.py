@@ -283,8 +283,9 @@ async def test_cancelled_run_exits_3_and_status_reports_it_with_exit_0(cli: Cli)
     try:
         [item] = await wait_listed_pending(cli, tenant)
         run_id = item["workflow_id"]
-        cancelled = await cli("cancel", run_id)
+        cancelled = await cli("cancel", run_id, "--as", "user:carol", "--reason", "wrong day")
         assert cancelled.code == 0, cancelled
+        assert "user:carol" in cancelled.out, cancelled
         out, err = await asyncio.wait_for(waiting.communicate(), timeout=60)
     finally:
         if waiting.returncode is None:
@@ -296,7 +297,26 @@ async def test_cancelled_run_exits_3_and_status_reports_it_with_exit_0(cli: Cli)
     assert result.json()["status"] == "cancelled"
     status = await cli.status(run_id)
     assert status["status"] == "cancelled"
+    assert status["reasons"] == ["cancelled by user:carol: wrong day"]
     assert [s["status"] for s in status["steps"]] == ["cancelled"]
+    # Attributed and audited like an approval: who asked, why, and the run's end says so.
+    trail = await cli("audit", run_id, "--json")
+    assert trail.code == 0, trail
+    events = {e["kind"]: e for e in trail.json()}
+    asked = events["cancel_requested"]
+    assert asked["actor"] == "user:carol"
+    assert asked["data"] == {"reason": "wrong day", "attribution": "claimed"}
+    assert events["run_finished"]["data"]["cancel"] == {
+        "requested_by": "user:carol",
+        "reason": "wrong day",
+        "attribution": "claimed",
+    }
+
+
+async def test_cancel_of_an_unknown_run_says_so_in_one_line(cli: Cli) -> None:
+    result = await cli("cancel", "run-nobody-000000000000", "--as", "user:carol")
+    assert result.code == 1, result
+    assert "is not running" in result.err and "Traceback" not in result.err, result
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ from stead.cli._common import (
 from stead.contracts.run import (
     ApprovalInput,
     Budget,
+    CancelInput,
     PendingApproval,
     RunInput,
     RunRequest,
@@ -468,15 +469,28 @@ def approve(
 
 
 @fails_cleanly
-def cancel(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
-    """Ask a run to stop: running steps finish, nothing new starts."""
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    principal: Annotated[str, typer.Option("--as", help="Who cancels, e.g. user:alice.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit and the run.")] = "",
+) -> None:
+    """Ask a run to stop: running steps finish, nothing new starts.
+
+    Attributed like an approval: the run audits ``cancel_requested`` with who asked
+    and why, and its ``run_finished`` record carries both. Who is claimed, not proven
+    by a token: a cancel only stops work.
+    """
     try:
-        with_client(lambda client: client.get_workflow_handle(run_id).signal("cancel"))
+        payload = CancelInput(requested_by=principal, reason=reason)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid cancel: {_pydantic_errors(exc)}") from None
+    try:
+        with_client(lambda client: client.get_workflow_handle(run_id).signal("cancel", payload))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise ConfigError(f"run {run_id} is not running (unknown or finished)") from None
         raise ConfigError(f"cannot cancel {run_id}: {exc.message}") from None
-    console.print(f"cancel requested for {run_id}")
+    console.print(f"cancel requested for {run_id} by {escape(principal)}", highlight=False)
 
 
 @fails_cleanly

@@ -195,6 +195,17 @@ class ApprovalInput(Closed):
     token: str | None = Field(default=None, description="Signed principal token, when required.")
 
 
+class CancelInput(Closed):
+    """The ``cancel`` signal's payload: who asks the run to stop, and why.
+
+    ``requested_by`` is claimed, not proven (no token is checked): a cancel only stops
+    work, and whoever can signal the run can also terminate it through Temporal.
+    """
+
+    requested_by: PrincipalId
+    reason: str = Field(default="", max_length=1_000)
+
+
 class ApprovalRecord(Closed):
     approver: PrincipalId
     verdict: Verdict
