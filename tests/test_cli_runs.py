@@ -224,7 +224,22 @@ async def test_denied_run_exits_2_and_says_why(cli: Cli) -> None:
     assert any("records.put" in reason and "not allowed" in reason for reason in summary["reasons"])
 
 
-async def test_plan_with_unknown_operation_exits_2(cli: Cli) -> None:
+async def rows_for(cli: Cli, tenant: str) -> dict[str, int]:
+    """How many run records and audit rows the tenant has, read as the database owner."""
+    assert cli.settings.postgres_admin_dsn is not None
+    conn = await asyncpg.connect(cli.settings.postgres_admin_dsn)
+    try:
+        return {
+            table: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE tenant = $1", tenant)
+            for table in ("runs", "audit_events")
+        }
+    finally:
+        await conn.close()
+
+
+async def test_an_operation_the_catalog_lacks_is_refused_before_anything_starts(
+    cli: Cli,
+) -> None:
     tenant = new_tenant()
     await configure_tenant(cli.settings.opa_url, tenant)
     result = await cli(
@@ -239,10 +254,59 @@ async def test_plan_with_unknown_operation_exits_2(cli: Cli) -> None:
         "--json",
     )
     assert result.code == 2, result
-    summary = result.json()
-    assert summary["status"] == "plan_rejected"
-    assert any("mail.blast" in reason for reason in summary["reasons"])
-    assert summary["steps"] == []
+    assert result.out == "", result
+    err = " ".join(result.err.split())
+    assert "cannot start" in err and "operation mail.blast is not in the adapter catalog" in err
+    assert "install that plugin" in err, result
+    assert await rows_for(cli, tenant) == {"runs": 0, "audit_events": 0}
+
+
+async def test_a_tenant_neither_policy_nor_the_directory_knows_is_refused_before_anything_starts(
+    cli: Cli,
+) -> None:
+    tenant = new_tenant()
+    result = await cli(
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook",
+        "records-demo",
+        "--input",
+        "key=k1",
+        "--wait",
+        "--json",
+    )
+    assert result.code == 2, result
+    assert result.out == "", result
+    err = " ".join(result.err.split())
+    assert f"cannot start: tenant {tenant} does not exist" in err, result
+    assert f"stead tenant create {tenant}" in err, result
+    assert len(result.err.strip().splitlines()) <= 3, result  # one line, maybe wrapped
+    assert await rows_for(cli, tenant) == {"runs": 0, "audit_events": 0}
+
+
+async def test_a_tenant_only_in_the_directory_may_start(cli: Cli) -> None:
+    # Exists means policy data or a directory row; policy then decides as usual.
+    tenant = new_tenant()
+    made = await cli("tenant", "create", tenant)
+    assert made.code == 0, made
+    result = await cli(
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook",
+        "records-demo",
+        "--input",
+        "key=k1",
+        "--wait",
+        "--json",
+    )
+    assert "does not exist" not in result.err, result
+    assert (await rows_for(cli, tenant))["runs"] == 1, result
 
 
 async def test_failed_step_exits_1_with_the_adapter_error(cli: Cli) -> None:

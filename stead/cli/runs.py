@@ -201,7 +201,9 @@ def run(
     (workflow id and request) and only that copy is sent.
     """
     from activities.planning import preflight
+    from adapters.registry import worker_catalog
     from stead.cli.starts import narrow_to_start, start_token_input, starter
+    from stead.cli.tenant_known import tenant_exists
 
     cfg = settings()
     try:
@@ -233,9 +235,20 @@ def run(
     except ValidationError as exc:
         _refuse(f"invalid run request: {_pydantic_errors(exc)}")
     try:
-        preflight(request, cfg, origin=None if playbook_file is None else str(playbook_file))
+        preflight(
+            request,
+            cfg,
+            origin=None if playbook_file is None else str(playbook_file),
+            catalog=worker_catalog(cfg),
+        )
     except ConfigError as exc:
         _refuse(exc.message)
+    if asyncio.run(tenant_exists(cfg, tenant)) is False:
+        _refuse(
+            f"tenant {tenant} does not exist: neither OPA (data.stead.tenants.{tenant}) nor "
+            f"the directory knows it; create it with `stead tenant create {tenant}` and "
+            "give it policy data, or check the spelling"
+        )
     workflow_id = f"run-{tenant}-{uuid.uuid4().hex[:12]}"
     start_token = None
     if raw_token is not None:
