@@ -262,14 +262,21 @@ def _first_window(plan: Plan, plan_hash: str, steps: list[Step], size: int) -> P
     )
 
 
-def preflight(request: RunRequest, settings: Settings, *, origin: str | None = None) -> None:
+def preflight(
+    request: RunRequest,
+    settings: Settings,
+    *,
+    origin: str | None = None,
+    catalog: Catalog | None = None,
+) -> None:
     """Catch what would only fail inside the run, before a workflow is started.
 
     Checks that a goal has a planner model, and that a playbook exists, parses,
     accepts the given inputs and makes a plan whose structure can run (step ids,
-    dependencies, cycles, ``$ref``s, the step budget). The catalog checks happen in the
-    activity, on the worker that knows the adapters. ``origin`` names a
-    ``--playbook-file`` in messages.
+    dependencies, cycles, ``$ref``s, the step budget). With ``catalog`` (the one the
+    caller's process loads) an operation it lacks is refused too; the full catalog
+    checks (argument schemas, routing) still happen on the worker that runs the plan.
+    ``origin`` names a ``--playbook-file`` in messages.
     """
     if request.goal is not None:
         if settings.planner_model is None:
@@ -282,6 +289,15 @@ def preflight(request: RunRequest, settings: Settings, *, origin: str | None = N
     problems = validate_plan(steps, None, request.budget)
     if problems:
         raise ConfigError(str(PlanRejected(problems)))
+    if catalog is not None:
+        unknown = sorted({s.operation for s in steps if s.operation not in catalog})
+        if unknown:
+            raise ConfigError(
+                f"operation {', '.join(unknown)} is not in the adapter catalog "
+                "(built-ins and the `stead.adapters` plugins installed here; see "
+                "`stead catalog list`); if a worker offers it through a plugin, install "
+                "that plugin where you run `stead` too"
+            )
 
 
 def _playbook(request: RunRequest, settings: Settings, origin: str | None = None) -> Playbook:

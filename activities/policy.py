@@ -296,9 +296,18 @@ async def _record_on(
                 "reasons": list(decision.reasons),
                 "blocked": decision.blocked,
                 "policy_revision": decision.policy_revision,
+                # What was decided: the audit names the plan, not only the outcome.
+                **_plan_hash(kind, opa_input),
             },
         ),
     )
+
+
+def _plan_hash(kind: DecisionKind, opa_input: dict[str, Any]) -> dict[str, object]:
+    plan = opa_input.get("plan")
+    if kind != "plan" or not isinstance(plan, dict):
+        return {}
+    return {"plan_hash": plan.get("plan_hash")}
 
 
 def _undefined(exc: PolicyUndefined) -> Decision:

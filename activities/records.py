@@ -144,6 +144,8 @@ class RecordActivities:
         ``stamp`` (``runs.open`` only): set the record's admitted run, None if refused.
         """
         started: dict[str, object] = {"goal": req.goal, "playbook": req.playbook}
+        if req.playbook_sha256 is not None:
+            started["playbook_sha256"] = req.playbook_sha256
         if admission is not None:
             started.update(
                 authenticated=admission.authenticated,

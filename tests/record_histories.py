@@ -28,6 +28,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from stead.contracts.hello import Greeting, GreetingRequest
 from stead.contracts.run import (
     ApprovalInput,
+    CancelInput,
     PendingApproval,
     RunInput,
     RunOptions,
@@ -248,7 +249,8 @@ async def signal_approval(r: Recorder) -> AnyHandle:
 async def cancelled(r: Recorder) -> AnyHandle:
     handle = await _approval(r, "cancelled", approvers=["user:bob"])
     await wait_pending(handle, "put")
-    await handle.signal("cancel")
+    # Attributed, as `stead cancel --as` sends it: covers the audited cancel path.
+    await handle.signal("cancel", CancelInput(requested_by="user:bob", reason="not today"))
     expect(await handle.result(), "cancelled", "cancelled")
     return handle
 

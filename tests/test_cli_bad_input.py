@@ -33,6 +33,7 @@ BAD_PRINCIPAL = "nobody [b]"
 ARGUMENTS: dict[str, list[str]] = {
     "approve": ["run-x-0", "step"],
     "audit": ["verify"],
+    "cancel": ["run-x-0"],
     "memory put": ["notes", "k", "text"],
     "memory get": ["notes", "k"],
     "memory history": ["notes", "k"],

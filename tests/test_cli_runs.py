@@ -8,6 +8,7 @@ the JSON on stdout, the message on stderr.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import uuid
@@ -223,7 +224,22 @@ async def test_denied_run_exits_2_and_says_why(cli: Cli) -> None:
     assert any("records.put" in reason and "not allowed" in reason for reason in summary["reasons"])
 
 
-async def test_plan_with_unknown_operation_exits_2(cli: Cli) -> None:
+async def rows_for(cli: Cli, tenant: str) -> dict[str, int]:
+    """How many run records and audit rows the tenant has, read as the database owner."""
+    assert cli.settings.postgres_admin_dsn is not None
+    conn = await asyncpg.connect(cli.settings.postgres_admin_dsn)
+    try:
+        return {
+            table: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE tenant = $1", tenant)
+            for table in ("runs", "audit_events")
+        }
+    finally:
+        await conn.close()
+
+
+async def test_an_operation_the_catalog_lacks_is_refused_before_anything_starts(
+    cli: Cli,
+) -> None:
     tenant = new_tenant()
     await configure_tenant(cli.settings.opa_url, tenant)
     result = await cli(
@@ -238,10 +254,59 @@ async def test_plan_with_unknown_operation_exits_2(cli: Cli) -> None:
         "--json",
     )
     assert result.code == 2, result
-    summary = result.json()
-    assert summary["status"] == "plan_rejected"
-    assert any("mail.blast" in reason for reason in summary["reasons"])
-    assert summary["steps"] == []
+    assert result.out == "", result
+    err = " ".join(result.err.split())
+    assert "cannot start" in err and "operation mail.blast is not in the adapter catalog" in err
+    assert "install that plugin" in err, result
+    assert await rows_for(cli, tenant) == {"runs": 0, "audit_events": 0}
+
+
+async def test_a_tenant_neither_policy_nor_the_directory_knows_is_refused_before_anything_starts(
+    cli: Cli,
+) -> None:
+    tenant = new_tenant()
+    result = await cli(
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook",
+        "records-demo",
+        "--input",
+        "key=k1",
+        "--wait",
+        "--json",
+    )
+    assert result.code == 2, result
+    assert result.out == "", result
+    err = " ".join(result.err.split())
+    assert f"cannot start: tenant {tenant} does not exist" in err, result
+    assert f"stead tenant create {tenant}" in err, result
+    assert len(result.err.strip().splitlines()) <= 3, result  # one line, maybe wrapped
+    assert await rows_for(cli, tenant) == {"runs": 0, "audit_events": 0}
+
+
+async def test_a_tenant_only_in_the_directory_may_start(cli: Cli) -> None:
+    # Exists means policy data or a directory row; policy then decides as usual.
+    tenant = new_tenant()
+    made = await cli("tenant", "create", tenant)
+    assert made.code == 0, made
+    result = await cli(
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook",
+        "records-demo",
+        "--input",
+        "key=k1",
+        "--wait",
+        "--json",
+    )
+    assert "does not exist" not in result.err, result
+    assert (await rows_for(cli, tenant))["runs"] == 1, result
 
 
 async def test_failed_step_exits_1_with_the_adapter_error(cli: Cli) -> None:
@@ -282,8 +347,9 @@ async def test_cancelled_run_exits_3_and_status_reports_it_with_exit_0(cli: Cli)
     try:
         [item] = await wait_listed_pending(cli, tenant)
         run_id = item["workflow_id"]
-        cancelled = await cli("cancel", run_id)
+        cancelled = await cli("cancel", run_id, "--as", "user:carol", "--reason", "wrong day")
         assert cancelled.code == 0, cancelled
+        assert "user:carol" in cancelled.out, cancelled
         out, err = await asyncio.wait_for(waiting.communicate(), timeout=60)
     finally:
         if waiting.returncode is None:
@@ -295,7 +361,26 @@ async def test_cancelled_run_exits_3_and_status_reports_it_with_exit_0(cli: Cli)
     assert result.json()["status"] == "cancelled"
     status = await cli.status(run_id)
     assert status["status"] == "cancelled"
+    assert status["reasons"] == ["cancelled by user:carol: wrong day"]
     assert [s["status"] for s in status["steps"]] == ["cancelled"]
+    # Attributed and audited like an approval: who asked, why, and the run's end says so.
+    trail = await cli("audit", run_id, "--json")
+    assert trail.code == 0, trail
+    events = {e["kind"]: e for e in trail.json()}
+    asked = events["cancel_requested"]
+    assert asked["actor"] == "user:carol"
+    assert asked["data"] == {"reason": "wrong day", "attribution": "claimed"}
+    assert events["run_finished"]["data"]["cancel"] == {
+        "requested_by": "user:carol",
+        "reason": "wrong day",
+        "attribution": "claimed",
+    }
+
+
+async def test_cancel_of_an_unknown_run_says_so_in_one_line(cli: Cli) -> None:
+    result = await cli("cancel", "run-nobody-000000000000", "--as", "user:carol")
+    assert result.code == 1, result
+    assert "is not running" in result.err and "Traceback" not in result.err, result
 
 
 @pytest.mark.parametrize(
@@ -422,3 +507,36 @@ async def test_audit_lists_the_run_and_verify_detects_tampering(cli: Cli) -> Non
     assert report["ok"] is False
     [ours] = [t for t in report["tenants"] if t["tenant"] == tenant]
     assert (ours["ok"], ours["first_bad_seq"]) == (False, 2)
+
+
+async def test_audit_shows_which_playbook_file_and_plan_ran(cli: Cli) -> None:
+    tenant = new_tenant()
+    await configure_tenant(cli.settings.opa_url, tenant)
+    path = cli.playbooks / "put-only.yaml"
+    done = await cli(
+        "run",
+        "--tenant",
+        tenant,
+        "--as",
+        "user:ann",
+        "--playbook-file",
+        str(path),
+        "--wait",
+        "--json",
+    )
+    assert done.code == 0, done
+    run_id = done.json()["run_id"]
+    trail = await cli("audit", run_id, "--json")
+    assert trail.code == 0, trail
+    events = {e["kind"]: e for e in trail.json()}
+    started = events["run_started"]["data"]
+    # What `sha256sum put-only.yaml` prints: an auditor can tell which file ran.
+    assert started["playbook"] is None
+    assert started["playbook_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert cli.settings.postgres_admin_dsn is not None
+    conn = await asyncpg.connect(cli.settings.postgres_admin_dsn)
+    try:
+        recorded = await conn.fetchval("SELECT plan_hash FROM runs WHERE workflow_id = $1", run_id)
+    finally:
+        await conn.close()
+    assert recorded and events["plan_decision"]["data"]["plan_hash"] == recorded

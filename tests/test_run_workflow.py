@@ -306,6 +306,36 @@ async def test_cancel_signal_stops_a_waiting_run(worker: WorkerHandle) -> None:
     assert status.steps[0].status == "cancelled"
 
 
+@pytest.mark.parametrize(
+    ("args", "actor", "attribution"),
+    [
+        ((), "unknown:unattributed-cancel", "unattributed"),
+        (({"requested_by": 5},), "unknown:malformed-cancel", "malformed"),
+        (({"requested_by": "user:carol", "reason": "typo"},), "user:carol", "claimed"),
+    ],
+    ids=["bare", "malformed", "attributed"],
+)
+async def test_a_cancel_signal_sent_directly_stops_the_run_and_is_audited_as_sent(
+    worker: WorkerHandle, pool: asyncpg.Pool, args: tuple[object, ...], actor: str, attribution: str
+) -> None:
+    # A bare or malformed cancel still stops the run (stopping is the safe direction);
+    # the audit says how far it was attributed instead of pretending to know who.
+    tenant = new_tenant()
+    handle = await _approval_run(worker, tenant, approvers=["user:bob"])
+    await wait_pending(handle, "put")
+    await handle.signal("cancel", args=args)
+    status = await handle.result()
+    assert status.status == "cancelled"
+    assert status.reasons[0].startswith(f"cancelled by {actor}")
+    async with tenant_transaction(pool, tenant) as conn:
+        events = await list_events(conn, tenant, handle.id)
+    [asked] = [e for e in events if e.kind == "cancel_requested"]
+    assert asked.actor == actor and asked.data["attribution"] == attribution
+    assert ("problem" in asked.data) == (attribution == "malformed")
+    [finished] = [e for e in events if e.kind == "run_finished"]
+    assert finished.data["cancel"]["requested_by"] == actor
+
+
 async def test_express_lane_still_decides_ledgers_and_audits(
     worker: WorkerHandle, pool: asyncpg.Pool
 ) -> None:

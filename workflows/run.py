@@ -20,8 +20,11 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.approval_input import Received, burnable, history_problem, receive
+from workflows.cancel_input import ReceivedCancel, receive_cancel
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import JsonValue
+
     from stead.approval_refusals import ValidatorRefusal, report
     from stead.contracts.activities import (
         NON_RETRYABLE_TYPES,
@@ -72,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         StepExecution,
         StepResult,
         StepState,
+        playbook_digest,
         start_digest,
     )
     from stead.memory.contracts import RecallInput, RunSummaryInput
@@ -94,6 +98,9 @@ LOCAL_BOOKKEEPING_PATCH = "local-run-bookkeeping"
 # Per-run fixed cost: the start record and admission in one local activity (runs.open),
 # the plan and its decision in one activity, search attributes upserted only on change.
 RUN_FIXED_COST_PATCH = "run-fixed-cost"
+# Cancels are audited (``cancel_requested``); asked in the handler, so only runs that
+# get a cancel pay for the marker.
+CANCEL_AUDIT_PATCH = "cancel-attributed"
 
 QUICK = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -157,6 +164,8 @@ class RunWorkflow:
         self._pending_policy: dict[str, tuple[frozenset[str], bool]] = {}
         self._votes: dict[str, list[ApprovalRecord]] = {}
         self._cancel_requested = False
+        # The first cancel received: who asked and why, for the run's reason and record.
+        self._cancel: ReceivedCancel | None = None
         self._steps_this_run = 0
         # Results a replan dropped from the carry, for updates still answering about them.
         self._replaced: dict[str, StepResult] = {}
@@ -514,8 +523,11 @@ class RunWorkflow:
             plan = self._carry.plan
             assert plan is not None
             if self._cancel_requested and not running:
-                self._cancel_remaining("cancelled by request")
-                self._carry = self._carry.model_copy(update={"status": "cancelled"})
+                why = self._cancel.summary() if self._cancel else "cancelled by request"
+                self._cancel_remaining(why)
+                self._carry = self._carry.model_copy(
+                    update={"status": "cancelled", "reasons": (why,)}
+                )
                 return "done"
             if self._carry.status in TERMINAL_RUN_STATES and not running:
                 return "done"
@@ -1359,10 +1371,23 @@ class RunWorkflow:
     # ------------------------------------------------------ cancel/queries
 
     @workflow.signal(name="cancel")
-    def cancel(self, *_: Any) -> None:
-        # Arguments are ignored, not refused: with a fixed signature, a cancel sent with
-        # one failed every workflow task from then on (the SDK's call raised TypeError).
+    async def cancel(self, *args: Any) -> None:
+        """Stop the run; audited as ``cancel_requested`` with who asked and why.
+
+        ``*args``, not a typed payload: a bare cancel still stops the run, and a
+        malformed one stops it too and is audited as such (``workflows/cancel_input.py``).
+        The flag is set before the first await, so the run stops exactly as before.
+        """
+        received = receive_cancel(args)
         self._cancel_requested = True
+        if self._cancel is None:
+            self._cancel = received
+        if not workflow.patched(CANCEL_AUDIT_PATCH):
+            return
+        # Before the run's record exists the audit is refused (no record to scope it to);
+        # the cancel still stands and run_finished names who asked and why.
+        with contextlib.suppress(ActivityError):
+            await self._audit("cancel_requested", received.actor, None, received.audit_data())
 
     @workflow.query(name="status")
     def status(self) -> RunStatus:
@@ -1544,14 +1569,27 @@ class RunWorkflow:
             status=status,
             goal=req.goal,
             playbook=req.playbook,
+            playbook_sha256=playbook_digest(req) if status == "planning" else None,
             plan_hash=plan.plan_hash if plan else None,
             tokens=self._carry.spent.tokens,
             cost_usd=self._carry.spent.usd,
             minutes_saved=self._minutes_saved(),
             labels=req.labels,
-            summary={"reasons": list(self._carry.reasons), "steps": self._step_counts()},
+            summary=self._record_summary(),
             finished=finished,
         )
+
+    def _record_summary(self) -> dict[str, JsonValue]:
+        """What run_finished carries: the reasons, step counts and, if cancelled, by whom."""
+        steps: dict[str, JsonValue] = {**self._step_counts()}
+        summary: dict[str, JsonValue] = {"reasons": list(self._carry.reasons), "steps": steps}
+        if self._cancel is not None:
+            summary["cancel"] = {
+                "requested_by": self._cancel.actor,
+                "reason": self._cancel.reason,
+                "attribution": self._cancel.attribution,
+            }
+        return summary
 
     async def _bookkeeping(
         self, name: str, arg: object, result_type: type[_T] | None, **options: Any

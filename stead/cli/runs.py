@@ -44,6 +44,7 @@ from stead.cli._common import (
 from stead.contracts.run import (
     ApprovalInput,
     Budget,
+    CancelInput,
     PendingApproval,
     RunInput,
     RunRequest,
@@ -200,7 +201,9 @@ def run(
     (workflow id and request) and only that copy is sent.
     """
     from activities.planning import preflight
+    from adapters.registry import worker_catalog
     from stead.cli.starts import narrow_to_start, start_token_input, starter
+    from stead.cli.tenant_known import tenant_exists
 
     cfg = settings()
     try:
@@ -232,9 +235,20 @@ def run(
     except ValidationError as exc:
         _refuse(f"invalid run request: {_pydantic_errors(exc)}")
     try:
-        preflight(request, cfg, origin=None if playbook_file is None else str(playbook_file))
+        preflight(
+            request,
+            cfg,
+            origin=None if playbook_file is None else str(playbook_file),
+            catalog=worker_catalog(cfg),
+        )
     except ConfigError as exc:
         _refuse(exc.message)
+    if asyncio.run(tenant_exists(cfg, tenant)) is False:
+        _refuse(
+            f"tenant {tenant} does not exist: neither OPA (data.stead.tenants.{tenant}) nor "
+            f"the directory knows it; create it with `stead tenant create {tenant}` and "
+            "give it policy data, or check the spelling"
+        )
     workflow_id = f"run-{tenant}-{uuid.uuid4().hex[:12]}"
     start_token = None
     if raw_token is not None:
@@ -468,15 +482,28 @@ def approve(
 
 
 @fails_cleanly
-def cancel(run_id: Annotated[str, typer.Argument(help="The run id.")]) -> None:
-    """Ask a run to stop: running steps finish, nothing new starts."""
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    principal: Annotated[str, typer.Option("--as", help="Who cancels, e.g. user:alice.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit and the run.")] = "",
+) -> None:
+    """Ask a run to stop: running steps finish, nothing new starts.
+
+    Attributed like an approval: the run audits ``cancel_requested`` with who asked
+    and why, and its ``run_finished`` record carries both. Who is claimed, not proven
+    by a token: a cancel only stops work.
+    """
     try:
-        with_client(lambda client: client.get_workflow_handle(run_id).signal("cancel"))
+        payload = CancelInput(requested_by=principal, reason=reason)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid cancel: {_pydantic_errors(exc)}") from None
+    try:
+        with_client(lambda client: client.get_workflow_handle(run_id).signal("cancel", payload))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise ConfigError(f"run {run_id} is not running (unknown or finished)") from None
         raise ConfigError(f"cannot cancel {run_id}: {exc.message}") from None
-    console.print(f"cancel requested for {run_id}")
+    console.print(f"cancel requested for {run_id} by {escape(principal)}", highlight=False)
 
 
 @fails_cleanly

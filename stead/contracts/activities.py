@@ -185,6 +185,7 @@ class RunRecordInput(Closed):
     status: RunState
     goal: str | None = None
     playbook: str | None = None
+    playbook_sha256: str | None = None
     plan_hash: str | None = None
     tokens: int | None = None
     cost_usd: float | None = None

@@ -195,6 +195,17 @@ class ApprovalInput(Closed):
     token: str | None = Field(default=None, description="Signed principal token, when required.")
 
 
+class CancelInput(Closed):
+    """The ``cancel`` signal's payload: who asks the run to stop, and why.
+
+    ``requested_by`` is claimed, not proven (no token is checked): a cancel only stops
+    work, and whoever can signal the run can also terminate it through Temporal.
+    """
+
+    requested_by: PrincipalId
+    reason: str = Field(default="", max_length=1_000)
+
+
 class ApprovalRecord(Closed):
     approver: PrincipalId
     verdict: Verdict
@@ -349,6 +360,17 @@ class RunInput(Closed):
         max_length=256,
         description="The worker's HMAC over the continuation state (continue-as-new only).",
     )
+
+
+def playbook_digest(request: RunRequest) -> str | None:
+    """SHA-256 of an inline playbook's text, so the audit shows what a file run ran.
+
+    Hashed as given (not canonicalised): ``sha256sum playbook.yaml`` matches it for a
+    file with LF line endings, so an auditor can tell which file it was.
+    """
+    if request.playbook_source is None:
+        return None
+    return hashlib.sha256(request.playbook_source.encode()).hexdigest()
 
 
 def start_digest(request: RunRequest) -> str:
