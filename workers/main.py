@@ -47,6 +47,7 @@ from stead.db.pool import create_pool
 from stead.errors import ConfigError, TemporalUnavailable
 from stead.memory.factory import open_memory_service
 from stead.memory.service import MemoryService
+from stead.namespace_setup import fix_command, missing_search_attributes
 from stead.observability.interceptor import ObservabilityInterceptor
 from stead.observability.logs import configure_logging
 from stead.observability.server import worker_metrics
@@ -280,6 +281,15 @@ async def run_worker(settings: Settings, *, adapters: Collection[str] = ()) -> N
     configure_logging(settings.log_format, settings.log_level)
     # SDK metrics on their own port (metrics_port + 1 unless set), Core logs in our format.
     client = await connect(settings, runtime=temporal_runtime(settings))
+    # Without Stead's search attributes every run's workflow task fails, silently and
+    # forever: refuse here, naming what is missing and the command that fixes it.
+    missing = await missing_search_attributes(client, settings.temporal_namespace)
+    if missing:
+        raise ConfigError(
+            f"Temporal namespace {settings.temporal_namespace!r} lacks Stead's search "
+            f"attributes {', '.join(missing)}; register them with "
+            f"`{fix_command(settings.temporal_namespace)}`"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
