@@ -15,6 +15,7 @@ class ErrorCode(StrEnum):
     MIGRATION = "migration"
     APPROVAL_REFUSED = "approval_refused"
     INVALID_INPUT = "invalid_input"
+    TEMPORAL_UNAVAILABLE = "temporal_unavailable"
 
 
 class SteadError(Exception):
@@ -59,3 +60,13 @@ class ApprovalRefused(SteadError):
     """The run refused an approval (``stead approve`` exits 1); the message says why."""
 
     code = ErrorCode.APPROVAL_REFUSED
+
+
+class TemporalUnavailable(SteadError):
+    """Temporal did not answer (refused, timed out, restarting): the CLI exits 4.
+
+    Its own class so a pipeline can tell "try again later" from a failed run or a
+    refused request: nothing was decided, the run (if any) goes on without us.
+    """
+
+    code = ErrorCode.TEMPORAL_UNAVAILABLE

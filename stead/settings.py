@@ -83,6 +83,16 @@ class Settings(BaseSettings):
         default=None,
         description="TLS to Temporal; unset: on with an API key or the TLS files, else off.",
     )
+    temporal_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds to wait for Temporal to answer a connect before giving up.",
+    )
+    temporal_outage_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds `stead run --wait` keeps reconnecting while Temporal is down.",
+    )
     qdrant_url: str | None = Field(
         default=None, description="Qdrant server URL; unset means the embedded engine."
     )

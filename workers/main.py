@@ -22,7 +22,7 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.runtime import Runtime
-from temporalio.service import TLSConfig
+from temporalio.service import RetryConfig, TLSConfig
 from temporalio.worker import Worker
 
 from activities.capability import CapabilityActivities
@@ -44,9 +44,10 @@ from stead.capability.keys import INTEGRITY
 from stead.capability.trust import WorkerTrust, key_store, open_trust
 from stead.codec import data_converter
 from stead.db.pool import create_pool
-from stead.errors import ConfigError
+from stead.errors import ConfigError, TemporalUnavailable
 from stead.memory.factory import open_memory_service
 from stead.memory.service import MemoryService
+from stead.namespace_setup import fix_command, missing_search_attributes
 from stead.observability.interceptor import ObservabilityInterceptor
 from stead.observability.logs import configure_logging
 from stead.observability.server import worker_metrics
@@ -69,11 +70,18 @@ from workflows.run import RunWorkflow
 log = logging.getLogger("stead.worker")
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    retry_config: RetryConfig | None = None,
+) -> Client:
     """A client presenting the configured credential: a bearer API key/JWT and/or mTLS.
 
     A Temporal cluster with an authorizer (docker-compose.yml) answers only callers
     whose JWT grants the namespace; without one the embedded dev server needs none.
+    The connect is bounded by ``temporal_connect_timeout``, so a blackholed address
+    fails in seconds with TemporalUnavailable rather than hanging on the SDK's default.
     """
     api_key = settings.temporal_api_key
     try:
@@ -84,11 +92,13 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
             tls=temporal_tls(settings),
             interceptors=tracing_interceptors(settings),
             runtime=runtime,
+            retry_config=retry_config,
+            connect_timeout=timedelta(seconds=settings.temporal_connect_timeout),
             # Pydantic payloads, AES-GCM encrypted when STEAD_CODEC_KEYRING is set.
             data_converter=data_converter(settings),
         )
     except RuntimeError as exc:
-        raise ConfigError(
+        raise TemporalUnavailable(
             f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}. "
             "Is `stead dev up` running, or is STEAD_TEMPORAL_ADDRESS right?"
         ) from None
@@ -271,6 +281,15 @@ async def run_worker(settings: Settings, *, adapters: Collection[str] = ()) -> N
     configure_logging(settings.log_format, settings.log_level)
     # SDK metrics on their own port (metrics_port + 1 unless set), Core logs in our format.
     client = await connect(settings, runtime=temporal_runtime(settings))
+    # Without Stead's search attributes every run's workflow task fails, silently and
+    # forever: refuse here, naming what is missing and the command that fixes it.
+    missing = await missing_search_attributes(client, settings.temporal_namespace)
+    if missing:
+        raise ConfigError(
+            f"Temporal namespace {settings.temporal_namespace!r} lacks Stead's search "
+            f"attributes {', '.join(missing)}; register them with "
+            f"`{fix_command(settings.temporal_namespace)}`"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import gc
 import json
+import logging
 import re
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable
+from functools import cache, wraps
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
-from stead.errors import ErrorCode, SteadError
+from stead.errors import ErrorCode, SteadError, TemporalUnavailable
 from stead.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 # A Temporal client still alive at interpreter shutdown can abort the process
 # (temporalio/sdk-python#300), losing the exit code CI relies on; collect it first.
@@ -30,6 +37,15 @@ err_console = Console(stderr=True, soft_wrap=True)
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # TenantId's pattern
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+# Exit code of every command that talks to Temporal when Temporal did not answer:
+# distinct from 1 (failed/refused), 2 (denied) and 3 (cancelled/timed out), so a
+# pipeline can retry instead of reporting a run as failed.
+EXIT_TEMPORAL_UNAVAILABLE = 4
+# What a dead or restarting server looks like from the client; anything else
+# (NOT_FOUND, PERMISSION_DENIED, …) is an answer, not an outage.
+_OUTAGE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
 
 
 def settings() -> Settings:
@@ -53,6 +69,16 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except TemporalUnavailable as exc:
+            fail(exc.code, exc.message, EXIT_TEMPORAL_UNAVAILABLE)
+        except RPCError as exc:
+            if exc.status not in _OUTAGE:
+                raise
+            fail(
+                ErrorCode.TEMPORAL_UNAVAILABLE,
+                temporal_unavailable(exc).message,
+                EXIT_TEMPORAL_UNAVAILABLE,
+            )
         except SteadError as exc:
             fail(exc.code, exc.message)
         except ValidationError as exc:
@@ -63,10 +89,66 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def fail(code: str, message: str) -> NoReturn:
-    """Print ``error (<code>): <message>`` on stderr (one line, markup-free) and exit 1."""
+def fail(code: str, message: str, exit_code: int = 1) -> NoReturn:
+    """Print ``error (<code>): <message>`` on stderr (one line, markup-free) and exit."""
     err_console.print(f"[bold red]error[/] ({code}): {escape(message)}", highlight=False)
-    raise typer.Exit(1)
+    raise typer.Exit(exit_code)
+
+
+def is_outage(exc: RPCError) -> bool:
+    """Temporal did not answer (down, restarting, too slow), as opposed to said no."""
+    return exc.status in _OUTAGE
+
+
+def temporal_unavailable(exc: RPCError) -> TemporalUnavailable:
+    """The one-line error for an RPC that Temporal did not answer."""
+    detail = " ".join(str(exc.message or exc).split())[:160]
+    return TemporalUnavailable(
+        f"Temporal did not answer ({exc.status.name if exc.status else 'no status'}: "
+        f"{detail}); nothing was changed by this command. Is `stead dev up` running, or is "
+        "STEAD_TEMPORAL_ADDRESS right? Try again when Temporal is back"
+    )
+
+
+@cache
+def cli_runtime() -> Runtime:
+    """The SDK runtime of a CLI process: core's log lines go through Python logging.
+
+    Left to itself the SDK core writes its retry warnings straight to the console
+    (stdout), which corrupts ``--json``; forwarded, they reach the ``temporalio.core``
+    logger, whose output (with no handler configured) goes to stderr. One per process.
+    """
+    logs = LoggingConfig(
+        filter=LoggingConfig.default.filter,
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+    return Runtime(telemetry=TelemetryConfig(logging=logs))
+
+
+async def cli_client(cfg: Settings) -> Client:
+    """A client whose calls give up within ``temporal_connect_timeout`` when Temporal is down.
+
+    A command answers a person or a pipeline: it should say "unavailable" (exit 4)
+    in seconds, not retry silently for the SDK's default budget.
+    """
+    from workers.main import connect
+
+    budget = int(cfg.temporal_connect_timeout * 1000)
+    return await connect(
+        cfg,
+        runtime=cli_runtime(),
+        retry_config=RetryConfig(max_elapsed_time_millis=budget),
+    )
+
+
+def with_client(work: Callable[[Client], Awaitable[T]], cfg: Settings | None = None) -> T:
+    """Connect, run ``work`` and let the client go, all in one event loop."""
+
+    async def go() -> T:
+        client = await cli_client(cfg or settings())
+        return await work(client)
+
+    return asyncio.run(go())
 
 
 def validation_problems(exc: ValidationError) -> str:

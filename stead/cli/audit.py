@@ -50,12 +50,14 @@ def show_run_audit(cfg: Settings, run_id: str, tenant: str | None, json_out: boo
 
 async def _tenant_of(cfg: Settings, run_id: str) -> str:
     """The run's tenant from Temporal's search attributes: the caller need not repeat it."""
-    from workers.main import connect
+    from stead.cli._common import cli_client, is_outage, temporal_unavailable
 
-    client = await connect(cfg)
+    client = await cli_client(cfg)
     try:
         described = await client.get_workflow_handle(run_id).describe()
     except RPCError as exc:
+        if is_outage(exc):
+            raise temporal_unavailable(exc) from None
         raise ConfigError(f"run {run_id} not found ({exc.message}); pass --tenant") from None
     tenant = described.typed_search_attributes.get(SA_TENANT)
     if not tenant:

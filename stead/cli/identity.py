@@ -287,7 +287,7 @@ def principal_sign_approval(
     run, step, plan and verdict, which this command makes without contacting the run
     beyond reading its pending approval.
     """
-    from stead.cli.runs import with_client
+    from stead.cli._common import with_client
 
     cfg = settings()
     raw = principal_token_input(cfg, token, token_file)

@@ -8,9 +8,21 @@ import uuid
 from typing import Annotated
 
 import typer
+from temporalio.client import Client
 
-from stead.cli import catalog, codec, dev, identity, memory, policy, runs, slo, webhook
-from stead.cli._common import console, fails_cleanly, print_json, settings
+from stead.cli import (
+    catalog,
+    codec,
+    dev,
+    identity,
+    memory,
+    policy,
+    runs,
+    slo,
+    temporal_setup,
+    webhook,
+)
+from stead.cli._common import console, fails_cleanly, print_json, settings, with_client
 
 app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
@@ -21,6 +33,7 @@ app.add_typer(identity.tenant_app, name="tenant")
 app.add_typer(identity.principal_app, name="principal")
 app.add_typer(identity.keys_app, name="keys")
 app.add_typer(policy.app, name="policy")
+app.add_typer(temporal_setup.app, name="temporal")
 runs.register(app)
 slo.register(app)
 codec.register(app)
@@ -100,11 +113,10 @@ def hello(
 ) -> None:
     """Run the hello workflow on a worker and print its result (a wiring check)."""
     from stead.contracts.hello import GreetingRequest
-    from workers.main import connect
 
-    async def go() -> dict[str, str]:
-        cfg = settings()
-        client = await connect(cfg)
+    cfg = settings()
+
+    async def go(client: Client) -> dict[str, str]:
         result = await client.execute_workflow(
             "stead.hello",
             GreetingRequest(name=name),
@@ -114,7 +126,7 @@ def hello(
         )
         return dict(result)
 
-    result = asyncio.run(go())
+    result = with_client(go, cfg)
     if json_out:
         print_json(result)
     else:

@@ -2,9 +2,10 @@
 
 Exit codes of ``run --wait`` are a contract CI pipelines rely on: 0 completed,
 1 failed, 2 denied, plan rejected or refused before start (bad flags, unknown
-playbook, no planner model), 3 cancelled or timed out. The other commands exit 0
-when they did what was asked (``status`` reports a failed run with exit 0: it
-succeeded in reporting) and 1 when they could not (unknown run, refused approval).
+playbook, no planner model), 3 cancelled or timed out, 4 Temporal unavailable.
+The other commands exit 0 when they did what was asked (``status`` reports a failed
+run with exit 0: it succeeded in reporting), 1 when they could not (unknown run,
+refused approval) and 4 when Temporal did not answer.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import JsonValue, ValidationError
@@ -34,12 +34,16 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from stead.cli._common import (
+    cli_client,
     console,
     err_console,
     fails_cleanly,
+    is_outage,
     print_json,
     settings,
+    temporal_unavailable,
     tenant_id,
+    with_client,
 )
 from stead.contracts.run import (
     ApprovalInput,
@@ -53,7 +57,7 @@ from stead.contracts.run import (
     StepResult,
     Verdict,
 )
-from stead.errors import ApprovalRefused, ConfigError
+from stead.errors import ApprovalRefused, ConfigError, TemporalUnavailable
 from stead.settings import Settings
 
 EXIT_CODES: dict[str, int] = {
@@ -66,27 +70,15 @@ EXIT_CODES: dict[str, int] = {
 }
 EXIT_REFUSED = 2
 
-T = TypeVar("T")
-
 # A run whose workflow Temporal itself closed (terminated, timed out) never
 # returned a RunStatus; its last snapshot is relabelled with what happened.
+_CUT_SHORT = frozenset({RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN})
 _CLOSED_BY_TEMPORAL: dict[WorkflowExecutionStatus, RunState] = {
     WorkflowExecutionStatus.FAILED: "failed",
     WorkflowExecutionStatus.CANCELED: "cancelled",
     WorkflowExecutionStatus.TERMINATED: "cancelled",
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
 }
-
-
-def with_client(work: Callable[[Client], Awaitable[T]], cfg: Settings | None = None) -> T:
-    """Connect, run ``work`` and let the client go, all in one event loop."""
-    from workers.main import connect
-
-    async def go() -> T:
-        client = await connect(cfg or settings())
-        return await work(client)
-
-    return asyncio.run(go())
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, JsonValue]:
@@ -258,7 +250,7 @@ def run(
             _refuse(exc.message)
 
     async def go(client: Client) -> RunStatus | None:
-        handle = await client.start_workflow(
+        await client.start_workflow(
             "stead.run",
             RunInput(request=request, start_token=start_token),
             id=workflow_id,
@@ -267,11 +259,7 @@ def run(
         )
         if not wait:
             return None
-        try:
-            final: RunStatus = await handle.result()
-        except WorkflowFailureError as exc:
-            return await _closed_by_temporal(client, request, workflow_id, exc)
-        return final
+        return await _wait_riding_out_outages(client, cfg, request, workflow_id)
 
     result = with_client(go, cfg)
     if result is None:
@@ -279,6 +267,50 @@ def run(
         return
     _print_run(result, json_out)
     raise typer.Exit(EXIT_CODES.get(result.status, 1))
+
+
+async def _wait_riding_out_outages(
+    client: Client, cfg: Settings, request: RunRequest, workflow_id: str
+) -> RunStatus:
+    """The run's outcome, waiting through Temporal restarts.
+
+    The run lives in Temporal, not in this process: while the server is down or
+    restarting the run is merely out of sight, so an outage is never reported as a
+    failed run. We reconnect with a bounded backoff and ask again; only an outage
+    longer than ``temporal_outage_timeout`` (counted from when Temporal stopped
+    answering, reset by every successful reconnect) ends the wait, with exit 4.
+    """
+    loop = asyncio.get_running_loop()
+    down_since: float | None = None
+    pause = 0.2
+    while True:
+        handle = client.get_workflow_handle(workflow_id, result_type=RunStatus)
+        try:
+            final: RunStatus = await handle.result()
+            return final
+        except WorkflowFailureError as exc:
+            return await _closed_by_temporal(client, request, workflow_id, exc)
+        except RPCError as exc:
+            # A restart shows as UNAVAILABLE, or as a long poll cut short (CANCELLED,
+            # UNKNOWN transport error): the run itself is unaffected either way.
+            if not is_outage(exc) and exc.status not in _CUT_SHORT:
+                raise
+            last: RPCError = exc
+        down_since = down_since if down_since is not None else loop.time()
+        while True:
+            if loop.time() - down_since > cfg.temporal_outage_timeout:
+                raise TemporalUnavailable(
+                    f"{temporal_unavailable(last).message}. Run {workflow_id} may still be "
+                    f"going: `stead status {workflow_id}`"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            try:
+                client = await cli_client(cfg)
+            except TemporalUnavailable:
+                continue
+            down_since, pause = None, 0.2
+            break
 
 
 async def _closed_by_temporal(
@@ -325,6 +357,8 @@ async def _status(client: Client, run_id: str) -> RunStatus:
     try:
         described = await handle.describe()
     except RPCError as exc:
+        if is_outage(exc):
+            raise temporal_unavailable(exc) from None
         raise ConfigError(f"run {run_id} not found: {exc.message}") from None
     if described.status == WorkflowExecutionStatus.COMPLETED:
         final: RunStatus = await handle.result()
@@ -332,6 +366,8 @@ async def _status(client: Client, run_id: str) -> RunStatus:
     try:
         snapshot: RunStatus = await handle.query("status", result_type=RunStatus)
     except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+        if isinstance(exc, RPCError) and is_outage(exc):
+            raise temporal_unavailable(exc) from None
         raise ConfigError(
             f"run {run_id} did not answer the status query ({exc}); is a worker running "
             "on its task queue?"
@@ -392,6 +428,8 @@ async def list_pending(client: Client, tenant: str | None) -> list[PendingApprov
     try:
         listed = [e async for e in client.list_workflows(query)]
     except RPCError as exc:
+        if is_outage(exc):
+            raise temporal_unavailable(exc) from None
         raise ConfigError(f"cannot list runs from Temporal visibility: {exc.message}") from None
     found: list[PendingApproval] = []
     for execution in listed:
@@ -433,6 +471,8 @@ def approve(
                 "pending_approvals", result_type=list[PendingApproval]
             )
         except RPCError as exc:
+            if is_outage(exc):
+                raise temporal_unavailable(exc) from None
             raise ConfigError(f"cannot reach run {run_id}: {exc.message}") from None
         match = [p for p in waiting if p.step_id == step_id]
         if not match:
@@ -500,6 +540,8 @@ def cancel(
     try:
         with_client(lambda client: client.get_workflow_handle(run_id).signal("cancel", payload))
     except RPCError as exc:
+        if is_outage(exc):
+            raise temporal_unavailable(exc) from None
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise ConfigError(f"run {run_id} is not running (unknown or finished)") from None
         raise ConfigError(f"cannot cancel {run_id}: {exc.message}") from None

@@ -146,8 +146,10 @@ def stack_up(settings: Settings, requested: RequestedPorts | None = None) -> Sta
                         requested.temporal_ui,
                         _prev_port(last_ports, "temporal", "ui"),
                     ),
-                    http=claim("temporal HTTP", None),
-                    metrics=claim("temporal metrics", None),
+                    http=claim("temporal HTTP", None, _prev_port(last_ports, "temporal", "http")),
+                    metrics=claim(
+                        "temporal metrics", None, _prev_port(last_ports, "temporal", "metrics")
+                    ),
                 )
                 record = temporal.start(
                     home,

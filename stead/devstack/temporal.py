@@ -11,13 +11,7 @@ from temporalio.client import Client
 from stead.devstack import proc
 from stead.devstack.binaries import venv_or_path
 from stead.devstack.ports import LOOPBACK
-
-# Registered at every start (idempotent): operators filter runs by these in the UI.
-SEARCH_ATTRIBUTES = {
-    "SteadTenant": "Keyword",
-    "SteadStatus": "Keyword",
-    "SteadPendingApproval": "Bool",
-}
+from stead.namespace_setup import SEARCH_ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -59,6 +53,7 @@ def start(
     ]
     if namespace != "default":
         argv += ["--namespace", namespace]
+    # Registered at every start (idempotent): operators filter runs by these in the UI.
     for key, kind in SEARCH_ATTRIBUTES.items():
         argv += ["--search-attribute", f"{key}={kind}"]
     if codec_endpoint:
