@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import asyncpg
@@ -25,14 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
 
-from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
+from stead.contracts.run import ApprovalInput, RunStatus
 from stead.devstack.ports import free_port, is_free
 from stead.observability.metrics import APPROVALS_PENDING
 from stead.observability.server import MetricsServer, serve_metrics
 from stead.settings import Settings
 from tests.conftest import WorkerHandle
-from tests.peers import FakeLlm, serve
-from tests.runs import configure_tenant, new_tenant, playbook, start_run
+from tests.peers import FakeLlm, serve, serve_handler
+from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.workers import worker_process
 from workers.main import build_worker, connect, open_resources
 
@@ -108,28 +108,8 @@ def flaky() -> Iterator[tuple[FlakyService, str]]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield service, f"http://127.0.0.1:{server.server_address[1]}/thing"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-async def _wait_pending(handle: WorkflowHandle[Any, RunStatus], step_id: str) -> PendingApproval:
-    """Poll the run's own query (bounded) until the step waits on a human."""
-    for _ in range(300):
-        pending: list[PendingApproval] = await handle.query(
-            "pending_approvals", result_type=list[PendingApproval]
-        )
-        for item in pending:
-            if item.step_id == step_id:
-                return item
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"step {step_id} never awaited approval")
+    with serve_handler(Handler) as url:
+        yield service, f"{url}/thing"
 
 
 async def _pending_in_visibility(client: Client, tenant: str, expected: int) -> None:
@@ -369,7 +349,7 @@ async def test_rejected_approval_is_pending_then_an_override_with_its_wait(
 ) -> None:
     tenant = new_tenant()
     handle = await _approval_run(worker, tenant)
-    pending = await _wait_pending(handle, "put")
+    pending = await wait_pending(handle, "put")
     await _pending_in_visibility(worker.client, tenant, 1)
     waiting = await scrape(metrics.url)
     assert waiting.value("stead_approvals_pending", tenant=tenant) == 1
@@ -411,7 +391,7 @@ async def test_granted_approval_records_time_to_decision_and_no_override(
 ) -> None:
     tenant = new_tenant()
     handle = await _approval_run(worker, tenant)
-    pending = await _wait_pending(handle, "put")
+    pending = await wait_pending(handle, "put")
     await handle.execute_update(
         "approve",
         ApprovalInput(
