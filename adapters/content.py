@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from datetime import date
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,6 +24,7 @@ from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
 from adapters.llm import LLM_GENERATE
 from stead.egress import url_destination
+from stead.egress.urls import absolute_http_url
 
 CHANNEL = r"^[a-z][a-z0-9_-]{0,31}$"
 
@@ -34,12 +34,8 @@ class _Closed(BaseModel):
 
 
 def http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an absolute http:// or https:// URL, got {value!r}")
-    if parts.username or parts.password:
-        raise ValueError("credentials in the URL are refused; the worker resolves them")
-    return value.rstrip("/")
+    """A base URL of a field case's service: checked, without its trailing slash."""
+    return absolute_http_url(value, resolver="the worker resolves them").rstrip("/")
 
 
 # ------------------------------------------------------------------ brief

@@ -20,6 +20,7 @@ from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from stead.contracts.activities import StepUsage
 from stead.egress import url_destination
+from stead.egress.urls import absolute_http_url
 from stead.secrets import SecretRefStr, redact
 
 
@@ -28,9 +29,7 @@ class _Closed(BaseModel):
 
 
 def _http_url(value: str) -> str:
-    from adapters.content import http_url
-
-    return http_url(value)
+    return absolute_http_url(value, resolver="the worker resolves them").rstrip("/")
 
 
 class GenerateArgs(_Closed):
@@ -89,9 +88,9 @@ def messages_for(args: GenerateArgs) -> list[dict[str, str]]:
 
 
 async def generate(ctx: OperationContext, args: GenerateArgs) -> GenerateResult:
-    from stead.planning.llm import _litellm  # the same quiet, offline-configured import
+    from stead.litellm_offline import litellm as import_litellm
 
-    litellm = _litellm()
+    litellm = import_litellm()
     messages = messages_for(args)
     # A key bound to destinations goes only to a stated api_base it allows; without an
     # api_base the provider's default URL is litellm's, which no declaration can name.

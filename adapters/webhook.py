@@ -36,6 +36,7 @@ from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from adapters.http import new_http_client
 from stead.egress import Destination, url_destination
+from stead.egress.urls import absolute_http_url
 from stead.secrets import SecretRefStr, SecretStr, redact
 
 ID_HEADER = "webhook-id"
@@ -66,12 +67,7 @@ class WebhookArgs(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an absolute http:// or https:// URL, got {value!r}")
-        if parts.username or parts.password:
-            raise ValueError("credentials in the URL are refused; the receiver verifies the HMAC")
-        return value
+        return absolute_http_url(value, resolver="the receiver verifies the HMAC")
 
     def body(self) -> bytes:
         return _canonical({"type": self.event, "data": self.payload})
