@@ -37,6 +37,7 @@ from pydantic import (
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
+from stead.contracts.base import Closed
 from stead.egress import Destination, url_destination
 from stead.egress.urls import absolute_http_url
 from stead.secrets import SecretRef, SecretRefStr, redact, redact_json
@@ -76,10 +77,8 @@ SAFE_RESPONSE_HEADERS = frozenset(
 )
 
 
-class HttpAuth(BaseModel):
+class HttpAuth(Closed):
     """A credential by reference: only the reference is in args, history and OPA input."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     secret: SecretRefStr = Field(
         description="secret://<tenant>/http/<name>, resolved on the worker for the step's tenant."
