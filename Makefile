@@ -1,4 +1,4 @@
-# Two commands: `make demo` and `make test`. Both work on a fresh clone and are idempotent.
+# Two commands: `make demo` and `make test` (which runs `make lint` first). Both work on a fresh clone and are idempotent.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -28,7 +28,8 @@ $(OPA_CACHE)/opa:
 
 opa: $(OPA)
 
-test: venv opa
+# Lint first: a style or type error fails CI in seconds, before the real stack starts.
+test: lint opa
 	$(OPA) check --strict policies
 	$(OPA) test policies
 	$(OPA) check --strict infra/opa/authz
@@ -45,8 +46,12 @@ bench: venv opa
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
+LINTED := stead workflows activities adapters workers tests bench examples
+
+# ruff and mypy come from the `dev` extra the venv installs, so this works on a fresh clone.
 lint: venv
-	$(BIN)/ruff check stead workflows activities adapters workers tests bench examples
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 clean:

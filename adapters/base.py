@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, JsonValue
 
+from stead.contracts.base import Closed
 from stead.egress import Destination
 
 # The scheme of ``stead.secrets.refs``; not imported from there, because the secrets
@@ -34,10 +35,8 @@ R = TypeVar("R", bound=BaseModel)
 OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 
-class OperationSpec(BaseModel):
+class OperationSpec(Closed):
     """The catalog entry the planner and OPA see: no code, only JSON."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     description: str

@@ -27,22 +27,19 @@ import re
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, field_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.content import http_url
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
 from adapters.memory import HistoryItem
+from stead.contracts.base import Closed
 from stead.egress import url_destination
 
 SKU = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MISSING_COLUMN = re.compile(r'column "?(?:[a-z_]+\.)?([a-z0-9_]+)"? does not exist')
-
-
-class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SchemaDrift(AdapterError):
@@ -59,7 +56,7 @@ class SchemaDrift(AdapterError):
 # ------------------------------------------------------------------- shop
 
 
-class ShopFields(_Closed):
+class ShopFields(Closed):
     """Where each normalised field sits in the shop's product JSON (dotted paths)."""
 
     sku: str = "sku"
@@ -69,7 +66,7 @@ class ShopFields(_Closed):
     available: str = "inventory.available"
 
 
-class ShopProductsArgs(_Closed):
+class ShopProductsArgs(Closed):
     base_url: str = Field(description="The shop API, e.g. http://127.0.0.1:8602.")
     skus: list[str] = Field(default_factory=list, max_length=500, description="Empty: all.")
     fields: ShopFields = ShopFields()
@@ -80,7 +77,7 @@ class ShopProductsArgs(_Closed):
         return http_url(value)
 
 
-class Product(_Closed):
+class Product(Closed):
     """A product as both sources are compared: the shop's view of it."""
 
     sku: str
@@ -90,7 +87,7 @@ class Product(_Closed):
     available: int
 
 
-class ShopProductsResult(_Closed):
+class ShopProductsResult(Closed):
     products: list[Product]
 
 
@@ -158,7 +155,7 @@ def _field(item: Any, path: str, sku: str, kind: type[Any]) -> Any:
 # -------------------------------------------------------------- warehouse
 
 
-class WarehouseColumns(_Closed):
+class WarehouseColumns(Closed):
     """Column names in the warehouse's ``stock_levels`` table."""
 
     on_hand: str = "on_hand"
@@ -173,20 +170,20 @@ class WarehouseColumns(_Closed):
         return value
 
 
-class WarehouseStockArgs(_Closed):
+class WarehouseStockArgs(Closed):
     database: str = Field(default="warehouse", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     skus: list[str] = Field(default_factory=list, max_length=500, description="Empty: all.")
     columns: WarehouseColumns = WarehouseColumns()
 
 
-class StockItem(_Closed):
+class StockItem(Closed):
     sku: str
     name: str
     sellable: int = Field(description="on_hand - reserved - damaged over all locations.")
     unit_cost: float
 
 
-class WarehouseStockResult(_Closed):
+class WarehouseStockResult(Closed):
     items: list[StockItem]
 
 
@@ -253,7 +250,7 @@ async def warehouse_stock(ctx: OperationContext, args: WarehouseStockArgs) -> Wa
 # -------------------------------------------------------------- reconcile
 
 
-class Adjustment(_Closed):
+class Adjustment(Closed):
     """Set the shop's stock of ``sku`` to the warehouse's by adding ``delta``."""
 
     sku: str = Field(pattern=SKU)
@@ -265,12 +262,12 @@ class Adjustment(_Closed):
     value: float = Field(ge=0, description="abs(delta) * unit_value.")
 
 
-class Unmatched(_Closed):
+class Unmatched(Closed):
     sku: str
     only_in: Literal["shop", "warehouse"]
 
 
-class ReconcileArgs(_Closed):
+class ReconcileArgs(Closed):
     shop: list[Product] = Field(max_length=5_000)
     warehouse: list[StockItem] = Field(max_length=5_000)
     auto_units: int = Field(ge=0, description="Route to `small` at most this many units...")
@@ -283,7 +280,7 @@ class ReconcileArgs(_Closed):
     )
 
 
-class PreviousRun(_Closed):
+class PreviousRun(Closed):
     """The latest remembered reconciliation: which memory version, written by which run."""
 
     version: int
@@ -292,7 +289,7 @@ class PreviousRun(_Closed):
     mismatched: list[str] = Field(description="SKUs it found mismatched (fixed or escalated).")
 
 
-class ReconcileResult(_Closed):
+class ReconcileResult(Closed):
     checked: int
     matched: int
     small: list[Adjustment]
@@ -399,7 +396,7 @@ def _summary(
 # ----------------------------------------------------------------- adjust
 
 
-class AdjustArgs(_Closed):
+class AdjustArgs(Closed):
     base_url: str = Field(description="The shop API.")
     adjustments: list[Adjustment] = Field(max_length=200)
     reason: str = Field(default="reconciliation", max_length=200)
@@ -410,7 +407,7 @@ class AdjustArgs(_Closed):
         return http_url(value)
 
 
-class Applied(_Closed):
+class Applied(Closed):
     sku: str
     delta: int
     available: int
@@ -418,7 +415,7 @@ class Applied(_Closed):
     replayed: bool
 
 
-class AdjustResult(_Closed):
+class AdjustResult(Closed):
     applied: list[Applied]
 
 

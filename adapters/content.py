@@ -16,47 +16,40 @@ from __future__ import annotations
 import dataclasses
 from datetime import date
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
 from adapters.llm import LLM_GENERATE
+from stead.contracts.base import Closed
 from stead.egress import url_destination
+from stead.egress.urls import absolute_http_url
 
 CHANNEL = r"^[a-z][a-z0-9_-]{0,31}$"
 
 
-class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an absolute http:// or https:// URL, got {value!r}")
-    if parts.username or parts.password:
-        raise ValueError("credentials in the URL are refused; the worker resolves them")
-    return value.rstrip("/")
+    """A base URL of a field case's service: checked, without its trailing slash."""
+    return absolute_http_url(value, resolver="the worker resolves them").rstrip("/")
 
 
 # ------------------------------------------------------------------ brief
 
 
-class MemoryRef(_Closed):
+class MemoryRef(Closed):
     namespace: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
     key: str = Field(min_length=1, max_length=256)
     versions: int = Field(default=1, ge=1, le=10, description="Most recent versions to include.")
     required: bool = Field(default=True, description="Fail the step when it does not exist.")
 
 
-class BriefArgs(_Closed):
+class BriefArgs(Closed):
     memories: list[MemoryRef] = Field(min_length=1, max_length=20)
 
 
-class BriefItem(_Closed):
+class BriefItem(Closed):
     namespace: str
     key: str
     version: int
@@ -68,7 +61,7 @@ class BriefItem(_Closed):
     step_id: str | None = None
 
 
-class BriefResult(_Closed):
+class BriefResult(Closed):
     items: list[BriefItem]
     missing: list[str] = Field(default_factory=list, description="Optional memories not found.")
 
@@ -118,7 +111,7 @@ async def _memory_versions(ctx: OperationContext, ref: MemoryRef) -> list[BriefI
 # --------------------------------------------------------------- calendar
 
 
-class Clip(_Closed):
+class Clip(Closed):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     title: str = Field(min_length=1, max_length=200)
     start: str = Field(pattern=r"^\d{1,2}:\d{2}(:\d{2})?$", description="Offset in the video.")
@@ -126,21 +119,21 @@ class Clip(_Closed):
     hook: str = Field(default="", max_length=500, description="One line that makes people watch.")
 
 
-class CalendarArgs(_Closed):
+class CalendarArgs(Closed):
     week: str = Field(pattern=r"^\d{4}-W\d{2}$", description="ISO week, e.g. 2025-W23.")
     video_title: str = Field(min_length=1, max_length=200)
     channels: list[str] = Field(min_length=1, max_length=10)
     clips: list[Clip] = Field(default_factory=list, max_length=20)
 
 
-class Slot(_Closed):
+class Slot(Closed):
     day: str
     channel: str
     kind: Literal["video", "post", "clip", "newsletter"]
     title: str
 
 
-class CalendarResult(_Closed):
+class CalendarResult(Closed):
     week: str
     slots: list[Slot]
 
@@ -171,13 +164,13 @@ async def calendar(ctx: OperationContext, args: CalendarArgs) -> CalendarResult:
 # ----------------------------------------------------------------- package
 
 
-class Draft(_Closed):
+class Draft(Closed):
     channel: str = Field(pattern=CHANNEL)
     title: str = Field(default="", max_length=200)
     text: str = Field(min_length=1, max_length=10_000)
 
 
-class PackageArgs(_Closed):
+class PackageArgs(Closed):
     week: str = Field(pattern=r"^\d{4}-W\d{2}$")
     drafts: list[Draft] = Field(min_length=1, max_length=10)
     clips: list[Clip] = Field(default_factory=list, max_length=20)
@@ -185,14 +178,14 @@ class PackageArgs(_Closed):
     hashtags: list[str] = Field(default_factory=list, max_length=10)
 
 
-class Post(_Closed):
+class Post(Closed):
     channel: str = Field(pattern=CHANNEL)
     title: str = Field(default="", max_length=200)
     text: str = Field(min_length=1, max_length=10_000)
     media: list[str] = Field(default_factory=list, max_length=10)
 
 
-class PackageResult(_Closed):
+class PackageResult(Closed):
     posts: list[Post]
     summary: str = Field(description="The week's package as text, for review and memory.")
 
@@ -219,7 +212,7 @@ async def package(ctx: OperationContext, args: PackageArgs) -> PackageResult:
 # ----------------------------------------------------------------- publish
 
 
-class PublishArgs(_Closed):
+class PublishArgs(Closed):
     base_url: str = Field(description="The publishing API, e.g. http://127.0.0.1:8601.")
     posts: list[Post] = Field(min_length=1, max_length=30)
 
@@ -229,14 +222,14 @@ class PublishArgs(_Closed):
         return http_url(value)
 
 
-class Published(_Closed):
+class Published(Closed):
     channel: str
     post_id: str
     url: str
     replayed: bool = Field(description="True when the platform had this post already.")
 
 
-class PublishResult(_Closed):
+class PublishResult(Closed):
     posts: list[Published]
 
 

@@ -25,9 +25,10 @@ from email.utils import formatdate
 from typing import Annotated, Literal
 
 import aiosmtplib
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 
 from adapters.base import AdapterError, Operation, OperationContext
+from stead.contracts.base import Closed
 from stead.egress import Destination, mail_destinations
 from stead.settings import Settings
 
@@ -57,9 +58,7 @@ EmailAddress = Annotated[str, AfterValidator(_address)]
 HeaderText = Annotated[str, AfterValidator(_one_line)]
 
 
-class EmailArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class EmailArgs(Closed):
     to: list[EmailAddress] = Field(min_length=1, max_length=MAX_RECIPIENTS)
     cc: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     bcc: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
@@ -72,9 +71,7 @@ class EmailArgs(BaseModel):
     )
 
 
-class EmailResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class EmailResult(Closed):
     message_id: str
     accepted: list[str]
     refused: dict[str, str] = Field(

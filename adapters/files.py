@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
+from stead.contracts.base import Closed
 
 CONTENT_LIMIT = 1024 * 1024  # the result lands in workflow history; keep it well under its cap
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -60,9 +61,7 @@ def _check_relative(value: str) -> str:
     return value
 
 
-class WriteArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WriteArgs(Closed):
     path: str = Field(
         min_length=1, max_length=1024, description="Relative path inside the tenant's sandbox."
     )
@@ -96,18 +95,14 @@ class WriteArgs(BaseModel):
             raise ValueError("content is not valid base64 (encoding is 'base64')") from None
 
 
-class WriteResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WriteResult(Closed):
     path: str
     bytes: int
     sha256: str
     created: bool = Field(description="False when the file existed before this write.")
 
 
-class ReadArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ReadArgs(Closed):
     path: str = Field(
         min_length=1, max_length=1024, description="Relative path inside the tenant's sandbox."
     )
@@ -120,9 +115,7 @@ class ReadArgs(BaseModel):
         return _check_relative(value)
 
 
-class ReadResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ReadResult(Closed):
     path: str
     content: str
     encoding: Encoding

@@ -37,7 +37,9 @@ from pydantic import (
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
+from stead.contracts.base import Closed
 from stead.egress import Destination, url_destination
+from stead.egress.urls import absolute_http_url
 from stead.secrets import SecretRef, SecretRefStr, redact, redact_json
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -75,10 +77,8 @@ SAFE_RESPONSE_HEADERS = frozenset(
 )
 
 
-class HttpAuth(BaseModel):
+class HttpAuth(Closed):
     """A credential by reference: only the reference is in args, history and OPA input."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     secret: SecretRefStr = Field(
         description="secret://<tenant>/http/<name>, resolved on the worker for the step's tenant."
@@ -128,12 +128,7 @@ class HttpRequestArgs(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an absolute http:// or https:// URL, got {value!r}")
-        if parts.username or parts.password:
-            raise ValueError("credentials in the URL are refused; the adapter resolves them")
-        return value
+        return absolute_http_url(value, resolver="the adapter resolves them")
 
     @field_validator("headers")
     @classmethod

@@ -14,26 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, field_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from stead.contracts.activities import StepUsage
+from stead.contracts.base import Closed
 from stead.egress import url_destination
+from stead.egress.urls import absolute_http_url
 from stead.secrets import SecretRefStr, redact
 
 
-class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _http_url(value: str) -> str:
-    from adapters.content import http_url
-
-    return http_url(value)
+    return absolute_http_url(value, resolver="the worker resolves them").rstrip("/")
 
 
-class GenerateArgs(_Closed):
+class GenerateArgs(Closed):
     model: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
         description="A litellm model name, e.g. openai/gpt-4o-mini or ollama/llama3.",
@@ -59,13 +55,13 @@ class GenerateArgs(_Closed):
         return None if value is None else _http_url(value)
 
 
-class Usage(_Closed):
+class Usage(Closed):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
 
 
-class GenerateResult(_Closed):
+class GenerateResult(Closed):
     text: str
     model: str
     usage: Usage
@@ -89,9 +85,9 @@ def messages_for(args: GenerateArgs) -> list[dict[str, str]]:
 
 
 async def generate(ctx: OperationContext, args: GenerateArgs) -> GenerateResult:
-    from stead.planning.llm import _litellm  # the same quiet, offline-configured import
+    from stead.litellm_offline import litellm as import_litellm
 
-    litellm = _litellm()
+    litellm = import_litellm()
     messages = messages_for(args)
     # A key bound to destinations goes only to a stated api_base it allows; without an
     # api_base the provider's default URL is litellm's, which no declaration can name.

@@ -21,9 +21,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import AwareDatetime, Field, JsonValue, model_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
+from stead.contracts.base import Closed
 from stead.memory.contracts import (
     MAX_CONTENT,
     MemoryKey,
@@ -69,9 +70,7 @@ def remembered_data(text: str) -> JsonValue:
     return value
 
 
-class RememberArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RememberArgs(Closed):
     namespace: Namespace
     key: MemoryKey
     content: str | None = Field(
@@ -112,10 +111,8 @@ class RememberArgs(BaseModel):
         return render_memory(self.content, self.data)
 
 
-class RememberOpResult(BaseModel):
+class RememberOpResult(Closed):
     """``created`` is False when an earlier attempt of this step wrote the version."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     namespace: str
     key: str
@@ -204,19 +201,15 @@ def _args_hash(args: RememberArgs) -> str:
 # ---------------------------------------------------------------- history
 
 
-class HistoryArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class HistoryArgs(Closed):
     namespace: Namespace
     key: MemoryKey
     versions: int = Field(default=1, ge=1, le=10, description="Most recent versions to return.")
     required: bool = Field(default=False, description="Fail the step when none exists.")
 
 
-class HistoryItem(BaseModel):
+class HistoryItem(Closed):
     """One version as a step sees it: the text, the data parsed back, and its provenance."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     namespace: str
     key: str
@@ -230,9 +223,7 @@ class HistoryItem(BaseModel):
     reason: str = ""
 
 
-class HistoryResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class HistoryResult(Closed):
     items: list[HistoryItem] = Field(description="Oldest first.")
 
 

@@ -17,38 +17,31 @@ from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import Field, JsonValue
 
 from adapters.base import AdapterError, Operation, OperationContext
+from stead.contracts.base import Closed
 from stead.db.pool import tenant_transaction
 
 
-class PutArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class PutArgs(Closed):
     key: str = Field(min_length=1, max_length=200)
     value: dict[str, JsonValue]
 
 
-class PutResult(BaseModel):
+class PutResult(Closed):
     """``created`` is False when an earlier attempt with the same idempotency key wrote it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str
     version: int
     created: bool
 
 
-class GetArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class GetArgs(Closed):
     key: str = Field(min_length=1, max_length=200)
 
 
-class GetResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class GetResult(Closed):
     key: str
     value: dict[str, JsonValue]
     version: int

@@ -39,10 +39,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
+from pydantic import Field, JsonValue, SecretStr
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
+from stead.contracts.base import Closed
 
 RESULT_LIMIT = 1024 * 1024  # bytes of rows a result may carry into workflow history
 Scalar = str | int | float | bool | None
@@ -80,9 +81,7 @@ VALUES ($1, $2, $3, $4::text::jsonb)
 _TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
 
 
-class _SqlArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _SqlArgs(Closed):
     database: str = Field(
         default="main",
         pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
@@ -105,18 +104,14 @@ class SqlExecuteArgs(_SqlArgs):
     max_rows: int = Field(default=100, ge=0, le=1_000, description="RETURNING rows kept.")
 
 
-class SqlQueryResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SqlQueryResult(Closed):
     columns: list[str]
     rows: list[dict[str, JsonValue]]
     row_count: int = Field(description="Rows returned here (not counting those cut off).")
     truncated: bool = Field(description="True when max_rows or the size limit cut the result.")
 
 
-class SqlExecuteResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SqlExecuteResult(Closed):
     command: str = Field(description="The statement's tag, e.g. INSERT, UPDATE, DELETE.")
     rows_affected: int
     rows: list[dict[str, JsonValue]] = Field(default_factory=list, description="RETURNING rows.")

@@ -30,12 +30,14 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, field_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from adapters.http import new_http_client
+from stead.contracts.base import Closed
 from stead.egress import Destination, url_destination
+from stead.egress.urls import absolute_http_url
 from stead.secrets import SecretRefStr, SecretStr, redact
 
 ID_HEADER = "webhook-id"
@@ -48,9 +50,7 @@ BODY_LIMIT = 512 * 1024
 EXCERPT = 2048
 
 
-class WebhookArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WebhookArgs(Closed):
     url: str = Field(min_length=8, max_length=4096, description="The receiver's http(s) URL.")
     event: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
@@ -66,20 +66,13 @@ class WebhookArgs(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an absolute http:// or https:// URL, got {value!r}")
-        if parts.username or parts.password:
-            raise ValueError("credentials in the URL are refused; the receiver verifies the HMAC")
-        return value
+        return absolute_http_url(value, resolver="the receiver verifies the HMAC")
 
     def body(self) -> bytes:
         return _canonical({"type": self.event, "data": self.payload})
 
 
-class WebhookResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WebhookResult(Closed):
     status: int
     webhook_id: str
     timestamp: int = Field(description="The webhook-timestamp of the attempt that landed.")

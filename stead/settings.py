@@ -15,18 +15,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stead.contracts.base import Closed
 from stead.errors import ConfigError
 
 STACK_FILE = "stack.json"
 
 
-class RateLimitSetting(BaseModel):
+class RateLimitSetting(Closed):
     """An operator's per-tenant limit for an operation, overriding what it declares."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     per_minute: int = Field(gt=0)
     burst: int | None = Field(default=None, gt=0, description="Bucket size; default per_minute.")

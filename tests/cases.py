@@ -34,24 +34,6 @@ def playbook_variant(name: str, **timeouts: float) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-async def wait_pending(
-    handle: WorkflowHandle[Any, RunStatus], step_id: str | None = None
-) -> PendingApproval:
-    """The first step (or ``step_id``) the run holds for approval; fails if the run ends."""
-    for _ in range(1200):
-        waiting = await handle.query("pending_approvals", result_type=list[PendingApproval])
-        for item in waiting:
-            if step_id is None or item.step_id == step_id:
-                return item
-        status = await handle.query("status", result_type=RunStatus)
-        if status.status in ("completed", "failed", "denied", "plan_rejected", "cancelled"):
-            raise AssertionError(
-                f"run ended {status.status} before {step_id} awaited approval: {status.reasons}"
-            )
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{step_id or 'no step'} never awaited approval")
-
-
 async def decide(
     handle: WorkflowHandle[Any, RunStatus],
     pending: PendingApproval,

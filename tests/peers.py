@@ -121,9 +121,34 @@ def serve(peer: IdempotentApi | FakeLlm) -> Iterator[str]:
 
         do_PUT = do_POST
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    with serve_handler(Handler) as url:
+        yield url
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _QuietServer(_Server):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a timeout under test) is expected here, not an error."""
+
+
+@contextmanager
+def serve_handler(handler: type[BaseHTTPRequestHandler], *, quiet: bool = False) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port in a thread; yields ``http://127.0.0.1:<port>``.
+
+    The one local HTTP server of the test suite: every test peer is a request handler
+    class given to this, so start-up, shutdown and the port live in one place. ``quiet``
+    keeps a client that hung up (a timeout the test provokes) out of stderr.
+    """
+    server = (_QuietServer if quiet else _Server)(("127.0.0.1", 0), handler)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"test-peer-{handler.__name__}",
+        daemon=True,
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -40,7 +40,7 @@ from stead.devstack.stack import stack_down, stack_up
 from stead.settings import Settings
 from tests import opa_auth
 from tests.conftest import REPO, settings_for
-from tests.runs import configure_tenant, playbook
+from tests.runs import configure_tenant, playbook, wait_pending
 from workers.main import build_worker, connect, open_resources
 
 HISTORIES = REPO / "tests" / "histories"
@@ -106,18 +106,6 @@ class Recorder:
             task_queue=TASK_QUEUE,
             result_type=RunStatus,
         )
-
-
-async def wait_pending(handle: WorkflowHandle[Any, RunStatus], step_id: str) -> PendingApproval:
-    for _ in range(400):
-        pending: list[PendingApproval] = await handle.query(
-            "pending_approvals", result_type=list[PendingApproval]
-        )
-        for item in pending:
-            if item.step_id == step_id:
-                return item
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"{handle.id}: step {step_id} never awaited approval")
 
 
 def approval(

@@ -59,17 +59,35 @@ def playbook(*steps: dict[str, Any], inputs: dict[str, Any] | None = None) -> st
     return yaml.safe_dump({"name": "inline", "inputs": inputs or {}, "steps": list(steps)})
 
 
-async def wait_pending(handle: WorkflowHandle[Any, RunStatus], step_id: str) -> PendingApproval:
-    """Poll the run's own ``pending_approvals`` query (bounded) until ``step_id`` waits."""
-    for _ in range(600):
+# One budget for every wait on a run: generous for a loaded 2-core machine, bounded so
+# a run that never gets there fails the test instead of hanging it.
+POLL_SECONDS = 60.0
+POLL_INTERVAL = 0.05
+_ENDED = ("completed", "failed", "denied", "plan_rejected", "cancelled")
+
+
+async def wait_pending(
+    handle: WorkflowHandle[Any, RunStatus], step_id: str | None = None
+) -> PendingApproval:
+    """Poll the run's own queries (bounded) until ``step_id`` (or any step) awaits approval.
+
+    Fails at once if the run ends first, with the run's reasons, rather than at the budget.
+    """
+    for _ in range(int(POLL_SECONDS / POLL_INTERVAL)):
         pending: list[PendingApproval] = await handle.query(
             "pending_approvals", result_type=list[PendingApproval]
         )
         for item in pending:
-            if item.step_id == step_id:
+            if step_id is None or item.step_id == step_id:
                 return item
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{handle.id}: step {step_id} never awaited approval")
+        status = await handle.query("status", result_type=RunStatus)
+        if status.status in _ENDED:
+            raise AssertionError(
+                f"{handle.id}: run ended {status.status} before {step_id or 'a step'} "
+                f"awaited approval: {status.reasons}"
+            )
+        await asyncio.sleep(POLL_INTERVAL)
+    raise AssertionError(f"{handle.id}: {step_id or 'no step'} never awaited approval")
 
 
 async def start_authenticated_run(

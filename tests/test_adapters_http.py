@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from adapters.base import AdapterError, OperationContext
 from adapters.catalog import InvalidArguments
 from adapters.http import new_http_client
 from adapters.registry import AdapterResources, default_catalog
+from tests.peers import serve_handler
 
 CATALOG = default_catalog()
 OP = CATALOG.get("http.request")
@@ -101,16 +102,8 @@ def _handler(log: ServiceLog) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture(scope="module")
 def service() -> Iterator[Service]:
     log = ServiceLog()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(log))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="test-http-service", daemon=True)
-    thread.start()
-    try:
-        yield Service(base=f"http://127.0.0.1:{server.server_address[1]}", log=log)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_handler(_handler(log)) as base:
+        yield Service(base=base, log=log)
 
 
 def _ctx(resources: object = None) -> OperationContext:

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from adapters.http import new_http_client
 from adapters.registry import AdapterResources, default_catalog
 from adapters.webhook import SignatureInvalid, sign, verify
 from stead.secrets import EnvSecretBackend, Secrets
+from tests.peers import serve_handler
 
 CATALOG = default_catalog(plugins=False)
 OP = CATALOG.get("webhook.post")
@@ -74,17 +75,8 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    box.base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_handler(Handler) as box.base:
         yield box
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -49,20 +49,12 @@ ACTIVITY_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 # Keyed by file and the exact source line, so a new access in the same file still fails.
 ENV_ALLOWED: dict[tuple[str, str], str] = {
     (
-        "stead/planning/llm.py",
+        "stead/litellm_offline.py",
         'os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")',
     ): "a write, not a read: litellm takes its offline switches only from the environment, "
     "at import time; setdefault keeps an operator's own choice",
     (
-        "stead/planning/llm.py",
-        'os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")',
-    ): "same as above",
-    (
-        "stead/embeddings/remote.py",
-        'os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")',
-    ): "the same litellm offline switches, for the embedding client's lazy import",
-    (
-        "stead/embeddings/remote.py",
+        "stead/litellm_offline.py",
         'os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")',
     ): "same as above",
     (

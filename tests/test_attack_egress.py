@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -38,7 +38,7 @@ from stead.db.pool import tenant_transaction
 from stead.secrets.redact import encoded_forms
 from stead.settings import Settings
 from tests.conftest import subprocess_env
-from tests.peers import FakeLlm, serve
+from tests.peers import FakeLlm, serve, serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.test_memory_support import remember
 from tests.test_no_secrets_in_history import history_texts, raw_history
@@ -85,17 +85,8 @@ def recording(name: str) -> Iterator[Server]:
 
         do_GET = do_POST = _serve
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
-    thread.start()
-    state.origin = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_handler(Handler) as state.origin:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @dataclass

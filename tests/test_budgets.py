@@ -14,8 +14,7 @@ from stead.contracts.run import ApprovalInput
 from stead.db.pool import create_pool, tenant_transaction
 from stead.runs.store import list_decisions, record_run_started, record_run_status
 from tests.conftest import WorkerHandle
-from tests.runs import configure_tenant, new_tenant, playbook, start_run
-from tests.test_run_workflow import wait_pending
+from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 
 ECHO = playbook({"id": "echo", "operation": "core.echo", "args": {"value": 1}})
 BUDGET = {"monthly_usd": 1.0, "monthly_tokens": 100_000, "soft_fraction": 0.5}

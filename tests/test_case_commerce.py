@@ -42,10 +42,9 @@ from tests.cases import (
     playbook_variant,
     retire,
     step,
-    wait_pending,
 )
 from tests.opa_auth import admin_headers
-from tests.runs import new_tenant
+from tests.runs import new_tenant, wait_pending
 from tests.workers import start_worker
 from workers.main import connect
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from stead.planning.llm import (
     LlmPlanner,
 )
 from stead.settings import Settings
+from tests.peers import serve_handler
 
 
 class PutArgs(BaseModel):
@@ -213,26 +214,13 @@ def _handler(llm: FakeLlm) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up (a planner timeout) is expected here, not an error."""
-
-
 @pytest.fixture
 def llm() -> Iterator[FakeLlm]:
     fake = FakeLlm()
-    server = QuietServer(("127.0.0.1", 0), _handler(fake))
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-llm", daemon=True
-    )
-    thread.start()
-    try:
+    # Quiet: a client that gave up (a planner timeout) is expected here, not an error.
+    with serve_handler(_handler(fake), quiet=True) as url:
+        fake.url = f"{url}/v1"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def settings_for(llm: FakeLlm, tmp_path: Path, **overrides: Any) -> Settings:

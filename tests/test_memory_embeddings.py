@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
 import pytest
 
 from stead.embeddings import EmbeddingMismatch, EmbeddingUnavailable, LiteLlmEmbedder, open_embedder
+from tests.peers import serve_handler
 from tests.test_memory_support import EMBEDDER
 
 # litellm builds some of its pydantic schemas on first use; which call comes first
@@ -116,16 +116,8 @@ def provider() -> Iterator[tuple[EmbeddingServer, str]]:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server_state, f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_handler(Handler) as url:
+        yield server_state, f"{url}/v1"
 
 
 async def test_litellm_embedder_returns_the_providers_vectors_in_order(

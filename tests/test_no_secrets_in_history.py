@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from stead.devstack.binaries import venv_or_path
 from stead.devstack.ports import LOOPBACK, free_port
 from stead.settings import Settings
 from tests.conftest import REPO, settings_for, subprocess_env
+from tests.peers import serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from workers.main import build_worker, connect, open_resources
 
@@ -160,17 +161,8 @@ def peer_service() -> Iterator[Peer]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="canary-peer", daemon=True)
-    thread.start()
-    peer.base = f"http://{LOOPBACK}:{server.server_address[1]}"
-    try:
+    with serve_handler(Handler) as peer.base:
         yield peer
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import copy
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -210,12 +211,29 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def silent_listener() -> Iterator[int]:
-    """A port whose kernel backlog completes the TCP handshake but which never answers."""
+def silent_listener() -> Iterator[socket.socket]:
+    """A socket whose kernel backlog completes the TCP handshake but which never answers."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         sock.listen(8)
-        yield int(sock.getsockname()[1])
+        yield sock
+
+
+def connections_waiting(listener: socket.socket) -> int:
+    """How many connections the kernel completed for ``listener`` (accepted and closed here).
+
+    A connection the client already gave up on still waits in the backlog, so this
+    counts every attempt the client made.
+    """
+    listener.setblocking(False)
+    count = 0
+    while True:
+        try:
+            accepted, _ = listener.accept()
+        except BlockingIOError:
+            return count
+        accepted.close()
+        count += 1
 
 
 @contextlib.asynccontextmanager
@@ -406,12 +424,12 @@ async def test_evaluate_rejects_a_path_that_is_not_a_data_path(stack: Settings) 
 
 
 async def test_nothing_listening_raises_policy_unavailable_at_once(closed_port: int) -> None:
-    async with OpaClient(f"http://{LOOPBACK}:{closed_port}") as opa:
-        started = time.monotonic()
+    # A deadline far beyond any test's: a client that retried a refused connection
+    # would run into it and say "did not answer", not "could not be reached".
+    async with OpaClient(f"http://{LOOPBACK}:{closed_port}", timeout=3600) as opa:
         with pytest.raises(PolicyUnavailable) as caught:
             await opa.decide_step(READ_STEP)
-        elapsed = time.monotonic() - started
-    assert elapsed < 1.0, "a refused connection must fail fast, without retries"
+    assert "did not answer" not in str(caught.value)
     assert caught.value.code == ErrorCode.SERVICE_NOT_READY
     assert isinstance(caught.value, SteadError)
     message = str(caught.value)
@@ -424,17 +442,17 @@ async def test_revision_is_unknown_when_opa_is_down(closed_port: int) -> None:
         assert await opa.revision() == "unknown"
 
 
-async def test_silent_opa_times_out_within_the_budget(silent_listener: int) -> None:
-    async with OpaClient(f"http://{LOOPBACK}:{silent_listener}", timeout=0.3) as opa:
-        started = time.monotonic()
+async def test_silent_opa_times_out_within_the_budget(silent_listener: socket.socket) -> None:
+    port = int(silent_listener.getsockname()[1])
+    async with OpaClient(f"http://{LOOPBACK}:{port}", timeout=0.3) as opa:
         with pytest.raises(PolicyUnavailable) as caught:
             await opa.decide_plan(plan_input("records.get", RECORDS_CATALOG))
-        elapsed = time.monotonic() - started
-    assert 0.25 < elapsed < 1.0
     assert str(caught.value) == (
-        f"OPA at {LOOPBACK}:{silent_listener} did not answer in 0.3 s; the plan stays blocked. "
+        f"OPA at {LOOPBACK}:{port} did not answer in 0.3 s; the plan stays blocked. "
         "Is `stead dev up` running?"
     )
+    # One connection for the one question: the budget was not spent on retries.
+    assert connections_waiting(silent_listener) == 1
 
 
 async def test_opa_killed_mid_run_raises_policy_unavailable(
@@ -442,16 +460,16 @@ async def test_opa_killed_mid_run_raises_policy_unavailable(
 ) -> None:
     async with (
         own_opa(stack, REPO / "policies", tmp_path / "opa.log") as (url, process),
-        OpaClient(url) as opa,
+        OpaClient(url, timeout=3600) as opa,
     ):
         assert (await opa.decide_step(READ_STEP)).outcome == "allow"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-        started = time.monotonic()
         with pytest.raises(PolicyUnavailable) as caught:
             await opa.decide_step(READ_STEP)
-        assert time.monotonic() - started < 1.0
     assert caught.value.url == url
+    # At once: the dead pooled connection or the refused new one, not the hour's deadline.
+    assert re.search(r"dropped the connection|could not be reached", str(caught.value))
 
 
 async def test_not_opa_at_the_url_raises_policy_unavailable() -> None:

@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from adapters.base import AdapterError, OperationContext
 from adapters.catalog import InvalidArguments
 from adapters.registry import AdapterResources, default_catalog
 from stead.secrets import REDACTED, EnvSecretBackend, Secrets
+from tests.peers import serve_handler
 
 CATALOG = default_catalog()
 OP = CATALOG.get("http.request")
@@ -74,17 +75,8 @@ def _handler(peer: Peer) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture(scope="module")
 def peer() -> Iterator[Peer]:
     state = Peer()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="secrets-http-peer", daemon=True)
-    thread.start()
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_handler(_handler(state)) as state.base:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _resources(**variables: str) -> AdapterResources:

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from temporalio.service import TLSConfig
 
-from stead.devstack.ports import LOOPBACK
 from stead.errors import ConfigError
 from stead.settings import Settings
 from stead.vector import VectorIndexUnavailable, open_vector_index
 from tests.conftest import REPO, settings_for, subprocess_env
+from tests.peers import serve_handler
 from workers.main import connect, temporal_tls
 
 
@@ -117,18 +116,10 @@ async def test_the_qdrant_api_key_is_sent_to_the_server(tmp_path: Path) -> None:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer((LOOPBACK, 0), Refusing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://{LOOPBACK}:{server.server_address[1]}"
+    with serve_handler(Refusing) as url:
         index = open_vector_index(url, tmp_path, api_key="qdrant-key")
         with pytest.raises(VectorIndexUnavailable, match="STEAD_QDRANT_API_KEY") as caught:
             await index.ensure_collection(4)
         assert "qdrant-key" not in str(caught.value)
         await index.close()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
     assert seen and set(seen) == {"qdrant-key"}

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import pytest_asyncio
@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from stead.observability.tracing import run_traceparent, tracing_interceptor
 from stead.settings import Settings
+from tests.peers import serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.workers import worker_process
 from workers.main import build_worker, connect, open_resources, tracing_interceptors
@@ -160,15 +161,8 @@ def collector() -> Iterator[tuple[Collector, str]]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield received, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_handler(Handler) as url:
+        yield received, url
 
 
 async def test_stead_worker_sends_the_runs_trace_to_the_otlp_endpoint(

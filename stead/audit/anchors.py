@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from stead.contracts.base import Closed
 from stead.errors import ConfigError
 
 _SUFFIX: Final = ".anchor"
@@ -42,10 +43,8 @@ _TENANT: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 _DOMAIN: Final = b"stead-audit-anchor/v1\n"
 
 
-class Anchor(BaseModel):
+class Anchor(Closed):
     """The head of one tenant's chain as the appender last saw it commit."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant: str
     seq: int

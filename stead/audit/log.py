@@ -20,7 +20,7 @@ import json
 from datetime import UTC, datetime
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import JsonValue
 
 from stead.audit.anchors import Anchor, AnchorUnreadable
 from stead.audit.chain import (
@@ -33,6 +33,7 @@ from stead.audit.chain import (
     keyed_mac,
     unkeyed_hash,
 )
+from stead.contracts.base import Closed
 from stead.contracts.run import TenantId, canonical_json
 from stead.db.pool import after_commit
 from stead.errors import SteadError
@@ -43,10 +44,8 @@ _COLUMNS = (
 )
 
 
-class AuditEvent(BaseModel):
+class AuditEvent(Closed):
     """What a caller appends; the log assigns ``seq``, time and hashes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant: TenantId
     workflow_id: str | None = None
@@ -66,14 +65,12 @@ class AuditRecord(AuditEvent):
     hash: str
 
 
-class VerifyResult(BaseModel):
+class VerifyResult(Closed):
     """What ``verify_chain`` found: ``first_bad_seq`` names the first row that fails.
 
     ``unkeyed`` counts rows from before the keyed chain (migration 0007), which only an
     unkeyed hash protects; ``anchored_seq`` is the head the anchor vouches for.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     ok: bool
     checked: int

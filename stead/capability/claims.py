@@ -10,9 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict
-
 from stead.contracts.activities import ExecuteStepInput
+from stead.contracts.base import Closed
 from stead.contracts.run import sha256_hex
 
 # The issue caps a capability's life at five minutes: long enough for one attempt of
@@ -21,10 +20,8 @@ MAX_TTL: Final = timedelta(minutes=5)
 DEFAULT_TTL: Final = timedelta(minutes=2)
 
 
-class CapabilityScope(BaseModel):
+class CapabilityScope(Closed):
     """One effect: the fields a token is bound to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant: str
     workflow_id: str

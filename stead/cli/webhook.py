@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -32,16 +32,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from stead.cli._common import console, fails_cleanly, settings
 from stead.cli.case_runs import COMMERCE_AGENT, commerce_request, reconcile_limits
 from stead.cli.starts import StartCredential, read_token_file, start_governed, starter
+from stead.contracts.base import Closed
 from stead.errors import ConfigError
 
 app = typer.Typer(help="Receive events that start governed runs.", no_args_is_help=True)
 BODY_LIMIT = 64 * 1024
 
 
-class ReturnEvent(BaseModel):
+class ReturnEvent(Closed):
     """A parcel the warehouse received back; closed, so a renamed field is a 422."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
     order_id: str = Field(min_length=1, max_length=100)

@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import Field, JsonValue
 
+from stead.contracts.base import Closed
 from stead.contracts.identity import AdmitRunInput
 from stead.contracts.run import (
     ApprovalRecord,
     Budget,
-    Closed,
     Decision,
     Plan,
     PrincipalId,

@@ -29,7 +29,8 @@ import re
 from typing import Final, Literal
 
 from biscuit_auth import UnverifiedBiscuit
-from pydantic import BaseModel, ConfigDict
+
+from stead.contracts.base import Closed
 
 Verdict = Literal["approve", "reject"]
 
@@ -57,10 +58,8 @@ NOT_NARROWED_FIX: Final = (
 )
 
 
-class ApprovalScope(BaseModel):
+class ApprovalScope(Closed):
     """The one approval a narrowed token may be used for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     workflow_id: str
     step_id: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from stead.contracts.run import Closed
+from stead.contracts.base import Closed
 
 
 class CapabilityGrant(Closed):

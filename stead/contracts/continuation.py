@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from stead.contracts.run import Closed, RunCarry, RunRequest
+from stead.contracts.base import Closed
+from stead.contracts.run import RunCarry, RunRequest
 
 
 class SealInput(Closed):

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from stead.contracts.base import Closed
 
 
-class GreetingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class GreetingRequest(Closed):
     name: str = Field(min_length=1, max_length=200)
 
 
-class Greeting(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Greeting(Closed):
     message: str
     worker: str

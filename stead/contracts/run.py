@@ -13,13 +13,13 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     JsonValue,
     StringConstraints,
     model_validator,
 )
+
+from stead.contracts.base import Closed
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 PrincipalId = Annotated[
@@ -32,10 +32,6 @@ OnFailure = Literal["abort", "skip", "replan"]
 Verdict = Literal["approve", "reject"]
 Outcome = Literal["allow", "deny", "approve"]
 BlockedReason = Literal["policy_unavailable", "policy_undefined"]
-
-
-class Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def canonical_json(value: object) -> str:

@@ -13,7 +13,8 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import idna
-from pydantic import BaseModel, ConfigDict
+
+from stead.contracts.base import Closed
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -22,10 +23,8 @@ class DestinationError(ValueError):
     """A URL or address whose destination cannot be stated; the step must not run."""
 
 
-class Destination(BaseModel):
+class Destination(Closed):
     """One place a step sends bytes to. ``label`` is what refusals name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["url", "mail"]
     host: str

@@ -8,13 +8,11 @@ error whose message never carries the API key.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from functools import cache
-from types import ModuleType
 from typing import Any
 
 from stead.embeddings.base import EmbeddingUnavailable, check_vectors
+from stead.litellm_offline import litellm as import_litellm
 
 MAX_BATCH = 256  # most providers cap one request near here
 
@@ -61,7 +59,7 @@ class LiteLlmEmbedder:
         return vectors
 
     async def _call(self, batch: list[str]) -> list[list[float]]:
-        litellm = _litellm()
+        litellm = import_litellm()
         try:
             response = await litellm.aembedding(
                 model=self._model,
@@ -104,17 +102,3 @@ def _vectors(response: Any) -> list[list[float]]:
             raise EmbeddingUnavailable("the embedding provider returned no float vector")
         rows.append((int(index), [float(v) for v in values]))
     return [values for _, values in sorted(rows, key=lambda row: row[0])]
-
-
-@cache
-def _litellm() -> ModuleType:
-    """Import litellm on first use, quiet and offline (see stead.planning.llm._litellm:
-    without these variables the import fetches a price list from the network)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    if not isinstance(vars(litellm).get("telemetry"), ModuleType):
-        litellm.telemetry = False
-    return litellm

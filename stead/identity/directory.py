@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import Final, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict
 
+from stead.contracts.base import Closed
 from stead.identity.errors import (
     DirectoryError,
     PrincipalExists,
@@ -42,17 +42,13 @@ _PRINCIPAL_COLUMNS = (
 )
 
 
-class Tenant(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Tenant(Closed):
     id: str
     display_name: str
     created_at: datetime
 
 
-class Principal(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Principal(Closed):
     tenant: str
     id: str
     kind: PrincipalKind

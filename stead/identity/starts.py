@@ -21,10 +21,10 @@ from datetime import UTC, timedelta
 from typing import Any, Final
 
 from biscuit_auth import AuthorizationError, AuthorizerBuilder, Biscuit, BlockBuilder, PublicKey
-from pydantic import BaseModel, ConfigDict
 
 from stead.biscuit_limits import limited
 from stead.capability.authority import Clock, utcnow
+from stead.contracts.base import Closed
 from stead.identity.errors import PrincipalTokenNotScoped, PrincipalTokenScopeMismatch
 from stead.identity.tokens import PrincipalClaims, _parse, current_claims
 
@@ -45,10 +45,8 @@ allow if stead_token("principal", 1), principal({tenant}, $principal);
 _ELSEWHERE = "\x00elsewhere"
 
 
-class StartScope(BaseModel):
+class StartScope(Closed):
     """The one start a narrowed token may be used for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     workflow_id: str
     request_digest: str

@@ -31,11 +31,11 @@ from biscuit_auth import (
     PublicKey,
     Rule,
 )
-from pydantic import BaseModel, ConfigDict
 
 from stead.biscuit_limits import limited
 from stead.capability.authority import Clock, utcnow
 from stead.contracts.approval_token import APPROVAL_BLOCK, ApprovalScope
+from stead.contracts.base import Closed
 from stead.identity.errors import (
     PrincipalTokenExpired,
     PrincipalTokenInvalid,
@@ -72,9 +72,7 @@ allow if stead_token("principal", 1), principal({tenant}, $principal);
 _ELSEWHERE = "\x00elsewhere"
 
 
-class PrincipalClaims(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class PrincipalClaims(Closed):
     tenant: str
     principal: str
     token_id: str

@@ -26,8 +26,9 @@ from datetime import datetime
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import JsonValue
 
+from stead.contracts.base import Closed
 from stead.contracts.run import canonical_json
 from stead.errors import SteadError
 
@@ -39,9 +40,7 @@ _COLUMNS = (
 )
 
 
-class LedgerEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class LedgerEntry(Closed):
     key: str
     tenant: str
     workflow_id: str

@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import AwareDatetime, Field, JsonValue, StringConstraints
 
+from stead.contracts.base import Closed
 from stead.contracts.run import PrincipalId, TenantId
 
 Sensitivity = Literal["public", "internal", "pii", "secret"]
@@ -31,11 +32,7 @@ PURGE_WORKFLOW = "stead.memory.purge_expired"
 INDEX_OP_WORKFLOW = "stead.memory.index_op"
 
 
-class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Provenance(_Closed):
+class Provenance(Closed):
     """Who wrote a version, with what, from where, and why (invariant 6)."""
 
     principal: PrincipalId
@@ -50,7 +47,7 @@ class Provenance(_Closed):
     source_refs: tuple[str, ...] = ()
 
 
-class RememberRequest(_Closed):
+class RememberRequest(Closed):
     tenant: TenantId
     namespace: Namespace
     key: MemoryKey
@@ -73,7 +70,7 @@ class RememberRequest(_Closed):
     )
 
 
-class MemoryVersion(_Closed):
+class MemoryVersion(Closed):
     """One stored version; `content` is None once erased or when withheld from the reader."""
 
     id: str
@@ -95,13 +92,13 @@ class MemoryVersion(_Closed):
     withheld: bool = Field(default=False, description="Content hidden by the reader's clearance.")
 
 
-class RememberResult(_Closed):
+class RememberResult(Closed):
     version: MemoryVersion
     created: bool = Field(description="False when the request key had already written it.")
     indexed: bool = Field(description="False: the index write failed; reindex repairs it.")
 
 
-class RecallQuery(_Closed):
+class RecallQuery(Closed):
     tenant: TenantId
     query: str = Field(min_length=1, max_length=8_000)
     principal: PrincipalId
@@ -112,7 +109,7 @@ class RecallQuery(_Closed):
     clearance: Sensitivity = "internal"
 
 
-class RecallItem(_Closed):
+class RecallItem(Closed):
     namespace: str
     key: str
     version: int
@@ -126,7 +123,7 @@ class RecallItem(_Closed):
     provenance: Provenance
 
 
-class RecallResult(_Closed):
+class RecallResult(Closed):
     items: tuple[RecallItem, ...]
     degraded: bool = Field(
         description="True: the vector index was unavailable; full-text search answered."
@@ -139,7 +136,7 @@ class RecallResult(_Closed):
     )
 
 
-class EraseResult(_Closed):
+class EraseResult(Closed):
     tenant: TenantId
     namespace: str
     key: str
@@ -148,20 +145,20 @@ class EraseResult(_Closed):
     vectors_removed: bool
 
 
-class PurgeResult(_Closed):
+class PurgeResult(Closed):
     tenants: int
     erased: int
     vectors_removed: bool
 
 
-class ReindexResult(_Closed):
+class ReindexResult(Closed):
     tenants: int
     indexed: int
     removed: int
     failed: int
 
 
-class StateValue(_Closed):
+class StateValue(Closed):
     tenant: TenantId
     namespace: str
     key: str
@@ -174,7 +171,7 @@ class StateValue(_Closed):
 # ------------------------------------------------------------------ activities
 
 
-class RecallInput(_Closed):
+class RecallInput(Closed):
     """What the run asks before planning. Clearance stops at pii: a planner never gets secrets."""
 
     tenant: TenantId
@@ -188,7 +185,7 @@ class RecallInput(_Closed):
     clearance: PlannerClearance = "pii"
 
 
-class RunSummaryInput(_Closed):
+class RunSummaryInput(Closed):
     """The end of a run, remembered in namespace `runs` under the workflow id."""
 
     tenant: TenantId
@@ -207,7 +204,7 @@ class RunSummaryInput(_Closed):
     plan_hash: str | None = None
 
 
-class IntegritySeal(_Closed):
+class IntegritySeal(Closed):
     """Proof that a holder of the workers' integrity secret made an input for one workflow.
 
     An HMAC-SHA256 (``stead/memory/sealing.py``) over the input without its seal, the
@@ -221,7 +218,7 @@ class IntegritySeal(_Closed):
     mac: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class MaintenanceInput(_Closed):
+class MaintenanceInput(Closed):
     """Scope of a scheduled job: one tenant, or every tenant in the directory.
 
     Only the Schedules' shape (every tenant, incremental) runs without a seal: it acts
@@ -234,7 +231,7 @@ class MaintenanceInput(_Closed):
     seal: IntegritySeal | None = None
 
 
-class IndexOp(_Closed):
+class IndexOp(Closed):
     """One vector-index call routed to the worker that holds the embedded shard.
 
     Carries vectors and content-free payloads only: memory content never enters
@@ -255,6 +252,6 @@ class IndexOp(_Closed):
     )
 
 
-class IndexOpResult(_Closed):
+class IndexOpResult(Closed):
     hits: tuple[dict[str, JsonValue], ...] = ()
     count: int = 0

@@ -10,11 +10,9 @@ become ``ApplicationError``s whose retryability is decided here, once.
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -33,6 +31,7 @@ from stead.contracts.run import (
     StepId,
     sha256_hex,
 )
+from stead.litellm_offline import litellm as import_litellm
 from stead.planning.validate import PlanRejected, build_plan, validate_plan
 from stead.settings import Settings
 
@@ -120,7 +119,7 @@ class LlmPlanner:
         model = self._settings.planner_model
         if model is None:
             raise ApplicationError(NO_PLANNER_MODEL, type=PLAN_REJECTED, non_retryable=True)
-        litellm = _litellm()
+        litellm = import_litellm()
         messages = build_messages(req, self._catalog)
         prompt_hash = sha256_hex(messages)
         tokens = 0
@@ -330,28 +329,6 @@ def retry_after(exc: BaseException) -> timedelta | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(timedelta(0), when - datetime.now(UTC))
-
-
-@cache
-def _litellm() -> ModuleType:
-    """Import litellm on first use, configured to stay quiet and offline.
-
-    Imported lazily because it takes seconds and playbook-only workers never need it.
-    Without these variables the import fetches a model price list from GitHub (and logs
-    a warning when offline); the packaged copy is enough for cost accounting. They are
-    set only if the operator has not chosen otherwise, and only work before the first
-    import of litellm anywhere in the process.
-    """
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    # Older litellm versions phone home unless this flag is False; current ones have a
-    # proxy-only ``litellm.telemetry`` package, which must not be shadowed.
-    if not isinstance(vars(litellm).get("telemetry"), ModuleType):
-        litellm.telemetry = False
-    return litellm
 
 
 def _tokens(response: Any) -> int:

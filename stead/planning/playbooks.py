@@ -24,8 +24,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     JsonValue,
     ValidationError,
@@ -34,6 +32,7 @@ from pydantic import (
 )
 
 from stead.contracts.activities import PlanFailure
+from stead.contracts.base import Closed
 from stead.contracts.run import Step, StepId
 from stead.planning.refs import REF_KEY, is_ref
 from stead.planning.validate import PlanRejected
@@ -61,9 +60,7 @@ class PlaybookNotFound(PlaybookError):
     """No playbook file by that name; the message lists the ones that exist."""
 
 
-class PlaybookInput(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class PlaybookInput(Closed):
     type: InputType = "string"
     required: bool = False
     default: JsonValue = None
@@ -123,10 +120,8 @@ class Failure:
         }
 
 
-class Playbook(BaseModel):
+class Playbook(Closed):
     """A parsed playbook; ``steps`` are templates until :func:`expand` fills them in."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=NAME.pattern, max_length=100)
     description: str = ""

@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import JsonValue
 
 from stead.audit.chain import decision_mac, installed
+from stead.contracts.base import Closed
 from stead.contracts.run import ApprovalPolicy, Decision, RunState, canonical_json
 from stead.errors import SteadError
 
@@ -38,9 +39,7 @@ _DECISION_COLUMNS = (
 )
 
 
-class RunRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RunRecord(Closed):
     workflow_id: str
     tenant: str
     principal: str
@@ -58,9 +57,7 @@ class RunRecord(BaseModel):
     updated_at: datetime
 
 
-class DecisionRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class DecisionRecord(Closed):
     decision: Decision
     tenant: str
     workflow_id: str

@@ -61,15 +61,16 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from stead.contracts.base import Closed
 from stead.slo.window import parse_since
 
 FAILED_STATUSES = ("failed", "timed_out")
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Out(Closed):
+    """The report's parts: closed and frozen, like every contract."""
 
 
 class Distribution(_Out):

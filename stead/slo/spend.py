@@ -16,13 +16,12 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict
+
+from stead.contracts.base import Closed
 
 
-class TenantSpend(BaseModel):
+class TenantSpend(Closed):
     """The tenant's other runs started since ``since``; what OPA sees as ``input.tenant_spent``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     usd: float
     tokens: int

@@ -12,8 +12,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Annotated, Literal, Protocol
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
+from stead.contracts.base import Closed
 from stead.errors import ConfigError, ErrorCode, SteadError
 
 Sensitivity = Literal["public", "internal", "pii", "secret"]
@@ -33,11 +34,9 @@ PointId = Annotated[str, AfterValidator(_canonical_uuid)]
 TenantId = Annotated[str, Field(min_length=1)]
 
 
-class VectorPayload(BaseModel):
+class VectorPayload(Closed):
     """What the index may know about a memory: enough to filter and to find the row
     in Postgres, nothing that would leak content if the index were copied."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant: TenantId
     namespace: str = Field(min_length=1)
@@ -48,21 +47,17 @@ class VectorPayload(BaseModel):
     expires_at: AwareDatetime | None = None
 
 
-class VectorPoint(BaseModel):
+class VectorPoint(Closed):
     """One embedding to store; the id is a UUID because both engines require one."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: PointId
     vector: list[float] = Field(min_length=1)
     payload: VectorPayload
 
 
-class VectorHit(BaseModel):
+class VectorHit(Closed):
     """A ranked candidate; the payload is re-validated so a foreign write cannot
     smuggle fields past the contract."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: PointId
     score: float
