@@ -54,7 +54,7 @@ async def stead(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     [
         ("status", "run-x-000000000000", "--json"),
         ("pending", "--json"),
-        ("cancel", "run-x-000000000000"),
+        ("cancel", "run-x-000000000000", "--as", "user:ann"),
         ("approve", "run-x-000000000000", "put", "--as", "user:bob", "--json"),
         ("audit", "run-x-000000000000"),
         ("hello", "--json"),
