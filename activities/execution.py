@@ -43,6 +43,7 @@ from stead.capability import (
     consume,
 )
 from stead.capability.ledger import load_grant, spent_on
+from stead.contracts import activity_names as names
 from stead.contracts.activities import (
     INVALID_ARGUMENTS,
     LEDGER_CONFLICT,
@@ -82,7 +83,7 @@ class ExecutionActivities:
         self._verifier = verifier
         self._rate_limits = rate_limits or RateLimiter(pool)
 
-    @activity.defn(name="adapter.execute")
+    @activity.defn(name=names.ADAPTER_EXECUTE)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     @observed_step  # step metrics and the step log line: stead/observability/steps.py
     async def execute(self, req: ExecuteStepInput) -> ExecuteStepOutput:
