@@ -12,7 +12,7 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 from workflows.cancel_input import ReceivedCancel
-from workflows.run import patches, stubs
+from workflows.run import stubs
 from workflows.run.progress import RunProgress
 
 with workflow.unsafe.imports_passed_through():
@@ -92,18 +92,15 @@ class RunBooks:
         """Upsert the run's search attributes (what ``stead runs`` and the UI filter on).
 
         Each upsert is a command, an event in history and a visibility write for the
-        Temporal server; a run used to send its final status twice and ``pending=False``
-        when it already was. Since the run-fixed-cost patch only values that changed
-        are sent (the tenant, first, always); older histories replay every upsert.
+        Temporal server, so only values that changed are sent (the tenant, when given).
         """
-        changed_only = patches.lean()
         updates: list[SearchAttributeUpdate[Any]] = []
         if tenant is not None:
             updates.append(SA_TENANT.value_set(tenant))
-        if status is not None and not (changed_only and status == self._sa_status):
+        if status is not None and status != self._sa_status:
             updates.append(SA_STATUS.value_set(status))
             self._sa_status = status
-        if pending is not None and not (changed_only and pending == self._sa_pending):
+        if pending is not None and pending != self._sa_pending:
             updates.append(SA_PENDING.value_set(pending))
             self._sa_pending = pending
         if updates:
@@ -144,10 +141,7 @@ class RunBooks:
         )
 
     async def _record_run(self, status: str, *, finished: bool = False) -> None:
-        """The run's record, as a local activity since the local-bookkeeping patch: a
-        regular one is a task round trip and a workflow task of its own."""
-        local = patches.since(patches.LOCAL_BOOKKEEPING_PATCH)
-        await stubs.record_run(self._record_input(status, finished=finished), local=local)
+        await stubs.record_run(self._record_input(status, finished=finished))
 
     def _record_input(self, status: str, *, finished: bool = False) -> RunRecordInput:
         req = self._input_request()

@@ -19,7 +19,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.approval_input import Received, burnable, history_problem, receive
-from workflows.run import patches, stubs
+from workflows.run import stubs
 from workflows.run.failures import StepStop, failure_reasons
 from workflows.run.planning import RunPlanning
 
@@ -117,7 +117,7 @@ class RunApprovals(RunPlanning):
             await self._approval_refused(received, problem, via="update")
             raise _refused(problem)
         check = await self._authenticate(approval, via="update")
-        if check is not None and not check.accepted:
+        if not check.accepted:
             raise _refused(check.reason or "approval refused")
         await self._accept(approval, check)
         return self._result_for_voter(approval.step_id)
@@ -184,7 +184,7 @@ class RunApprovals(RunPlanning):
             await self._approval_refused(received, problem, via="signal")
             return
         check = await self._authenticate(approval, via="signal")
-        if check is not None and not check.accepted:
+        if not check.accepted:
             return
         await self._accept(approval, check)
 
@@ -221,17 +221,14 @@ class RunApprovals(RunPlanning):
             data["token_burned"] = token_burned
         await self._audit("approval_refused", received.actor, received.step_id, data)
 
-    async def _authenticate(self, approval: ApprovalInput, via: str) -> ApprovalCheck | None:
+    async def _authenticate(self, approval: ApprovalInput, via: str) -> ApprovalCheck:
         """Prove the approver (activity: policy, token and directory), then re-check the vote.
 
-        Returns None for histories recorded before approvals were verified. A refusal
-        is audited here, once. The checks without I/O run again afterwards because the
+        A refusal is audited here, once. The checks without I/O run again afterwards because the
         step may have moved on, or the same approver's other vote been counted, while
         the activity ran. Whether the tenant needs a token at all is the activity's
         decision, read from policy each time, never this run's state.
         """
-        if not patches.since(patches.VERIFIED_APPROVALS_PATCH):
-            return None
         pending = self._pending.get(approval.step_id)
         try:
             check = await stubs.verify_approval(
@@ -279,7 +276,7 @@ class RunApprovals(RunPlanning):
             return f"{approval.approver} already voted on step {approval.step_id}"
         return None
 
-    async def _accept(self, approval: ApprovalInput, check: ApprovalCheck | None = None) -> None:
+    async def _accept(self, approval: ApprovalInput, check: ApprovalCheck) -> None:
         record = ApprovalRecord(
             approver=approval.approver,
             verdict=approval.verdict,
@@ -295,11 +292,8 @@ class RunApprovals(RunPlanning):
                 "verdict": approval.verdict,
                 "comment": approval.comment,
                 "plan_hash": approval.plan_hash,
-                **(
-                    {}
-                    if check is None
-                    else {"authenticated": check.authenticated, "token_id": check.token_id}
-                ),
+                "authenticated": check.authenticated,
+                "token_id": check.token_id,
             },
         )
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from workflows.run import patches, stubs
+from workflows.run import stubs
 from workflows.run.desk import RunApprovals
 from workflows.run.failures import (
     StepStop,
@@ -148,16 +148,14 @@ class RunLanes(RunApprovals):
 
         Half the task round trips of decide-then-execute for every step on this run's
         own queue (routed steps keep the governed lane: their adapter runs on an edge
-        worker). Returns None where the governed lane must decide: in histories from
-        before this existed, for routed steps, and when OPA could not be asked (the
+        worker). Returns None where the governed lane must decide: for routed steps,
+        and when OPA could not be asked (the
         governed lane retries the decision, then blocks the step). A failure after the
         decision fails the step like ``adapter.execute`` failing; the decision is in
         the decision log and audit, not in the step's result.
         """
         own_queue = workflow.info().task_queue
         if execution.task_queue not in (None, own_queue):
-            return None
-        if not patches.since(patches.FUSED_STEP_PATCH):
             return None
         self._run.put_result(step, "running", started_at=started)
         try:
@@ -215,9 +213,7 @@ class RunLanes(RunApprovals):
         )
         queue = execution.task_queue or workflow.info().task_queue
         try:
-            if queue != workflow.info().task_queue and patches.since(
-                patches.CAPABILITY_GRANTS_PATCH
-            ):
+            if queue != workflow.info().task_queue:
                 # An edge worker holds only the public key: the authority (on this queue)
                 # mints its token ahead and keeps it in Postgres; history sees only the id.
                 grant = await stubs.issue_capability(execute)

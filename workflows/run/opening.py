@@ -7,7 +7,7 @@ import contextlib
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from workflows.run import patches, stubs
+from workflows.run import stubs
 from workflows.run.books import RunBooks
 from workflows.run.failures import failure_reasons
 
@@ -77,29 +77,25 @@ class RunOpening(RunBooks):
     async def _open_run(self) -> str | None:
         """Record the run's start and admit its starter; why it may not run, or None.
 
-        Since the run-fixed-cost patch both are one local activity (``runs.open``),
-        which also verifies the start token and claims the workflow id for this run
-        chain. If it fails the run is refused (a starter nobody could check runs
-        nothing) and writes no record (it could be another run's). Histories from
-        before the patch record, then admit, with two activities as they did.
+        Both are one local activity (``runs.open``), which also verifies the start
+        token and claims the workflow id for this run chain. If it fails the run is
+        refused (a starter nobody could check runs nothing) and writes no record (it
+        could be another run's).
         """
-        if patches.lean():
-            try:
-                admission = await stubs.open_run(
-                    OpenRunInput(admit=self._admit_input(), record=self._record_input("planning"))
-                )
-            except ActivityError as err:
-                # Fail closed: a starter nobody could check runs nothing, and a record
-                # that may not exist (or be another run's) is not written.
-                self._owns_record = False
-                reason = "the run could not be admitted: " + "; ".join(failure_reasons(err))
-                await self._audit_refusal(reason)
-                return reason
-            if admission.id_taken:
-                self._owns_record = False
-            return await self._admission_refusal(admission)
-        await self._record_run("planning")
-        return await self._admit_run()
+        try:
+            admission = await stubs.open_run(
+                OpenRunInput(admit=self._admit_input(), record=self._record_input("planning"))
+            )
+        except ActivityError as err:
+            # Fail closed: a starter nobody could check runs nothing, and a record
+            # that may not exist (or be another run's) is not written.
+            self._owns_record = False
+            reason = "the run could not be admitted: " + "; ".join(failure_reasons(err))
+            await self._audit_refusal(reason)
+            return reason
+        if admission.id_taken:
+            self._owns_record = False
+        return await self._admission_refusal(admission)
 
     def _admit_input(self) -> AdmitRunInput:
         req = self._input_request()
@@ -111,24 +107,6 @@ class RunOpening(RunBooks):
             request_digest=start_digest(req),
             start_token=self._start_token,
         )
-
-    async def _admit_run(self) -> str | None:
-        """Why the starter may not start this run (per the tenant's directory), or None."""
-        if not patches.since(patches.RUN_ADMISSION_PATCH):
-            return None
-        req = self._input_request()
-        try:
-            admission = await stubs.admit_run(
-                self._admit_input(), local=patches.since(patches.LOCAL_BOOKKEEPING_PATCH)
-            )
-        except ActivityError as err:
-            # Fail closed: a starter nobody could check does not get to run anything.
-            reason = "the directory could not confirm the starter: " + "; ".join(
-                failure_reasons(err)
-            )
-            await self._audit("run_refused", req.principal, None, {"reason": reason})
-            return reason
-        return await self._admission_refusal(admission)
 
     async def _admission_refusal(self, admission: RunAdmission) -> str | None:
         """Keep the run's approval policy; a refusal is audited and returned."""

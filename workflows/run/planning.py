@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from workflows.run import patches, stubs
+from workflows.run import stubs
 from workflows.run.failures import StepStop, failure_reasons, planner_spend
 from workflows.run.opening import RunOpening
 
@@ -27,8 +27,6 @@ class RunPlanning(RunOpening):
         self, *, attempt: int, failure: str | None, detail: PlanFailure | None = None
     ) -> Plan | None:
         req = self._input_request()
-        # Histories from before stored plans replay with plans that always come back whole.
-        allow_stored = patches.since(patches.STORED_PLANS_PATCH)
         plan_input = PlanInput(
             request=req,
             workflow_id=self._ref.workflow_id,
@@ -37,17 +35,14 @@ class RunPlanning(RunOpening):
             failure_context=failure,
             completed_steps=self._run.succeeded_steps(),
             failure=detail,
-            allow_stored=allow_stored,
+            allow_stored=True,
         )
         decision: Decision | None = None
         try:
-            if patches.lean():
-                decided = await stubs.create_decided_plan(
-                    DecidedPlanInput(plan=plan_input, run=self._ref)
-                )
-                plan, decision = decided.plan, decided.decision
-            else:
-                plan = await stubs.create_plan(plan_input)
+            decided = await stubs.create_decided_plan(
+                DecidedPlanInput(plan=plan_input, run=self._ref)
+            )
+            plan, decision = decided.plan, decided.decision
         except ActivityError as err:
             tokens, usd = planner_spend(err)
             self._run.spend_planning(tokens, usd)
@@ -70,7 +65,7 @@ class RunPlanning(RunOpening):
         """Context for the LLM planner from memory. Playbooks need none; a memory outage
         plans without context rather than failing the run."""
         req = self._input_request()
-        if req.goal is None or not patches.since(patches.MEMORY_RECALL_PATCH):
+        if req.goal is None:
             return ()
         try:
             recalled = await stubs.recall(
@@ -87,8 +82,6 @@ class RunPlanning(RunOpening):
 
     async def _remember_summary(self) -> None:
         """The run's outcome, remembered with provenance; best effort after the record."""
-        if not patches.since(patches.MEMORY_SUMMARY_PATCH):
-            return
         req = self._input_request()
         plan = self._run.plan
         try:
@@ -145,9 +138,6 @@ class RunPlanning(RunOpening):
         if it cannot be read."""
         plan = self._run.plan
         assert plan is not None and plan.stored is not None
-        if not patches.since(patches.STORED_PLANS_PATCH):
-            self._set_status("failed", ("a stored plan reached a worker that cannot run one",))
-            return False
         req = self._input_request()
         try:
             window = await stubs.load_window(

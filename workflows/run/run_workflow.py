@@ -21,7 +21,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from workflows.cancel_input import receive_cancel
-from workflows.run import patches
 from workflows.run.scheduler import RunScheduler
 
 with workflow.unsafe.imports_passed_through():
@@ -37,11 +36,6 @@ class RunWorkflow(RunScheduler):
     @workflow.run
     async def run(self, inp: RunInput) -> RunStatus:
         request = inp.request
-        # The run's one patch marker is its first command, before any activity: a marker
-        # recorded after a local activity (the continuation check) in the first workflow
-        # task can land in a different task than on replay (queries replay runs evicted
-        # from the cache) and fail as nondeterminism.
-        patches.lean()
         if inp.carry is None:
             self._upsert(tenant=request.tenant, status=self._run.status, pending=False)
             refusal = await self._open_run()
@@ -131,8 +125,6 @@ class RunWorkflow(RunScheduler):
         self._cancel_requested = True
         if self._cancel is None:
             self._cancel = received
-        if not workflow.patched(patches.CANCEL_AUDIT_PATCH):
-            return
         # Before the run's record exists the audit is refused (no record to scope it to);
         # the cancel still stands and run_finished names who asked and why.
         with contextlib.suppress(ActivityError):

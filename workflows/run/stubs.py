@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         ExpressStepOutput,
         OpenRunInput,
         PlanDecisionInput,
-        PlanInput,
         PlanWindowInput,
         RecalledMemory,
         RunRecordInput,
@@ -37,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
     from stead.contracts.capability import CapabilityGrant
     from stead.contracts.continuation import SealCheck, SealInput, VerifySealInput
     from stead.contracts.identity import (
-        AdmitRunInput,
         ApprovalCheck,
         BurnedToken,
         BurnTokenInput,
@@ -79,38 +77,11 @@ async def open_run(inp: OpenRunInput) -> RunAdmission:
     )
 
 
-async def admit_run(inp: AdmitRunInput, *, local: bool) -> RunAdmission:
-    if local:
-        return await _local(
-            names.IDENTITY_ADMIT_RUN,
-            inp,
-            result_type=RunAdmission,
-            start_to_close_timeout=SECONDS_10,
-            retry_policy=QUICK,
-        )
-    return await _remote(
-        names.IDENTITY_ADMIT_RUN,
-        inp,
-        result_type=RunAdmission,
-        start_to_close_timeout=SECONDS_10,
-        retry_policy=QUICK,
-    )
-
-
-async def record_run(inp: RunRecordInput, *, local: bool) -> None:
-    if local:
-        await workflow.execute_local_activity(
-            names.RUNS_RECORD,
-            inp,
-            result_type=None,
-            start_to_close_timeout=SECONDS_10,
-            retry_policy=QUICK,
-        )
-        return
-    await workflow.execute_activity(
+async def record_run(inp: RunRecordInput) -> None:
+    """The run's record (local: a regular activity is a task round trip of its own)."""
+    await workflow.execute_local_activity(
         names.RUNS_RECORD,
         inp,
-        result_type=None,
         start_to_close_timeout=SECONDS_10,
         retry_policy=QUICK,
     )
@@ -150,16 +121,6 @@ async def create_decided_plan(inp: DecidedPlanInput) -> DecidedPlan:
         names.PLAN_CREATE_DECIDED,
         inp,
         result_type=DecidedPlan,
-        start_to_close_timeout=timedelta(minutes=5),
-        retry_policy=PLAN_RETRY,
-    )
-
-
-async def create_plan(inp: PlanInput) -> Plan:
-    return await _remote(
-        names.PLAN_CREATE,
-        inp,
-        result_type=Plan,
         start_to_close_timeout=timedelta(minutes=5),
         retry_policy=PLAN_RETRY,
     )
