@@ -20,9 +20,11 @@ from stead.contracts.identity import (
     BurnTokenInput,
     RunAdmission,
     VerifyApprovalInput,
+    VerifyCancelInput,
 )
 from stead.identity.admission import admit_run
 from stead.identity.approvals import ApprovalAuthenticator
+from stead.identity.cancels import CancelAuthenticator
 from stead.identity.tokens import PrincipalTokenVerifier
 from stead.policy.opa import OpaClient
 from stead.runs.scope import ScopeClaim, tenant_scoped
@@ -36,6 +38,7 @@ class IdentityActivities:
         self._opa = opa
         self._tokens = tokens
         self._approvals = ApprovalAuthenticator(pool, opa, tokens)
+        self._cancels = CancelAuthenticator(pool, opa, tokens, self._approvals)
 
     @activity.defn(name=names.IDENTITY_ADMIT_RUN)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "bound"))
@@ -47,6 +50,11 @@ class IdentityActivities:
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,)))
     async def verify_approval(self, req: VerifyApprovalInput) -> ApprovalCheck:
         return await self._approvals.check(req)
+
+    @activity.defn(name=names.IDENTITY_VERIFY_CANCEL)
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,)))
+    async def verify_cancel(self, req: VerifyCancelInput) -> ApprovalCheck:
+        return await self._cancels.check(req)
 
     @activity.defn(name=names.IDENTITY_BURN_TOKEN)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "recorded"))

@@ -1,6 +1,7 @@
-"""A run's fixed cost: the start record and admission are one local activity, the plan and its decision one activity, and search attributes are
-upserted only when a value changes, while the run is recorded and admitted and its plan
-decided, recorded, audited and failing closed exactly as before."""
+"""A run's fixed cost: the start record and admission are one local activity, the plan
+and its decision one activity, and search attributes are upserted only when a value
+changes, while the run is recorded and admitted and its plan decided, recorded, audited
+and failing closed exactly as before."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from workflows.run import stubs
-from workflows.run.desk import RunApprovals
 from workflows.run.failures import (
     StepStop,
     blocked_reason,
@@ -19,6 +18,7 @@ from workflows.run.failures import (
     failure_type,
 )
 from workflows.run.retry import execute_retry
+from workflows.run.stopping import RunStopping
 
 with workflow.unsafe.imports_passed_through():
     from stead.contracts.activities import (
@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from stead.planning.refs import RefError, resolve_refs
 
 
-class RunLanes(RunApprovals):
+class RunLanes(RunStopping):
     async def _run_step(self, step: Step, plan: Plan) -> None:
         started = workflow.now()
         decision: Decision | None = None

@@ -8,19 +8,16 @@ approval counts only if policy says it is enough.
 
 The layers, each using only those before it: ``books`` (fields, status, records,
 audit) → ``opening`` (admission, sealed continuation) → ``planning`` → ``desk``
-(approvals) → ``lanes`` (express, fused, governed steps) → ``scheduler`` → this
-module (the entry point and the handlers Temporal sees).
+(approvals) → ``stopping`` (cancels) → ``lanes`` (express, fused, governed steps) →
+``scheduler`` → this module (the entry point and the handlers Temporal sees).
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
-from workflows.cancel_input import receive_cancel
 from workflows.run.scheduler import RunScheduler
 
 with workflow.unsafe.imports_passed_through():
@@ -113,22 +110,24 @@ class RunWorkflow(RunScheduler):
 
     # --------------------------------------------------------------------- cancel
 
+    @workflow.update(name="cancel")
+    async def cancel_update(self, *args: Any) -> None:
+        """Stop the run (``stead cancel``); refused, with the reason, if not proven where
+        the tenant needs proof. ``stopping.py`` has the rules."""
+        await self._cancel_by_update(args)
+
+    @cancel_update.validator
+    def _validate_cancel_update(self, *args: Any) -> None:
+        self._validate_cancel(args)
+
     @workflow.signal(name="cancel")
     async def cancel(self, *args: Any) -> None:
-        """Stop the run; audited as ``cancel_requested`` with who asked and why.
+        """Stop the run (the Temporal UI path); same rules as the update, refusals audited.
 
-        ``*args``, not a typed payload: a bare cancel still stops the run, and a
-        malformed one stops it too and is audited as such (``workflows/cancel_input.py``).
-        The flag is set before the first await, so the run stops exactly as before.
+        ``*args``, not a typed payload: a bare or malformed cancel is still read and
+        audited (``workflows/cancel_input.py``) instead of dropped by the SDK.
         """
-        received = receive_cancel(args)
-        self._cancel_requested = True
-        if self._cancel is None:
-            self._cancel = received
-        # Before the run's record exists the audit is refused (no record to scope it to);
-        # the cancel still stands and run_finished names who asked and why.
-        with contextlib.suppress(ActivityError):
-            await self._audit("cancel_requested", received.actor, None, received.audit_data())
+        await self._cancel_by_signal(args)
 
     # -------------------------------------------------------------------- queries
 

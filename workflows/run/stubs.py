@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         BurnTokenInput,
         RunAdmission,
         VerifyApprovalInput,
+        VerifyCancelInput,
     )
     from stead.contracts.run import Decision, Plan
     from stead.memory.contracts import RecallInput, RunSummaryInput
@@ -234,6 +235,16 @@ async def execute_step(
 async def verify_approval(inp: VerifyApprovalInput) -> ApprovalCheck:
     return await _remote(
         names.IDENTITY_VERIFY_APPROVAL,
+        inp,
+        result_type=ApprovalCheck,
+        start_to_close_timeout=SECONDS_10,
+        retry_policy=POLICY_RETRY,
+    )
+
+
+async def verify_cancel(inp: VerifyCancelInput) -> ApprovalCheck:
+    return await _remote(
+        names.IDENTITY_VERIFY_CANCEL,
         inp,
         result_type=ApprovalCheck,
         start_to_close_timeout=SECONDS_10,
