@@ -27,6 +27,9 @@ from typing import Any
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
+from stead.capability.keys import IDENTITY
+from stead.capability.trust import key_store
+from stead.contracts.cancel_token import cancel_scope
 from stead.contracts.hello import Greeting, GreetingRequest
 from stead.contracts.run import (
     ApprovalInput,
@@ -38,7 +41,10 @@ from stead.contracts.run import (
     RunStatus,
     Verdict,
 )
+from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack.stack import stack_down, stack_up
+from stead.identity import directory
+from stead.identity.tokens import PrincipalTokenIssuer, scope_to_cancel
 from stead.settings import Settings
 from tests import opa_auth
 from tests.conftest import REPO, settings_for
@@ -261,10 +267,46 @@ async def signal_approval(r: Recorder) -> AnyHandle:
 
 
 async def cancelled(r: Recorder) -> AnyHandle:
+    """A claimed cancel by signal (the Temporal UI path), audited as claimed."""
     handle = await _approval(r, "cancelled", approvers=["user:bob"])
     await wait_pending(handle, "put")
-    # Attributed, as `stead cancel --as` sends it: covers the audited cancel path.
     await handle.signal("cancel", CancelInput(requested_by="user:bob", reason="not today"))
+    expect(await handle.result(), "cancelled", "cancelled")
+    return handle
+
+
+async def cancel_update(r: Recorder) -> AnyHandle:
+    """A claimed cancel by update, as `stead cancel --as` sends it without a token."""
+    handle = await _approval(r, "cancel-update", approvers=["user:bob"])
+    await wait_pending(handle, "put")
+    await handle.execute_update("cancel", CancelInput(requested_by="user:bob", reason="not today"))
+    expect(await handle.result(), "cancelled", "cancelled")
+    return handle
+
+
+async def cancel_proven(r: Recorder) -> AnyHandle:
+    """A cancel proven by a principal token narrowed to this run and reason (a managed
+    tenant whose approvals need tokens): ``identity.verify_cancel`` checks and spends it."""
+    scenario = "cancel-proven"
+    tenant = workflow_id(scenario)
+    pool = await create_pool(r.settings.postgres_dsn, max_size=1)
+    try:
+        async with tenant_transaction(pool, tenant) as conn:
+            await directory.create_tenant(conn, tenant)
+            for principal in ("user:ann", "user:bob"):
+                await directory.add_principal(conn, tenant, principal)
+    finally:
+        await pool.close()
+    handle = await _approval(r, scenario, approvers=["user:bob"], approval_authentication="token")
+    await wait_pending(handle, "put")
+    keys = key_store(r.settings)
+    private, public = keys.private(IDENTITY), keys.public(IDENTITY)
+    assert private is not None and public is not None
+    bob = PrincipalTokenIssuer(private).issue(tenant, "user:bob").token
+    token = scope_to_cancel(bob, public, cancel_scope(handle.id, "not today"))
+    await handle.execute_update(
+        "cancel", CancelInput(requested_by="user:bob", reason="not today", token=token)
+    )
     expect(await handle.result(), "cancelled", "cancelled")
     return handle
 
@@ -454,6 +496,8 @@ SCENARIOS: dict[str, Scenario] = {
     "plan-rejected": plan_rejected,
     "signal-approval": signal_approval,
     "cancelled": cancelled,
+    "cancel-update": cancel_update,
+    "cancel-proven": cancel_proven,
     "chain": chain,
     "fan-out": fan_out,
     "express": express,

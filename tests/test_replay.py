@@ -33,6 +33,8 @@ REQUIRED_SCENARIOS = (
     "plan-rejected",
     "signal-approval",
     "cancelled",
+    "cancel-update",
+    "cancel-proven",
     "chain",
     "stored-plan",
     "fan-out",
