@@ -26,6 +26,7 @@ from pydantic import JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeats
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
 from adapters.ratelimit import RATE_LIMITED, RateLimited, RateLimiter
@@ -86,6 +87,7 @@ class ExecutionActivities:
     @activity.defn(name=names.ADAPTER_EXECUTE)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     @observed_step  # step metrics and the step log line: stead/observability/steps.py
+    @heartbeats
     async def execute(self, req: ExecuteStepInput) -> ExecuteStepOutput:
         op, args = self._parse(req)
         ctx = OperationContext(

@@ -36,6 +36,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.execution import ExecutionActivities
+from activities.heartbeat import heartbeats
 from activities.policy import PolicyActivities
 from stead.audit.chain import decision_row_verified
 from stead.audit.log import AuditEvent, append_event
@@ -62,6 +63,7 @@ class StepActivities:
 
     @activity.defn(name=names.STEP_RUN)
     @tenant_scoped(_step_claim)
+    @heartbeats
     async def run(self, req: ExpressStepInput) -> ExpressStepOutput:
         return await execute_if_allowed(self._execution, req, await self._decide(req))
 

@@ -48,6 +48,9 @@ with workflow.unsafe.imports_passed_through():
 
 _T = TypeVar("_T")
 SECONDS_10 = timedelta(seconds=10)
+# Steps heartbeat while their adapter runs (activities/heartbeat.py): a worker that dies
+# mid-step, or a lost completion, costs this long before the retry, not the step timeout.
+STEP_HEARTBEAT = timedelta(seconds=10)
 SECONDS_30 = timedelta(seconds=30)
 
 
@@ -202,6 +205,7 @@ async def run_step(
         inp,
         result_type=ExpressStepOutput,
         start_to_close_timeout=timeout,
+        heartbeat_timeout=STEP_HEARTBEAT,
         retry_policy=retry,
     )
 
@@ -225,6 +229,7 @@ async def execute_step(
         result_type=ExecuteStepOutput,
         task_queue=task_queue,
         start_to_close_timeout=timeout,
+        heartbeat_timeout=STEP_HEARTBEAT,
         retry_policy=retry,
     )
 
