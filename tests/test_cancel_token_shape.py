@@ -5,11 +5,7 @@ from __future__ import annotations
 from biscuit_auth import KeyPair
 
 from stead.contracts.approval_token import ApprovalScope, exposed_revocation_ids
-from stead.contracts.cancel_token import (
-    cancel_narrowing_problem,
-    cancel_scope,
-    narrowed_revocation_ids,
-)
+from stead.contracts.cancel_token import cancel_narrowing_problem, cancel_scope
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval, scope_to_cancel
 
 KEYS = KeyPair()
@@ -37,6 +33,5 @@ def test_an_approval_token_is_no_cancel_token() -> None:
 def test_burning_a_lifted_cancel_token_spares_the_principals_own_token() -> None:
     narrowed = scope_to_cancel(BARE, KEYS.public_key, HERE)
     authority = exposed_revocation_ids(BARE)[0]
-    assert authority not in exposed_revocation_ids(narrowed)
-    assert authority not in narrowed_revocation_ids(narrowed)
-    assert narrowed_revocation_ids(narrowed) == exposed_revocation_ids(narrowed)
+    burned = exposed_revocation_ids(narrowed)
+    assert burned and authority not in burned

@@ -359,15 +359,10 @@ def approval_token(
 
 def cancel_token(cfg: Settings, raw: str, *, run_id: str, reason: str) -> str:
     """``raw`` attenuated to cancelling this one run for this reason (single-use)."""
-    store = key_store(cfg)
-    public = store.public(IDENTITY)
-    if public is None:
-        raise ConfigError(
-            f"no identity public key at {store.public_path(IDENTITY)}; copy identity.pub there "
-            "(`stead keys show` prints it where the keys were made)"
-        )
+    from stead.cli.starts import identity_public_key
+
     scope = cancel_scope(run_id, reason)
-    scoped = scope_to_cancel(raw, public, scope)
+    scoped = scope_to_cancel(raw, identity_public_key(cfg), scope)
     problem = cancel_narrowing_problem(scoped, scope)
     if problem is not None:
         raise ConfigError(f"the token could not be narrowed to this cancel: {problem}")

@@ -10,7 +10,8 @@ block holds nothing but
 which ``stead.identity.tokens.scope_to_cancel`` appends. An approval-narrowed token
 does not pass a cancel's authorizer (no ``cancel`` fact) and a cancel-narrowed one no
 approval's. A narrowed cancel token is used once: the verifying activity burns it, so
-one lifted from history cannot be replayed.
+one lifted from history cannot be replayed (``exposed_revocation_ids`` in
+``approval_token`` names what to burn for either kind).
 
 Deterministic and key-free, like ``approval_token``: the run's validator checks the
 shape; the activity checks the signature and evaluates the checks.
@@ -21,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Final
-
-from biscuit_auth import UnverifiedBiscuit
 
 from stead.contracts.approval_token import printed_blocks
 from stead.contracts.base import Closed
@@ -74,22 +73,6 @@ def cancel_narrowing_problem(token: str, scope: CancelScope) -> str | None:
         "the principal token is not narrowed to this cancel: a bare token in the run's "
         f"history could be lifted and reused by anyone who reads it; {NOT_NARROWED_FIX}"
     )
-
-
-def narrowed_revocation_ids(token: str) -> tuple[str, ...]:
-    """The revocation ids from the token's first cancel-narrowing block on: burning them
-    spends this narrowed copy (and anything derived from it), not the holder's token."""
-    blocks = printed_blocks(token)
-    if isinstance(blocks, str):
-        return ()
-    try:
-        ids = tuple(UnverifiedBiscuit.from_base64(token).revocation_ids)
-    except Exception:
-        return ()
-    for index, block in enumerate(blocks[1:], start=1):
-        if _narrowed_to(block) is not None:
-            return ids[index:]
-    return ()
 
 
 def narrows_a_cancel(block: str) -> bool:

@@ -23,17 +23,12 @@ from __future__ import annotations
 import asyncpg
 
 from stead.contracts.approval_token import exposed_revocation_ids, revocation_ids
-from stead.contracts.cancel_token import (
-    cancel_narrowing_problem,
-    cancel_scope,
-    narrowed_revocation_ids,
-)
+from stead.contracts.cancel_token import cancel_narrowing_problem, cancel_scope
 from stead.contracts.identity import ApprovalCheck, BurnTokenInput, VerifyCancelInput
 from stead.db.pool import tenant_transaction
 from stead.identity.admission import approval_authentication
-from stead.identity.approvals import EXPOSED, ApprovalAuthenticator
+from stead.identity.approvals import EXPOSED, ApprovalAuthenticator, token_holder_problem
 from stead.identity.burned import burn, burned_in
-from stead.identity.directory import get_principal, get_tenant
 from stead.identity.errors import PrincipalTokenRefused
 from stead.identity.tokens import PrincipalClaims, PrincipalTokenVerifier
 from stead.policy.opa import OpaClient
@@ -105,24 +100,14 @@ class CancelAuthenticator:
                     f"was burned (exposed or already used, in {exposed_by}); get a new one "
                     "with `stead principal token`"
                 )
-            if await get_tenant(conn, req.tenant) is None:
-                return f"tenant {req.tenant} has no directory; create it with `stead tenant create`"
-            principal = await get_principal(conn, req.tenant, claims.principal)
-            if principal is None:
-                return f"{claims.principal} is not a principal of tenant {req.tenant}"
-            if principal.disabled:
-                return f"{claims.principal} is disabled in tenant {req.tenant}"
-            revoked = principal.tokens_not_before
-            if revoked is not None and claims.issued_at < revoked:
-                return (
-                    f"principal token {claims.token_id} was issued before {claims.principal}'s "
-                    f"tokens were revoked at {revoked.isoformat()}; get a new one"
-                )
+            problem = await token_holder_problem(conn, req.tenant, claims)
+            if problem is not None:
+                return problem
             # Spent in the same transaction that accepted it: a replay finds it burned.
             await burn(
                 conn,
                 req.tenant,
-                narrowed_revocation_ids(token) or exposed_revocation_ids(token),
+                exposed_revocation_ids(token),
                 token_id=claims.token_id,
                 workflow_id=req.workflow_id,
                 reason=USED,
