@@ -23,6 +23,7 @@ from stead.capability import (
     NoAuthority,
 )
 from stead.capability.ledger import store_grant
+from stead.contracts import activity_names as names
 from stead.contracts.activities import ExecuteStepInput
 from stead.contracts.capability import CapabilityGrant
 from stead.db.pool import tenant_transaction
@@ -34,7 +35,7 @@ class CapabilityActivities:
         self._pool = pool
         self._authority = authority
 
-    @activity.defn(name="capability.issue")
+    @activity.defn(name=names.CAPABILITY_ISSUE)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     async def issue(self, req: ExecuteStepInput) -> CapabilityGrant:
         scope = CapabilityScope.for_step(req)

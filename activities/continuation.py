@@ -11,6 +11,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from stead.contracts import activity_names as names
 from stead.contracts.continuation import SealCheck, SealInput, VerifySealInput
 from stead.runs.scope import ScopeClaim, scope_refused, tenant_scoped, worker_pool
 from stead.runs.seal import NOT_SEALED, seal, seal_problem
@@ -38,7 +39,7 @@ class ContinuationActivities:
     def __init__(self, secret: bytes | None) -> None:
         self._secret = secret
 
-    @activity.defn(name="runs.seal")
+    @activity.defn(name=names.RUNS_SEAL)
     @tenant_scoped(_seal_claim, pool=worker_pool)
     async def seal(self, req: SealInput) -> str:
         if self._secret is None:
@@ -47,7 +48,7 @@ class ContinuationActivities:
             )
         return seal(self._secret, req)
 
-    @activity.defn(name="runs.verify_seal")
+    @activity.defn(name=names.RUNS_VERIFY_SEAL)
     async def verify(self, req: VerifySealInput) -> SealCheck:
         if self._secret is None:
             return SealCheck(valid=False, reason=f"{NOT_SEALED}: " + NO_SECRET.format(what="check"))

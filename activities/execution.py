@@ -26,6 +26,7 @@ from pydantic import JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeats
 from adapters.base import AdapterError, Operation, OperationContext
 from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
 from adapters.ratelimit import RATE_LIMITED, RateLimited, RateLimiter
@@ -43,6 +44,7 @@ from stead.capability import (
     consume,
 )
 from stead.capability.ledger import load_grant, spent_on
+from stead.contracts import activity_names as names
 from stead.contracts.activities import (
     INVALID_ARGUMENTS,
     LEDGER_CONFLICT,
@@ -82,9 +84,10 @@ class ExecutionActivities:
         self._verifier = verifier
         self._rate_limits = rate_limits or RateLimiter(pool)
 
-    @activity.defn(name="adapter.execute")
+    @activity.defn(name=names.ADAPTER_EXECUTE)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     @observed_step  # step metrics and the step log line: stead/observability/steps.py
+    @heartbeats
     async def execute(self, req: ExecuteStepInput) -> ExecuteStepOutput:
         op, args = self._parse(req)
         ctx = OperationContext(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
+from stead.contracts import activity_names as names
 from stead.contracts.identity import (
     AdmitRunInput,
     ApprovalCheck,
@@ -19,9 +20,11 @@ from stead.contracts.identity import (
     BurnTokenInput,
     RunAdmission,
     VerifyApprovalInput,
+    VerifyCancelInput,
 )
 from stead.identity.admission import admit_run
 from stead.identity.approvals import ApprovalAuthenticator
+from stead.identity.cancels import CancelAuthenticator
 from stead.identity.tokens import PrincipalTokenVerifier
 from stead.policy.opa import OpaClient
 from stead.runs.scope import ScopeClaim, tenant_scoped
@@ -35,19 +38,25 @@ class IdentityActivities:
         self._opa = opa
         self._tokens = tokens
         self._approvals = ApprovalAuthenticator(pool, opa, tokens)
+        self._cancels = CancelAuthenticator(pool, opa, tokens, self._approvals)
 
-    @activity.defn(name="identity.admit_run")
+    @activity.defn(name=names.IDENTITY_ADMIT_RUN)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "bound"))
     async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
         key = None if self._tokens is None else self._tokens.public_key
         return await admit_run(self._pool, self._opa, req, key)
 
-    @activity.defn(name="identity.verify_approval")
+    @activity.defn(name=names.IDENTITY_VERIFY_APPROVAL)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,)))
     async def verify_approval(self, req: VerifyApprovalInput) -> ApprovalCheck:
         return await self._approvals.check(req)
 
-    @activity.defn(name="identity.burn_token")
+    @activity.defn(name=names.IDENTITY_VERIFY_CANCEL)
+    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,)))
+    async def verify_cancel(self, req: VerifyCancelInput) -> ApprovalCheck:
+        return await self._cancels.check(req)
+
+    @activity.defn(name=names.IDENTITY_BURN_TOKEN)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "recorded"))
     async def burn_token(self, req: BurnTokenInput) -> BurnedToken:
         """A token the run's history exposed (an unnarrowed one in a signal): revoke it."""

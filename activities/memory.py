@@ -19,6 +19,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from stead.contracts import activity_names as names
 from stead.contracts.activities import RecalledMemory
 from stead.embeddings.base import EmbeddingUnavailable
 from stead.memory.contracts import (
@@ -82,7 +83,7 @@ class MemoryActivities:
             self.index_op,
         ]
 
-    @activity.defn(name="memory.recall")
+    @activity.defn(name=names.MEMORY_RECALL)
     @tenant_scoped(_run_claim, pool=_service_pool)
     async def recall(self, req: RecallInput) -> tuple[RecalledMemory, ...]:
         """Context for the planner. Secrets never leave (RecallInput cannot ask for them,
@@ -115,7 +116,7 @@ class MemoryActivities:
             if item.sensitivity != "secret"
         )
 
-    @activity.defn(name="memory.remember_run_summary")
+    @activity.defn(name=names.MEMORY_REMEMBER_RUN_SUMMARY)
     @tenant_scoped(_run_claim, pool=_service_pool)
     async def remember_run_summary(self, req: RunSummaryInput) -> RememberResult:
         """Remember how the run ended, once per run (a retry returns the first write)."""

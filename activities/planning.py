@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.policy import PolicyActivities
 from adapters.catalog import Catalog
+from stead.contracts import activity_names as names
 from stead.contracts.activities import (
     PLAN_REJECTED,
     DecidedPlan,
@@ -74,7 +75,7 @@ class PlanningActivities:
         self._policy = policy
         self._llm = LlmPlanner(catalog, settings)
 
-    @activity.defn(name="plan.create")
+    @activity.defn(name=names.PLAN_CREATE)
     @tenant_scoped(lambda req: ScopeClaim(req.request.tenant, (req.workflow_id,)))
     async def create_plan(self, req: PlanInput) -> Plan:
         plan_id = f"{req.workflow_id}/plan-{req.attempt}"
@@ -96,7 +97,7 @@ class PlanningActivities:
                 str(exc), exc.reasons, spent, type=PLAN_REJECTED, non_retryable=True
             ) from None
 
-    @activity.defn(name="plan.create_decided")
+    @activity.defn(name=names.PLAN_CREATE_DECIDED)
     @tenant_scoped(
         lambda req: ScopeClaim(req.plan.request.tenant, (req.plan.workflow_id, req.run.workflow_id))
     )
@@ -136,7 +137,7 @@ class PlanningActivities:
             return DecidedPlan(plan=plan, undecided=why)
         return DecidedPlan(plan=plan, decision=decision)
 
-    @activity.defn(name="plan.window")
+    @activity.defn(name=names.PLAN_WINDOW)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant))
     async def plan_window(self, req: PlanWindowInput) -> Plan:
         """The next window of a stored plan, read from Postgres (the plan never re-enters

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
 from stead.audit.log import AuditEvent, append_event
+from stead.contracts import activity_names as names
 from stead.contracts.activities import DecideStepInput, PlanDecisionInput, StepProvenance
 from stead.contracts.run import ApprovalPolicy, Decision, sha256_hex
 from stead.db.pool import tenant_transaction
@@ -38,7 +39,7 @@ class PolicyActivities:
         self._pool = pool
         self._catalog = catalog
 
-    @activity.defn(name="policy.decide_plan")
+    @activity.defn(name=names.POLICY_DECIDE_PLAN)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     async def decide_plan(self, req: PlanDecisionInput) -> Decision:
         """Policy decides the whole plan: a stored plan (history holds one window of it)
@@ -98,7 +99,7 @@ class PolicyActivities:
         observe_decision(req.tenant, "plan", None, decision, eval_ms / 1000)
         return decision
 
-    @activity.defn(name="policy.decide_step")
+    @activity.defn(name=names.POLICY_DECIDE_STEP)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
     async def decide_step(self, req: DecideStepInput) -> Decision:
         async with tenant_transaction(self._pool, req.tenant) as conn:

@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.identity import IdentityActivities
 from stead.audit.log import AuditEvent, append_event
+from stead.contracts import activity_names as names
 from stead.contracts.activities import AuditInput, OpenRunInput, RunRecordInput
 from stead.contracts.identity import RunAdmission
 from stead.db.pool import tenant_transaction
@@ -68,7 +69,7 @@ class RecordActivities:
         self._pool = pool
         self._identity = identity
 
-    @activity.defn(name="runs.open")
+    @activity.defn(name=names.RUNS_OPEN)
     @tenant_scoped(_open_claim)
     async def open_run(self, req: OpenRunInput) -> RunAdmission:
         """``identity.admit_run`` and ``runs.record("planning")`` as one local activity.
@@ -102,7 +103,7 @@ class RecordActivities:
             )
         return admission
 
-    @activity.defn(name="audit.append")
+    @activity.defn(name=names.AUDIT_APPEND)
     @tenant_scoped(_audit_claim)
     async def append_audit(self, req: AuditInput) -> None:
         verdict = _approval_verdict(req)
@@ -125,7 +126,7 @@ class RecordActivities:
         if verdict is not None:
             observe_approval(req.tenant, verdict, waited)
 
-    @activity.defn(name="runs.record")
+    @activity.defn(name=names.RUNS_RECORD)
     @tenant_scoped(_record_claim)
     async def record_run(self, req: RunRecordInput) -> None:
         """Idempotent upsert: Temporal may deliver it more than once."""

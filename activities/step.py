@@ -36,9 +36,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.execution import ExecutionActivities
+from activities.heartbeat import heartbeats
 from activities.policy import PolicyActivities
 from stead.audit.chain import decision_row_verified
 from stead.audit.log import AuditEvent, append_event
+from stead.contracts import activity_names as names
 from stead.contracts.activities import ExecuteStepInput, ExpressStepInput, ExpressStepOutput
 from stead.contracts.run import Decision, sha256_hex
 from stead.db.pool import commit_without_waiting_for_disk, tenant_transaction
@@ -59,12 +61,13 @@ class StepActivities:
         self._policy = policy
         self._execution = execution
 
-    @activity.defn(name="step.run")
+    @activity.defn(name=names.STEP_RUN)
     @tenant_scoped(_step_claim)
+    @heartbeats
     async def run(self, req: ExpressStepInput) -> ExpressStepOutput:
         return await execute_if_allowed(self._execution, req, await self._decide(req))
 
-    @activity.defn(name="express.step")
+    @activity.defn(name=names.EXPRESS_STEP)
     @tenant_scoped(_step_claim)
     async def run_express(self, req: ExpressStepInput) -> ExpressStepOutput:
         """The local-activity form: a policy outage is retried by the local activity's own

@@ -39,6 +39,8 @@ class ValidatorRefusal:
     actor: str
     reason: str
     data: dict[str, str] = field(default_factory=dict)
+    # A refused ``cancel`` update is reported the same way, as ``cancel_refused``.
+    kind: str = "approval_refused"
 
 
 Sink = Callable[[ValidatorRefusal], None]

@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     SERVICE_NOT_READY = "service_not_ready"
     MIGRATION = "migration"
     APPROVAL_REFUSED = "approval_refused"
+    CANCEL_REFUSED = "cancel_refused"
     INVALID_INPUT = "invalid_input"
     TEMPORAL_UNAVAILABLE = "temporal_unavailable"
 
@@ -60,6 +61,12 @@ class ApprovalRefused(SteadError):
     """The run refused an approval (``stead approve`` exits 1); the message says why."""
 
     code = ErrorCode.APPROVAL_REFUSED
+
+
+class CancelRefused(SteadError):
+    """The run refused a cancel (``stead cancel`` exits 1) and keeps going; the message says why."""
+
+    code = ErrorCode.CANCEL_REFUSED
 
 
 class TemporalUnavailable(SteadError):

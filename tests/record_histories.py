@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import tempfile
@@ -23,8 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
+from stead.capability.keys import IDENTITY
+from stead.capability.trust import key_store
+from stead.contracts.cancel_token import cancel_scope
 from stead.contracts.hello import Greeting, GreetingRequest
 from stead.contracts.run import (
     ApprovalInput,
@@ -36,15 +41,24 @@ from stead.contracts.run import (
     RunStatus,
     Verdict,
 )
+from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack.stack import stack_down, stack_up
+from stead.identity import directory
+from stead.identity.tokens import PrincipalTokenIssuer, scope_to_cancel
 from stead.settings import Settings
 from tests import opa_auth
 from tests.conftest import REPO, settings_for
+from tests.peers import FakeLlm, serve
 from tests.runs import configure_tenant, playbook, wait_pending
 from workers.main import build_worker, connect, open_resources
 
 HISTORIES = REPO / "tests" / "histories"
 TASK_QUEUE = "stead-histories"
+# A second worker whose plans over STORED_AFTER steps are stored and run window by window
+# (windows of STORED_AFTER steps, the smallest continue_as_new_after_steps allows).
+STORED_QUEUE = "stead-histories-stored"
+STORED_AFTER = 10
+STORED_STEPS = 25
 PRINCIPAL = "user:ann"
 
 PUT_GET = playbook(
@@ -91,9 +105,14 @@ async def fetch_run_chain(client: Client, wf_id: str, first_run_id: str) -> list
 class Recorder:
     client: Client
     settings: Settings
+    llm: FakeLlm
 
     async def start_run(
-        self, scenario: str, tenant_config: dict[str, Any], **request: Any
+        self,
+        scenario: str,
+        tenant_config: dict[str, Any],
+        task_queue: str = TASK_QUEUE,
+        **request: Any,
     ) -> WorkflowHandle[Any, RunStatus]:
         # One tenant per scenario, so record keys and audit chains never mix.
         tenant = workflow_id(scenario)
@@ -103,9 +122,19 @@ class Recorder:
             "stead.run",
             RunInput(request=req),
             id=workflow_id(scenario),
-            task_queue=TASK_QUEUE,
+            task_queue=task_queue,
             result_type=RunStatus,
         )
+
+
+async def scheduled(handle: AnyHandle) -> list[str]:
+    """The activity types the run scheduled, in order (local ones are markers, not here)."""
+    history = await handle.fetch_history()
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
 
 
 def approval(
@@ -133,8 +162,11 @@ def expect(status: RunStatus, run_state: str, *step_states: str) -> None:
 
 
 async def happy(r: Recorder) -> AnyHandle:
+    """Two steps, each decided and executed in one fused ``step.run`` task."""
     handle = await r.start_run("happy", {}, playbook_source=PUT_GET, inputs={"key": "k1"})
     expect(await handle.result(), "completed", "succeeded", "succeeded")
+    if (await scheduled(handle)).count("step.run") != 2:
+        raise RuntimeError(f"{handle.id}: the steps did not take the fused lane")
     return handle
 
 
@@ -235,10 +267,46 @@ async def signal_approval(r: Recorder) -> AnyHandle:
 
 
 async def cancelled(r: Recorder) -> AnyHandle:
+    """A claimed cancel by signal (the Temporal UI path), audited as claimed."""
     handle = await _approval(r, "cancelled", approvers=["user:bob"])
     await wait_pending(handle, "put")
-    # Attributed, as `stead cancel --as` sends it: covers the audited cancel path.
     await handle.signal("cancel", CancelInput(requested_by="user:bob", reason="not today"))
+    expect(await handle.result(), "cancelled", "cancelled")
+    return handle
+
+
+async def cancel_update(r: Recorder) -> AnyHandle:
+    """A claimed cancel by update, as `stead cancel --as` sends it without a token."""
+    handle = await _approval(r, "cancel-update", approvers=["user:bob"])
+    await wait_pending(handle, "put")
+    await handle.execute_update("cancel", CancelInput(requested_by="user:bob", reason="not today"))
+    expect(await handle.result(), "cancelled", "cancelled")
+    return handle
+
+
+async def cancel_proven(r: Recorder) -> AnyHandle:
+    """A cancel proven by a principal token narrowed to this run and reason (a managed
+    tenant whose approvals need tokens): ``identity.verify_cancel`` checks and spends it."""
+    scenario = "cancel-proven"
+    tenant = workflow_id(scenario)
+    pool = await create_pool(r.settings.postgres_dsn, max_size=1)
+    try:
+        async with tenant_transaction(pool, tenant) as conn:
+            await directory.create_tenant(conn, tenant)
+            for principal in ("user:ann", "user:bob"):
+                await directory.add_principal(conn, tenant, principal)
+    finally:
+        await pool.close()
+    handle = await _approval(r, scenario, approvers=["user:bob"], approval_authentication="token")
+    await wait_pending(handle, "put")
+    keys = key_store(r.settings)
+    private, public = keys.private(IDENTITY), keys.public(IDENTITY)
+    assert private is not None and public is not None
+    bob = PrincipalTokenIssuer(private).issue(tenant, "user:bob").token
+    token = scope_to_cancel(bob, public, cancel_scope(handle.id, "not today"))
+    await handle.execute_update(
+        "cancel", CancelInput(requested_by="user:bob", reason="not today", token=token)
+    )
     expect(await handle.result(), "cancelled", "cancelled")
     return handle
 
@@ -312,6 +380,97 @@ async def express(r: Recorder) -> AnyHandle:
     return handle
 
 
+async def rejected_replan(r: Recorder) -> AnyHandle:
+    """A reviewer rejects a step with a comment; the run replans and its ``on_reject``
+    block redoes the step with the comment, which is approved and completes the run."""
+    source = playbook(
+        {
+            "id": "publish",
+            "operation": "records.put",
+            "args": {"key": "post", "value": {"text": "v1"}},
+            "on_failure": "replan",
+            "on_reject": [
+                {
+                    "id": "redo",
+                    "operation": "records.put",
+                    "args": {"key": "post", "value": {"text": "${failure.comment}"}},
+                    "replaces": "publish",
+                }
+            ],
+        }
+    )
+    handle = await r.start_run(
+        "rejected-replan",
+        {"approval_risk": "low", "approvers": ["user:bob"]},
+        playbook_source=source,
+    )
+    pending = await wait_pending(handle, "publish")
+    await handle.execute_update("approve", approval(pending, "user:bob", "reject", "say v2"))
+    pending = await wait_pending(handle, "redo_2")
+    await handle.execute_update("approve", approval(pending, "user:bob", "approve"))
+    status = await handle.result()
+    expect(status, "completed", "succeeded")
+    if status.replans != 1:
+        raise RuntimeError(f"{handle.id}: replanned {status.replans} times, not once")
+    return handle
+
+
+async def llm_planner(r: Recorder) -> AnyHandle:
+    """The LLM planner (a local OpenAI-compatible server) plans from a goal."""
+    r.llm.replies.clear()
+    r.llm.reply_plan(
+        {
+            "rationale": "echo twice",
+            "steps": [
+                {"id": "a", "operation": "core.echo", "args": {"value": 1}},
+                {
+                    "id": "b",
+                    "operation": "core.echo",
+                    "args": {"value": {"$ref": "steps.a.output.value"}},
+                    "depends_on": ["a"],
+                },
+            ],
+        },
+        tokens=60,
+    )
+    handle = await r.start_run("llm-planner", {}, goal="echo a value twice")
+    status = await handle.result()
+    expect(status, "completed", "succeeded", "succeeded")
+    if status.plan is None or status.plan.planner.kind != "llm":
+        raise RuntimeError(f"{handle.id}: not planned by the LLM planner")
+    return handle
+
+
+async def stored_plan(r: Recorder) -> AnyHandle:
+    """A plan over the worker's inline limit is stored and run window by window: each
+    continued run loads its window with ``plan.window``."""
+    steps = [{"id": "s01", "operation": "core.echo", "args": {"value": 1}}]
+    for n in range(2, STORED_STEPS + 1):
+        steps.append(
+            {
+                "id": f"s{n:02d}",
+                "operation": "core.echo",
+                "args": {"value": {"$ref": f"steps.s{n - 1:02d}.output.value"}},
+                "depends_on": [f"s{n - 1:02d}"],
+            }
+        )
+    handle = await r.start_run(
+        "stored-plan",
+        {},
+        task_queue=STORED_QUEUE,
+        playbook_source=playbook(*steps),
+        options=RunOptions(continue_as_new_after_steps=STORED_AFTER),
+    )
+    status = await handle.result()
+    if status.status != "completed" or status.total_steps != STORED_STEPS or status.continued < 2:
+        raise RuntimeError(
+            f"{handle.id}: expected a completed stored plan of {STORED_STEPS} steps over >= 3 "
+            "windows, got "
+            f"{status.status} {status.total_steps} steps, continued {status.continued}"
+        )
+    return handle
+
+
 async def hello(r: Recorder) -> AnyHandle:
     handle = await r.client.start_workflow(
         "stead.hello",
@@ -337,9 +496,14 @@ SCENARIOS: dict[str, Scenario] = {
     "plan-rejected": plan_rejected,
     "signal-approval": signal_approval,
     "cancelled": cancelled,
+    "cancel-update": cancel_update,
+    "cancel-proven": cancel_proven,
     "chain": chain,
     "fan-out": fan_out,
     "express": express,
+    "rejected-replan": rejected_replan,
+    "llm-planner": llm_planner,
+    "stored-plan": stored_plan,
     "hello": hello,
 }
 
@@ -366,11 +530,29 @@ def compact_json(history: WorkflowHistory) -> str:
     return '{"events": [\n' + lines + "\n]}\n"
 
 
-async def record(settings: Settings, names: list[str]) -> None:
+async def record(base: Settings, names: list[str]) -> None:
+    llm = FakeLlm()
+    with serve(llm) as llm_url:
+        settings = base.model_copy(
+            update={
+                "planner_model": "openai/fake-planner",
+                "planner_api_base": f"{llm_url}/v1",
+                "planner_api_key": SecretStr("test-key"),
+            }
+        )
+        await record_with(settings, llm, names)
+
+
+async def record_with(settings: Settings, llm: FakeLlm, names: list[str]) -> None:
     client = await connect(settings)
     HISTORIES.mkdir(exist_ok=True)
-    async with open_resources(settings) as resources, build_worker(client, TASK_QUEUE, resources):
-        recorder = Recorder(client, settings)
+    stored = settings.model_copy(update={"plan_inline_max_steps": STORED_AFTER})
+    async with (
+        open_resources(settings) as resources,
+        build_worker(client, TASK_QUEUE, resources),
+        build_worker(client, STORED_QUEUE, dataclasses.replace(resources, settings=stored)),
+    ):
+        recorder = Recorder(client, settings, llm)
         for name in names:
             began = time.monotonic()
             handle = await SCENARIOS[name](recorder)

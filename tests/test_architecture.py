@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from stead.contracts import activity_names
+
 REPO = Path(__file__).resolve().parents[1]
 FIRST_PARTY = ("stead", "workflows", "activities", "adapters", "workers")
 RUNTIME_PACKAGES = ("stead", "workflows", "activities", "adapters", "workers")
@@ -174,7 +176,7 @@ def env_accesses(path: Path) -> list[Use]:
 
 def workflow_closure() -> dict[str, list[str]]:
     """First-party modules loaded by importing workflows/, each with the chain that loads it."""
-    roots = sorted((REPO / "workflows").glob("*.py"))
+    roots = sorted((REPO / "workflows").rglob("*.py"))
     chains: dict[str, list[str]] = {module_name(p): [module_name(p)] for p in roots}
     queue = list(chains)
     while queue:
@@ -231,14 +233,24 @@ def activity_definitions() -> Iterator[Definition]:
                     yield path, node, decorator
 
 
+def activity_name(value: ast.expr) -> object:
+    """A literal name, or ``names.X`` from ``stead.contracts.activity_names``, which the
+    workflow's stubs call by the same constant."""
+    if isinstance(value, ast.Constant):
+        return value.value
+    if isinstance(value, ast.Attribute) and ast.unparse(value.value) == "names":
+        return getattr(activity_names, value.attr, None)
+    return None
+
+
 def test_every_activity_has_an_explicit_dotted_name() -> None:
     found, problems = [], []
     for path, func, decorator in activity_definitions():
         where = f"{path.relative_to(REPO)}:{func.lineno} {func.name}"
         names = [
-            kw.value.value
+            activity_name(kw.value)
             for kw in (decorator.keywords if isinstance(decorator, ast.Call) else [])
-            if kw.arg == "name" and isinstance(kw.value, ast.Constant)
+            if kw.arg == "name"
         ]
         if not names or not isinstance(names[0], str) or not ACTIVITY_NAME.match(names[0]):
             problems.append(f'{where}: use @activity.defn(name="<area>.<action>")')

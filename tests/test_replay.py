@@ -3,7 +3,8 @@
 The histories in ``tests/histories/`` were recorded by ``tests/record_histories.py``
 against the real stack. A change to ``workflows/`` that would break a run parked in
 production (a reordered activity, a new timer, a removed signal) fails here, naming the
-history. Fix it with ``workflow.patched``; never by re-recording (see the README there).
+history. Fix it with ``workflow.patched``, or re-record only when no run of the old code
+can exist (docs/workflow-changes.md says which, and how).
 No services are needed: the Replayer runs the workflow code against the recorded events.
 """
 
@@ -25,12 +26,20 @@ REQUIRED_SCENARIOS = (
     "happy",
     "approved",
     "rejected",
+    "rejected-replan",
     "approval-timeout",
     "denied",
+    "step-denied",
     "plan-rejected",
     "signal-approval",
     "cancelled",
+    "cancel-update",
+    "cancel-proven",
     "chain",
+    "stored-plan",
+    "fan-out",
+    "express",
+    "llm-planner",
     "hello",
 )
 CLOSING_EVENTS = (

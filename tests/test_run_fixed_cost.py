@@ -1,7 +1,7 @@
-"""A run's fixed cost (the ``run-fixed-cost`` patch): the start record and admission are
-one local activity, the plan and its decision one activity, and search attributes are
-upserted only when a value changes, while the run is recorded and admitted and its plan
-decided, recorded, audited and failing closed exactly as before."""
+"""A run's fixed cost: the start record and admission are one local activity, the plan
+and its decision one activity, and search attributes are upserted only when a value
+changes, while the run is recorded and admitted and its plan decided, recorded, audited
+and failing closed exactly as before."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ async def test_a_new_run_plans_and_decides_its_plan_in_one_recorded_audited_acti
     assert [e.data["decision_id"] for e in audited] == [decisions[0]["decision_id"]]
 
 
-async def test_a_run_upserts_each_status_once_and_meets_one_patch(worker: WorkerHandle) -> None:
+async def test_a_run_upserts_each_status_once_and_meets_no_patch(worker: WorkerHandle) -> None:
     tenant = new_tenant()
     await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
@@ -138,14 +138,11 @@ async def test_a_run_upserts_each_status_once_and_meets_one_patch(worker: Worker
     # The first status upsert also sets the tenant and pending=False; none repeats a value.
     statuses = [u["SteadStatus"] for u in upserts(history) if "SteadStatus" in u]
     assert statuses == ['"planning"', '"running"', '"completed"']
-    assert [u for u in upserts(history) if "SteadPendingApproval" in u] == upserts(history)[1:2]
-    # One patch marker (and the SDK's TemporalChangeVersion upsert for it), not one per patch.
-    assert patch_markers(history) == ["run-fixed-cost"]
-    assert [
-        u["TemporalChangeVersion"]
-        for u in upserts(history)
-        if len(u) == 1 and "TemporalChangeVersion" in u
-    ] == ['["run-fixed-cost"]']
+    assert [u for u in upserts(history) if "SteadPendingApproval" in u] == upserts(history)[:1]
+    # No patch marker (and no TemporalChangeVersion upsert): the pre-release patches are
+    # retired, and each one a run meets costs it an event and a visibility write.
+    assert patch_markers(history) == []
+    assert not [u for u in upserts(history) if "TemporalChangeVersion" in u]
     described = await handle.describe()
     attributes = described.typed_search_attributes
     assert {p.key.name: p.value for p in attributes}.items() >= {

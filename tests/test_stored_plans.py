@@ -60,8 +60,8 @@ from workers.main import build_worker, connect, open_resources
 THRESHOLD = 20
 WINDOW = 10
 EVENTS_WARN_LIMIT = 10_240
-# Where a run's plan enters history: plan.create, or with its decision since run-fixed-cost.
-PLAN_ACTIVITIES = ("plan.create", "plan.create_decided")
+# Where a run's plan enters history: with its decision.
+PLAN_ACTIVITIES = ("plan.create_decided",)
 
 pytestmark = pytest.mark.slow
 

@@ -187,6 +187,7 @@ class WorkerResources:
             continuation.verify,
             identity.admit_run,
             identity.verify_approval,
+            identity.verify_cancel,
             identity.burn_token,
             capability.issue,
             *MemoryActivities(self.memory, self.trust.integrity).all(),

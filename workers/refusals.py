@@ -89,7 +89,7 @@ async def append_refusal(pool: asyncpg.Pool, refusal: ValidatorRefusal) -> None:
                 workflow_id=refusal.workflow_id,
                 run_id=refusal.run_id,
                 step_id=refusal.step_id,
-                kind="approval_refused",
+                kind=refusal.kind,
                 actor=refusal.actor,
                 data={"reason": refusal.reason, **refusal.data},
             ),

@@ -5,11 +5,12 @@ the ``cancel`` handler takes ``*args``: a typed parameter would let the SDK drop
 that does not fit, or fail every workflow task on the wrong arity, before Stead could
 audit it.
 
-Every cancel stops the run, with or without a payload: stopping is the safe direction,
-a bare ``cancel`` is what the Temporal UI's signal button and older clients send, and
-whoever can signal a run can also terminate it through Temporal, so refusing one would
-protect nothing. What differs is the attribution the audit records: ``claimed`` (the
-payload names a principal), ``unattributed`` (no payload) or ``malformed``.
+In a tenant whose approvals are claimed names (``approval_authentication: none``) every
+cancel stops the run, with or without a payload, and the audit records its attribution:
+``claimed`` (the payload names a principal), ``unattributed`` (no payload) or
+``malformed``. Where approvals need tokens, so does a cancel: a principal token
+narrowed to this run and this reason (``stead.contracts.cancel_token``), verified by
+an activity, recorded as ``token``; anything else is refused and the run keeps going.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from pydantic import ValidationError
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from stead.contracts.cancel_token import cancel_narrowing_problem, cancel_scope
     from stead.contracts.run import CancelInput
 
 UNATTRIBUTED: Final = "unknown:unattributed-cancel"
 MALFORMED: Final = "unknown:malformed-cancel"
-Attribution = Literal["claimed", "unattributed", "malformed"]
+Attribution = Literal["claimed", "unattributed", "malformed", "token"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ReceivedCancel:
     reason: str
     attribution: Attribution
     problem: str | None = None
+    token: str | None = None
 
     def audit_data(self) -> dict[str, object]:
         data: dict[str, object] = {"reason": self.reason, "attribution": self.attribution}
@@ -56,11 +59,35 @@ def receive_cancel(args: Sequence[Any]) -> ReceivedCancel:
     if len(args) != 1:
         problem = f"cancel input must be one JSON object, got {len(args)} arguments"
         return ReceivedCancel(MALFORMED, "", "malformed", problem)
+    value = args[0]
+    token = value.get("token") if isinstance(value, dict) else None
+    token = token if isinstance(token, str) and 0 < len(token) <= 16_384 else None
     try:
-        cancel = CancelInput.model_validate(args[0])
+        cancel = CancelInput.model_validate(value)
     except ValidationError as exc:
-        return ReceivedCancel(MALFORMED, "", "malformed", _malformed(exc))
-    return ReceivedCancel(cancel.requested_by, cancel.reason, "claimed")
+        return ReceivedCancel(MALFORMED, "", "malformed", _malformed(exc), token)
+    return ReceivedCancel(cancel.requested_by, cancel.reason, "claimed", token=cancel.token)
+
+
+def cancel_history_problem(
+    received: ReceivedCancel, workflow_id: str, tokens_required: bool
+) -> str | None:
+    """Why this cancel must not be written to the run's history (update validator) or
+    must be refused (signal), from its shape alone; None when it may go on.
+
+    A token must be narrowed to exactly this run and reason; where tokens are required
+    a cancel without one, or malformed, is refused.
+    """
+    if received.token is not None and received.attribution != "malformed":
+        return cancel_narrowing_problem(received.token, cancel_scope(workflow_id, received.reason))
+    if received.problem is not None and (tokens_required or received.token is not None):
+        return received.problem
+    if tokens_required:
+        return (
+            "this tenant's approvals need principal tokens, and so does a cancel: "
+            "`stead cancel RUN --as <principal> --token-file <file>`"
+        )
+    return None
 
 
 def _malformed(exc: ValidationError) -> str:

@@ -17,7 +17,7 @@ from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
 from stead.settings import Settings
 
-# The same key the run workflow upserts (workflows/run.py), read back here.
+# The same key the run workflow upserts (workflows/run/books.py), read back here.
 SA_TENANT = SearchAttributeKey.for_keyword("SteadTenant")
 
 

@@ -24,6 +24,7 @@ from stead.capability.keys import ALL_KEYS, ALL_SECRETS, IDENTITY, KeyStore
 from stead.capability.trust import key_store
 from stead.cli._common import console, fails_cleanly, print_json, settings
 from stead.contracts.approval_token import ApprovalScope, narrowing_problem
+from stead.contracts.cancel_token import cancel_narrowing_problem, cancel_scope
 from stead.contracts.run import ApprovalInput, PendingApproval, Verdict
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
@@ -35,6 +36,7 @@ from stead.identity.tokens import (
     MAX_TTL,
     PrincipalTokenIssuer,
     scope_to_approval,
+    scope_to_cancel,
 )
 from stead.settings import Settings
 
@@ -352,6 +354,18 @@ def approval_token(
     problem = narrowing_problem(scoped, scope)
     if problem is not None:
         raise ConfigError(f"the token could not be narrowed to this approval: {problem}")
+    return scoped
+
+
+def cancel_token(cfg: Settings, raw: str, *, run_id: str, reason: str) -> str:
+    """``raw`` attenuated to cancelling this one run for this reason (single-use)."""
+    from stead.cli.starts import identity_public_key
+
+    scope = cancel_scope(run_id, reason)
+    scoped = scope_to_cancel(raw, identity_public_key(cfg), scope)
+    problem = cancel_narrowing_problem(scoped, scope)
+    if problem is not None:
+        raise ConfigError(f"the token could not be narrowed to this cancel: {problem}")
     return scoped
 
 

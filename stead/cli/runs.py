@@ -57,7 +57,7 @@ from stead.contracts.run import (
     StepResult,
     Verdict,
 )
-from stead.errors import ApprovalRefused, ConfigError, TemporalUnavailable
+from stead.errors import ApprovalRefused, CancelRefused, ConfigError, TemporalUnavailable
 from stead.settings import Settings
 
 EXIT_CODES: dict[str, int] = {
@@ -526,26 +526,49 @@ def cancel(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
     principal: Annotated[str, typer.Option("--as", help="Who cancels, e.g. user:alice.")],
     reason: Annotated[str, typer.Option(help="Why; recorded in the audit and the run.")] = "",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="Your principal token (else STEAD_TOKEN_FILE, STEAD_TOKEN)."),
+    ] = None,
 ) -> None:
     """Ask a run to stop: running steps finish, nothing new starts.
 
     Attributed like an approval: the run audits ``cancel_requested`` with who asked
-    and why, and its ``run_finished`` record carries both. Who is claimed, not proven
-    by a token: a cancel only stops work.
+    and why, and its ``run_finished`` record carries both. With a principal token it
+    is proven: the token is narrowed to this run and this reason before it is sent,
+    and a tenant whose approvals need tokens refuses a cancel without one.
     """
+    from stead.cli.identity import cancel_token
+    from stead.cli.starts import start_token_input
+
+    cfg = settings()
+    raw = start_token_input(cfg, token_file)
+    token = None if raw is None else cancel_token(cfg, raw, run_id=run_id, reason=reason)
     try:
-        payload = CancelInput(requested_by=principal, reason=reason)
+        payload = CancelInput(requested_by=principal, reason=reason, token=token)
     except ValidationError as exc:
         raise ConfigError(f"invalid cancel: {_pydantic_errors(exc)}") from None
+
+    async def go(client: Client) -> None:
+        try:
+            await client.get_workflow_handle(run_id).execute_update("cancel", payload)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            why = " ".join(str(getattr(cause, "message", None) or cause).split())
+            raise CancelRefused(f"cancel refused, the run keeps going: {why}") from None
+
     try:
-        with_client(lambda client: client.get_workflow_handle(run_id).signal("cancel", payload))
+        with_client(go, cfg)
     except RPCError as exc:
         if is_outage(exc):
             raise temporal_unavailable(exc) from None
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise ConfigError(f"run {run_id} is not running (unknown or finished)") from None
         raise ConfigError(f"cannot cancel {run_id}: {exc.message}") from None
-    console.print(f"cancel requested for {run_id} by {escape(principal)}", highlight=False)
+    proof = "proven by token" if token else "claimed"
+    console.print(
+        f"cancel requested for {run_id} by {escape(principal)} ({proof})", highlight=False
+    )
 
 
 @fails_cleanly

@@ -107,8 +107,12 @@ def exposed_revocation_ids(token: str) -> tuple[str, ...]:
         ids = tuple(UnverifiedBiscuit.from_base64(token).revocation_ids)
     except Exception:
         return ()
+    # A block narrowing to a cancel (``cancel_token``) counts the same way: burning a
+    # lifted cancel token must not revoke the principal's own token.
+    from stead.contracts.cancel_token import narrows_a_cancel
+
     for index, block in enumerate(blocks[1:], start=1):
-        if _narrowed_to(block) is not None:
+        if _narrowed_to(block) is not None or narrows_a_cancel(block):
             return ids[index:]
     return ids
 
@@ -121,6 +125,12 @@ def revocation_ids(token: str) -> tuple[str, ...]:
         return tuple(UnverifiedBiscuit.from_base64(token).revocation_ids)
     except Exception:
         return ()
+
+
+def printed_blocks(token: str) -> list[str] | str:
+    """The printed source of each block of ``token``, or why it is not one we would read
+    (no keys, no I/O; a cancel's narrowing is read the same way, ``cancel_token``)."""
+    return _blocks(token)
 
 
 def _blocks(token: str) -> list[str] | str:

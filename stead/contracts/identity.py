@@ -79,6 +79,17 @@ class VerifyApprovalInput(Closed):
     token: str | None = None
 
 
+class VerifyCancelInput(Closed):
+    """A cancel to authenticate: the claimed principal, the reason and its token."""
+
+    tenant: TenantId
+    workflow_id: str
+    requested_by: PrincipalId
+    reason: str = Field(default="", max_length=1_000)
+    # As for approvals, the activity reads from policy whether a token is needed.
+    token: str | None = Field(default=None, max_length=PRINCIPAL_TOKEN_MAX_CHARS)
+
+
 class BurnTokenInput(Closed):
     """A principal token the run's history exposed without narrowing it to one approval."""
 

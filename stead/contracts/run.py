@@ -192,14 +192,17 @@ class ApprovalInput(Closed):
 
 
 class CancelInput(Closed):
-    """The ``cancel`` signal's payload: who asks the run to stop, and why.
+    """A cancel's payload (the ``cancel`` update or signal): who asks the run to stop, why.
 
-    ``requested_by`` is claimed, not proven (no token is checked): a cancel only stops
-    work, and whoever can signal the run can also terminate it through Temporal.
+    Where the tenant's ``approval_authentication`` is ``token``, ``token`` must be the
+    principal token of ``requested_by`` narrowed to this run and the sha256 of this
+    reason (``stead.contracts.cancel_token``); ``stead cancel`` narrows it. Elsewhere
+    ``requested_by`` is claimed and audited as claimed.
     """
 
     requested_by: PrincipalId
     reason: str = Field(default="", max_length=1_000)
+    token: str | None = Field(default=None, max_length=16_384)
 
 
 class ApprovalRecord(Closed):

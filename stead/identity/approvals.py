@@ -146,25 +146,35 @@ class ApprovalAuthenticator:
                     f"principal token {claims.token_id} of {claims.principal} is refused: "
                     f"{EXPOSED} (seen in {exposed_by})"
                 )
-            if await get_tenant(conn, req.tenant) is None:
-                return f"tenant {req.tenant} has no directory; create it with `stead tenant create`"
-            principal = await get_principal(conn, req.tenant, claims.principal)
-            if principal is None:
-                return f"{claims.principal} is not a principal of tenant {req.tenant}"
-            if principal.disabled:
-                return f"{claims.principal} is disabled in tenant {req.tenant}"
-            revoked = principal.tokens_not_before
-            if revoked is not None and claims.issued_at < revoked:
-                return (
-                    f"principal token {claims.token_id} was issued before {claims.principal}'s "
-                    f"tokens were revoked at {revoked.isoformat()}; get a new one"
-                )
+            problem = await token_holder_problem(conn, req.tenant, claims)
+            if problem is not None:
+                return problem
             if not await is_named_approver(conn, req.tenant, claims.principal, req.approvers):
                 return (
                     f"{claims.principal} is no longer named by the step's approvers "
                     f"({', '.join(req.approvers) or 'none'}) in the directory"
                 )
         return None
+
+
+async def token_holder_problem(
+    conn: asyncpg.Connection, tenant: str, claims: PrincipalClaims
+) -> str | None:
+    """Why the directory does not back this token's principal now (approvals and cancels)."""
+    if await get_tenant(conn, tenant) is None:
+        return f"tenant {tenant} has no directory; create it with `stead tenant create`"
+    principal = await get_principal(conn, tenant, claims.principal)
+    if principal is None:
+        return f"{claims.principal} is not a principal of tenant {tenant}"
+    if principal.disabled:
+        return f"{claims.principal} is disabled in tenant {tenant}"
+    revoked = principal.tokens_not_before
+    if revoked is not None and claims.issued_at < revoked:
+        return (
+            f"principal token {claims.token_id} was issued before {claims.principal}'s "
+            f"tokens were revoked at {revoked.isoformat()}; get a new one"
+        )
+    return None
 
 
 def _refuse(reason: str) -> ApprovalCheck:

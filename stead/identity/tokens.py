@@ -36,6 +36,7 @@ from stead.biscuit_limits import limited
 from stead.capability.authority import Clock, utcnow
 from stead.contracts.approval_token import APPROVAL_BLOCK, ApprovalScope
 from stead.contracts.base import Closed
+from stead.contracts.cancel_token import CANCEL_BLOCK, CancelScope
 from stead.identity.errors import (
     PrincipalTokenExpired,
     PrincipalTokenInvalid,
@@ -65,6 +66,12 @@ _CLAIMS = Rule(
 _AUTHORIZER = """
 time({now});
 approval({workflow_id}, {step_id}, {plan_hash}, {verdict});
+allow if stead_token("principal", 1), principal({tenant}, $principal);
+"""
+# A cancel's authorizer states only a cancel: an approval-narrowed token fails it.
+_CANCEL_AUTHORIZER = """
+time({now});
+cancel({workflow_id}, {reason_sha256});
 allow if stead_token("principal", 1), principal({tenant}, $principal);
 """
 
@@ -125,6 +132,21 @@ def scope_to_approval(
     return biscuit.append(block).to_base64()
 
 
+def scope_to_cancel(
+    token: str,
+    public_key: PublicKey,
+    scope: CancelScope,
+    *,
+    ttl: timedelta = APPROVAL_TTL,
+    clock: Clock = utcnow,
+) -> str:
+    """Attenuate a principal token to one cancel of one run, for one reason."""
+    biscuit = _parse(token, public_key)
+    expires_at = clock().astimezone(UTC).replace(microsecond=0) + ttl
+    block = BlockBuilder(CANCEL_BLOCK, {**scope.model_dump(), "expires_at": expires_at})
+    return biscuit.append(block).to_base64()
+
+
 def read_claims(token: str, public_key: PublicKey, *, clock: Clock = utcnow) -> PrincipalClaims:
     """The signed claims of a token, checking only the signature (for display and the CLI)."""
     return _claims(_parse(token, public_key), clock().astimezone(UTC))
@@ -148,25 +170,54 @@ class PrincipalTokenVerifier:
 
     def verify_approval(self, token: str, *, tenant: str, scope: ApprovalScope) -> PrincipalClaims:
         """Claims of a token that proves its principal for exactly this approval; raises why not."""
+        return self._verify_narrowed(
+            token,
+            tenant,
+            _AUTHORIZER,
+            scope.model_dump(),
+            what="approval",
+            fix="Approve with `stead approve`, or make the signal input with "
+            "`stead principal sign-approval`",
+        )
+
+    def verify_cancel(self, token: str, *, tenant: str, scope: CancelScope) -> PrincipalClaims:
+        """Claims of a token that proves its principal for exactly this cancel; raises why not."""
+        return self._verify_narrowed(
+            token,
+            tenant,
+            _CANCEL_AUTHORIZER,
+            scope.model_dump(),
+            what="cancel",
+            fix="Cancel with `stead cancel RUN --as <principal> --token-file <file>`",
+        )
+
+    def _verify_narrowed(
+        self,
+        token: str,
+        tenant: str,
+        authorizer: str,
+        facts: dict[str, Any],
+        *,
+        what: str,
+        fix: str,
+    ) -> PrincipalClaims:
+        """The token passes for exactly these facts, and for no others differing in any one."""
         biscuit = _parse(token, self._public_key)
         now = self._clock().astimezone(UTC)
         claims = current_claims(biscuit, now, tenant)
-        facts = scope.model_dump()
-        problem = _authorization_problem(biscuit, now, tenant, facts)
+        problem = _authorization_problem(biscuit, now, tenant, facts, authorizer)
         if problem is not None:
             raise PrincipalTokenScopeMismatch(
-                f"principal token of {claims.principal} does not authorize this approval: "
-                f"{problem}",
+                f"principal token of {claims.principal} does not authorize this {what}: {problem}",
                 token_id=claims.token_id,
             )
         for field in facts:
             elsewhere = {**facts, field: _ELSEWHERE}
-            if _authorization_problem(biscuit, now, tenant, elsewhere) is None:
+            if _authorization_problem(biscuit, now, tenant, elsewhere, authorizer) is None:
                 raise PrincipalTokenNotScoped(
-                    f"principal token of {claims.principal} is not scoped to this approval's "
+                    f"principal token of {claims.principal} is not scoped to this {what}'s "
                     f"{field}; a bare token would stay usable by anyone who reads the run's "
-                    "history. Approve with `stead approve`, or make the signal input with "
-                    "`stead principal sign-approval`",
+                    f"history. {fix}",
                     token_id=claims.token_id,
                 )
         return claims
@@ -230,12 +281,16 @@ def _claims(biscuit: Biscuit, now: datetime) -> PrincipalClaims:
 
 
 def _authorization_problem(
-    biscuit: Biscuit, now: datetime, tenant: str, approval: dict[str, Any]
+    biscuit: Biscuit,
+    now: datetime,
+    tenant: str,
+    facts: dict[str, Any],
+    authorizer: str = _AUTHORIZER,
 ) -> str | None:
-    """None when every check of every block passes for this approval, else why not."""
-    params = {"now": now, "tenant": tenant, **approval}
+    """None when every check of every block passes for these facts, else why not."""
+    params = {"now": now, "tenant": tenant, **facts}
     try:
-        limited(AuthorizerBuilder(_AUTHORIZER, params)).build(biscuit).authorize()
+        limited(AuthorizerBuilder(authorizer, params)).build(biscuit).authorize()
     except AuthorizationError as exc:
         return str(exc)
     return None

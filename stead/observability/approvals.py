@@ -18,7 +18,7 @@ from temporalio.common import SearchAttributeKey
 
 NAME = "stead_approvals_pending"
 DOC = "Runs waiting on at least one human approval (from Temporal visibility)."
-# The query `stead pending` lists with; workflows/run.py sets both attributes.
+# The query `stead pending` lists with; workflows/run/books.py sets both attributes.
 PENDING_QUERY = "SteadPendingApproval = true AND ExecutionStatus = 'Running'"
 TENANT = SearchAttributeKey.for_keyword("SteadTenant")
 
