@@ -9,10 +9,12 @@ real deployment where every pod mounts the same config.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from stead.devstack.ports import LOOPBACK, free_port
+from stead.devstack.ports import LOOPBACK, is_free
+from stead.errors import PortInUse
 
 ServiceName = Literal["history", "matching", "frontend", "worker"]
 # History and matching first: the frontend routes to them, the worker service calls the frontend.
@@ -31,15 +33,30 @@ class ServicePorts:
     http: int | None = None  # only the frontend serves Temporal's HTTP API
 
 
+# The SQL schema stores membership ports as SMALLINT: a port the kernel hands out
+# (32768 and up on Linux) kills the service at start with "out of range for type smallint".
+PORT_RANGE = range(20000, 32768)
+
+
 def pick_ports() -> dict[ServiceName, ServicePorts]:
-    """Free loopback ports, chosen once per cluster and kept across service restarts."""
+    """Free loopback ports below 32768, chosen once per cluster and kept across restarts."""
+    taken: set[int] = set()
+
+    def port() -> int:
+        for _ in range(1000):
+            candidate = secrets.choice(PORT_RANGE)
+            if candidate not in taken and is_free(candidate):
+                taken.add(candidate)
+                return candidate
+        raise PortInUse(f"no free loopback port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+
     ports: dict[ServiceName, ServicePorts] = {}
     for name in SERVICES:
         ports[name] = ServicePorts(
-            grpc=free_port(),
-            membership=free_port(),
-            metrics=free_port(),
-            http=free_port() if name == "frontend" else None,
+            grpc=port(),
+            membership=port(),
+            metrics=port(),
+            http=port() if name == "frontend" else None,
         )
     return ports
 
