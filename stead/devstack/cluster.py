@@ -213,18 +213,11 @@ class TemporalCluster:
             "SQL_PASSWORD": password,
             "SQL_DATABASE": database,
         }
-        result = subprocess.run(
+        _run(
             [str(self.binaries.sql_tool), *command],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
+            env,
+            f"temporal-sql-tool {command[0]} on {database}",
         )
-        if result.returncode != 0:
-            raise StackError(
-                f"temporal-sql-tool {' '.join(command)} on {database} failed:\n"
-                f"{(result.stdout + result.stderr)[-2000:]}"
-            )
 
     def _write_configs(self, password: str) -> None:
         config_dir = self.home / "config"
@@ -247,18 +240,14 @@ class TemporalCluster:
         """``stead temporal setup``, the command an operator runs on their own cluster."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STEAD_", "TEMPORAL_"))}
         env.update(STEAD_HOME=str(self.home / "stead-cli"), STEAD_TEMPORAL_ADDRESS=self.address)
-        result = subprocess.run(
-            [sys.executable, "-m", "stead.cli", "temporal", "setup", "--namespace", self.namespace],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StackError(
-                f"`stead temporal setup --namespace {self.namespace}` against {self.address} "
-                f"failed:\n{(result.stdout + result.stderr)[-2000:]}"
-            )
+        argv = [sys.executable, "-m", "stead.cli", "temporal", "setup"]
+        _run([*argv, "--namespace", self.namespace], env, f"stead temporal setup on {self.address}")
+
+
+def _run(argv: list[str], env: dict[str, str], what: str) -> None:
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise StackError(f"{what} failed:\n{(result.stdout + result.stderr)[-2000:]}")
 
 
 async def _ensure_role(admin_dsn: str, password: str) -> None:

@@ -10,10 +10,8 @@ deadline, never on sleeps.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
-import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,10 +24,14 @@ from stead.settings import Settings
 from tests.conftest import WorkerHandle
 from tests.peers import IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
-from tests.workers import start_worker, stop_worker, worker_process
-from workers.main import connect
+from tests.test_run_faults import pool, test_worker_killed_after_effect_executes_once
 
 pytestmark = pytest.mark.cluster
+
+# The suite's own test of a Stead worker SIGKILLed after the effect (a new worker
+# finishes the run, one effect, two ledger attempts), collected again here so it runs
+# unchanged against the cluster: `stack` is this tier's.
+__all__ = ["pool", "test_worker_killed_after_effect_executes_once"]
 
 # Generous for a loaded 2-core machine running four Temporal services; bounded so a
 # lost run fails the test instead of hanging it.
@@ -37,12 +39,11 @@ DEADLINE = 180.0
 APPROVER = "user:bob"
 
 
-def charge(url: str, *, timeout: float = 60) -> str:
+def charge(url: str) -> str:
     """One external write: POST /charges on the local API, keyed by ``<run>/charge``.
 
-    ``timeout`` bounds the attempt (the catalog's 60 s at most): long enough by default
-    for a held call to outlive a service restart, short where a dead worker's attempt
-    must time out quickly so the next one runs.
+    The attempt may take the catalog's full 60 s, so a call the API holds outlives a
+    service restart and its completion is what crosses the broken cluster.
     """
     return playbook(
         {
@@ -52,10 +53,22 @@ def charge(url: str, *, timeout: float = 60) -> str:
                 "method": "POST",
                 "url": f"{url}/charges",
                 "json": {"amount": 5},
-                "timeout_seconds": timeout - 1,
+                "timeout_seconds": 59,
             },
-            "timeout_seconds": timeout,
+            "timeout_seconds": 60,
         }
+    )
+
+
+async def start_charge(
+    worker: WorkerHandle, tenant: str, url: str
+) -> WorkflowHandle[Any, RunStatus]:
+    return await start_run(
+        worker.client,
+        worker.task_queue,
+        tenant=tenant,
+        principal="user:ann",
+        playbook_source=charge(url),
     )
 
 
@@ -119,13 +132,7 @@ async def test_governed_run_completes_with_one_effect(worker: WorkerHandle) -> N
     tenant = await governed_tenant(worker.settings)
     api = IdempotentApi()
     with serve(api) as url:
-        handle = await start_run(
-            worker.client,
-            worker.task_queue,
-            tenant=tenant,
-            principal="user:ann",
-            playbook_source=charge(url),
-        )
+        handle = await start_charge(worker, tenant, url)
         await assert_once(worker.settings, tenant, handle, api)
 
 
@@ -135,13 +142,7 @@ async def test_approval_is_listed_by_search_attribute_then_runs_once(
     tenant = await governed_tenant(worker.settings, approval=True)
     api = IdempotentApi()
     with serve(api) as url:
-        handle = await start_run(
-            worker.client,
-            worker.task_queue,
-            tenant=tenant,
-            principal="user:ann",
-            playbook_source=charge(url),
-        )
+        handle = await start_charge(worker, tenant, url)
         await wait_pending(handle, "charge")
         # What `stead pending` asks: SQL visibility must hold Stead's search attributes.
         await listed(worker.client, f'SteadPendingApproval = true AND WorkflowId = "{handle.id}"')
@@ -161,25 +162,27 @@ async def listed(client: Client, query: str) -> None:
     raise AssertionError(f"no workflow matched {query!r} in {DEADLINE:.0f} s")
 
 
-async def test_history_killed_mid_step_completes_once(
-    worker: WorkerHandle, cluster: TemporalCluster
-) -> None:
+async def held_through(worker: WorkerHandle, fault: Callable[[], None]) -> None:
+    """Start a run, apply ``fault`` while its effect's response is held, then let it finish."""
     tenant = await governed_tenant(worker.settings)
     api = HeldApi()
     with serve(api) as url:
-        handle = await start_run(
-            worker.client,
-            worker.task_queue,
-            tenant=tenant,
-            principal="user:ann",
-            playbook_source=charge(url),
-        )
+        handle = await start_charge(worker, tenant, url)
         assert await asyncio.to_thread(api.in_flight.wait, DEADLINE)
-        # The step's effect happened; its completion has no history to go to yet.
-        await asyncio.to_thread(cluster.kill, "history")
-        await asyncio.to_thread(cluster.start_service, "history")
+        await asyncio.to_thread(fault)
         api.release.set()
         await assert_once(worker.settings, tenant, handle, api)
+
+
+async def test_history_killed_mid_step_completes_once(
+    worker: WorkerHandle, cluster: TemporalCluster
+) -> None:
+    def kill_history() -> None:
+        # The step's effect happened; its completion has no history to go to yet.
+        cluster.kill("history")
+        cluster.start_service("history")
+
+    await held_through(worker, kill_history)
 
 
 async def test_matching_killed_while_parked_dispatches_after_restart(
@@ -188,13 +191,7 @@ async def test_matching_killed_while_parked_dispatches_after_restart(
     tenant = await governed_tenant(worker.settings, approval=True)
     api = IdempotentApi()
     with serve(api) as url:
-        handle = await start_run(
-            worker.client,
-            worker.task_queue,
-            tenant=tenant,
-            principal="user:ann",
-            playbook_source=charge(url),
-        )
+        handle = await start_charge(worker, tenant, url)
         await wait_pending(handle, "charge")
         # The worker's polls were parked in the matching process that dies here.
         await asyncio.to_thread(cluster.kill, "matching")
@@ -206,46 +203,5 @@ async def test_matching_killed_while_parked_dispatches_after_restart(
 async def test_frontend_restart_mid_step_completes_once(
     worker: WorkerHandle, cluster: TemporalCluster
 ) -> None:
-    tenant = await governed_tenant(worker.settings)
-    api = HeldApi()
-    with serve(api) as url:
-        handle = await start_run(
-            worker.client,
-            worker.task_queue,
-            tenant=tenant,
-            principal="user:ann",
-            playbook_source=charge(url),
-        )
-        assert await asyncio.to_thread(api.in_flight.wait, DEADLINE)
-        # Worker and client both lose their connection and must reconnect on their own.
-        await asyncio.to_thread(cluster.restart, "frontend")
-        api.release.set()
-        await assert_once(worker.settings, tenant, handle, api)
-
-
-async def test_stead_worker_killed_after_effect_restarts_and_executes_once(
-    stack: Settings,
-) -> None:
-    tenant = await governed_tenant(stack)
-    task_queue = f"cluster-{uuid.uuid4().hex[:8]}"
-    api = IdempotentApi()
-    client = await connect(stack)
-    with serve(api) as url:
-        first = start_worker(stack, task_queue)
-        # The API performs the effect, then kills the worker before it can report back.
-        api.on_first_effect = lambda: os.kill(first.pid, signal.SIGKILL)
-        handle = await start_run(
-            client,
-            task_queue,
-            tenant=tenant,
-            principal="user:ann",
-            playbook_source=charge(url, timeout=3),
-        )
-        await asyncio.to_thread(first.wait, DEADLINE)
-        assert first.returncode == -signal.SIGKILL
-        stop_worker(first)
-        with worker_process(stack, task_queue):
-            await assert_once(stack, tenant, handle, api)
-    assert api.requests >= 2
-    attempts = await ledger_attempts(stack, tenant, f"{handle.id}/charge")
-    assert attempts is not None and attempts >= 2
+    # Worker and client both lose their connection and must reconnect on their own.
+    await held_through(worker, lambda: cluster.restart("frontend"))
