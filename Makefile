@@ -7,8 +7,16 @@ OPA_VERSION := v1.22.2
 OPA_CACHE ?= $(HOME)/.cache/stead/bin
 OPA ?= $(shell command -v opa 2>/dev/null || echo $(OPA_CACHE)/opa)
 export STEAD_OPA_BIN := $(abspath $(OPA))
+# The cluster test tier runs Temporal's own server as separate services on PostgreSQL:
+# its server and SQL tool are built like OPA, once per machine, with the Go toolchain
+# that version requires (Go downloads it). The schema files ship in the module source,
+# so they are copied beside the binaries where stead.devstack.cluster looks for them.
+TEMPORAL_VERSION := v1.32.2
+TEMPORAL_GOTOOLCHAIN := go1.27.3
+STEAD_CACHE ?= $(HOME)/.cache/stead
+TEMPORAL_STAMP := $(STEAD_CACHE)/temporal-$(TEMPORAL_VERSION).built
 
-.PHONY: venv opa test demo bench lint clean
+.PHONY: venv opa temporal-cluster-bin test test-cluster demo bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +36,37 @@ $(OPA_CACHE)/opa:
 
 opa: $(OPA)
 
+$(TEMPORAL_STAMP):
+	@echo "building Temporal server $(TEMPORAL_VERSION) into $(STEAD_CACHE)/bin (once per machine, ~4 min)"
+	mkdir -p $(STEAD_CACHE)/bin
+	set -e; gobin=$$(mktemp -d); trap 'rm -rf "$$gobin"' EXIT; \
+	export GOTOOLCHAIN=$(TEMPORAL_GOTOOLCHAIN); \
+	GOBIN=$$gobin go install go.temporal.io/server/cmd/server@$(TEMPORAL_VERSION) \
+		go.temporal.io/server/cmd/tools/sql@$(TEMPORAL_VERSION); \
+	mv -f $$gobin/server $(STEAD_CACHE)/bin/temporal-server; \
+	mv -f $$gobin/sql $(STEAD_CACHE)/bin/temporal-sql-tool; \
+	module=$$(go env GOMODCACHE)/go.temporal.io/server@$(TEMPORAL_VERSION); \
+	rm -rf $(STEAD_CACHE)/temporal-schema; mkdir -p $(STEAD_CACHE)/temporal-schema; \
+	cp -R $$module/schema/postgresql $(STEAD_CACHE)/temporal-schema/; \
+	chmod -R u+w $(STEAD_CACHE)/temporal-schema; \
+	echo $(TEMPORAL_VERSION) > $(STEAD_CACHE)/temporal-schema/VERSION
+	touch $@
+
+temporal-cluster-bin: $(TEMPORAL_STAMP)
+
 # Lint first: a style or type error fails CI in seconds, before the real stack starts.
-test: lint opa
+test: lint opa temporal-cluster-bin
 	$(OPA) check --strict policies
 	$(OPA) test policies
 	$(OPA) check --strict infra/opa/authz
 	$(OPA) test infra/opa/authz
 	$(BIN)/pytest
+	$(MAKE) test-cluster
+
+# The second tier: the same worker against Temporal's real multi-service server
+# (tests/cluster, excluded from the default run by the `cluster` marker).
+test-cluster: venv opa temporal-cluster-bin
+	$(BIN)/pytest -m cluster tests/cluster
 
 demo: venv opa
 	$(BIN)/stead demo

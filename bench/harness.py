@@ -37,7 +37,7 @@ from temporalio.worker import Worker
 from bench.bare import BareChainWorkflow, noop
 from stead.contracts.run import Budget, RunInput, RunOptions, RunRequest, RunStatus
 from stead.db.pool import create_pool, tenant_transaction
-from stead.devstack.stack import read_state, stack_down, stack_up
+from stead.devstack.stack import read_state, stack_down, stack_up, temporal_under_test
 from stead.identity.directory import add_principal, create_tenant
 from stead.policy.admin import OpaAdmin
 from stead.settings import Settings, load_settings
@@ -92,9 +92,13 @@ class BenchStack:
 def bench_stack(prefix: str = "stead-bench-") -> Iterator[BenchStack]:
     """Postgres, Temporal and OPA on free loopback ports in a temp ``STEAD_HOME``.
 
+    With ``STEAD_TEST_TEMPORAL_ADDRESS`` (and ``STEAD_TEST_TEMPORAL_NAMESPACE``) set,
+    Temporal is that cluster instead of a dev server; its CPU is then not counted.
+
     Playbooks come from a temp dir the benchmarks write into: generated plans of
     thousands of steps do not fit ``playbook_source`` (512 kB) and need no repo file.
     """
+    external = temporal_under_test(os.environ)
     scrub_environment()
     work = Path(tempfile.mkdtemp(prefix=prefix))
     playbooks = work / "playbooks"
@@ -102,8 +106,11 @@ def bench_stack(prefix: str = "stead-bench-") -> Iterator[BenchStack]:
     base = settings_for(work / "home", playbooks)
     try:
         started = time.perf_counter()
-        stack_up(base)
-        print(f"embedded stack up in {time.perf_counter() - started:.1f} s ({base.home})")
+        stack_up(base, external=external)
+        temporal = f"Temporal at {external.address}" if external else "dev Temporal"
+        print(
+            f"embedded stack up in {time.perf_counter() - started:.1f} s ({base.home}, {temporal})"
+        )
         try:
             yield BenchStack(settings_for(work / "home", playbooks), work)
         finally:

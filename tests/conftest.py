@@ -3,7 +3,9 @@
 The stack is started with the same launcher as ``stead dev up`` in a temporary
 ``STEAD_HOME`` on free loopback ports, and torn down at the end; tests never depend
 on a stack somebody started by hand. ``STEAD_*`` variables from the developer's shell
-are dropped so a stray export cannot point the suite at a real cluster.
+are dropped so a stray export cannot point the suite at a real cluster; the one
+deliberate way to do that is ``STEAD_TEST_TEMPORAL_ADDRESS`` (and
+``STEAD_TEST_TEMPORAL_NAMESPACE``): Temporal is then that cluster instead of a dev server.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +24,14 @@ from temporalio.client import Client
 
 from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
-from stead.devstack.stack import stack_down, stack_up
+from stead.devstack.stack import ExternalTemporal, stack_down, stack_up, temporal_under_test
 from stead.settings import Settings, load_settings
 from tests import opa_auth
 from workers.main import build_worker, connect, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
 KEEP = {"STEAD_OPA_BIN"}
+EXTERNAL_TEMPORAL = temporal_under_test(os.environ)
 for _name in list(os.environ):
     if _name.startswith("STEAD_") and _name not in KEEP:
         del os.environ[_name]
@@ -51,9 +55,15 @@ def settings_for(home: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    home = tmp_path_factory.mktemp("stead-home")
+    with running_stack(tmp_path_factory.mktemp("stead-home"), EXTERNAL_TEMPORAL) as settings:
+        yield settings
+
+
+@contextmanager
+def running_stack(home: Path, external: ExternalTemporal | None) -> Iterator[Settings]:
+    """Postgres and OPA, and Temporal unless ``external`` names a cluster to use instead."""
     base = settings_for(home)
-    stack_up(base)
+    stack_up(base, external=external)
     try:
         settings = settings_for(home)
         # Tests append to the audit log without a worker too; the worker installs the same.

@@ -87,7 +87,7 @@ def _embedded_ui_origins(cfg: Settings) -> list[str]:
     from stead.devstack.stack import read_state
 
     state = read_state(cfg.home.resolve())
-    if state is None:
+    if state is None or state.temporal_ui is None:
         return []
     return [state.temporal_ui, state.temporal_ui.replace("127.0.0.1", "localhost")]
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from stead.cli._common import console, fails_cleanly, print_json, settings
 from stead.devstack import stack_down, stack_status, stack_up
-from stead.devstack.stack import RequestedPorts, env_lines
+from stead.devstack.stack import ExternalTemporal, RequestedPorts, env_lines
 
 app = typer.Typer(help="Run Temporal, Postgres, OPA and Qdrant locally for development and tests.")
 
@@ -23,13 +23,24 @@ def up(
     temporal_ui_port: Annotated[int | None, typer.Option(help="Temporal UI port.")] = None,
     postgres_port: Annotated[int | None, typer.Option(help="Postgres port.")] = None,
     opa_port: Annotated[int | None, typer.Option(help="OPA port.")] = None,
+    temporal_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this Temporal cluster (host:port) instead of starting a dev server; "
+            "prepare it once with `stead temporal setup`."
+        ),
+    ] = None,
+    temporal_namespace: Annotated[
+        str, typer.Option(help="Namespace on the --temporal-address cluster.")
+    ] = "default",
     json_out: Annotated[bool, typer.Option("--json", help="Print the stack as JSON.")] = False,
 ) -> None:
     """Start the stack (harmless when already running); endpoints go to $STEAD_HOME/stack.json."""
     requested = RequestedPorts(
         temporal=temporal_port, temporal_ui=temporal_ui_port, postgres=postgres_port, opa=opa_port
     )
-    stack_up(settings(), requested)
+    external = ExternalTemporal(temporal_address, temporal_namespace) if temporal_address else None
+    stack_up(settings(), requested, external=external)
     status = stack_status(settings())
     if json_out:
         print_json(status)
@@ -85,6 +96,9 @@ def _print_status(report: dict[str, object]) -> None:
         state = "[green]running[/]" if info["alive"] else "[red]stopped[/]"
         ports = ", ".join(f"{k}={v}" for k, v in info["ports"].items())
         table.add_row(name, state, f"pid {info['pid']}, {ports}")
+    endpoints = report.get("endpoints")
+    if "temporal" not in services and isinstance(endpoints, dict):
+        table.add_row("temporal", "[green]external[/]", str(endpoints.get("temporal_address")))
     qdrant = report.get("qdrant")
     if isinstance(qdrant, dict):
         table.add_row("qdrant", f"[green]{qdrant['mode']}[/]", str(qdrant["location"]))

@@ -13,8 +13,9 @@ import fcntl
 import json
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -65,7 +66,7 @@ class StackState(BaseModel):
     services: dict[str, ServiceRecord]
     endpoints: dict[str, str | None]
     qdrant: QdrantRecord
-    temporal_ui: str
+    temporal_ui: str | None = None  # None when Temporal is an external cluster
 
 
 class RequestedPorts(BaseModel):
@@ -75,6 +76,30 @@ class RequestedPorts(BaseModel):
     temporal_ui: int | None = None
     postgres: int | None = None
     opa: int | None = None
+
+
+@dataclass(frozen=True)
+class ExternalTemporal:
+    """A Temporal cluster someone else runs: the stack starts Postgres and OPA beside it."""
+
+    address: str
+    namespace: str = "default"
+
+
+TEST_TEMPORAL_ADDRESS = "STEAD_TEST_TEMPORAL_ADDRESS"
+TEST_TEMPORAL_NAMESPACE = "STEAD_TEST_TEMPORAL_NAMESPACE"
+
+
+def temporal_under_test(environ: Mapping[str, str]) -> ExternalTemporal | None:
+    """The cluster the test suite and benchmarks target instead of the dev server, if any.
+
+    Read (by tests/conftest.py and bench/harness.py) before they drop the shell's
+    other ``STEAD_*`` variables: this one is the deliberate way to aim them elsewhere.
+    """
+    address = environ.get(TEST_TEMPORAL_ADDRESS)
+    if not address:
+        return None
+    return ExternalTemporal(address, environ.get(TEST_TEMPORAL_NAMESPACE) or "default")
 
 
 def read_state(home: Path) -> StackState | None:
@@ -107,7 +132,13 @@ def _exclusive(home: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def stack_up(settings: Settings, requested: RequestedPorts | None = None) -> StackState:
+def stack_up(
+    settings: Settings,
+    requested: RequestedPorts | None = None,
+    *,
+    external: ExternalTemporal | None = None,
+) -> StackState:
+    """Start what is not running; with ``external`` Temporal is that cluster, not a dev server."""
     requested = requested or RequestedPorts()
     home = settings.home.resolve()
     with _exclusive(home):
@@ -136,7 +167,12 @@ def stack_up(settings: Settings, requested: RequestedPorts | None = None) -> Sta
             creds = postgres.init_cluster(home)
             asyncio.run(_prepare_database(creds, pg_port))
 
-            if "temporal" not in kept:
+            if external is not None:
+                # A dev server from an earlier `up` would be stranded: nothing would use it.
+                dev_server = services.pop("temporal", None)
+                if dev_server is not None:
+                    proc.stop(dev_server.pid_record, sig=STOP_SIGNAL["temporal"])
+            elif "temporal" not in kept:
                 ports = temporal.TemporalPorts(
                     grpc=claim(
                         "temporal", requested.temporal, _prev_port(last_ports, "temporal", "grpc")
@@ -176,9 +212,11 @@ def stack_up(settings: Settings, requested: RequestedPorts | None = None) -> Sta
             home=str(home),
             started_at=previous.started_at if previous and kept else datetime.now(UTC),
             services=services,
-            endpoints=_endpoints(settings, services, creds),
+            endpoints=_endpoints(settings, services, creds, external),
             qdrant=_qdrant(settings, home),
-            temporal_ui=f"http://{LOOPBACK}:{services['temporal'].ports['ui']}",
+            temporal_ui=None
+            if external
+            else f"http://{LOOPBACK}:{services['temporal'].ports['ui']}",
         )
         _write_state(home, state)
         (home / PORTS_FILE).write_text(
@@ -215,11 +253,19 @@ def _record(record: proc.PidRecord, ports: dict[str, int], home: Path, name: str
 
 
 def _endpoints(
-    settings: Settings, services: dict[str, ServiceRecord], creds: postgres.PgCredentials
+    settings: Settings,
+    services: dict[str, ServiceRecord],
+    creds: postgres.PgCredentials,
+    external: ExternalTemporal | None,
 ) -> dict[str, str | None]:
     pg_port = services["postgres"].ports["port"]
+    temporal_endpoints = (
+        {"temporal_address": external.address, "temporal_namespace": external.namespace}
+        if external
+        else {"temporal_address": f"{LOOPBACK}:{services['temporal'].ports['grpc']}"}
+    )
     return {
-        "temporal_address": f"{LOOPBACK}:{services['temporal'].ports['grpc']}",
+        **temporal_endpoints,
         "postgres_dsn": creds.app_dsn(pg_port),
         "postgres_admin_dsn": creds.admin_dsn(pg_port),
         "opa_url": f"http://{LOOPBACK}:{services['opa'].ports['port']}",
