@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from bench import (
+    actions,
     decisions,
     express,
     long_run,
@@ -58,6 +59,7 @@ def benchmarks(quick: bool) -> dict[str, Bench]:
         "sequential": lambda s: sequential.measure(s, pick(sequential.FULL, sequential.QUICK)),
         "express": lambda s: express.measure(s, pick(express.FULL, express.QUICK)),
         "throughput": lambda s: throughput.measure(s, pick(throughput.FULL, throughput.QUICK)),
+        "actions": lambda s: actions.measure(s, pick(actions.FULL, actions.QUICK)),
         "decisions": lambda s: decisions.measure(s.settings, pick(decisions.FULL, decisions.QUICK)),
         "peer": lambda s: peer_langgraph.measure(
             s, pick(peer_langgraph.FULL, peer_langgraph.QUICK)
