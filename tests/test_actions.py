@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 import uuid
+from typing import Any
 
 from temporalio.worker import Worker
 
@@ -56,12 +57,29 @@ async def test_status_json_reports_actions_per_step(worker: WorkerHandle) -> Non
         playbook_source=playbook(*echo),
     )
     assert (await handle.result()).status == "completed"
+    actions = (await stead_json(worker, "status", handle.id))["temporal_actions"]
+    expected = count_actions(await run_histories(worker.client, handle.id))
+    assert actions["total"] == expected.total
+    assert actions["per_step"] == round(expected.total / 2, 2)
+    # Each allowed step is at least its one activity.
+    assert actions["by_kind"]["activity_attempt"] >= 2
+    # stead slo --actions: the same run, as the tenant's cost in Actions.
+    slo = await stead_json(worker, "slo", "--tenant", tenant, "--since", "1h", "--actions")
+    assert slo["temporal_actions"] == {
+        "runs_counted": 1,
+        "total": expected.total,
+        "per_run": float(expected.total),
+        "per_step": round(expected.total / 2, 2),
+    }
+
+
+async def stead_json(worker: WorkerHandle, *args: str) -> Any:
+    """``stead ARGS --json`` as a child process on the test stack: its one JSON document."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "stead.cli",
-        "status",
-        handle.id,
+        *args,
         "--json",
         env=subprocess_env(worker.settings),
         cwd=REPO,
@@ -70,9 +88,4 @@ async def test_status_json_reports_actions_per_step(worker: WorkerHandle) -> Non
     )
     out, err = await asyncio.wait_for(child.communicate(), timeout=60)
     assert child.returncode == 0, err.decode()
-    actions = json.loads(out)["temporal_actions"]
-    expected = count_actions(await run_histories(worker.client, handle.id))
-    assert actions["total"] == expected.total
-    assert actions["per_step"] == round(expected.total / 2, 2)
-    # Each allowed step is at least its one activity.
-    assert actions["by_kind"]["activity_attempt"] >= 2
+    return json.loads(out)
