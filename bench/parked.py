@@ -249,6 +249,7 @@ async def park_and_approve(
             return True
         except Exception as exc:
             errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
+            errors.extend(await task_failures(handle))
             return False
 
     began = time.perf_counter()
@@ -272,6 +273,17 @@ async def park_and_approve(
     )
     complete_s = time.perf_counter() - began - approve_s
     return parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors
+
+
+async def task_failures(handle: WorkflowHandle[Any, RunStatus]) -> list[str]:
+    """Why the run's workflow tasks failed, from its history: a replay after eviction
+    that fails shows up here and nowhere else (the worker's log is drained)."""
+    history = await handle.fetch_history()
+    return [
+        "workflow task failed: " + event.workflow_task_failed_event_attributes.failure.message[:200]
+        for event in history.events
+        if event.HasField("workflow_task_failed_event_attributes")
+    ][:1]
 
 
 async def _start(
