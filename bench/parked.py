@@ -71,7 +71,7 @@ class Sizes:
 
 
 FULL = Sizes(runs=10_000, concurrency=50, timeout_s=3600)
-QUICK = Sizes(runs=60, concurrency=15, timeout_s=300, cache=20)
+QUICK = Sizes(runs=40, concurrency=10, timeout_s=300, cache=10)
 
 
 @dataclass
