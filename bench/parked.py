@@ -1,7 +1,11 @@
-"""7. 1,000 runs parked on approval: worker memory, then a bulk approve.
+"""7. 10,000 runs parked on approval: worker memory, then a bulk approve.
 
-Parked runs cost a worker memory: the SDK keeps each open workflow in its cache
-(1,000 by default), with its state and the sandbox it runs in. So the worker runs
+Parked runs cost a worker memory while the SDK keeps them in its workflow cache, with
+their state and the sandbox they run in; the cache is bounded
+(``STEAD_MAX_CACHED_WORKFLOWS``, 1,000 by default, ``cache`` below), so runs beyond
+it are evicted and replay from history when their approval arrives. The quick size
+parks more runs than its small cache holds, so it exercises the eviction and the
+replay too. So the worker runs
 as a real ``stead worker`` subprocess (what an operator deploys), and its RSS is
 read with psutil: idle after start (the baseline, same run), sampled while runs
 park, and once all are parked. The tenant holds every step at or above risk
@@ -11,7 +15,7 @@ Then every run is approved through the ``approve`` workflow update, concurrently
 behind a semaphore, and each run must complete. Parked means the run's
 ``SteadPendingApproval`` search attribute is true, counted through visibility.
 
-    .venv/bin/python -m bench.parked [--quick] [--runs 1000] [--concurrency 50]
+    .venv/bin/python -m bench.parked [--quick] [--runs 10000] [--concurrency 50] [--cache 1000]
 """
 
 from __future__ import annotations
@@ -63,10 +67,11 @@ class Sizes:
     runs: int
     concurrency: int
     timeout_s: float
+    cache: int = 1000
 
 
-FULL = Sizes(runs=1000, concurrency=50, timeout_s=3600)
-QUICK = Sizes(runs=30, concurrency=15, timeout_s=300)
+FULL = Sizes(runs=10_000, concurrency=50, timeout_s=3600)
+QUICK = Sizes(runs=40, concurrency=10, timeout_s=300, cache=10)
 
 
 @dataclass
@@ -91,7 +96,9 @@ class Rss:
 
 
 @contextlib.contextmanager
-def worker_process(settings: Settings, task_queue: str) -> Iterator[subprocess.Popen[str]]:
+def worker_process(
+    settings: Settings, task_queue: str, cache: int
+) -> Iterator[subprocess.Popen[str]]:
     """``stead worker`` on ``task_queue``, its output drained so it never blocks on a pipe."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEAD_") or k in KEEP_ENV}
     env.update(
@@ -101,6 +108,7 @@ def worker_process(settings: Settings, task_queue: str) -> Iterator[subprocess.P
         STEAD_LOG_LEVEL="WARNING",
         STEAD_LOG_FORMAT="text",
         STEAD_METRICS_PORT="0",
+        STEAD_MAX_CACHED_WORKFLOWS=str(cache),
         PYTHONPATH=str(REPO),
     )
     child = subprocess.Popen(
@@ -164,7 +172,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     tenant = new_tenant("park")
     await configure_tenant(settings, tenant, approval_risk="low", approvers=[APPROVER])
     task_queue = f"bench-park-{uuid.uuid4().hex[:8]}"
-    with worker_process(settings, task_queue) as child:
+    with worker_process(settings, task_queue, sizes.cache) as child:
         rss = Rss(psutil.Process(child.pid))
         await asyncio.sleep(2.0)
         idle = rss.now()
@@ -191,8 +199,10 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     per_run = (rss_parked - idle) * 1000 / max(parked, 1)
     section.lines.append(
         f"RSS parked/idle {rss_parked / idle:.2f}x, ~{per_run:.0f} kB per parked run; "
-        f"approvals {sizes.concurrency} at a time; worker {'alive' if alive else 'DIED'} at the end"
+        f"approvals {sizes.concurrency} at a time; workflow cache {sizes.cache:,} runs; "
+        f"worker {'alive' if alive else 'DIED'} at the end"
     )
+    done_per_s = completed / max(approve_s + complete_s, 1e-9)
     for reason in sorted(set(errors))[:3]:
         section.lines.append(f"FAILED: {errors.count(reason)}x {reason}")
     section.rows += [
@@ -203,6 +213,8 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
             parked == n),
         Row("7 parked", "bulk approve -> all complete", f"{approve_s + complete_s:.0f} s", "",
             "", f"{n:,} complete", completed == n),
+        Row("7 parked", "approve-to-done throughput", f"{done_per_s:.1f} runs/s", "", "",
+            "reported"),
     ]  # fmt: skip
     return section
 
@@ -237,6 +249,7 @@ async def park_and_approve(
             return True
         except Exception as exc:
             errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
+            errors.extend(await task_failures(handle))
             return False
 
     began = time.perf_counter()
@@ -262,6 +275,17 @@ async def park_and_approve(
     return parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors
 
 
+async def task_failures(handle: WorkflowHandle[Any, RunStatus]) -> list[str]:
+    """Why the run's workflow tasks failed, from its history: a replay after eviction
+    that fails shows up here and nowhere else (the worker's log is drained)."""
+    history = await handle.fetch_history()
+    return [
+        "workflow task failed: " + event.workflow_task_failed_event_attributes.failure.message[:200]
+        for event in history.events
+        if event.HasField("workflow_task_failed_event_attributes")
+    ][:1]
+
+
 async def _start(
     client: Client, settings: Settings, tenant: str, task_queue: str, workflow_id: str
 ) -> WorkflowHandle[Any, RunStatus]:
@@ -274,9 +298,15 @@ def main() -> None:
     parser = quick_flag(__doc__)
     parser.add_argument("--runs", type=int)
     parser.add_argument("--concurrency", type=int)
+    parser.add_argument("--cache", type=int, help="the worker's STEAD_MAX_CACHED_WORKFLOWS")
     args = parser.parse_args()
     base = QUICK if args.quick else FULL
-    sizes = Sizes(args.runs or base.runs, args.concurrency or base.concurrency, base.timeout_s)
+    sizes = Sizes(
+        args.runs or base.runs,
+        args.concurrency or base.concurrency,
+        base.timeout_s,
+        base.cache if args.cache is None else args.cache,
+    )
     run_standalone(lambda stack: measure(stack, sizes))
 
 

@@ -20,7 +20,17 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from bench import decisions, express, long_run, parked, peer_langgraph, sequential, throughput
+from bench import (
+    actions,
+    decisions,
+    express,
+    long_run,
+    parked,
+    peer_langgraph,
+    sequential,
+    throughput,
+    wft_wait,
+)
 from bench.harness import (
     BenchStack,
     Row,
@@ -44,9 +54,12 @@ def benchmarks(quick: bool) -> dict[str, Bench]:
         return small if quick else full
 
     return {
+        # Its own dev servers (bare Temporal), not the shared stack.
+        "wft_wait": lambda s: wft_wait.measure(pick(wft_wait.FULL, wft_wait.QUICK)),
         "sequential": lambda s: sequential.measure(s, pick(sequential.FULL, sequential.QUICK)),
         "express": lambda s: express.measure(s, pick(express.FULL, express.QUICK)),
         "throughput": lambda s: throughput.measure(s, pick(throughput.FULL, throughput.QUICK)),
+        "actions": lambda s: actions.measure(s, pick(actions.FULL, actions.QUICK)),
         "decisions": lambda s: decisions.measure(s.settings, pick(decisions.FULL, decisions.QUICK)),
         "peer": lambda s: peer_langgraph.measure(
             s, pick(peer_langgraph.FULL, peer_langgraph.QUICK)

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     )
     temporal_namespace: str = Field(default="default", description="Temporal namespace.")
     task_queue: str = Field(default="stead", description="Task queue the worker polls.")
+    # Each cached run holds its state and sandbox in the worker (~0.45 MB measured in
+    # bench/parked.py); runs beyond the cache, e.g. thousands parked on approval, cost
+    # the worker nothing and replay from history when they wake. Bounds worker RSS.
+    max_cached_workflows: int = Field(
+        default=1000,
+        ge=0,
+        description="Workflow runs a worker keeps in memory (0: none, no sticky queue).",
+    )
     postgres_dsn: str = Field(
         default="postgresql://stead_app@127.0.0.1:5432/stead",
         description="DSN of the app role (not the table owner).",

@@ -4,10 +4,12 @@ behind, be harmless twice, and fail clearly (missing OPA without Go, a taken por
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -61,6 +63,11 @@ def test_data_survives_down_and_up_and_down_leaves_no_process(home: Path) -> Non
     assert down.returncode == 0, down.stderr
     assert not [pid for pid in first_pids if psutil.pid_exists(pid) and _not_zombie(pid)]
     assert not (home / "stack.json").exists()
+    # The embedded Temporal commits through a WAL (stead.devstack.temporal.SQLITE_PRAGMAS):
+    # its default rollback journal made every workflow task wait on fsyncs.
+    (database,) = home.rglob("temporal.db")
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
     assert stead(home, "dev", "up").returncode == 0
     state = read_state(home)

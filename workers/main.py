@@ -245,6 +245,7 @@ def build_worker(client: Client, task_queue: str, resources: WorkerResources) ->
         activities=resources.activities(),
         graceful_shutdown_timeout=timedelta(seconds=10),
         interceptors=[ObservabilityInterceptor()],
+        max_cached_workflows=resources.settings.max_cached_workflows,
     )
 
 

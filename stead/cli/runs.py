@@ -58,6 +58,7 @@ from stead.contracts.run import (
     Verdict,
 )
 from stead.errors import ApprovalRefused, CancelRefused, ConfigError, TemporalUnavailable
+from stead.runs.actions import ActionCount, count_actions, run_histories
 from stead.settings import Settings
 
 EXIT_CODES: dict[str, int] = {
@@ -348,8 +349,16 @@ def status(
     Exits 0 whenever it could report, whatever the run's outcome; `run --wait`
     carries the outcome exit codes.
     """
-    result = with_client(lambda client: _status(client, run_id))
-    _print_run(result, json_out)
+    result, actions = with_client(lambda client: _status_and_actions(client, run_id))
+    _print_run(result, json_out, actions)
+
+
+async def _status_and_actions(client: Client, run_id: str) -> tuple[RunStatus, ActionCount]:
+    """The run's status and the Temporal Cloud Actions its histories record so far."""
+    status = await _status(client, run_id)
+    actions = count_actions(await run_histories(client, run_id))
+    steps = status.total_steps if status.total_steps is not None else len(status.steps)
+    return status, actions.with_steps(steps)
 
 
 async def _status(client: Client, run_id: str) -> RunStatus:
@@ -588,8 +597,11 @@ def audit(
     show_run_audit(settings(), target, tenant, json_out)
 
 
-def _print_run(status: RunStatus, json_out: bool) -> None:
+def _print_run(status: RunStatus, json_out: bool, actions: ActionCount | None = None) -> None:
     summary = summarize(status)
+    if actions is not None:
+        # What a Temporal Cloud user pays for this run (stead.runs.actions).
+        summary["temporal_actions"] = actions.summary()
     if json_out:
         print_json(summary)
         return
@@ -630,6 +642,13 @@ def _print_run(status: RunStatus, json_out: bool) -> None:
         )
     spent = status.spent
     console.print(f"  spent: {spent.steps} steps, {spent.tokens} tokens, ${spent.usd:.4f}")
+    if actions is not None:
+        per = actions.per_step
+        console.print(
+            f"  Temporal Actions: {actions.total}"
+            + ("" if per is None else f" ({per:.2f} per step)"),
+            highlight=False,
+        )
 
 
 def _pydantic_errors(exc: ValidationError) -> str:

@@ -16,11 +16,13 @@ from typing import Annotated
 import asyncpg
 import typer
 from rich.table import Table
+from temporalio.client import Client
 
-from stead.cli._common import console, fails_cleanly, print_json, settings
+from stead.cli._common import console, fails_cleanly, print_json, settings, with_client
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
 from stead.settings import Settings
+from stead.slo.actions import ActionsCost, actions_cost
 from stead.slo.report import Distribution, Figures, SloReport, compute_report
 from stead.slo.window import InvalidWindow, parse_since
 
@@ -48,6 +50,13 @@ def slo(
         str, typer.Option(help="Window of run starts: 30m, 24h, 7d.", callback=_window)
     ] = "7d",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    actions: Annotated[
+        bool,
+        typer.Option(
+            "--actions",
+            help="Also count Temporal Cloud Actions of the latest finished runs (asks Temporal).",
+        ),
+    ] = False,
 ) -> None:
     """Latency p50/p95, cost per run, failure rate, recovery, overrides, approval wait, value.
 
@@ -56,20 +65,38 @@ def slo(
     with runs, latency_seconds, cost, failure_rate, recovery, approvals,
     time_to_decision_seconds, decisions and minutes_saved (each defined in
     stead/slo/report.py). Percentiles are nearest-rank; null means nothing to measure.
+    With --actions, temporal_actions {runs_counted, total, per_run, per_step}: what the
+    latest finished runs (at most 200) cost in Temporal Cloud Actions (stead/slo/actions.py).
     """
-    report = asyncio.run(_report(settings(), tenant, since))
-    if json_out:
-        print_json(report.model_dump(mode="json"))
+    cfg = settings()
+    if actions:
+        report, cost = with_client(lambda client: _report(cfg, tenant, since, client), cfg)
     else:
-        _print(report)
+        report, cost = asyncio.run(_report(cfg, tenant, since))
+    if json_out:
+        out = report.model_dump(mode="json")
+        if cost is not None:
+            out["temporal_actions"] = cost.model_dump(mode="json")
+        print_json(out)
+    else:
+        _print(report, cost)
 
 
-async def _report(cfg: Settings, tenant: str | None, since: str) -> SloReport:
+async def _report(
+    cfg: Settings, tenant: str | None, since: str, client: Client | None = None
+) -> tuple[SloReport, ActionsCost | None]:
+    async def both(conn: asyncpg.Connection) -> tuple[SloReport, ActionsCost | None]:
+        report = await compute_report(conn, tenant=tenant, since=since)
+        if client is None:
+            return report, None
+        start = report.scope.window_start
+        return report, await actions_cost(conn, client, tenant=tenant, window_start=start)
+
     if tenant is not None:
         pool = await create_pool(cfg.postgres_dsn, min_size=1, max_size=1)
         try:
             async with tenant_transaction(pool, tenant) as conn:
-                return await compute_report(conn, tenant=tenant, since=since)
+                return await both(conn)
         finally:
             await pool.close()
     if not cfg.postgres_admin_dsn:
@@ -85,7 +112,7 @@ async def _report(cfg: Settings, tenant: str | None, since: str) -> SloReport:
         # Read-only and one snapshot: the admin role could write, and every query
         # must see the same rows.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await compute_report(conn, tenant=None, since=since)
+            return await both(conn)
     finally:
         await conn.close()
 
@@ -142,7 +169,7 @@ def _summary(f: Figures) -> list[tuple[str, str]]:
     ]
 
 
-def _print(report: SloReport) -> None:
+def _print(report: SloReport, cost: ActionsCost | None = None) -> None:
     scope = report.scope
     who = f"tenant {scope.tenant}" if scope.tenant else "all tenants"
     summary = Table(
@@ -153,6 +180,13 @@ def _print(report: SloReport) -> None:
     summary.add_column("value")
     for name, value in _summary(report.total):
         summary.add_row(name, value)
+    if cost is not None:
+        summary.add_row(
+            "Temporal Actions",
+            f"{cost.total} over the latest {cost.runs_counted} finished runs: "
+            f"{'-' if cost.per_run is None else cost.per_run} per run, "
+            f"{'-' if cost.per_step is None else cost.per_step} per step",
+        )
     console.print(summary)
     if scope.tenant is not None or not report.tenants:
         return

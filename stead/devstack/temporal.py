@@ -13,6 +13,15 @@ from stead.devstack.binaries import venv_or_path
 from stead.devstack.ports import LOOPBACK
 from stead.namespace_setup import SEARCH_ATTRIBUTES
 
+# The dev server's SQLite file defaults to a rollback journal with synchronous=FULL:
+# several fsyncs per commit, and every workflow task waits on at least two commits
+# (the event that schedules it, the pickup that starts it). On a busy disk that was
+# ~30-60 ms per workflow task, the "workflow-task wait" of bench/README.md. A WAL with
+# synchronous=NORMAL fsyncs only at checkpoints: a crash of the server process loses
+# nothing, a power loss may lose the last commits, which is the trade an embedded
+# development stack makes (a production cluster runs on its own database).
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+
 
 @dataclass(frozen=True)
 class TemporalPorts:
@@ -48,6 +57,7 @@ def start(
         "--db-filename",
         str(home / "temporal.db"),
         "--ui-disable-news-fetch",
+        *(arg for pragma in SQLITE_PRAGMAS for arg in ("--sqlite-pragma", pragma)),
         "--log-level",
         "warn",
     ]
