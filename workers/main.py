@@ -244,6 +244,9 @@ def build_worker(client: Client, task_queue: str, resources: WorkerResources) ->
         activities=resources.activities(),
         graceful_shutdown_timeout=timedelta(seconds=10),
         interceptors=[ObservabilityInterceptor()],
+        # Bounded slots keep a backlog in Temporal, where fairness between tenants applies.
+        max_concurrent_activities=resources.settings.worker_max_activities,
+        max_concurrent_workflow_tasks=resources.settings.worker_max_workflow_tasks,
     )
 
 

@@ -58,6 +58,7 @@ from stead.contracts.run import (
     Verdict,
 )
 from stead.errors import ApprovalRefused, ConfigError, TemporalUnavailable
+from stead.runs.fairness import run_priority
 from stead.settings import Settings
 
 EXIT_CODES: dict[str, int] = {
@@ -256,6 +257,8 @@ def run(
             id=workflow_id,
             task_queue=cfg.task_queue,
             result_type=RunStatus,
+            # The tenant is the fairness key: its burst queues behind itself only.
+            priority=run_priority(tenant, cfg.fairness_weights),
         )
         if not wait:
             return None

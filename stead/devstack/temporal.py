@@ -14,6 +14,14 @@ from stead.devstack.ports import LOOPBACK
 from stead.namespace_setup import SEARCH_ATTRIBUTES
 
 
+# Temporal's matching dynamic config that turns on priority and fairness (Server 1.32);
+# a self-hosted cluster needs the same (infra/temporal/dynamicconfig, README).
+FAIRNESS_DYNAMIC_CONFIG = {
+    "matching.useNewMatcher": "true",
+    "matching.enableFairness": "true",
+}
+
+
 @dataclass(frozen=True)
 class TemporalPorts:
     grpc: int
@@ -51,6 +59,10 @@ def start(
         "--log-level",
         "warn",
     ]
+    # Fair dispatch between fairness keys (the tenant of each run, stead.runs.fairness);
+    # without it a backlogged task queue is first in, first out across tenants.
+    for key, value in FAIRNESS_DYNAMIC_CONFIG.items():
+        argv += ["--dynamic-config-value", f"{key}={value}"]
     if namespace != "default":
         argv += ["--namespace", namespace]
     # Registered at every start (idempotent): operators filter runs by these in the UI.
