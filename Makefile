@@ -7,8 +7,14 @@ OPA_VERSION := v1.22.2
 OPA_CACHE ?= $(HOME)/.cache/stead/bin
 OPA ?= $(shell command -v opa 2>/dev/null || echo $(OPA_CACHE)/opa)
 export STEAD_OPA_BIN := $(abspath $(OPA))
+# helm and kubeconform validate the chart in deploy/helm (tests/test_helm_chart.py): built
+# once per machine from their Go modules beside OPA, found by the test through these.
+HELM_VERSION := v4.3.2
+KUBECONFORM_VERSION := v0.8.0
+export STEAD_HELM_BIN := $(abspath $(OPA_CACHE)/helm)
+export STEAD_KUBECONFORM_BIN := $(abspath $(OPA_CACHE)/kubeconform)
 
-.PHONY: venv opa test demo bench lint clean
+.PHONY: venv opa chart-tools test demo bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +34,20 @@ $(OPA_CACHE)/opa:
 
 opa: $(OPA)
 
+$(OPA_CACHE)/helm:
+	mkdir -p $(OPA_CACHE)
+	@echo "building helm $(HELM_VERSION) into $(OPA_CACHE) (once per machine)"
+	GOBIN=$(OPA_CACHE) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+$(OPA_CACHE)/kubeconform:
+	mkdir -p $(OPA_CACHE)
+	@echo "building kubeconform $(KUBECONFORM_VERSION) into $(OPA_CACHE) (once per machine)"
+	GOBIN=$(OPA_CACHE) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+chart-tools: $(OPA_CACHE)/helm $(OPA_CACHE)/kubeconform
+
 # Lint first: a style or type error fails CI in seconds, before the real stack starts.
-test: lint opa
+test: lint opa chart-tools
 	$(OPA) check --strict policies
 	$(OPA) test policies
 	$(OPA) check --strict infra/opa/authz

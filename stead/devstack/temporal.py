@@ -15,10 +15,14 @@ from stead.namespace_setup import SEARCH_ATTRIBUTES
 
 
 # Temporal's matching dynamic config that turns on priority and fairness (Server 1.32);
-# a self-hosted cluster needs the same (infra/temporal/dynamicconfig, README).
+# a self-hosted cluster needs the same (infra/temporal/dynamicconfig, README). Fairness
+# is kept per task queue partition: with the default four, a poller often reaches a
+# partition that holds only the noisy tenant's tasks, so one server keeps one partition.
 FAIRNESS_DYNAMIC_CONFIG = {
     "matching.useNewMatcher": "true",
     "matching.enableFairness": "true",
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
 }
 
 
