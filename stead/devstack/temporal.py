@@ -13,7 +13,6 @@ from stead.devstack.binaries import venv_or_path
 from stead.devstack.ports import LOOPBACK
 from stead.namespace_setup import SEARCH_ATTRIBUTES
 
-
 # Temporal's matching dynamic config that turns on priority and fairness (Server 1.32);
 # a self-hosted cluster needs the same (infra/temporal/dynamicconfig, README). Fairness
 # is kept per task queue partition: with the default four, a poller often reaches a
