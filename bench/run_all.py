@@ -20,7 +20,16 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from bench import decisions, express, long_run, parked, peer_langgraph, sequential, throughput
+from bench import (
+    decisions,
+    express,
+    fairness,
+    long_run,
+    parked,
+    peer_langgraph,
+    sequential,
+    throughput,
+)
 from bench.harness import (
     BenchStack,
     Row,
@@ -53,6 +62,7 @@ def benchmarks(quick: bool) -> dict[str, Bench]:
         ),
         "long_run": lambda s: long_run.measure(s, pick(long_run.FULL, long_run.QUICK)),
         "parked": lambda s: parked.measure(s, pick(parked.FULL, parked.QUICK)),
+        "fairness": lambda s: fairness.measure(s, pick(fairness.FULL, fairness.QUICK)),
     }
 
 
