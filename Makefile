@@ -16,7 +16,14 @@ TEMPORAL_GOTOOLCHAIN := go1.27.3
 STEAD_CACHE ?= $(HOME)/.cache/stead
 TEMPORAL_STAMP := $(STEAD_CACHE)/temporal-$(TEMPORAL_VERSION).built
 
-.PHONY: venv opa temporal-cluster-bin test test-cluster demo bench lint clean
+# helm and kubeconform validate the chart in deploy/helm (tests/test_helm_chart.py): built
+# once per machine from their Go modules beside OPA, found by the test through these.
+HELM_VERSION := v4.3.2
+KUBECONFORM_VERSION := v0.8.0
+export STEAD_HELM_BIN := $(abspath $(OPA_CACHE)/helm)
+export STEAD_KUBECONFORM_BIN := $(abspath $(OPA_CACHE)/kubeconform)
+
+.PHONY: venv opa temporal-cluster-bin chart-tools test test-cluster demo bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,8 +61,20 @@ $(TEMPORAL_STAMP):
 
 temporal-cluster-bin: $(TEMPORAL_STAMP)
 
+$(OPA_CACHE)/helm:
+	mkdir -p $(OPA_CACHE)
+	@echo "building helm $(HELM_VERSION) into $(OPA_CACHE) (once per machine)"
+	GOBIN=$(OPA_CACHE) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+$(OPA_CACHE)/kubeconform:
+	mkdir -p $(OPA_CACHE)
+	@echo "building kubeconform $(KUBECONFORM_VERSION) into $(OPA_CACHE) (once per machine)"
+	GOBIN=$(OPA_CACHE) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+chart-tools: $(OPA_CACHE)/helm $(OPA_CACHE)/kubeconform
+
 # Lint first: a style or type error fails CI in seconds, before the real stack starts.
-test: lint opa temporal-cluster-bin
+test: lint opa chart-tools temporal-cluster-bin
 	$(OPA) check --strict policies
 	$(OPA) test policies
 	$(OPA) check --strict infra/opa/authz

@@ -24,6 +24,7 @@ from bench import (
     actions,
     decisions,
     express,
+    fairness,
     long_run,
     parked,
     peer_langgraph,
@@ -66,6 +67,7 @@ def benchmarks(quick: bool) -> dict[str, Bench]:
         ),
         "long_run": lambda s: long_run.measure(s, pick(long_run.FULL, long_run.QUICK)),
         "parked": lambda s: parked.measure(s, pick(parked.FULL, parked.QUICK)),
+        "fairness": lambda s: fairness.measure(s, pick(fairness.FULL, fairness.QUICK)),
     }
 
 

@@ -213,6 +213,16 @@ class Settings(BaseSettings):
         description="File with the service principal's token `stead webhook serve` starts "
         "runs with.",
     )
+    fairness_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Tenant -> fairness weight of its runs on the task queue (JSON; default 1).",
+    )
+    worker_max_activities: int | None = Field(
+        default=None, ge=1, description="Activity tasks one worker runs at once; unset: SDK's."
+    )
+    worker_max_workflow_tasks: int | None = Field(
+        default=None, ge=1, description="Workflow tasks one worker runs at once; unset: SDK's."
+    )
     plan_inline_max_steps: int = Field(
         default=500,
         ge=1,
@@ -235,6 +245,15 @@ class Settings(BaseSettings):
             token = value.get_secret_value()
             if not token or not all("!" <= c <= "~" for c in token):
                 raise ValueError("expected a bearer token: printable ASCII without spaces")
+        return value
+
+    @field_validator("fairness_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        # Temporal clamps weights to [0.001, 1000]; refuse what it would silently change.
+        for tenant, weight in value.items():
+            if not 0.001 <= weight <= 1000:
+                raise ValueError(f"fairness weight of {tenant} must be in [0.001, 1000]")
         return value
 
     @field_validator("postgres_dsn", "postgres_admin_dsn")

@@ -93,4 +93,5 @@ def build_edge_worker(client: Client, task_queue: str, edge: EdgeResources) -> W
         activities=edge.activities(),
         graceful_shutdown_timeout=timedelta(seconds=10),
         interceptors=[ObservabilityInterceptor()],
+        max_concurrent_activities=edge.settings.worker_max_activities,
     )

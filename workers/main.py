@@ -246,6 +246,9 @@ def build_worker(client: Client, task_queue: str, resources: WorkerResources) ->
         graceful_shutdown_timeout=timedelta(seconds=10),
         interceptors=[ObservabilityInterceptor()],
         max_cached_workflows=resources.settings.max_cached_workflows,
+        # Bounded slots keep a backlog in Temporal, where fairness between tenants applies.
+        max_concurrent_activities=resources.settings.worker_max_activities,
+        max_concurrent_workflow_tasks=resources.settings.worker_max_workflow_tasks,
     )
 
 

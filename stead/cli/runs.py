@@ -59,6 +59,7 @@ from stead.contracts.run import (
 )
 from stead.errors import ApprovalRefused, CancelRefused, ConfigError, TemporalUnavailable
 from stead.runs.actions import ActionCount, count_actions, run_histories
+from stead.runs.fairness import run_priority
 from stead.settings import Settings
 
 EXIT_CODES: dict[str, int] = {
@@ -257,6 +258,8 @@ def run(
             id=workflow_id,
             task_queue=cfg.task_queue,
             result_type=RunStatus,
+            # The tenant is the fairness key: its burst queues behind itself only.
+            priority=run_priority(tenant, cfg.fairness_weights),
         )
         if not wait:
             return None

@@ -8,6 +8,7 @@ and one request (``stead.identity.starts``), useless for any other start.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from stead.errors import ConfigError
 from stead.identity.errors import PrincipalTokenRefused
 from stead.identity.starts import StartScope, scope_to_start
 from stead.identity.tokens import PrincipalClaims, read_claims
+from stead.runs.fairness import run_priority
 from stead.settings import Settings
 
 
@@ -133,11 +135,17 @@ async def start_governed(
     credential: StartCredential | None,
     *,
     workflow_id: str | None = None,
+    fairness_weights: Mapping[str, float] | None = None,
     **options: Any,
 ) -> WorkflowHandle[Any, RunStatus]:
-    """Start ``stead.run`` with the credential narrowed to this start (if one is held)."""
+    """Start ``stead.run`` with the credential narrowed to this start (if one is held).
+
+    The run's tenant is its fairness key (``stead.runs.fairness``); a caller's own
+    ``priority=`` option overrides it.
+    """
     run_id = workflow_id or f"run-{request.tenant}-{uuid.uuid4().hex[:12]}"
     token = None if credential is None else credential.narrow(run_id, request)
+    options.setdefault("priority", run_priority(request.tenant, fairness_weights or {}))
     return await client.start_workflow(
         "stead.run",
         RunInput(request=request, start_token=token),

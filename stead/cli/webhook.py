@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,6 +63,8 @@ class ReturnRuns:
     opa_token: SecretStr | None = None  # the decision token, to read the tenant's limits
     # The service principal's token; each run gets a copy narrowed to it alone.
     credential: StartCredential | None = None
+    # Tenant -> fairness weight (STEAD_FAIRNESS_WEIGHTS): this tenant's share of the queue.
+    fairness_weights: Mapping[str, float] = field(default_factory=dict)
 
     def run_id(self, event: ReturnEvent) -> str:
         return f"return-{self.tenant}-{event.event_id}"
@@ -90,6 +92,7 @@ class ReturnRuns:
                 workflow_id=run_id,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                fairness_weights=self.fairness_weights,
             )
         except WorkflowAlreadyStartedError:
             return run_id, False
@@ -227,6 +230,7 @@ def serve(
             run_as,
             cfg.opa_token,
             credential,
+            cfg.fairness_weights,
         )
         with serving(runs, asyncio.get_running_loop(), host=host, port=port, secret=secret) as url:
             console.print(f"receiving return events at {url}/returns for tenant {tenant}")

@@ -21,6 +21,16 @@ from stead.namespace_setup import SEARCH_ATTRIBUTES
 # nothing, a power loss may lose the last commits, which is the trade an embedded
 # development stack makes (a production cluster runs on its own database).
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+# Temporal's matching dynamic config that turns on priority and fairness (Server 1.32);
+# a self-hosted cluster needs the same (infra/temporal/dynamicconfig, README). Fairness
+# is kept per task queue partition: with the default four, a poller often reaches a
+# partition that holds only the noisy tenant's tasks, so one server keeps one partition.
+FAIRNESS_DYNAMIC_CONFIG = {
+    "matching.useNewMatcher": "true",
+    "matching.enableFairness": "true",
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,10 @@ def start(
         "--log-level",
         "warn",
     ]
+    # Fair dispatch between fairness keys (the tenant of each run, stead.runs.fairness);
+    # without it a backlogged task queue is first in, first out across tenants.
+    for key, value in FAIRNESS_DYNAMIC_CONFIG.items():
+        argv += ["--dynamic-config-value", f"{key}={value}"]
     if namespace != "default":
         argv += ["--namespace", namespace]
     # Registered at every start (idempotent): operators filter runs by these in the UI.
