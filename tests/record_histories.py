@@ -38,10 +38,11 @@ from stead.contracts.run import (
 )
 from stead.devstack.stack import stack_down, stack_up
 from stead.settings import Settings
+from stead.temporal import connect
 from tests import opa_auth
 from tests.conftest import REPO, settings_for
 from tests.runs import configure_tenant, playbook, wait_pending
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 HISTORIES = REPO / "tests" / "histories"
 TASK_QUEUE = "stead-histories"

@@ -131,7 +131,7 @@ async def cli_client(cfg: Settings) -> Client:
     A command answers a person or a pipeline: it should say "unavailable" (exit 4)
     in seconds, not retry silently for the SDK's default budget.
     """
-    from workers.main import connect
+    from stead.temporal import connect
 
     budget = int(cfg.temporal_connect_timeout * 1000)
     return await connect(
