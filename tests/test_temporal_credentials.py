@@ -86,7 +86,7 @@ def test_a_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
 def test_tls_off_with_tls_files_is_a_contradiction(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_bytes(b"CA")
-    with pytest.raises(ConfigError, match="TLS is turned off .* but TLS certificates"):
+    with pytest.raises(ConfigError, match=r"TLS is turned off .* but TLS certificates"):
         temporal_tls(settings_for(tmp_path, temporal_tls=False, temporal_tls_ca=ca))
 
 

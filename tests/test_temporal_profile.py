@@ -45,9 +45,7 @@ def _resolved(home: Path, **env: str) -> dict[str, str | None]:
         " 'api_key': s.temporal_api_key.get_secret_value() if s.temporal_api_key else None,"
         " 'server_name': s.temporal_tls_server_name}))"
     )
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("STEAD_", "TEMPORAL_"))
-    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STEAD_", "TEMPORAL_"))}
     done = subprocess.run(
         [sys.executable, "-c", code],
         env={**clean, "STEAD_HOME": str(home), "TEMPORAL_CONFIG_FILE": os.devnull, **env},
