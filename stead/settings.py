@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     embedding_dim: int | None = Field(default=None, ge=1, description="Its vector size.")
     embedding_api_base: str | None = Field(default=None, description="Embedding API base URL.")
     embedding_api_key: SecretStr | None = Field(default=None, description="Embedding API key.")
+    memory_schedules: bool = Field(
+        default=False,
+        description="Run memory's reindex and purge on Temporal Schedules (one per namespace).",
+    )
     memory_reindex_every_seconds: int = Field(default=600, ge=10, description="Reindex schedule.")
     memory_purge_every_seconds: int = Field(default=3600, ge=60, description="TTL purge schedule.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Worker /metrics port; 0 off.")

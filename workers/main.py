@@ -42,6 +42,7 @@ from stead.capability.trust import WorkerTrust, key_store, open_trust
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
 from stead.memory.factory import open_memory_service
+from stead.memory.schedules import ensure_memory_schedules
 from stead.memory.service import MemoryService
 from stead.namespace_setup import fix_command, missing_search_attributes
 from stead.observability.interceptor import ObservabilityInterceptor
@@ -60,7 +61,6 @@ from workflows.memory import (
     MemoryIndexOpWorkflow,
     MemoryPurgeWorkflow,
     MemoryReindexWorkflow,
-    ensure_schedules,
 )
 from workflows.run import RunWorkflow
 
@@ -214,9 +214,9 @@ async def run_worker(settings: Settings, *, adapters: Collection[str] = ()) -> N
         worker_metrics(settings.metrics_port, client),
         serving(client, settings, adapters),
     ):
-        if not adapters:
-            # Schedules only for the real worker: test queues must not collect them.
-            await ensure_schedules(
+        if settings.memory_schedules and not adapters:
+            # Opt-in, one pair per namespace; never for test or demo queues.
+            await ensure_memory_schedules(
                 client,
                 settings.task_queue,
                 reindex_every=timedelta(seconds=settings.memory_reindex_every_seconds),
