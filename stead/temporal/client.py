@@ -18,7 +18,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, TLSConfig
 
 from stead.codec import data_converter
-from stead.errors import ConfigError, TemporalUnavailable
+from stead.errors import ConfigError, SteadError, TemporalRefused, TemporalUnavailable
 from stead.settings import Settings
 
 
@@ -51,10 +51,53 @@ async def connect(
             data_converter=data_converter(settings),
         )
     except RuntimeError as exc:
-        raise TemporalUnavailable(
-            f"cannot reach Temporal at {settings.temporal_address}: {_reason(exc)}. "
-            f"{_hint(settings)}"
-        ) from None
+        raise _connect_error(settings, exc) from None
+
+
+# What the SDK's connect error says when the server answered but refused us: the TLS
+# alert or gRPC status inside its text is the only signal, so match it and say the fix.
+_REFUSALS = (
+    (
+        "CertificateRequired",
+        "requires a client certificate and none was presented; set "
+        "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH (or the profile's "
+        "client_cert_path/client_key_path)",
+    ),
+    (
+        "UnknownCA",
+        "did not accept this client certificate: a CA it does not trust signed it",
+    ),
+    (
+        "BadCertificate",
+        "did not accept this client certificate",
+    ),
+    (
+        "InvalidCertificate",
+        "presented a certificate this client does not trust; set "
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH to the CA that signed it (and "
+        "TEMPORAL_TLS_SERVER_NAME if it names another host)",
+    ),
+    (
+        "PermissionDenied",
+        "refused the API key: check TEMPORAL_API_KEY and that its issuer and permissions "
+        "are the ones the server accepts for this namespace",
+    ),
+    (
+        "Unauthenticated",
+        "refused the API key: check TEMPORAL_API_KEY",
+    ),
+)
+
+
+def _connect_error(settings: Settings, exc: RuntimeError) -> SteadError:
+    """Refused (a credential problem, exit 1) or unavailable (try later, exit 4)."""
+    text = str(exc)
+    for marker, what in _REFUSALS:
+        if marker in text:
+            return TemporalRefused(f"Temporal at {settings.temporal_address} {what} ({marker})")
+    return TemporalUnavailable(
+        f"cannot reach Temporal at {settings.temporal_address}: {_reason(exc)}. {_hint(settings)}"
+    )
 
 
 def _reason(exc: RuntimeError) -> str:
@@ -64,14 +107,23 @@ def _reason(exc: RuntimeError) -> str:
 
 
 def _hint(settings: Settings) -> str:
-    if temporal_tls(settings) not in (None, False):
+    tls = temporal_tls(settings)
+    if tls in (None, False) and settings.temporal_api_key is None:
         return (
-            "Check the address, the server's CA (TEMPORAL_TLS_SERVER_CA_CERT_PATH), and that "
-            "the server accepts this client certificate or API key"
+            "Is `stead dev up` running, is TEMPORAL_ADDRESS / STEAD_TEMPORAL_ADDRESS right, "
+            "and does the server want TLS (TEMPORAL_TLS=true)?"
         )
-    if settings.temporal_api_key is not None:
-        return "Check the address and that the server accepts this API key (TEMPORAL_API_KEY)"
-    return "Is `stead dev up` running, or is TEMPORAL_ADDRESS / STEAD_TEMPORAL_ADDRESS right?"
+    # A TLS 1.3 server that refuses a client certificate may just close the connection
+    # before its alert is read: then this is all we can tell, so name both causes.
+    if isinstance(tls, TLSConfig) and tls.client_cert is not None:
+        return (
+            "Check the address, and that the server accepts this client certificate "
+            "(signed by a CA it trusts)"
+        )
+    return (
+        "Check the address; if the server requires a client certificate (mTLS), set "
+        "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH"
+    )
 
 
 def temporal_tls(settings: Settings) -> TLSConfig | bool | None:
