@@ -18,11 +18,12 @@ import uuid
 from statistics import median
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import WorkflowHistory
 from temporalio.worker import Worker
 
 from bench.bare import BareChainWorkflow, noop
 from bench.harness import BenchStack, bench_stack
+from stead.temporal import connect
 
 STEPS = 40
 
@@ -43,9 +44,7 @@ def task_waits_ms(history: WorkflowHistory) -> list[float]:
 
 
 async def measure(stack: BenchStack) -> None:
-    client = await Client.connect(
-        stack.settings.temporal_address, namespace=stack.settings.temporal_namespace
-    )
+    client = await connect(stack.settings)
     queue = f"wft-wait-{uuid.uuid4().hex[:8]}"
     async with Worker(client, task_queue=queue, workflows=[BareChainWorkflow], activities=[noop]):
         for nth in range(1, 4):
