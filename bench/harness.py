@@ -41,7 +41,8 @@ from stead.devstack.stack import read_state, stack_down, stack_up, temporal_unde
 from stead.identity.directory import add_principal, create_tenant
 from stead.policy.admin import OpaAdmin
 from stead.settings import Settings, load_settings
-from workers.main import build_worker, connect, open_resources
+from stead.temporal import connect
+from workers.main import build_worker, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
 # Like tests/conftest.py: a stray export must not point a benchmark at a real cluster.

@@ -56,7 +56,7 @@ from bench.harness import (
 )
 from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
 from stead.settings import Settings
-from workers.main import connect
+from stead.temporal import connect
 
 GOAL_RSS_MB = 1000.0
 STEP = "s0"

@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     CANCEL_REFUSED = "cancel_refused"
     INVALID_INPUT = "invalid_input"
     TEMPORAL_UNAVAILABLE = "temporal_unavailable"
+    TEMPORAL_REFUSED = "temporal_refused"
 
 
 class SteadError(Exception):
@@ -77,3 +78,12 @@ class TemporalUnavailable(SteadError):
     """
 
     code = ErrorCode.TEMPORAL_UNAVAILABLE
+
+
+class TemporalRefused(SteadError):
+    """Temporal answered but refused this client's credential (API key, JWT or certificate).
+
+    Not an outage (exit 4): retrying will not help until the credential is fixed.
+    """
+
+    code = ErrorCode.TEMPORAL_REFUSED

@@ -78,17 +78,41 @@ class Settings(BaseSettings):
         description="API key or JWT presented to Temporal as a bearer token; or TEMPORAL_API_KEY.",
     )
     temporal_tls_cert: Path | None = Field(
-        default=None, description="Client certificate (PEM) for mTLS to Temporal."
+        default=None,
+        description="Client certificate (PEM) for mTLS to Temporal; or "
+        "TEMPORAL_TLS_CLIENT_CERT_PATH.",
     )
     temporal_tls_key: Path | None = Field(
-        default=None, description="Its private key (PEM); set with STEAD_TEMPORAL_TLS_CERT."
+        default=None,
+        description="Its private key (PEM); or TEMPORAL_TLS_CLIENT_KEY_PATH.",
     )
     temporal_tls_ca: Path | None = Field(
-        default=None, description="CA (PEM) that signed Temporal's server certificate."
+        default=None,
+        description="CA (PEM) that signed Temporal's server certificate; or "
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH.",
+    )
+    temporal_tls_cert_data: SecretStr | None = Field(
+        default=None, description="The client certificate inline (PEM); or *_CLIENT_CERT_DATA."
+    )
+    temporal_tls_key_data: SecretStr | None = Field(
+        default=None, description="The client key inline (PEM); or TEMPORAL_TLS_CLIENT_KEY_DATA."
+    )
+    temporal_tls_ca_data: SecretStr | None = Field(
+        default=None, description="The server CA inline (PEM); or *_SERVER_CA_CERT_DATA."
+    )
+    temporal_tls_server_name: str | None = Field(
+        default=None,
+        description="Server name (SNI) to verify Temporal's certificate against; or "
+        "TEMPORAL_TLS_SERVER_NAME.",
     )
     temporal_tls: bool | None = Field(
         default=None,
-        description="TLS to Temporal; unset: on with an API key or the TLS files, else off.",
+        description="TLS to Temporal; unset: on with an API key or the TLS files, else off; or "
+        "TEMPORAL_TLS.",
+    )
+    temporal_grpc_meta: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="gRPC headers sent with every Temporal call; or TEMPORAL_GRPC_META_<NAME>.",
     )
     temporal_connect_timeout: float = Field(
         default=5.0,
@@ -121,6 +145,10 @@ class Settings(BaseSettings):
     embedding_dim: int | None = Field(default=None, ge=1, description="Its vector size.")
     embedding_api_base: str | None = Field(default=None, description="Embedding API base URL.")
     embedding_api_key: SecretStr | None = Field(default=None, description="Embedding API key.")
+    memory_schedules: bool = Field(
+        default=False,
+        description="Run memory's reindex and purge on Temporal Schedules (one per namespace).",
+    )
     memory_reindex_every_seconds: int = Field(default=600, ge=10, description="Reindex schedule.")
     memory_purge_every_seconds: int = Field(default=3600, ge=60, description="TTL purge schedule.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Worker /metrics port; 0 off.")
@@ -338,20 +366,30 @@ def _stack_opa_tokens(home: Path) -> dict[str, str]:
     return {key: raw[role] for key, role in pairs if isinstance(raw.get(role), str)}
 
 
-def _temporal_api_key() -> dict[str, str]:
-    """Temporal's own ``TEMPORAL_API_KEY`` (its CLI's variable), when STEAD_'s is unset."""
-    value = os.environ.get("TEMPORAL_API_KEY")
-    return {"temporal_api_key": value} if value else {}
+def temporal_environment() -> dict[str, str]:
+    """The ``TEMPORAL_*`` variables: Temporal's own environment configuration.
+
+    Handed to ``temporalio.envconfig`` explicitly (stead.temporal.profile) so this
+    module stays the only reader of ``os.environ`` and tests can pass their own.
+    """
+    return {k: v for k, v in os.environ.items() if k.startswith("TEMPORAL_")}
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings: explicit overrides > env/.env > stack.json > defaults.
+    """Build settings: explicit overrides > STEAD_* env/.env > Temporal's environment
+    configuration (TEMPORAL_* over the temporal.toml profile) > stack.json > defaults.
 
     A bad value fails here, at start, with a message that names the variable.
     """
+    # Imported here, not at the top: stead.temporal imports this module.
+    from stead.temporal.profile import profile_settings
+
     try:
         base = Settings(**overrides)
-        recorded = {**_temporal_api_key(), **_stack_overrides(base.home)}
+        recorded = {
+            **_stack_overrides(base.home),
+            **profile_settings(temporal_environment()),
+        }
         explicit = set(base.model_fields_set)
         fill = {key: value for key, value in recorded.items() if key not in explicit}
         if not fill:

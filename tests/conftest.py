@@ -26,15 +26,18 @@ from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
 from stead.devstack.stack import ExternalTemporal, stack_down, stack_up, temporal_under_test
 from stead.settings import Settings, load_settings
+from stead.temporal import connect
 from tests import opa_auth
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
 KEEP = {"STEAD_OPA_BIN"}
 EXTERNAL_TEMPORAL = temporal_under_test(os.environ)
 for _name in list(os.environ):
-    if _name.startswith("STEAD_") and _name not in KEEP:
+    if _name.startswith(("STEAD_", "TEMPORAL_")) and _name not in KEEP:
         del os.environ[_name]
+# Nor may Temporal's own profile file (~/.config/temporalio/temporal.toml).
+os.environ["TEMPORAL_CONFIG_FILE"] = os.devnull
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -46,11 +46,12 @@ from stead.devstack.stack import stack_down, stack_up
 from stead.identity import directory
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_cancel
 from stead.settings import Settings
+from stead.temporal import connect
 from tests import opa_auth
 from tests.conftest import REPO, settings_for
 from tests.peers import FakeLlm, serve
 from tests.runs import configure_tenant, playbook, wait_pending
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 HISTORIES = REPO / "tests" / "histories"
 TASK_QUEUE = "stead-histories"

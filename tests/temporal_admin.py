@@ -8,7 +8,7 @@ from datetime import timedelta
 from stead.errors import ConfigError
 from stead.namespace_setup import ensure_namespace, missing_search_attributes
 from stead.settings import Settings
-from workers.main import connect
+from stead.temporal import connect
 
 
 def register_namespace(settings: Settings, namespace: str) -> None:

@@ -37,12 +37,13 @@ from stead.contracts.run import ApprovalInput, RunStatus
 from stead.db.pool import tenant_transaction
 from stead.secrets.redact import encoded_forms
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import subprocess_env
 from tests.peers import FakeLlm, serve, serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.test_memory_support import remember
 from tests.test_no_secrets_in_history import history_texts, raw_history
-from workers.main import WorkerResources, build_worker, connect, open_resources
+from workers.main import WorkerResources, build_worker, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
 

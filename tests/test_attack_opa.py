@@ -30,11 +30,12 @@ from stead.errors import ConfigError
 from stead.policy.authz import AUTHZ_DATA_FILE, TOKENS_FILE, token_hash
 from stead.policy.opa import OpaClient, PolicyUnauthorized
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import REPO, settings_for, subprocess_env
 from tests.opa_auth import admin_headers, decision_headers, stack_tokens
 from tests.peers import IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 READ_STEP: dict[str, Any] = {
     "tenant": "nobody-configured",

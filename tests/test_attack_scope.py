@@ -52,12 +52,12 @@ from stead.memory.sealing import INDEX_OP_TTL, SEAL_REFUSED, SealMemo, seal, sea
 from stead.memory.service import MemoryService
 from stead.runs.scope import SCOPE_REFUSED, RunScope, ScopeClaim
 from stead.settings import Settings
+from stead.temporal import connect
 from stead.vector import EdgeVectorIndex, VectorIndexUnavailable
 from tests.conftest import WorkerHandle
 from tests.runs import configure_tenant, playbook, start_run
 from tests.scope_support import admit_run, integrity_secret
 from tests.test_memory_support import EMBEDDER, new_tenant, open_service, query, remember, utcnow
-from workers.main import connect
 from workflows.memory import MemoryIndexOpWorkflow, MemoryPurgeWorkflow, MemoryReindexWorkflow
 
 VICTIM_FACTS = (

@@ -37,10 +37,11 @@ from stead.capability.trust import key_store
 from stead.contracts.run import RunStatus, sha256_hex
 from stead.db.pool import create_pool, tenant_transaction
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import settings_for
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.test_capability_tokens import flip_a_byte
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 from workflows.run import RunWorkflow
 
 PUT = playbook({"id": "put", "operation": "records.put", "args": {"key": "a", "value": {"n": 1}}})

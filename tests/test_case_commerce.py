@@ -36,6 +36,7 @@ from stead.cli.case_runs import (
 from stead.cli.webhook import ReturnRuns, serving
 from stead.contracts.run import RunInput, RunRequest, RunStatus
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.cases import (
     configure_case_tenant,
     decide,
@@ -46,7 +47,6 @@ from tests.cases import (
 from tests.opa_auth import admin_headers
 from tests.runs import new_tenant, wait_pending
 from tests.workers import start_worker
-from workers.main import connect
 
 APPROVER = "user:ops-lead"
 DATABASES = ("nightly", "policy", "returns", "drift")

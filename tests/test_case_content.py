@@ -37,6 +37,7 @@ from stead.identity.directory import add_principal, create_tenant
 from stead.memory.contracts import Provenance, RememberRequest
 from stead.settings import Settings
 from stead.slo.report import Figures, compute_report
+from stead.temporal import connect
 from tests.cases import (
     approve_until_done,
     configure_case_tenant,
@@ -48,7 +49,6 @@ from tests.cases import (
 from tests.opa_auth import admin_headers
 from tests.runs import new_tenant, wait_pending
 from tests.workers import start_worker
-from workers.main import connect
 
 CREATOR = "user:creator"
 SIGN_OFF = "Keep making things. - Sam"

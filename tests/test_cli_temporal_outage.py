@@ -22,10 +22,10 @@ from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
 from stead.devstack import proc, temporal
 from stead.devstack.ports import LOOPBACK, free_port, is_free
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import REPO, settings_for, subprocess_env
 from tests.runs import configure_tenant, new_tenant, playbook
 from tests.workers import worker_process
-from workers.main import connect
 
 PUT_ONLY = playbook(
     {"id": "put", "operation": "records.put", "args": {"key": "a", "value": {"n": 1}}}

@@ -465,3 +465,17 @@ def test_compose_refuses_to_start_without_each_credential(
 def test_qdrant_requires_an_api_key(services: dict[str, dict[str, Any]]) -> None:
     env = _environment(services["qdrant"])
     assert env["QDRANT__SERVICE__API_KEY"] == DUMMY_SECRETS["QDRANT_API_KEY"]
+
+
+def test_a_one_shot_service_registers_the_search_attributes_before_the_worker(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    setup = services["temporal-setup"]
+    assert setup["command"][:2] == ["temporal", "setup"]
+    assert setup["image"] == services["worker"]["image"]
+    assert setup["depends_on"]["temporal"]["condition"] == "service_healthy"
+    env = _environment(setup)
+    assert env["STEAD_TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert env["STEAD_TEMPORAL_API_KEY"] == DUMMY_SECRETS["TEMPORAL_ADMIN_JWT"]
+    waits = services["worker"]["depends_on"]["temporal-setup"]
+    assert waits["condition"] == "service_completed_successfully"

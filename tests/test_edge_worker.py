@@ -24,12 +24,13 @@ from temporalio.client import WorkflowHandle
 
 from adapters.email import message_id
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import REPO, WorkerHandle, settings_for, subprocess_env
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.smtp_peer import Mailbox, smtp_server
 from tests.workers import stop_worker
 from workers.edge import open_edge_resources
-from workers.main import WorkerResources, build_worker, connect, open_resources
+from workers.main import WorkerResources, build_worker, open_resources
 
 EDGE_QUEUE = f"edge-email-{uuid.uuid4().hex[:8]}"
 TENANT = new_tenant()

@@ -21,12 +21,12 @@ from stead.devstack.proc import stop as stop_process
 from stead.memory.contracts import RunSummaryInput
 from stead.memory.indexer import RUN_SUMMARIES, embedding_text
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import WorkerHandle
 from tests.opa_auth import stack_tokens
 from tests.peers import IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.workers import start_worker, stop_worker, worker_process
-from workers.main import connect
 
 PUT_GET = playbook(
     {"id": "put", "operation": "records.put", "args": {"key": "k", "value": {"n": 1}}},

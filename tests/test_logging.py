@@ -15,10 +15,10 @@ import pytest
 
 from stead.observability.logs import ContextFilter, JsonFormatter, TextFormatter, log_context
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import WorkerHandle
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.workers import worker_process
-from workers.main import connect
 
 TWO_STEPS = playbook(
     {"id": "put", "operation": "records.put", "args": {"key": "k", "value": {}}},

@@ -24,11 +24,11 @@ from temporalio.worker import Worker
 
 from activities.memory import MemoryActivities
 from stead.settings import Settings
+from stead.temporal import connect
 from stead.vector import EdgeVectorIndex
 from tests.conftest import REPO, subprocess_env
 from tests.scope_support import integrity_secret
 from tests.test_memory_support import new_tenant, open_service
-from workers.main import connect
 from workflows.memory import MemoryIndexOpWorkflow, MemoryPurgeWorkflow, MemoryReindexWorkflow
 
 pytestmark = pytest.mark.slow  # each command is a fresh Python process

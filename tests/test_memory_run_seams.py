@@ -40,10 +40,10 @@ from stead.memory.routed import WorkerRoutedIndex
 from stead.memory.service import MemoryService
 from stead.memory.shard import GuardedEdgeIndex
 from stead.settings import Settings
+from stead.temporal import connect
 from stead.vector import EdgeVectorIndex, VectorIndexUnavailable
 from tests.scope_support import admit_run, integrity_secret, sealed
 from tests.test_memory_support import EMBEDDER, new_tenant, open_service, query, remember, utcnow
-from workers.main import connect
 from workflows.memory import (
     MemoryIndexOpWorkflow,
     MemoryPurgeWorkflow,

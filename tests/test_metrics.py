@@ -30,11 +30,12 @@ from stead.devstack.ports import free_port, is_free
 from stead.observability.metrics import APPROVALS_PENDING
 from stead.observability.server import MetricsServer, serve_metrics
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import WorkerHandle
 from tests.peers import FakeLlm, serve, serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.workers import worker_process
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 Labels = frozenset[tuple[str, str]]
 

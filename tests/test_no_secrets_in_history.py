@@ -38,10 +38,11 @@ from stead.devstack import opa as opa_stack
 from stead.devstack.binaries import venv_or_path
 from stead.devstack.ports import LOOPBACK, free_port
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import REPO, settings_for, subprocess_env
 from tests.peers import serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 TOKEN = "codec-operator-" + secrets.token_urlsafe(16)
 ENCRYPTED_B64 = base64.b64encode(ENCODING).decode()

@@ -19,9 +19,10 @@ from adapters.core import ECHO
 from adapters.ratelimit import RATE_LIMITED, RateLimited, RateLimiter
 from stead.db.pool import create_pool, tenant_transaction
 from stead.settings import RateLimitSetting, Settings
+from stead.temporal import connect
 from tests.conftest import WorkerHandle, settings_for
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 # 60/min in bursts of 2: two calls at once, then one a second.
 LIMITED = dataclasses.replace(

@@ -24,11 +24,11 @@ from stead.devstack.proc import stop as stop_process
 from stead.identity import directory
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.opa_auth import stack_tokens
 from tests.peers import FakeLlm, IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.workers import start_worker, stop_worker, worker_process
-from workers.main import connect
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from stead.devstack import opa as opa_stack
 from stead.devstack.ports import free_port
 from stead.devstack.proc import stop as stop_process
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import WorkerHandle
 from tests.opa_auth import stack_tokens
 from tests.peers import IdempotentApi, serve
@@ -32,7 +33,6 @@ from tests.runs import (
     start_run,
 )
 from tests.workers import worker_process
-from workers.main import connect
 
 TWO_ECHOES = playbook(
     {"id": "a", "operation": "core.echo", "args": {"value": 1}},

@@ -13,9 +13,10 @@ from pydantic import SecretStr
 from temporalio.client import Client
 
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.peers import FakeLlm, serve
 from tests.runs import configure_tenant, new_tenant, start_run
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 VALID_PLAN = {
     "rationale": "echo twice",

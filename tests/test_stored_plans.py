@@ -52,10 +52,11 @@ from stead.runs.plans import (
 )
 from stead.runs.store import get_run
 from stead.settings import Settings, load_settings
+from stead.temporal import connect
 from tests.conftest import REPO, subprocess_env
 from tests.record_histories import fetch_run_chain
 from tests.runs import configure_tenant, new_tenant, start_run
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 THRESHOLD = 20
 WINDOW = 10

@@ -20,10 +20,10 @@ from temporalio.service import TLSConfig
 
 from stead.errors import ConfigError
 from stead.settings import Settings
+from stead.temporal import connect, temporal_tls
 from stead.vector import VectorIndexUnavailable, open_vector_index
 from tests.conftest import REPO, settings_for, subprocess_env
 from tests.peers import serve_handler
-from workers.main import connect, temporal_tls
 
 
 def _settings_seen_by_a_child(settings: Settings, **env: str) -> str:
@@ -72,21 +72,21 @@ def test_tls_files_become_the_client_certificate_and_ca(tmp_path: Path) -> None:
 
 
 def test_a_missing_tls_file_names_its_variable(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"STEAD_TEMPORAL_TLS_CA=.*nope\.pem cannot be read"):
+    with pytest.raises(ConfigError, match=r"server CA .*nope\.pem cannot be read"):
         temporal_tls(settings_for(tmp_path, temporal_tls_ca=tmp_path / "nope.pem"))
 
 
 def test_a_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
     cert = tmp_path / "client.pem"
     cert.write_bytes(b"CERT")
-    with pytest.raises(ConfigError, match="STEAD_TEMPORAL_TLS_CERT and STEAD_TEMPORAL_TLS_KEY"):
+    with pytest.raises(ConfigError, match="client certificate and its private key go together"):
         temporal_tls(settings_for(tmp_path, temporal_tls_cert=cert))
 
 
 def test_tls_off_with_tls_files_is_a_contradiction(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_bytes(b"CA")
-    with pytest.raises(ConfigError, match="STEAD_TEMPORAL_TLS=false contradicts"):
+    with pytest.raises(ConfigError, match=r"TLS is turned off .* but TLS certificates"):
         temporal_tls(settings_for(tmp_path, temporal_tls=False, temporal_tls_ca=ca))
 
 

@@ -20,10 +20,11 @@ from temporalio.worker import Worker
 
 from stead.observability.tracing import run_traceparent, tracing_interceptor
 from stead.settings import Settings
+from stead.temporal import connect, tracing_interceptors
 from tests.peers import serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.workers import worker_process
-from workers.main import build_worker, connect, open_resources, tracing_interceptors
+from workers.main import build_worker, open_resources
 from workflows.run import RunWorkflow
 
 TWO_STEPS = playbook(

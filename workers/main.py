@@ -20,9 +20,6 @@ from typing import Any
 
 import asyncpg
 from temporalio.client import Client
-from temporalio.client import Interceptor as ClientInterceptor
-from temporalio.runtime import Runtime
-from temporalio.service import RetryConfig, TLSConfig
 from temporalio.worker import Worker
 
 from activities.capability import CapabilityActivities
@@ -42,10 +39,10 @@ from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
 from stead.capability.keys import INTEGRITY
 from stead.capability.trust import WorkerTrust, key_store, open_trust
-from stead.codec import data_converter
 from stead.db.pool import create_pool
-from stead.errors import ConfigError, TemporalUnavailable
+from stead.errors import ConfigError
 from stead.memory.factory import open_memory_service
+from stead.memory.schedules import ensure_memory_schedules
 from stead.memory.service import MemoryService
 from stead.namespace_setup import fix_command, missing_search_attributes
 from stead.observability.interceptor import ObservabilityInterceptor
@@ -56,6 +53,7 @@ from stead.policy.opa import OpaClient
 from stead.runs.scope import configure_scope
 from stead.secrets import open_secret_store
 from stead.settings import Settings, secret_environment
+from stead.temporal import connect
 from workers.edge import build_edge_worker, open_edge_resources
 from workers.refusals import auditing_validator_refusals
 from workflows.hello import HelloWorkflow
@@ -63,82 +61,10 @@ from workflows.memory import (
     MemoryIndexOpWorkflow,
     MemoryPurgeWorkflow,
     MemoryReindexWorkflow,
-    ensure_schedules,
 )
 from workflows.run import RunWorkflow
 
 log = logging.getLogger("stead.worker")
-
-
-async def connect(
-    settings: Settings,
-    *,
-    runtime: Runtime | None = None,
-    retry_config: RetryConfig | None = None,
-) -> Client:
-    """A client presenting the configured credential: a bearer API key/JWT and/or mTLS.
-
-    A Temporal cluster with an authorizer (docker-compose.yml) answers only callers
-    whose JWT grants the namespace; without one the embedded dev server needs none.
-    The connect is bounded by ``temporal_connect_timeout``, so a blackholed address
-    fails in seconds with TemporalUnavailable rather than hanging on the SDK's default.
-    """
-    api_key = settings.temporal_api_key
-    try:
-        return await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            api_key=api_key.get_secret_value() if api_key is not None else None,
-            tls=temporal_tls(settings),
-            interceptors=tracing_interceptors(settings),
-            runtime=runtime,
-            retry_config=retry_config,
-            connect_timeout=timedelta(seconds=settings.temporal_connect_timeout),
-            # Pydantic payloads, AES-GCM encrypted when STEAD_CODEC_KEYRING is set.
-            data_converter=data_converter(settings),
-        )
-    except RuntimeError as exc:
-        raise TemporalUnavailable(
-            f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}. "
-            "Is `stead dev up` running, or is STEAD_TEMPORAL_ADDRESS right?"
-        ) from None
-
-
-def temporal_tls(settings: Settings) -> TLSConfig | bool | None:
-    """TLS to Temporal from the STEAD_TEMPORAL_TLS_* files; a missing file names its variable."""
-    files = {
-        "STEAD_TEMPORAL_TLS_CERT": settings.temporal_tls_cert,
-        "STEAD_TEMPORAL_TLS_KEY": settings.temporal_tls_key,
-        "STEAD_TEMPORAL_TLS_CA": settings.temporal_tls_ca,
-    }
-    if not any(files.values()):
-        # None lets the SDK decide: TLS when an API key is presented, plaintext otherwise.
-        return settings.temporal_tls
-    if settings.temporal_tls is False:
-        raise ConfigError(
-            "STEAD_TEMPORAL_TLS=false contradicts the STEAD_TEMPORAL_TLS_* files; unset one"
-        )
-    if (settings.temporal_tls_cert is None) != (settings.temporal_tls_key is None):
-        raise ConfigError(
-            "STEAD_TEMPORAL_TLS_CERT and STEAD_TEMPORAL_TLS_KEY go together (a client "
-            "certificate and its private key); set both or neither"
-        )
-    loaded: dict[str, bytes | None] = {}
-    for name, path in files.items():
-        if path is None:
-            loaded[name] = None
-            continue
-        try:
-            loaded[name] = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"{name}={path} cannot be read ({exc.strerror}); fix the path"
-            ) from None
-    return TLSConfig(
-        server_root_ca_cert=loaded["STEAD_TEMPORAL_TLS_CA"],
-        client_cert=loaded["STEAD_TEMPORAL_TLS_CERT"],
-        client_private_key=loaded["STEAD_TEMPORAL_TLS_KEY"],
-    )
 
 
 @dataclass
@@ -252,16 +178,6 @@ def build_worker(client: Client, task_queue: str, resources: WorkerResources) ->
     )
 
 
-def tracing_interceptors(settings: Settings) -> list[ClientInterceptor]:
-    """Temporal's OpenTelemetry interceptor when STEAD_OTLP_ENDPOINT is set, else none."""
-    if settings.otlp_endpoint is None:
-        return []
-    # Imported only when tracing is on: the rest of Stead never loads OpenTelemetry.
-    from stead.observability.tracing import otlp_interceptor
-
-    return [otlp_interceptor(settings.otlp_endpoint)]
-
-
 @asynccontextmanager
 async def serving(
     client: Client, settings: Settings, adapters: Collection[str] = ()
@@ -303,9 +219,9 @@ async def run_worker(settings: Settings, *, adapters: Collection[str] = ()) -> N
         worker_metrics(settings.metrics_port, client),
         serving(client, settings, adapters),
     ):
-        if not adapters:
-            # Schedules only for the real worker: test queues must not collect them.
-            await ensure_schedules(
+        if settings.memory_schedules and not adapters:
+            # Opt-in, one pair per namespace; never for test or demo queues.
+            await ensure_memory_schedules(
                 client,
                 settings.task_queue,
                 reindex_every=timedelta(seconds=settings.memory_reindex_every_seconds),

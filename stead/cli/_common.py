@@ -21,7 +21,7 @@ from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
-from stead.errors import ErrorCode, SteadError, TemporalUnavailable
+from stead.errors import ErrorCode, SteadError, TemporalRefused, TemporalUnavailable
 from stead.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ EXIT_TEMPORAL_UNAVAILABLE = 4
 # What a dead or restarting server looks like from the client; anything else
 # (NOT_FOUND, PERMISSION_DENIED, …) is an answer, not an outage.
 _OUTAGE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+_REFUSED = frozenset({RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED})
 
 
 def settings() -> Settings:
@@ -72,6 +73,8 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
         except TemporalUnavailable as exc:
             fail(exc.code, exc.message, EXIT_TEMPORAL_UNAVAILABLE)
         except RPCError as exc:
+            if exc.status in _REFUSED:
+                fail(ErrorCode.TEMPORAL_REFUSED, temporal_refused(exc).message)
             if exc.status not in _OUTAGE:
                 raise
             fail(
@@ -110,6 +113,16 @@ def temporal_unavailable(exc: RPCError) -> TemporalUnavailable:
     )
 
 
+def temporal_refused(exc: RPCError) -> TemporalRefused:
+    """The one-line error for a call Temporal answered with "not you" or "not allowed"."""
+    detail = " ".join(str(exc.message or exc).split())[:160]
+    return TemporalRefused(
+        f"Temporal refused this client ({exc.status.name if exc.status else 'no status'}: "
+        f"{detail}); nothing was changed. Check the API key (TEMPORAL_API_KEY) and the "
+        "permissions it grants on the namespace, or the client certificate"
+    )
+
+
 @cache
 def cli_runtime() -> Runtime:
     """The SDK runtime of a CLI process: core's log lines go through Python logging.
@@ -131,7 +144,7 @@ async def cli_client(cfg: Settings) -> Client:
     A command answers a person or a pipeline: it should say "unavailable" (exit 4)
     in seconds, not retry silently for the SDK's default budget.
     """
-    from workers.main import connect
+    from stead.temporal import connect
 
     budget = int(cfg.temporal_connect_timeout * 1000)
     return await connect(

@@ -80,7 +80,7 @@ def run_foundation_demo() -> None:
     from stead.contracts.hello import Greeting, GreetingRequest
     from stead.contracts.run import RunRequest, RunStatus
     from stead.db.pool import create_pool, tenant_transaction
-    from workers.main import connect
+    from stead.temporal import connect
 
     async def go(cfg: Settings, task_queue: str) -> tuple[Greeting, RunStatus, bool]:
         client = await connect(cfg)

@@ -154,7 +154,7 @@ async def _seed_memory(cfg: Settings, tenant: str, seed: list[tuple[str, str, st
 
 
 async def _content(cfg: Settings, ex: Any, folder: Path) -> None:
-    from workers.main import connect
+    from stead.temporal import connect
 
     tenant = "creator"
     content, week = ex.content, ex.content.week()
@@ -295,7 +295,7 @@ def run_content_demo() -> None:
 
 async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
     from stead.cli.webhook import ReturnRuns, serving
-    from workers.main import connect
+    from stead.temporal import connect
 
     tenant = "shop"
     if not cfg.postgres_admin_dsn:

@@ -18,6 +18,7 @@ from stead.cli import (
     memory,
     policy,
     runs,
+    schedules,
     slo,
     temporal_setup,
     webhook,
@@ -34,6 +35,7 @@ app.add_typer(identity.principal_app, name="principal")
 app.add_typer(identity.keys_app, name="keys")
 app.add_typer(policy.app, name="policy")
 app.add_typer(temporal_setup.app, name="temporal")
+app.add_typer(schedules.app, name="schedules")
 runs.register(app)
 slo.register(app)
 codec.register(app)

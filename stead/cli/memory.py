@@ -105,7 +105,7 @@ async def open_session(cfg: Settings) -> AsyncIterator[Session]:
 async def _worker_index(
     cfg: Settings, embedder: str, dim: int, held: VectorIndexUnavailable
 ) -> tuple[VectorIndex, Via, Any]:
-    from workers.main import connect
+    from stead.temporal import connect
 
     try:
         client = await connect(cfg)

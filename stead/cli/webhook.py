@@ -197,7 +197,7 @@ def serve(
     ] = None,
 ) -> None:
     """Start one reconciliation run per return event posted to /returns, until Ctrl-C."""
-    from workers.main import connect
+    from stead.temporal import connect
 
     cfg = settings()
     secret = None

@@ -1,7 +1,7 @@
 """Payload encryption: an AES-GCM ``PayloadCodec``, its keyring, and the codec server.
 
 Turned on by ``STEAD_CODEC_KEYRING``: every client and worker built by
-``workers.main.connect`` then encrypts workflow inputs, results, activity arguments,
+``stead.temporal.connect`` then encrypts workflow inputs, results, activity arguments,
 signals, queries and failure messages before they reach the Temporal server. Search
 attributes stay plaintext by Temporal's design (the server indexes them), so they
 must never carry anything sensitive.
