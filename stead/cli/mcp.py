@@ -177,3 +177,20 @@ def remove(
     """Forget the server; its operations are refused from now on."""
     _run_admin(actor, lambda admin: admin.remove(tenant, name))
     console.print(f"removed MCP server {name} from {tenant}")
+
+
+@app.command("serve")
+@fails_cleanly
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+) -> None:
+    """Serve Stead to MCP clients (Streamable HTTP at /mcp), principal tokens as bearer tokens."""
+    import uvicorn
+
+    from stead.mcp.serve import SteadMcp
+
+    url = f"http://{host}:{port}"
+    app_ = SteadMcp(settings(), url).server.streamable_http_app(host=host, stateless_http=True)
+    console.print(f"stead mcp serve: {url}/mcp", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
