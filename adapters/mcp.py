@@ -95,7 +95,7 @@ def mcp_operations(store: McpConfigStore) -> list[Operation[Any, Any]]:
     for tenant in store.tenants():
         for server_name, server in sorted(store.load(tenant).servers.items()):
             for tool_name, pin in sorted(server.tools.items()):
-                op = _operation(store, server_name, server, tool_name, pin)
+                op = _operation(store, tenant, server_name, server, tool_name, pin)
                 if op is not None:
                     ops.append(op)
     return ops
@@ -103,6 +103,7 @@ def mcp_operations(store: McpConfigStore) -> list[Operation[Any, Any]]:
 
 def _operation(
     store: McpConfigStore,
+    tenant: str,
     server_name: str,
     server: McpServerConfig,
     tool_name: str,
@@ -154,7 +155,7 @@ def _operation(
         timeout_seconds=server.timeout_seconds + 15.0,
         max_attempts=3,
         reconcile=reconcile,
-        tags=("mcp",),
+        tags=("mcp", f"tenant:{tenant}"),
         destinations=destinations,
         step_facts=facts,
     )

@@ -33,7 +33,7 @@ from stead.mcp.admin import McpAdmin
 from stead.mcp.config import McpConfigStore, McpServerConfig
 from stead.secrets import open_secret_store
 from stead.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import REPO, subprocess_env
 from tests.peers import FakeLlm, serve, serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.test_no_secrets_in_history import history_texts, raw_history
@@ -257,7 +257,8 @@ async def test_a_goal_planned_by_the_llm_uses_an_mcp_tool(m: Mcp) -> None:
     assert "mcp.clock.get_current_time" in prompt, "the planner must see the MCP tool"
     assert "fault_token" not in prompt and TOKEN not in prompt
     (step,) = status.steps
-    assert step.output is not None and step.output["structured"]["timezone"] == "UTC"
+    assert isinstance(step.output, dict) and isinstance(step.output["structured"], dict)
+    assert step.output["structured"]["timezone"] == "UTC"
     kinds = [r["kind"] for r in await audit_kinds(m, handle.id)]
     assert "step_decision" in kinds and "effect" in kinds
 
@@ -406,9 +407,12 @@ async def test_a_stdio_server_gets_only_its_own_environment(m: Mcp) -> None:
         await run_steps(m, {"id": "env", "operation": "mcp.fault.env_names", "args": {}})
     ).result()
     assert status.status == "completed", status.reasons
-    names = status.steps[0].output["structured"]["result"]  # type: ignore[index]
+    output = status.steps[0].output
+    assert isinstance(output, dict) and isinstance(output["structured"], dict)
+    names = output["structured"]["result"]
+    assert isinstance(names, list)
     assert "FAULT_TOKEN" in names
-    assert not [n for n in names if n.startswith("STEAD_")]
+    assert not [n for n in names if str(n).startswith("STEAD_")]
 
 
 async def test_a_worker_killed_during_a_call_leaves_one_effect(m: Mcp) -> None:
@@ -422,7 +426,7 @@ async def test_a_worker_killed_during_a_call_leaves_one_effect(m: Mcp) -> None:
         "STEAD_SECRET_BACKENDS": '["files"]',
         "STEAD_SECRET_DIR": str(m.settings.secret_dir),
     }
-    first = start_worker(m.settings, queue, **env)
+    first = worker_with(m.settings, queue, env)
     handle = await start_run(
         m.client,
         queue,
@@ -439,7 +443,7 @@ async def test_a_worker_killed_during_a_call_leaves_one_effect(m: Mcp) -> None:
     finally:
         stop_worker(first)
     (m.fault / "block").unlink()
-    second = start_worker(m.settings, queue, **env)
+    second = worker_with(m.settings, queue, env)
     try:
         status = await handle.result()
     finally:
@@ -457,6 +461,11 @@ async def test_a_worker_killed_during_a_call_leaves_one_effect(m: Mcp) -> None:
     assert [r["status"] for r in rows] == ["completed"] and rows[0]["attempts"] == 2
 
 
+def worker_with(settings: Settings, queue: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A ``stead worker`` process that reads this module's MCP config and secret files."""
+    return start_worker(settings.model_copy(), queue, drain=True, **env)
+
+
 async def _until(ready: Any) -> None:
     import asyncio
 
@@ -465,3 +474,40 @@ async def _until(ready: Any) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the MCP call never started")
+
+
+def test_the_cli_adds_lists_and_removes_a_server(m: Mcp, tmp_path: Path) -> None:
+    tenant = new_tenant()
+    env = subprocess_env(m.settings, STEAD_MCP_DIR=str(tmp_path / "mcp"))
+
+    def stead(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stead.cli", "mcp", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    added = stead("add", "cliclock", "--tenant", tenant, "--command", str(BIN / "mcp-server-time"))
+    assert added.returncode == 0, added.stderr
+    assert "mcp.cliclock.get_current_time" in added.stdout
+    listed = stead("list", "--tenant", tenant, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["server"] == "cliclock" and "convert_time" in row["tools"]
+    again = stead("add", "cliclock", "--tenant", new_tenant(), "--command", "true")
+    assert again.returncode == 1 and "already configured" in again.stderr
+    assert stead("refresh", "cliclock", "--tenant", tenant).returncode == 0
+    assert stead("remove", "cliclock", "--tenant", tenant).returncode == 0
+    assert json.loads(stead("list", "--tenant", tenant, "--json").stdout) == []
+
+
+def test_another_tenants_mcp_tools_are_not_in_a_planners_catalog(m: Mcp) -> None:
+    from adapters.registry import worker_catalog
+
+    catalog = worker_catalog(m.settings)
+    assert "mcp.clock.get_current_time" in catalog.for_tenant(m.tenant)
+    assert "mcp.clock.get_current_time" not in catalog.for_tenant(new_tenant())
+    assert "records.put" in catalog.for_tenant(new_tenant())

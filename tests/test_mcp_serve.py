@@ -127,14 +127,17 @@ async def test_an_mcp_client_starts_a_playbook_run_and_another_principal_approve
         assert schema["required"] == ["key"] and "note" in schema["properties"]
         started = await alice.call_tool("playbook_records_demo", {"key": "from-mcp"})
         assert not started.is_error, started.content
-        run_id = started.structured_content["run_id"]  # type: ignore[index]
-        assert started.structured_content["principal"] == "user:alice"  # type: ignore[index]
+        assert isinstance(started.structured_content, dict)
+        run_id = started.structured_content["run_id"]
+        assert started.structured_content["principal"] == "user:alice"
         waiting = await poll(alice, run_id, {"awaiting_approval"})
         assert waiting["pending_approvals"], waiting
         assert waiting["pending_approvals"][0]["step_id"] == "put"
     async with as_principal(serve_url, token(worker, tenant, "user:bob")) as bob:
         pending = await bob.call_tool("pending_approvals", {})
-        assert [p["workflow_id"] for p in pending.structured_content["result"]] == [run_id]  # type: ignore[index]
+        assert isinstance(pending.structured_content, dict)
+        listed = pending.structured_content["result"]
+        assert [p["workflow_id"] for p in listed] == [run_id]
         approved = await bob.call_tool("approve", {"run_id": run_id, "step_id": "put"})
         assert not approved.is_error, approved.content
         # records-demo reads the record back; at the tenant's "low" threshold that step
@@ -168,7 +171,8 @@ async def test_another_tenants_run_is_not_visible(worker: WorkerHandle, serve_ur
     await enroll(worker, theirs, "user:eve")
     async with as_principal(serve_url, token(worker, theirs, "user:eve")) as eve:
         started = await eve.call_tool("playbook_records_demo", {"key": "theirs"})
-        run_id = started.structured_content["run_id"]  # type: ignore[index]
+        assert isinstance(started.structured_content, dict)
+        run_id = started.structured_content["run_id"]
     async with as_principal(serve_url, token(worker, mine, "user:bob")) as bob:
         peek = await bob.call_tool("run_status", {"run_id": run_id})
         assert peek.is_error and "not found" in str(peek.content)

@@ -133,13 +133,11 @@ def list_servers(tenant: TenantOption, json_out: JsonOption = False) -> None:
     if json_out:
         print_json(rows)
         return
-    for row in rows:
-        where = row.get("url") or " ".join(row.get("command") or [])
-        pending = f", {len(row['pending'])} changed (refused)" if row["pending"] else ""
-        tools = f"{len(row['tools'])} tools{pending}"
-        console.print(
-            f"{row['server']:<16} {row['transport']:<5} {tools}  {where}", highlight=False
-        )
+    for name, server in sorted(config.servers.items()):
+        where = server.url or " ".join(server.command)
+        pending = f", {len(server.pending)} changed (refused)" if server.pending else ""
+        tools = f"{len(server.tools)} tools{pending}"
+        console.print(f"{name:<16} {server.transport:<5} {tools}  {where}", highlight=False)
 
 
 @app.command("refresh")

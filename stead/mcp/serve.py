@@ -79,7 +79,7 @@ class SteadMcp:
             "stead",
             instructions="Start governed Stead runs, follow them, and approve their steps.",
             token_verifier=PrincipalTokenVerifier(settings),
-            auth=AuthSettings(issuer_url=url, resource_server_url=None),  # type: ignore[arg-type]
+            auth=AuthSettings(issuer_url=url, resource_server_url=None),
         )
         self.server.add_tool(self.start_playbook, name="start_playbook")
         self.server.add_tool(self.run_status, name="run_status")
@@ -140,7 +140,7 @@ class SteadMcp:
         status = await self.run_status(run_id)
         if status.get("tenant") != tenant:
             raise ToolError(f"run {run_id} not found")
-        return await _guard(
+        outcome: dict[str, Any] = await _guard(
             submit_approval(
                 await self.client(),
                 self.settings,
@@ -152,6 +152,7 @@ class SteadMcp:
                 raw_token=token,
             )
         )
+        return outcome
 
     async def _start(self, playbook: str, inputs: dict[str, JsonValue]) -> dict[str, Any]:
         from activities.planning import preflight
@@ -210,7 +211,7 @@ def _playbook_function(
                 inspect.Parameter(
                     key,
                     inspect.Parameter.KEYWORD_ONLY,
-                    annotation=Annotated[kind | None, Field(description=spec.description)],  # type: ignore[valid-type]
+                    annotation=Annotated[kind | None, Field(description=spec.description)],
                     default=spec.default,
                 )
             )
