@@ -19,7 +19,7 @@ without a retry.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 from pydantic import JsonValue
@@ -108,7 +108,10 @@ class ExecutionActivities:
                 entry.error or "step failed earlier", type=STEP_FAILED, non_retryable=True
             )
         if entry.attempts > 1 and op.reconcile is not None:
-            found = await op.reconcile(ctx, args)
+            try:
+                found = await op.reconcile(ctx, args)
+            except AdapterError as exc:
+                await self._adapter_failed(req, exc)
             if found is not None:
                 output = found.model_dump(mode="json")
                 await self._complete(req, output, reconciled=True)
@@ -119,18 +122,22 @@ class ExecutionActivities:
         try:
             result = await op.run(ctx, args)
         except AdapterError as exc:
-            if exc.retryable:
-                raise ApplicationError(exc.message, exc.details, type="AdapterRetryable") from exc
-            await self._fail(req, exc.message)
-            raise ApplicationError(
-                exc.message, exc.details, type=STEP_FAILED, non_retryable=True
-            ) from exc
+            await self._adapter_failed(req, exc)
         output = result.model_dump(mode="json")
         await self._complete(req, output, reconciled=False)
         usage = reported_usage(op, output)
         if usage is not None:
             observe_step_usage(req.tenant, req.step.operation, usage.tokens, usage.usd)
         return ExecuteStepOutput(output=output, usage=usage)
+
+    async def _adapter_failed(self, req: ExecuteStepInput, exc: AdapterError) -> NoReturn:
+        """Retry what the adapter says may succeed; record anything else as the step's end."""
+        if exc.retryable:
+            raise ApplicationError(exc.message, exc.details, type="AdapterRetryable") from exc
+        await self._fail(req, exc.message)
+        raise ApplicationError(
+            exc.message, exc.details, type=STEP_FAILED, non_retryable=True
+        ) from exc
 
     async def _acquire_rate_limit(self, req: ExecuteStepInput, op: Operation[Any, Any]) -> None:
         """The tenant's rate limit for ``op``, shared by all workers (adapters/ratelimit.py).

@@ -215,6 +215,8 @@ class PolicyActivities:
         egress: dict[str, Any] = {"secrets": secrets}
         if op.destinations is not None:
             egress["destinations"] = [d.as_policy_input() for d in destinations]
+        if op.step_facts is not None:
+            egress.update(op.step_facts(req.tenant))
         return None, egress
 
     def _operation_meta(self, name: str) -> dict[str, Any]:

@@ -31,8 +31,9 @@ A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
 
 # The same grammar as ``stead.contracts.run.OperationName``: a plan can only name
-# what this allows, so an operation outside it could never be called.
-OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+# what this allows, so an operation outside it could never be called. The optional
+# third segment is for namespaced adapters: ``mcp.<server>.<tool>``.
+OPERATION_NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
 
 
 class OperationSpec(Closed):
@@ -113,6 +114,9 @@ class Operation(Generic[A, R]):
     # its arguments (a default key named after the tenant). References written in the
     # arguments are found without it.
     secret_refs: Callable[[str, A], Sequence[str]] | None = None
+    # More facts for ``input.step``, computed on the worker for the step's tenant (an
+    # MCP tool's server and pinned definition hash: ``input.step.mcp``).
+    step_facts: Callable[[str], Mapping[str, JsonValue]] | None = None
 
     def __post_init__(self) -> None:
         problems = list(self._problems())

@@ -108,6 +108,15 @@ class Catalog:
     def subset(self, names: Iterable[str]) -> Catalog:
         return Catalog(self.get(n) for n in names)
 
+    def for_tenant(self, tenant: str) -> Catalog:
+        """Without operations tagged ``tenant:<other>`` (another tenant's MCP tools), so a
+        planner prompt never lists what only another tenant configured."""
+        return Catalog(
+            op
+            for op in self
+            if all(t == f"tenant:{tenant}" for t in op.tags if t.startswith("tenant:"))
+        )
+
     def for_adapters(self, adapters: Collection[str]) -> Catalog:
         """Only the operations of ``adapters`` (what an edge worker serves)."""
         self._check_adapters(adapters)

@@ -25,6 +25,7 @@ from adapters.core import ECHO
 from adapters.email import EMAIL_SEND, SmtpRelay
 from adapters.files import FILES_READ, FILES_WRITE, FileSandbox
 from adapters.http import HTTP_REQUEST, new_http_client
+from adapters.mcp import mcp_operations
 from adapters.memory import MEMORY_HISTORY, MEMORY_REMEMBER
 from adapters.plugins import load_plugin_operations
 from adapters.records import RECORDS_GET, RECORDS_PUT
@@ -32,6 +33,7 @@ from adapters.sql import SQL_EXECUTE, SQL_QUERY, SqlDatabases
 from adapters.webhook import WEBHOOK_POST
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
+from stead.mcp.config import McpConfigStore
 from stead.memory.service import MemoryService
 from stead.secrets import SecretStore, open_secret_store
 from stead.settings import Settings, secret_environment
@@ -46,6 +48,7 @@ _USES: dict[str, frozenset[str]] = {
     "sql": frozenset({"sql", "secrets"}),
     "email": frozenset({"smtp"}),
     "files": frozenset({"files"}),
+    "mcp": frozenset({"pool", "secrets"}),
 }
 _PLUGIN_USES = frozenset({"http", "secrets"})
 
@@ -95,8 +98,12 @@ def worker_catalog(settings: Settings) -> Catalog:
     schemas and risk); only their task queue changes, so ``build_plan`` sends their
     steps to the edge worker.
     """
+    catalog = default_catalog()
+    # Each tenant's pinned MCP tools (``stead mcp add``), as read when the worker starts.
+    for op in mcp_operations(McpConfigStore(settings.resolved_mcp_dir)):
+        catalog.register(op)
     try:
-        return default_catalog().route(settings.adapter_queues)
+        return catalog.route(settings.adapter_queues)
     except UnknownAdapter as exc:
         raise ConfigError(f"STEAD_ADAPTER_QUEUES: {exc}") from None
 

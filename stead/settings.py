@@ -200,6 +200,10 @@ class Settings(BaseSettings):
     files_root: Path | None = Field(
         default=None, description="files.* sandbox root, one dir per tenant ($STEAD_HOME/files)."
     )
+    mcp_dir: Path | None = Field(
+        default=None,
+        description="MCP servers per tenant, <tenant>.json with pinned tools ($STEAD_HOME/mcp).",
+    )
     sql_databases: dict[str, dict[str, SecretStr]] = Field(
         default_factory=dict,
         description="sql.*: tenant -> database name -> DSN or secret:// reference to one.",
@@ -320,6 +324,10 @@ class Settings(BaseSettings):
     @property
     def resolved_audit_anchor_dir(self) -> Path:
         return self.audit_anchor_dir or self.home / "audit-anchors"
+
+    @property
+    def resolved_mcp_dir(self) -> Path:
+        return self.mcp_dir or self.home / "mcp"
 
 
 SECRET_ENV_PREFIX = "STEAD_SECRET__"

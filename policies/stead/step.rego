@@ -165,16 +165,16 @@ soft_budget_fraction := tenant_config.soft_budget_fraction if is_number(tenant_c
 
 approval_triggers contains sprintf(
 	"operation %s has %s risk, at or above the approval threshold (%s) of tenant %s",
-	[input.operation.name, input.operation.risk, approval_threshold, input.tenant],
+	[input.operation.name, operation_risk, approval_threshold, input.tenant],
 ) if {
-	tenancy.risk_rank[input.operation.risk] >= tenancy.risk_rank[approval_threshold]
+	tenancy.risk_rank[operation_risk] >= tenancy.risk_rank[approval_threshold]
 }
 
 approval_triggers contains sprintf(
 	"operation %s has external side effects and tenant %s approves every external effect",
 	[input.operation.name, input.tenant],
 ) if {
-	input.operation.side_effect == "external"
+	operation_side_effect == "external"
 	tenant_config.approve_external == true
 }
 
@@ -471,7 +471,7 @@ approval_triggers contains sprintf(
 ) if {
 	count(step_destinations) > 0
 	count(untrusted_taints) > 0
-	input.operation.side_effect != "read"
+	operation_side_effect != "read"
 	object.get(tenant_config, "approve_tainted_egress", true) != false
 }
 

@@ -15,6 +15,7 @@ from stead.cli import (
     codec,
     dev,
     identity,
+    mcp,
     memory,
     policy,
     runs,
@@ -28,6 +29,7 @@ from stead.cli._common import console, fails_cleanly, print_json, settings, with
 app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(mcp.app, name="mcp")
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(memory.app, name="memory")
 app.add_typer(identity.tenant_app, name="tenant")

@@ -471,66 +471,92 @@ def approve(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Approve (or --reject) a pending step; refused approvals say why and change nothing."""
-    from stead.cli.identity import approval_token, principal_token_input
+    from stead.cli.identity import principal_token_input
 
     cfg = settings()
     raw_token = principal_token_input(cfg, token, token_file)
 
     async def go(client: Client) -> dict[str, Any]:
-        handle = client.get_workflow_handle(run_id)
-        try:
-            waiting: list[PendingApproval] = await handle.query(
-                "pending_approvals", result_type=list[PendingApproval]
-            )
-        except RPCError as exc:
-            if is_outage(exc):
-                raise temporal_unavailable(exc) from None
-            raise ConfigError(f"cannot reach run {run_id}: {exc.message}") from None
-        match = [p for p in waiting if p.step_id == step_id]
-        if not match:
-            raise ConfigError(f"step {step_id} of {run_id} is not awaiting approval")
-        verdict: Verdict = "reject" if reject else "approve"
-        # Scoped to this one approval: the copy that lands in history approves nothing else.
-        scoped = None
-        if raw_token is not None:
-            scoped = approval_token(
-                cfg,
-                raw_token,
-                run_id=run_id,
-                step_id=step_id,
-                plan_hash=match[0].plan_hash,
-                verdict=verdict,
-            )
-        try:
-            approval = ApprovalInput(
-                step_id=step_id,
-                plan_hash=match[0].plan_hash,
-                approver=principal,
-                verdict=verdict,
-                comment=comment,
-                token=scoped,
-            )
-        except ValidationError as exc:
-            raise ConfigError(f"invalid approval: {_pydantic_errors(exc)}") from None
-        try:
-            result = await handle.execute_update("approve", approval, result_type=StepResult)
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            # One line, whether the validator or the handler refused (both audit it).
-            reason = " ".join(str(getattr(cause, "message", None) or cause).split())
-            raise ApprovalRefused(f"approval refused: {reason}") from None
-        return {
-            "run_id": run_id,
-            "step_id": step_id,
-            "verdict": approval.verdict,
-            "step": result.model_dump(mode="json"),
-        }
+        return await submit_approval(
+            client,
+            cfg,
+            run_id=run_id,
+            step_id=step_id,
+            principal=principal,
+            verdict="reject" if reject else "approve",
+            comment=comment,
+            raw_token=raw_token,
+        )
 
     outcome = with_client(go, cfg)
     if json_out:
         print_json(outcome)
     else:
         console.print(f"[green]{outcome['verdict']}d[/] step {step_id} of {run_id}")
+
+
+async def submit_approval(
+    client: Client,
+    cfg: Settings,
+    *,
+    run_id: str,
+    step_id: str,
+    principal: str,
+    verdict: Verdict,
+    comment: str,
+    raw_token: str | None,
+) -> dict[str, Any]:
+    """What ``stead approve`` and the MCP ``approve`` tool send: the step must be waiting,
+    and the principal token (if any) is narrowed to this one approval before it is sent."""
+    from stead.cli.identity import approval_token
+
+    handle = client.get_workflow_handle(run_id)
+    try:
+        waiting: list[PendingApproval] = await handle.query(
+            "pending_approvals", result_type=list[PendingApproval]
+        )
+    except RPCError as exc:
+        if is_outage(exc):
+            raise temporal_unavailable(exc) from None
+        raise ConfigError(f"cannot reach run {run_id}: {exc.message}") from None
+    match = [p for p in waiting if p.step_id == step_id]
+    if not match:
+        raise ConfigError(f"step {step_id} of {run_id} is not awaiting approval")
+    # Scoped to this one approval: the copy that lands in history approves nothing else.
+    scoped = None
+    if raw_token is not None:
+        scoped = approval_token(
+            cfg,
+            raw_token,
+            run_id=run_id,
+            step_id=step_id,
+            plan_hash=match[0].plan_hash,
+            verdict=verdict,
+        )
+    try:
+        approval = ApprovalInput(
+            step_id=step_id,
+            plan_hash=match[0].plan_hash,
+            approver=principal,
+            verdict=verdict,
+            comment=comment,
+            token=scoped,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid approval: {_pydantic_errors(exc)}") from None
+    try:
+        result = await handle.execute_update("approve", approval, result_type=StepResult)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        # One line, whether the validator or the handler refused (both audit it).
+        reason = " ".join(str(getattr(cause, "message", None) or cause).split())
+        raise ApprovalRefused(f"approval refused: {reason}") from None
+    return {
+        "run_id": run_id,
+        "step_id": step_id,
+        "verdict": approval.verdict,
+        "step": result.model_dump(mode="json"),
+    }
 
 
 @fails_cleanly

@@ -207,7 +207,7 @@ def build_messages(req: PlanInput, catalog: Catalog) -> list[Message]:
             "side_effect": spec.side_effect,
             "risk": spec.risk,
         }
-        for spec in catalog.specs()
+        for spec in catalog.for_tenant(req.request.tenant).specs()
     ]
     request = req.request
     system = SYSTEM_RULES.format(

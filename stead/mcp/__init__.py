@@ -1,0 +1,1 @@
+"""MCP: configured servers, pinned tools, the SDK connection, and `stead mcp serve`."""
