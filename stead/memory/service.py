@@ -21,7 +21,7 @@ from stead.audit.log import AuditEvent, append_event
 from stead.contracts.run import canonical_json
 from stead.db.pool import tenant_transaction
 from stead.embeddings.base import Embedder, EmbeddingUnavailable
-from stead.memory import store
+from stead.memory import store, when
 from stead.memory.contracts import (
     EraseResult,
     MemoryVersion,
@@ -35,13 +35,14 @@ from stead.memory.contracts import (
 )
 from stead.memory.db import db_errors
 from stead.memory.errors import MemoryConflict, MemoryNotFound
+from stead.memory.fusion import DEFAULT_FUSION, Fusion
 from stead.memory.indexer import Indexer
 from stead.memory.metrics import DEGRADED_RECALLS
 from stead.memory.privacy import ReadGate, cleared
 from stead.memory.state import StateStore
 from stead.memory.views import recall_item, shown
 from stead.policy.opa import OpaClient
-from stead.vector import VectorIndex, VectorIndexUnavailable
+from stead.vector import VectorHit, VectorIndex, VectorIndexUnavailable
 
 SYSTEM_ACTOR = "service:stead-memory"
 log = logging.getLogger("stead.memory")
@@ -60,8 +61,10 @@ class MemoryService:
         index: VectorIndex,
         embedder: Embedder,
         opa: OpaClient | None = None,
+        fusion: Fusion = DEFAULT_FUSION,
     ) -> None:
         self._pool = pool
+        self.fusion = fusion
         self._opa = opa
         self._indexer = Indexer(pool, index, embedder)
         self.state = StateStore(pool)
@@ -309,17 +312,25 @@ class MemoryService:
         return [await shown(row, gate) for row in rows]
 
     async def recall(self, q: RecallQuery) -> RecallResult:
-        """Top-k live versions for `q.query`, best first, that `q.principal` may read."""
+        """Top-k live versions for `q.query`, best first, that `q.principal` may read.
+
+        Hybrid: the vector index (meaning) and BM25 over Postgres full text (exact
+        terms) each propose candidates, fused by rank (`fusion.py`), with a bonus for
+        event times in a period the question names (`when.py`). Every candidate of
+        either path is checked against Postgres in the same transaction: only live
+        versions of this tenant leave. With the index or the model unavailable the
+        lexical path answers alone and the result says `degraded`."""
         since = datetime.now(UTC) - q.max_age if q.max_age is not None else None
         gate = ReadGate(
             self._opa, tenant=q.tenant, principal=q.principal, agent=q.agent, clearance=q.clearance
         )
+        depth = max(self.fusion.depth, q.k * 4 + 8)
+        hits: list[VectorHit] = []
+        degraded = False
         try:
             [vector] = await self.embedder.embed([q.query])
             await self._indexer.ensure()
-            hits = await self.index.query(
-                q.tenant, vector, k=min(q.k * 4 + 8, 400), namespaces=q.namespaces
-            )
+            hits = await self.index.query(q.tenant, vector, k=depth, namespaces=q.namespaces)
         except (VectorIndexUnavailable, EmbeddingUnavailable) as exc:
             reason = (
                 "index_unavailable"
@@ -333,22 +344,41 @@ class MemoryService:
                 reason,
                 exc.message,
             )
-            return await self._fulltext(q, since, gate)
+            degraded = True
         with db_errors("recall"):
             async with tenant_transaction(self._pool, q.tenant) as conn:
-                rows = {
-                    r["id"]: r
-                    for r in await store.versions_by_id(conn, q.tenant, [h.id for h in hits])
-                }
-        items: list[RecallItem] = []
-        stale = withheld = 0
+                lexical = await store.lexical(
+                    conn,
+                    q.tenant,
+                    q.query,
+                    namespaces=q.namespaces,
+                    since=since,
+                    sensitivities=cleared(q.clearance),
+                    limit=depth,
+                )
+                wanted = list(dict.fromkeys([h.id for h in hits] + [i for i, _ in lexical]))
+                rows = {r["id"]: r for r in await store.versions_by_id(conn, q.tenant, wanted)}
+        stale = 0
+        ranked_vector: list[tuple[str, float]] = []
         for hit in hits:
             row = rows.get(hit.id)
             # A point Postgres does not know for this tenant, or one whose version is no
             # longer live, is the stale index talking: never an answer.
             if row is None or hit.payload.tenant != q.tenant or not row["live"]:
                 stale += 1
-                continue
+            else:
+                ranked_vector.append((hit.id, hit.score))
+        ranked_lexical = [(i, score) for i, score in lexical if i in rows and rows[i]["live"]]
+        periods = when.windows(q.query)
+        in_period = {
+            i
+            for i, _ in (*ranked_vector, *ranked_lexical)
+            if when.in_any(rows[i]["valid_from"], periods)
+        }
+        items: list[RecallItem] = []
+        withheld = 0
+        for cid, score in self.fusion.fuse(ranked_vector, ranked_lexical, in_period):
+            row = rows[cid]
             if q.namespaces is not None and row["namespace"] not in q.namespaces:
                 continue
             if since is not None and row["recorded_at"] < since:
@@ -357,31 +387,8 @@ class MemoryService:
                 withheld += 1
                 continue
             if len(items) < q.k:
-                items.append(recall_item(row, hit.score))
-        return RecallResult(items=tuple(items), degraded=False, withheld=withheld, stale=stale)
-
-    async def _fulltext(
-        self, q: RecallQuery, since: datetime | None, gate: ReadGate
-    ) -> RecallResult:
-        with db_errors("recall"):
-            async with tenant_transaction(self._pool, q.tenant) as conn:
-                rows = await store.fulltext(
-                    conn,
-                    q.tenant,
-                    q.query,
-                    namespaces=q.namespaces,
-                    since=since,
-                    sensitivities=cleared(q.clearance),
-                    limit=q.k * 4 + 8,
-                )
-        items: list[RecallItem] = []
-        withheld = 0
-        for row in rows:
-            if not await gate.may_read(row["sensitivity"], row["namespace"]):
-                withheld += 1
-            elif len(items) < q.k:
-                items.append(recall_item(row, float(row["score"])))
-        return RecallResult(items=tuple(items), degraded=True, withheld=withheld)
+                items.append(recall_item(row, score))
+        return RecallResult(items=tuple(items), degraded=degraded, withheld=withheld, stale=stale)
 
     async def _tenants(self) -> list[str]:
         with db_errors("tenant directory"):

@@ -191,7 +191,43 @@ async def versions_by_id(
     return rows
 
 
-async def fulltext(
+# Okapi BM25 over the generated tsvector, per tenant, in one statement. Postgres's own
+# ts_rank has no inverse document frequency, so a common word counts as much as a rare
+# name; here each query lexeme is weighted by how rare it is among the tenant's live
+# versions that match the query at all (the candidates: every live version sharing a
+# lexeme with the question), and term frequency saturates (k1) and is normalised by
+# length (b), against the candidates' mean length.
+_LEXICAL = f"""
+WITH q AS (
+    SELECT nullif(replace(plainto_tsquery('english', $2)::text, ' & ', ' | '), '')::tsquery AS tsq,
+           ARRAY(SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('english', $2)))) AS terms
+), hits AS (
+    SELECT v.id, v.search, length(v.search) AS len
+    FROM memory_versions v JOIN memories m ON m.id = v.memory_id AND m.tenant = v.tenant, q
+    WHERE v.tenant = $1 AND {LIVE} AND v.search @@ q.tsq
+      AND ($3::text[] IS NULL OR m.namespace = ANY($3::text[]))
+      AND ($4::timestamptz IS NULL OR v.recorded_at >= $4)
+      AND v.sensitivity = ANY($5::text[])
+      AND ($7::timestamptz IS NULL OR v.valid_from >= $7)
+), docs AS (
+    SELECT count(*)::float8 AS n FROM memory_versions v WHERE v.tenant = $1 AND {LIVE}
+), tf AS (
+    SELECT h.id, h.len, u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf
+    FROM hits h, q, unnest(h.search) u WHERE u.lexeme = ANY(q.terms)
+), df AS (
+    SELECT lexeme, count(*)::float8 AS df FROM tf GROUP BY lexeme
+), mean AS (
+    SELECT greatest(avg(len), 1)::float8 AS len FROM hits
+)
+SELECT tf.id::text AS id,
+       sum(ln(1 + (docs.n - df.df + 0.5) / (df.df + 0.5))
+           * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * tf.len / mean.len))) AS score
+FROM tf JOIN df USING (lexeme), docs, mean
+GROUP BY tf.id ORDER BY score DESC, tf.id LIMIT $6
+"""
+
+
+async def lexical(
     conn: asyncpg.Connection,
     tenant: str,
     query: str,
@@ -200,28 +236,21 @@ async def fulltext(
     since: datetime | None,
     sensitivities: Sequence[str],
     limit: int,
-) -> list[asyncpg.Record]:
-    """The degraded path: Postgres full-text search over live versions.
-
-    The query's lexemes are OR-ed (plainto_tsquery AND-s them), because a question in
-    natural language rarely has every word in the memory that answers it."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "WITH q AS (SELECT nullif(replace(plainto_tsquery('english', $2)::text, ' & ', ' | '), '')"
-        "::tsquery AS tsq)"
-        f" SELECT {VERSION_COLUMNS}, ts_rank(v.search, q.tsq) AS score {_FROM}, q"
-        f" WHERE v.tenant = $1 AND {LIVE} AND v.search @@ q.tsq"
-        " AND ($3::text[] IS NULL OR m.namespace = ANY($3::text[]))"
-        " AND ($4::timestamptz IS NULL OR v.recorded_at >= $4)"
-        " AND v.sensitivity = ANY($5::text[])"
-        " ORDER BY score DESC, v.recorded_at DESC LIMIT $6",
+    valid_since: datetime | None = None,
+) -> list[tuple[str, float]]:
+    """The lexical half of hybrid recall: (version id, BM25 score) of live versions, best
+    first. Same tenant filter, row-level security and liveness test as every read."""
+    rows = await conn.fetch(
+        _LEXICAL,
         tenant,
         query,
         None if namespaces is None else list(namespaces),
         since,
         list(sensitivities),
         limit,
+        valid_since,
     )
-    return rows
+    return [(r["id"], float(r["score"])) for r in rows]
 
 
 async def erase_versions(
