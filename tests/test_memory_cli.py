@@ -108,11 +108,13 @@ async def test_cli_works_while_the_worker_holds_the_shard(stack: Settings, held:
         "rebrand",
     )
     got = await cli("get", "brand", "colour")
+    then = await cli("get", "brand", "colour", "--as-of", put["version"]["recorded_at"])
     history = await cli("history", "brand", "colour")
     found = await cli("search", "what colour is our brand?")
 
     assert (put["via"], put["created"], put["indexed"]) == ("worker", True, True)
     assert (got["version"], got["content"]) == (2, "The brand colour is orange.")
+    assert (then["version"], then["content"]) == (1, "The brand colour is teal.")
     assert [(v["version"], v["provenance"]["principal"]) for v in history["versions"]] == [
         (1, "user:alice"),
         (2, "user:bob"),
