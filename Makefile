@@ -93,9 +93,12 @@ demo: venv opa
 	$(BIN)/stead demo commerce
 
 # Benchmarks print ratios against baselines measured in the same run; no test asserts a time.
+# LOCOMO=path/to/locomo10-part1.json adds the retrieval benchmark (the data is CC BY-NC and
+# not in this repository); without an existing file its row says skipped.
+LOCOMO ?=
 bench: venv opa
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+	$(BIN)/python -m bench.run_all $(if $(wildcard $(LOCOMO)),--locomo $(LOCOMO)) $(BENCH_ARGS)
 
 LINTED := stead workflows activities adapters workers tests bench examples
 

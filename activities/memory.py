@@ -34,6 +34,7 @@ from stead.memory.contracts import (
     PurgeResult,
     RecallInput,
     RecallQuery,
+    RecallResult,
     ReindexResult,
     RememberRequest,
     RememberResult,
@@ -104,6 +105,7 @@ class MemoryActivities:
             log.warning(
                 "recall for %s answered by full-text search (index unavailable)", req.workflow_id
             )
+        freshness = freshness_note(result)
         return tuple(
             RecalledMemory(
                 namespace=item.namespace,
@@ -111,6 +113,9 @@ class MemoryActivities:
                 content=item.content,
                 sensitivity=item.sensitivity,
                 version=item.version,
+                valid_from=item.valid_from,
+                recorded_at=item.recorded_at,
+                freshness=freshness,
             )
             for item in result.items
             if item.sensitivity != "secret"
@@ -203,6 +208,17 @@ class MemoryActivities:
 
 
 SUMMARY_STEPS = 100
+
+
+def freshness_note(result: RecallResult) -> str:
+    """One line for the planner on how current its recalled context is."""
+    if result.degraded:
+        return "degraded: vector index unavailable, found by full-text search only"
+    if result.consistency == "fresh":
+        return f"fresh: every current write ranked ({result.unindexed} not yet indexed)"
+    if result.unindexed:
+        return f"indexed: {result.unindexed} recent write(s) not yet indexed, found only by terms"
+    return "indexed: index up to date"
 
 
 def summary_text(req: RunSummaryInput) -> str:

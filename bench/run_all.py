@@ -10,6 +10,7 @@ shared 2-core machine the load average says how much the numbers can be trusted.
     .venv/bin/python -m bench.run_all            # full sizes (tens of minutes)
     .venv/bin/python -m bench.run_all --quick    # smoke run, about two minutes
     .venv/bin/python -m bench.run_all --only sequential,express
+    .venv/bin/python -m bench.run_all --only locomo --locomo PATH/locomo10-part1.json
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from bench import (
@@ -25,6 +27,7 @@ from bench import (
     decisions,
     express,
     fairness,
+    locomo,
     long_run,
     parked,
     peer_langgraph,
@@ -48,8 +51,9 @@ Bench = Callable[[BenchStack], Awaitable[Section]]
 T = TypeVar("T")
 
 
-def benchmarks(quick: bool) -> dict[str, Bench]:
-    """In run order: latency first, the long and parked runs last."""
+def benchmarks(quick: bool, locomo_path: Path | None = None) -> dict[str, Bench]:
+    """In run order: latency first, the long and parked runs last. LoCoMo runs only
+    with a data file (it is not in the repository); without one its row says skipped."""
 
     def pick(full: T, small: T) -> T:
         return small if quick else full
@@ -68,6 +72,7 @@ def benchmarks(quick: bool) -> dict[str, Bench]:
         "long_run": lambda s: long_run.measure(s, pick(long_run.FULL, long_run.QUICK)),
         "parked": lambda s: parked.measure(s, pick(parked.FULL, parked.QUICK)),
         "fairness": lambda s: fairness.measure(s, pick(fairness.FULL, fairness.QUICK)),
+        "locomo": lambda s: locomo.measure(s, locomo_path, pick(None, [0])),
     }
 
 
@@ -91,9 +96,12 @@ async def run(stack: BenchStack, chosen: dict[str, Bench]) -> list[Row]:
 def main() -> None:
     parser = quick_flag(__doc__)
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
+    parser.add_argument(
+        "--locomo", type=Path, default=None, help="locomo10*.json (CC BY-NC; not in the repo)"
+    )
     args = parser.parse_args()
     quiet_logging()
-    everything = benchmarks(args.quick)
+    everything = benchmarks(args.quick, args.locomo)
     wanted = [n for n in args.only.split(",") if n] or list(everything)
     unknown = set(wanted) - set(everything)
     if unknown:

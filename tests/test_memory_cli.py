@@ -164,6 +164,21 @@ async def test_cli_opens_the_shard_itself_when_no_worker_holds_it(
     )
 
 
+async def test_cli_get_as_of_reads_the_version_current_then(
+    stack: Settings, tmp_path: Path
+) -> None:
+    tenant, shard, queue = new_tenant(), tmp_path / "qdrant", "nobody-polls-this"
+
+    async def cli(*args: str) -> Any:
+        return await stead_memory(stack, shard, queue, *args, "--tenant", tenant)
+
+    first = await cli("put", "ops", "dns", "DNS lives in the infra repo.", "--as", "user:alice")
+    await cli("put", "ops", "dns", "DNS moved to the platform repo.", "--as", "user:bob")
+    then = await cli("get", "ops", "dns", "--as-of", first["version"]["recorded_at"])
+
+    assert (then["version"], then["content"]) == (1, "DNS lives in the infra repo.")
+
+
 async def test_cli_answers_from_postgres_when_the_holder_serves_no_queue(
     stack: Settings, held: Held
 ) -> None:

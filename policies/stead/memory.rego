@@ -57,3 +57,32 @@ matches(names, name) if {
 	endswith(pattern, "/*")
 	startswith(name, trim_suffix(pattern, "*"))
 }
+
+# METADATA
+# title: A namespace's consistency policy for recall
+# description: |
+#   "fresh": recall also ranks, by meaning, writes the vector index has not caught up
+#   with (a reader sees its own writes; costs an embedding per unindexed write);
+#   "indexed": recall ranks what the index holds, and finds unindexed writes only
+#   through their terms (fast). Data, per tenant:
+#   data.stead.tenants[<tenant>].memory.consistency.fresh, a list of namespace
+#   patterns ("*", "ops", "orders/*"). A recall over every namespace (namespaces
+#   null) is fresh when any pattern is. Undefined or unreachable: the service reads
+#   "fresh", the stronger guarantee.
+# entrypoint: true
+default consistency := "indexed"
+
+consistency := "fresh" if {
+	is_null(object.get(input, "namespaces", null))
+	count(fresh_patterns) > 0
+}
+
+consistency := "fresh" if {
+	some namespace in input.namespaces
+	matches(fresh_patterns, namespace)
+}
+
+fresh_patterns := patterns if {
+	patterns := data.stead.tenants[input.tenant].memory.consistency.fresh
+	is_array(patterns)
+}

@@ -71,3 +71,24 @@ test_deny_secret_even_for_granted_reader if {
 test_deny_without_input if {
 	not memory.read with data.stead.tenants as tenants
 }
+
+fresh_ops := {"t1": {"memory": {"consistency": {"fresh": ["ops", "orders/*"]}}}}
+
+test_consistency_defaults_to_indexed if {
+	memory.consistency == "indexed" with input as {"tenant": "t1", "namespaces": ["ops"]}
+}
+
+test_consistency_fresh_for_a_listed_namespace if {
+	memory.consistency == "fresh" with input as {"tenant": "t1", "namespaces": ["orders/eu"]}
+		with data.stead.tenants as fresh_ops
+}
+
+test_consistency_indexed_for_an_unlisted_namespace if {
+	memory.consistency == "indexed" with input as {"tenant": "t1", "namespaces": ["brand"]}
+		with data.stead.tenants as fresh_ops
+}
+
+test_consistency_fresh_for_every_namespace_when_any_is if {
+	memory.consistency == "fresh" with input as {"tenant": "t1", "namespaces": null}
+		with data.stead.tenants as fresh_ops
+}

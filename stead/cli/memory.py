@@ -190,6 +190,29 @@ def put(
     console.print(f"{tenant} {v.namespace}/{v.key} version {v.version}: {state} via {via}")
 
 
+MaxAge = Annotated[
+    int | None, typer.Option(help="Only versions whose event time is at most this old (s).")
+]
+AsOf = Annotated[
+    str | None,
+    typer.Option(help="Recorded time (ISO 8601, UTC if no zone): what memory held then."),
+]
+ValidAt = Annotated[
+    str | None,
+    typer.Option(help="Valid time (ISO 8601, UTC if no zone): what was true then."),
+]
+
+
+def _instant(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"{text!r} is not an ISO 8601 time (e.g. 2026-03-01T12:00Z)") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @app.command("get")
 @fails_cleanly
 def get(
@@ -198,11 +221,24 @@ def get(
     tenant: Tenant,
     principal: Reader = "service:stead-cli",
     clearance: Clearance = "internal",
+    as_of: AsOf = None,
+    valid_at: ValidAt = None,
+    max_age: MaxAge = None,
     json_out: Json = False,
 ) -> None:
-    """The current version of namespace/key, with its provenance."""
+    """The current version of namespace/key (or the one current --as-of, or true
+    --valid-at), with its provenance."""
     found, via = _run(
-        lambda s: s.service.get(tenant, namespace, key, principal=principal, clearance=clearance)
+        lambda s: s.service.get(
+            tenant,
+            namespace,
+            key,
+            principal=principal,
+            clearance=clearance,
+            as_of=_instant(as_of),
+            valid_at=_instant(valid_at),
+            max_age=timedelta(seconds=max_age) if max_age else None,
+        )
     )
     if found is None:
         raise ConfigError(f"no memory {namespace}/{key} for tenant {tenant}")
@@ -245,7 +281,9 @@ def search(
         list[str] | None, typer.Option(help="Only this namespace (repeat).")
     ] = None,
     k: Annotated[int, typer.Option(help="How many results.")] = 5,
-    max_age: Annotated[int | None, typer.Option(help="Only versions at most this old (s).")] = None,
+    max_age: MaxAge = None,
+    as_of: AsOf = None,
+    valid_at: ValidAt = None,
     principal: Reader = "service:stead-cli",
     clearance: Clearance = "internal",
     json_out: Json = False,
@@ -259,6 +297,8 @@ def search(
         namespaces=tuple(namespace) if namespace else None,
         k=k,
         max_age=timedelta(seconds=max_age) if max_age else None,
+        as_of=_instant(as_of),
+        valid_at=_instant(valid_at),
         clearance=clearance,
     )
     result, via = _run(lambda s: s.service.recall(q))

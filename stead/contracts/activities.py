@@ -50,6 +50,13 @@ class RecalledMemory(Closed):
     content: str
     sensitivity: str = "internal"
     version: int = 1
+    valid_from: datetime | None = Field(default=None, description="When it was true (event time).")
+    recorded_at: datetime | None = Field(default=None, description="When memory learned it.")
+    freshness: str = Field(
+        default="",
+        description="How current the recall was: its consistency policy, writes not yet"
+        " indexed, or degraded to full text.",
+    )
 
 
 class RunRef(Closed):

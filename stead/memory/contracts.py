@@ -105,8 +105,22 @@ class RecallQuery(Closed):
     agent: str | None = None
     namespaces: tuple[Namespace, ...] | None = None
     k: int = Field(default=5, ge=1, le=100)
-    max_age: timedelta | None = None
+    max_age: timedelta | None = Field(
+        default=None, description="No older than: event time (valid_from) within this of now."
+    )
+    as_of: AwareDatetime | None = Field(
+        default=None,
+        description="Recorded time: answer from the versions that were current then (what"
+        " memory held at that instant); None: now.",
+    )
+    valid_at: AwareDatetime | None = Field(
+        default=None,
+        description="Valid time: only versions whose valid_from <= valid_at < valid_to.",
+    )
     clearance: Sensitivity = "internal"
+
+
+Consistency = Literal["fresh", "indexed"]
 
 
 class RecallItem(Closed):
@@ -134,6 +148,15 @@ class RecallResult(Closed):
     stale: int = Field(
         default=0, description="Index hits dropped as superseded, expired or erased."
     )
+    consistency: Consistency = Field(
+        default="indexed",
+        description="The namespaces' policy: 'fresh' also ranked writes the index has not"
+        " caught up with by meaning; 'indexed' found those only through their terms.",
+    )
+    unindexed: int = Field(
+        default=0, description="Live versions in scope not yet in the vector index."
+    )
+    as_of: datetime | None = Field(default=None, description="The recorded time answered for.")
 
 
 class EraseResult(Closed):

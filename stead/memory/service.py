@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime
+import math
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,8 +24,9 @@ from stead.audit.log import AuditEvent, append_event
 from stead.contracts.run import canonical_json
 from stead.db.pool import tenant_transaction
 from stead.embeddings.base import Embedder, EmbeddingUnavailable
-from stead.memory import store
+from stead.memory import store, when
 from stead.memory.contracts import (
+    Consistency,
     EraseResult,
     MemoryVersion,
     PurgeResult,
@@ -35,15 +39,21 @@ from stead.memory.contracts import (
 )
 from stead.memory.db import db_errors
 from stead.memory.errors import MemoryConflict, MemoryNotFound
-from stead.memory.indexer import Indexer
+from stead.memory.fusion import DEFAULT_FUSION, Fusion
+from stead.memory.indexer import Indexer, embedding_text
 from stead.memory.metrics import DEGRADED_RECALLS
 from stead.memory.privacy import ReadGate, cleared
 from stead.memory.state import StateStore
 from stead.memory.views import recall_item, shown
-from stead.policy.opa import OpaClient
+from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
 from stead.vector import VectorIndex, VectorIndexUnavailable
 
 SYSTEM_ACTOR = "service:stead-memory"
+CONSISTENCY_DECISION = "stead/memory/consistency"
+CONSISTENCY_TTL = 5.0  # seconds a namespace's policy is reused before OPA is asked again
+# A 'fresh' recall embeds at most this many unindexed writes (newest first); a backlog
+# larger than that is the reindex schedule's job, and still found through its terms.
+FRESH_LIMIT = 32
 log = logging.getLogger("stead.memory")
 
 
@@ -60,8 +70,11 @@ class MemoryService:
         index: VectorIndex,
         embedder: Embedder,
         opa: OpaClient | None = None,
+        fusion: Fusion = DEFAULT_FUSION,
     ) -> None:
         self._pool = pool
+        self.fusion = fusion
+        self._consistency: dict[tuple[str, tuple[str, ...] | None], tuple[Consistency, float]] = {}
         self._opa = opa
         self._indexer = Indexer(pool, index, embedder)
         self.state = StateStore(pool)
@@ -277,12 +290,21 @@ class MemoryService:
         principal: str,
         agent: str | None = None,
         clearance: str = "internal",
+        as_of: datetime | None = None,
+        valid_at: datetime | None = None,
+        max_age: timedelta | None = None,
     ) -> MemoryVersion | None:
-        """The current version (erased versions come back with `content=None`)."""
+        """The current version (erased versions come back with `content=None`); with
+        `as_of`, the version current at that recorded time; with `valid_at`, the latest
+        one valid then; with `max_age`, None unless its event time is that recent."""
         with db_errors("get"):
             async with tenant_transaction(self._pool, tenant) as conn:
-                row = await store.current_version(conn, tenant, namespace, key)
+                row = await store.version_at(
+                    conn, tenant, namespace, key, as_of=as_of, valid_at=valid_at
+                )
         if row is None:
+            return None
+        if max_age is not None and row["valid_from"] < datetime.now(UTC) - max_age:
             return None
         gate = ReadGate(
             self._opa, tenant=tenant, principal=principal, agent=agent, clearance=clearance
@@ -309,17 +331,92 @@ class MemoryService:
         return [await shown(row, gate) for row in rows]
 
     async def recall(self, q: RecallQuery) -> RecallResult:
-        """Top-k live versions for `q.query`, best first, that `q.principal` may read."""
+        """Top-k versions for `q.query`, best first, that `q.principal` may read.
+
+        Hybrid: the vector index (meaning) and BM25 over Postgres full text (exact
+        terms) each propose candidates, fused (`fusion.py`), with a bonus for event
+        times in a period the question names (`when.py`). Every candidate of either
+        path is checked against Postgres in the same transaction: only versions of this
+        tenant current now (or at `q.as_of`) leave. With the index or the model
+        unavailable the lexical path answers alone and the result says `degraded`.
+        Under a 'fresh' consistency policy, writes the index has not caught up with
+        are ranked by meaning here too (`_unindexed`)."""
         since = datetime.now(UTC) - q.max_age if q.max_age is not None else None
         gate = ReadGate(
             self._opa, tenant=q.tenant, principal=q.principal, agent=q.agent, clearance=q.clearance
         )
+        depth = max(self.fusion.depth, q.k * 4 + 8)
+        consistency = await self.consistency(q.tenant, q.namespaces)
+        vector, hits = await self._nearest(q, depth)
+        with db_errors("recall"):
+            async with tenant_transaction(self._pool, q.tenant) as conn:
+                lexical = await store.lexical(
+                    conn,
+                    q.tenant,
+                    q.query,
+                    namespaces=q.namespaces,
+                    since=since,
+                    sensitivities=cleared(q.clearance),
+                    limit=depth,
+                    valid_at=q.valid_at,
+                    as_of=q.as_of,
+                )
+                pending = (
+                    await store.unindexed(conn, q.tenant, q.namespaces, FRESH_LIMIT)
+                    if q.as_of is None
+                    else []
+                )
+                wanted = list(dict.fromkeys([h.id for h in hits] + [i for i, _ in lexical]))
+                rows = {
+                    r["id"]: r
+                    for r in await store.versions_by_id(conn, q.tenant, wanted, as_of=q.as_of)
+                }
+        stale = 0
+        ranked_vector: list[tuple[str, float]] = []
+        for hit in hits:
+            row = rows.get(hit.id)
+            # A point Postgres does not know for this tenant, or one whose version is no
+            # longer live, is the stale index talking: never an answer.
+            if row is None or hit.payload.tenant != q.tenant or not row["live"]:
+                stale += 1
+            else:
+                ranked_vector.append((hit.id, hit.score))
+        if consistency == "fresh" and vector is not None and pending:
+            ranked_vector = await self._with_unindexed(ranked_vector, vector, pending, rows)
+        ranked_lexical = [(i, score) for i, score in lexical if i in rows and rows[i]["live"]]
+        periods = when.windows(q.query)
+        in_period = {
+            i
+            for i, _ in (*ranked_vector, *ranked_lexical)
+            if when.in_any(rows[i]["valid_from"], periods)
+        }
+        items: list[RecallItem] = []
+        withheld = 0
+        for cid, score in self.fusion.fuse(ranked_vector, ranked_lexical, in_period):
+            row = rows[cid]
+            if not _in_scope(row, q, since):
+                continue
+            if not await gate.may_read(row["sensitivity"], row["namespace"]):
+                withheld += 1
+                continue
+            if len(items) < q.k:
+                items.append(recall_item(row, score))
+        return RecallResult(
+            items=tuple(items),
+            degraded=vector is None,
+            withheld=withheld,
+            stale=stale,
+            consistency=consistency,
+            unindexed=len(pending),
+            as_of=q.as_of,
+        )
+
+    async def _nearest(self, q: RecallQuery, depth: int) -> tuple[list[float] | None, list[Any]]:
+        """The query vector and the index's nearest points; (None, []) when degraded."""
         try:
             [vector] = await self.embedder.embed([q.query])
             await self._indexer.ensure()
-            hits = await self.index.query(
-                q.tenant, vector, k=min(q.k * 4 + 8, 400), namespaces=q.namespaces
-            )
+            hits = await self.index.query(q.tenant, vector, k=depth, namespaces=q.namespaces)
         except (VectorIndexUnavailable, EmbeddingUnavailable) as exc:
             reason = (
                 "index_unavailable"
@@ -333,60 +430,77 @@ class MemoryService:
                 reason,
                 exc.message,
             )
-            return await self._fulltext(q, since, gate)
-        with db_errors("recall"):
-            async with tenant_transaction(self._pool, q.tenant) as conn:
-                rows = {
-                    r["id"]: r
-                    for r in await store.versions_by_id(conn, q.tenant, [h.id for h in hits])
-                }
-        items: list[RecallItem] = []
-        stale = withheld = 0
-        for hit in hits:
-            row = rows.get(hit.id)
-            # A point Postgres does not know for this tenant, or one whose version is no
-            # longer live, is the stale index talking: never an answer.
-            if row is None or hit.payload.tenant != q.tenant or not row["live"]:
-                stale += 1
-                continue
-            if q.namespaces is not None and row["namespace"] not in q.namespaces:
-                continue
-            if since is not None and row["recorded_at"] < since:
-                continue
-            if not await gate.may_read(row["sensitivity"], row["namespace"]):
-                withheld += 1
-                continue
-            if len(items) < q.k:
-                items.append(recall_item(row, hit.score))
-        return RecallResult(items=tuple(items), degraded=False, withheld=withheld, stale=stale)
+            return None, []
+        return vector, hits
 
-    async def _fulltext(
-        self, q: RecallQuery, since: datetime | None, gate: ReadGate
-    ) -> RecallResult:
-        with db_errors("recall"):
-            async with tenant_transaction(self._pool, q.tenant) as conn:
-                rows = await store.fulltext(
-                    conn,
-                    q.tenant,
-                    q.query,
-                    namespaces=q.namespaces,
-                    since=since,
-                    sensitivities=cleared(q.clearance),
-                    limit=q.k * 4 + 8,
-                )
-        items: list[RecallItem] = []
-        withheld = 0
-        for row in rows:
-            if not await gate.may_read(row["sensitivity"], row["namespace"]):
-                withheld += 1
-            elif len(items) < q.k:
-                items.append(recall_item(row, float(row["score"])))
-        return RecallResult(items=tuple(items), degraded=True, withheld=withheld)
+    async def _with_unindexed(
+        self,
+        ranked: list[tuple[str, float]],
+        vector: list[float],
+        pending: list[Any],
+        rows: dict[str, Any],
+    ) -> list[tuple[str, float]]:
+        """Read-your-writes: score unindexed live versions against the query vector the
+        way the index would (cosine of normalised vectors) and merge them in."""
+        try:
+            vectors = await self.embedder.embed(
+                [embedding_text(r["namespace"], r["content"]) for r in pending]
+            )
+        except EmbeddingUnavailable:
+            return ranked
+        known = {cid for cid, _ in ranked}
+        for row, candidate in zip(pending, vectors, strict=True):
+            rows.setdefault(row["id"], row)
+            if row["id"] not in known:
+                ranked.append((row["id"], _cosine(vector, candidate)))
+        return sorted(ranked, key=lambda item: -item[1])
+
+    async def consistency(self, tenant: str, namespaces: Sequence[str] | None) -> Consistency:
+        """The namespaces' consistency policy (OPA `stead/memory/consistency`), cached for
+        a few seconds. Without OPA: 'indexed'; OPA unreachable or undefined: 'fresh',
+        the stronger guarantee, so a policy outage never weakens a read."""
+        if self._opa is None:
+            return "indexed"
+        key = (tenant, None if namespaces is None else tuple(sorted(namespaces)))
+        cached = self._consistency.get(key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        request = {
+            "tenant": tenant,
+            "namespaces": None if namespaces is None else list(key[1] or ()),
+        }
+        try:
+            answer = await self._opa.evaluate(CONSISTENCY_DECISION, request)
+        except (PolicyUnavailable, PolicyUndefined) as exc:
+            log.warning("memory consistency for %s read as 'fresh': %s", tenant, exc.message)
+            return "fresh"
+        value: Consistency = "indexed" if answer == "indexed" else "fresh"
+        self._consistency[key] = (value, time.monotonic() + CONSISTENCY_TTL)
+        return value
 
     async def _tenants(self) -> list[str]:
         with db_errors("tenant directory"):
             async with self._pool.acquire() as conn:
                 return await store.directory_tenants(conn)
+
+
+def _in_scope(row: Any, q: RecallQuery, since: datetime | None) -> bool:
+    """The query's filters, checked on the Postgres row whichever path proposed it."""
+    if q.namespaces is not None and row["namespace"] not in q.namespaces:
+        return False
+    if since is not None and row["valid_from"] < since:
+        return False
+    if q.valid_at is None:
+        return True
+    return bool(
+        row["valid_from"] <= q.valid_at
+        and (row["valid_to"] is None or row["valid_to"] > q.valid_at)
+    )
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / norm if norm else 0.0
 
 
 def _same_request(prior: Any, request_hash: str, req: RememberRequest) -> Any:

@@ -152,19 +152,6 @@ async def append_version(
     return row, superseded
 
 
-async def current_version(
-    conn: asyncpg.Connection, tenant: str, namespace: str, key: str
-) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND m.namespace = $2 AND m.key = $3"
-        " AND v.superseded_at IS NULL",
-        tenant,
-        namespace,
-        key,
-    )
-    return row
-
-
 async def history(
     conn: asyncpg.Connection, tenant: str, namespace: str, key: str
 ) -> list[asyncpg.Record]:
@@ -179,19 +166,77 @@ async def history(
 
 
 async def versions_by_id(
-    conn: asyncpg.Connection, tenant: str, ids: Sequence[str]
+    conn: asyncpg.Connection, tenant: str, ids: Sequence[str], as_of: datetime | None = None
 ) -> list[asyncpg.Record]:
-    """The rows behind index hits, with whether each may still be recalled."""
+    """The rows behind index hits, with whether each may be recalled (`live`: current
+    now, or current at `as_of`)."""
     rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT {VERSION_COLUMNS}, ({LIVE}) AS live {_FROM}"
-        " WHERE v.tenant = $1 AND v.id = ANY($2::uuid[])",
+        f"SELECT {VERSION_COLUMNS}, ({LIVE if as_of is None else _current_at('$3')}) AS live"
+        f" {_FROM} WHERE v.tenant = $1 AND v.id = ANY($2::uuid[])"
+        + (" AND $3::timestamptz IS NULL" if as_of is None else ""),
         tenant,
         list(ids),
+        as_of,
     )
     return rows
 
 
-async def fulltext(
+# A version as memory held it at recorded time $N (`as_of`): written by then, not yet
+# superseded then, not erased (erasure is forever: forgotten content never comes back
+# through a read of the past), not expired then.
+def _current_at(param: str) -> str:
+    return (
+        f"v.erased_at IS NULL AND v.recorded_at <= {param}"
+        f" AND (v.superseded_at IS NULL OR v.superseded_at > {param})"
+        f" AND (v.expires_at IS NULL OR v.expires_at > {param})"
+    )
+
+
+# Okapi BM25 over the generated tsvector, per tenant, in one statement. Postgres's own
+# ts_rank has no inverse document frequency, so a common word counts as much as a rare
+# name; here each query lexeme is weighted by how rare it is among the tenant's live
+# versions that match the query at all (the candidates: every live version sharing a
+# lexeme with the question), and term frequency saturates (k1) and is normalised by
+# length (b), against the candidates' mean length.
+def _lexical_sql(live: str) -> str:
+    return f"""
+WITH q AS (
+    SELECT nullif(replace(plainto_tsquery('english', $2)::text, ' & ', ' | '), '')::tsquery AS tsq,
+           ARRAY(SELECT DISTINCT unnest(tsvector_to_array(to_tsvector('english', $2)))) AS terms
+), hits AS (
+    SELECT v.id, v.search, length(v.search) AS len
+    FROM memory_versions v JOIN memories m ON m.id = v.memory_id AND m.tenant = v.tenant, q
+    WHERE v.tenant = $1 AND {live} AND v.search @@ q.tsq
+      AND ($3::text[] IS NULL OR m.namespace = ANY($3::text[]))
+      AND ($4::timestamptz IS NULL OR v.valid_from >= $4)
+      AND v.sensitivity = ANY($5::text[])
+      AND ($7::timestamptz IS NULL
+           OR (v.valid_from <= $7 AND (v.valid_to IS NULL OR v.valid_to > $7)))
+), docs AS (
+    SELECT count(*)::float8 AS n FROM memory_versions v WHERE v.tenant = $1 AND {live}
+), tf AS (
+    SELECT h.id, h.len, u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf
+    FROM hits h, q, unnest(h.search) u WHERE u.lexeme = ANY(q.terms)
+), df AS (
+    SELECT lexeme, count(*)::float8 AS df FROM tf GROUP BY lexeme
+), mean AS (
+    SELECT greatest(avg(len), 1)::float8 AS len FROM hits
+)
+SELECT tf.id::text AS id,
+       sum(ln(1 + (docs.n - df.df + 0.5) / (df.df + 0.5))
+           * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * tf.len / mean.len))) AS score
+FROM tf JOIN df USING (lexeme), docs, mean
+GROUP BY tf.id ORDER BY score DESC, tf.id LIMIT $6
+"""
+
+
+# Now: the partial GIN index (live versions only) serves it. As of a past time: the
+# same ranking over the versions current then (a scan of the tenant's rows).
+_LEXICAL_NOW = _lexical_sql(LIVE + " AND $8::timestamptz IS NULL")
+_LEXICAL_AS_OF = _lexical_sql(_current_at("$8::timestamptz"))
+
+
+async def lexical(
     conn: asyncpg.Connection,
     tenant: str,
     query: str,
@@ -200,28 +245,81 @@ async def fulltext(
     since: datetime | None,
     sensitivities: Sequence[str],
     limit: int,
-) -> list[asyncpg.Record]:
-    """The degraded path: Postgres full-text search over live versions.
-
-    The query's lexemes are OR-ed (plainto_tsquery AND-s them), because a question in
-    natural language rarely has every word in the memory that answers it."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "WITH q AS (SELECT nullif(replace(plainto_tsquery('english', $2)::text, ' & ', ' | '), '')"
-        "::tsquery AS tsq)"
-        f" SELECT {VERSION_COLUMNS}, ts_rank(v.search, q.tsq) AS score {_FROM}, q"
-        f" WHERE v.tenant = $1 AND {LIVE} AND v.search @@ q.tsq"
-        " AND ($3::text[] IS NULL OR m.namespace = ANY($3::text[]))"
-        " AND ($4::timestamptz IS NULL OR v.recorded_at >= $4)"
-        " AND v.sensitivity = ANY($5::text[])"
-        " ORDER BY score DESC, v.recorded_at DESC LIMIT $6",
+    valid_at: datetime | None = None,
+    as_of: datetime | None = None,
+) -> list[tuple[str, float]]:
+    """The lexical half of hybrid recall: (version id, BM25 score), best first, of the
+    versions current now (or `as_of`), with event time from `since` and valid at
+    `valid_at`. Same tenant filter, row-level security and liveness test as every read."""
+    rows = await conn.fetch(
+        _LEXICAL_NOW if as_of is None else _LEXICAL_AS_OF,
         tenant,
         query,
         None if namespaces is None else list(namespaces),
         since,
         list(sensitivities),
         limit,
+        valid_at,
+        as_of,
+    )
+    return [(r["id"], float(r["score"])) for r in rows]
+
+
+async def unindexed(
+    conn: asyncpg.Connection, tenant: str, namespaces: Sequence[str] | None, limit: int
+) -> list[asyncpg.Record]:
+    """Live versions written but not yet in the vector index (newest first): what a
+    'fresh' recall ranks by meaning itself so the reader sees its own writes."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {VERSION_COLUMNS}, true AS live {_FROM}"
+        f" WHERE v.tenant = $1 AND v.index_state = 'pending' AND {LIVE}"
+        " AND ($2::text[] IS NULL OR m.namespace = ANY($2::text[]))"
+        " ORDER BY v.recorded_at DESC LIMIT $3",
+        tenant,
+        None if namespaces is None else list(namespaces),
+        limit,
     )
     return rows
+
+
+async def version_at(
+    conn: asyncpg.Connection,
+    tenant: str,
+    namespace: str,
+    key: str,
+    *,
+    as_of: datetime | None,
+    valid_at: datetime | None,
+) -> asyncpg.Record | None:
+    """Without `valid_at`: the version current at recorded time `as_of` (None: now).
+    With it: the latest version recorded by then whose valid interval holds `valid_at`,
+    i.e. what memory (now, or as of then) says was true at that time. Erased versions
+    come back without content."""
+    if valid_at is None:
+        when = (
+            "v.superseded_at IS NULL AND $5::timestamptz IS NULL"
+            if as_of is None
+            else (
+                "v.recorded_at <= $4 AND (v.superseded_at IS NULL OR v.superseded_at > $4)"
+                " AND $5::timestamptz IS NULL"
+            )
+        )
+    else:
+        when = (
+            "v.recorded_at <= coalesce($4::timestamptz, now())"
+            " AND v.valid_from <= $5 AND (v.valid_to IS NULL OR v.valid_to > $5)"
+        )
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND m.namespace = $2"
+        f" AND m.key = $3 AND ($4::timestamptz IS NULL OR true) AND {when}"
+        " ORDER BY v.version DESC LIMIT 1",
+        tenant,
+        namespace,
+        key,
+        as_of,
+        valid_at,
+    )
+    return row
 
 
 async def erase_versions(

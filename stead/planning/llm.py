@@ -226,7 +226,13 @@ def build_messages(req: PlanInput, catalog: Catalog) -> list[Message]:
     if recalled:
         # JSON, not prose: a memory holding "## Goal" cannot pass for a section of the prompt.
         items = [
-            {"source": f"{m.namespace}/{m.key}", "version": m.version, "content": m.content}
+            {
+                "source": f"{m.namespace}/{m.key}",
+                "version": m.version,
+                "content": m.content,
+                **({"recorded_at": m.recorded_at.isoformat()} if m.recorded_at else {}),
+                **({"freshness": m.freshness} if m.freshness else {}),
+            }
             for m in recalled
         ]
         parts.append(

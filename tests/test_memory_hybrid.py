@@ -1,0 +1,183 @@
+"""Hybrid recall on the real stack: exact terms, meaning, periods, and what never surfaces.
+
+Each claim is checked against the path it is about: `store.lexical` (BM25 in Postgres,
+as the app role under row-level security) and `index.query` (the vector shard) are
+asked directly next to `recall`, so "found only through its exact term" means the
+vector path alone did not put it first, and "only through meaning" means the
+lexical path had nothing at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+
+from stead.db.pool import tenant_transaction
+from stead.memory import store
+from stead.memory.service import MemoryService
+from stead.settings import Settings
+from stead.vector import EdgeVectorIndex, QdrantServerIndex, VectorPayload, VectorPoint
+from tests.test_memory_support import EMBEDDER, new_tenant, open_service, query, remember, utcnow
+
+LEVELS = ["public", "internal"]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def service(
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[MemoryService]:
+    index = EdgeVectorIndex(tmp_path_factory.mktemp("memory-hybrid") / "qdrant")
+    async with open_service(stack, index) as svc:
+        yield svc
+
+
+async def lexical_keys(service: MemoryService, tenant: str, text: str) -> list[str]:
+    async with tenant_transaction(service.pool, tenant) as conn:
+        found = await store.lexical(
+            conn, tenant, text, namespaces=None, since=None, sensitivities=LEVELS, limit=10
+        )
+        rows = await store.versions_by_id(conn, tenant, [i for i, _ in found])
+    key = {r["id"]: r["key"] for r in rows}
+    return [key[i] for i, _ in found]
+
+
+async def vector_keys(service: MemoryService, tenant: str, text: str) -> list[str]:
+    [vector] = await EMBEDDER.embed([text])
+    hits = await service.index.query(tenant, vector, k=10)
+    async with tenant_transaction(service.pool, tenant) as conn:
+        rows = await store.versions_by_id(conn, tenant, [h.id for h in hits])
+    key = {r["id"]: r["key"] for r in rows}
+    return [key[h.id] for h in hits]
+
+
+INVOICES = {
+    "inv-a": "Invoice 55012 was paid on time by the customer.",
+    "inv-b": "Invoice 77345 was refunded to the customer after a complaint.",
+    "inv-c": "Invoice 88123 was disputed by the customer.",
+    "inv-d": "Invoice 10457 is overdue; the customer was reminded by email.",
+    "inv-e": "Invoice 63220 was cancelled because the order never shipped.",
+    # Near misses: the same digits in another order look alike to an embedding.
+    "inv-f": "Invoice 88132 was paid by the customer.",
+    "inv-g": "Invoice 81223 was refunded to the customer.",
+    "inv-h": "Invoice 18823 was paid on time.",
+}
+
+
+async def test_a_question_answered_only_through_its_exact_term(service: MemoryService) -> None:
+    tenant = new_tenant()
+    for key, text in INVOICES.items():
+        await service.remember(remember(tenant, "billing", key, text))
+    question = "What is the status of invoice 88123?"
+
+    by_meaning = await vector_keys(service, tenant, question)
+    result = await service.recall(query(tenant, question, k=3))
+
+    # To the embedding, 88132 is nearer than 88123 itself: the vector path alone misses it.
+    assert by_meaning[0] != "inv-c"
+    assert (await lexical_keys(service, tenant, question))[0] == "inv-c"
+    assert result.items[0].key == "inv-c" and not result.degraded
+
+
+async def test_a_question_answered_only_through_meaning(service: MemoryService) -> None:
+    tenant = new_tenant()
+    await service.remember(
+        remember(tenant, "ops", "oncall", "Priya is the on-call engineer this week.")
+    )
+    await service.remember(remember(tenant, "ops", "menu", "The canteen serves soup on Fridays."))
+    await service.remember(remember(tenant, "ops", "desk", "Office plants are watered on Mondays."))
+    question = "Who responds to outages at the moment?"
+
+    result = await service.recall(query(tenant, question, k=1))
+
+    assert await lexical_keys(service, tenant, question) == []  # no word in common
+    assert [i.key for i in result.items] == ["oncall"]
+
+
+async def test_a_period_named_in_the_question_prefers_memories_of_that_time(
+    service: MemoryService,
+) -> None:
+    tenant = new_tenant()
+    for month in (2, 3, 4):
+        req = remember(tenant, "journal", f"2024-{month}", "We shipped a new release of the app.")
+        await service.remember(
+            req.model_copy(update={"valid_from": datetime(2024, month, 12, tzinfo=UTC)})
+        )
+
+    result = await service.recall(query(tenant, "What did we ship in March 2024?", k=3))
+
+    assert result.items[0].key == "2024-3"
+    assert result.items[0].valid_from == datetime(2024, 3, 12, tzinfo=UTC)
+
+
+async def test_stale_and_erased_versions_never_surface_through_either_path(
+    service: MemoryService, stack: Settings
+) -> None:
+    tenant = new_tenant()
+    old = await service.remember(remember(tenant, "codes", "door", "The door code is quokka-7731."))
+    await service.remember(remember(tenant, "codes", "door", "The door code changed; ask Omar."))
+    gone = await service.remember(remember(tenant, "codes", "safe", "The safe code quokka-9902."))
+    await service.erase(tenant, "codes", "safe", principal="user:dpo", reason="test")
+    await service.remember(
+        remember(
+            tenant,
+            "codes",
+            "gate",
+            "The gate code is quokka-4410.",
+            expires_at=utcnow() - timedelta(seconds=1),
+        )
+    )
+    # Put the superseded and erased points back, as a lagging or restored index holds them.
+    for version, text in ((old.version, "door code quokka-7731"), (gone.version, "safe code")):
+        [vector] = await EMBEDDER.embed([text])
+        payload = VectorPayload(
+            tenant=tenant, namespace="codes", memory_id="x", version=1, sensitivity="internal"
+        )
+        await service.index.upsert([VectorPoint(id=version.id, vector=vector, payload=payload)])
+    question = "What is the quokka code?"
+
+    result = await service.recall(query(tenant, question, k=10))
+    async with open_service(stack, QdrantServerIndex(url="http://127.0.0.1:9")) as offline:
+        degraded = await offline.recall(query(tenant, question, k=10))
+
+    assert await lexical_keys(service, tenant, question) == ["door"]  # v2, by "code"
+    assert [i.key for i in result.items] == ["door"] and result.items[0].version == 2
+    assert result.stale == 3  # door v1, the erased safe, the expired gate
+    assert degraded.degraded and [i.key for i in degraded.items] == ["door"]
+    contents = " ".join(i.content for i in (*result.items, *degraded.items))
+    assert "7731" not in contents and "9902" not in contents and "4410" not in contents
+
+
+async def test_the_lexical_path_is_tenant_isolated(service: MemoryService) -> None:
+    victim, attacker = new_tenant(), new_tenant()
+    await service.remember(remember(victim, "plans", "falcon", "Project Falcon launches 3 May."))
+    await service.remember(remember(attacker, "plans", "lunch", "Lunch is at noon."))
+
+    result = await service.recall(query(attacker, "When does Project Falcon launch?", k=10))
+    assert [i.key for i in result.items] == ["lunch"]
+    # As SQL from the app role: the attacker's session naming the victim's tenant in the
+    # query still sees nothing (row-level security), and no tenant at all sees nothing.
+    async with tenant_transaction(service.pool, attacker) as conn:
+        named = await store.lexical(
+            conn, victim, "Falcon", namespaces=None, since=None, sensitivities=LEVELS, limit=10
+        )
+    async with service.pool.acquire() as conn, conn.transaction():
+        unset = await store.lexical(
+            conn, victim, "Falcon", namespaces=None, since=None, sensitivities=LEVELS, limit=10
+        )
+    assert named == [] and unset == []
+    assert await lexical_keys(service, victim, "Falcon") == ["falcon"]
+
+
+async def test_an_unindexed_write_is_found_through_its_terms(stack: Settings) -> None:
+    tenant = new_tenant()
+    async with open_service(stack, QdrantServerIndex(url="http://127.0.0.1:9")) as offline:
+        written = await offline.remember(
+            remember(tenant, "ops", "runbook", "Restart the billing cron nightly.")
+        )
+        result = await offline.recall(query(tenant, "billing cron restart"))
+
+    assert not written.indexed
+    assert result.degraded and [i.key for i in result.items] == ["runbook"]
