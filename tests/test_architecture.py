@@ -77,6 +77,16 @@ ENV_ALLOWED: dict[tuple[str, str], str] = {
         'base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")',
     ): "the XDG base-directory convention for the per-machine binary cache, a platform "
     "location like $HOME (which Path.home() reads), not a Stead setting",
+    (
+        "stead/devstack/cluster.py",
+        '"PATH": os.environ.get("PATH", ""),',
+    ): "only PATH is passed to temporal-sql-tool, whose SQL_* settings (password included) "
+    "are set in its environment rather than argv; not a Stead setting",
+    (
+        "stead/devstack/cluster.py",
+        'env = {k: v for k, v in os.environ.items() if not k.startswith(("STEAD_", "TEMPORAL_"))}',
+    ): "copied for the `stead temporal setup` child without STEAD_/TEMPORAL_ variables, so "
+    "the developer's own settings cannot point it at another cluster",
 }
 
 
