@@ -104,12 +104,6 @@ LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
     "above, or cli_client into stead/temporal/",
     ("stead.mcp.serve", "stead.cli.runs"): "same entry point, reusing the run status "
     "summary (_status, summarize). Fix: as above, or those into stead/runs/",
-    ("stead.mcp.serve", "activities.planning"): "same entry point, checking a start "
-    "before it is made (preflight). Fix: preflight into stead/planning/",
-    ("stead.planning.llm", "adapters.catalog"): "the planner reads the operation catalog "
-    "(Catalog), which lives with the adapters. Fix: the adapter SDK types into stead/",
-    ("stead.planning.validate", "adapters.catalog"): "plan validation checks steps against "
-    "the catalog (Catalog, UnknownOperation). Fix: as above",
     ("stead.mcp.serve", "adapters.registry"): "same entry point: it loads the installed "
     "catalog (worker_catalog) to refuse an unknown operation before starting. Fix: as above "
     "(entry points may import adapters)",
@@ -401,7 +395,7 @@ def test_imports_point_one_way_between_layers() -> None:
         for (importer, target), where in import_edges().items()
         if layer(target) not in LAYERS_ALLOWED[layer(importer)]
     }
-    # `import adapters.catalog` loads the package `adapters` too: name only the module.
+    # `import adapters.registry` loads the package `adapters` too: name only the module.
     deepest = {
         edge: where
         for edge, where in wrong.items()
