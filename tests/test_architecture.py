@@ -95,19 +95,8 @@ LAYERS_ALLOWED: dict[str, frozenset[str]] = {
 
 # Imports that still point the wrong way, keyed by (importing module, imported module),
 # each with why it is there and how it goes away. The test fails on a new one and on a
-# listed one that no longer occurs, so the list stays true.
-LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("stead.mcp.serve", "stead.cli.starts"): "the MCP server is an entry point like the CLI "
-    "and reuses its start-token helpers (identity_public_key, narrow_to_start). Fix: move "
-    "stead/mcp/serve.py under stead/cli/, or those helpers into stead/identity/",
-    ("stead.mcp.serve", "stead.cli._common"): "same entry point, reusing cli_client. Fix: as "
-    "above, or cli_client into stead/temporal/",
-    ("stead.mcp.serve", "stead.cli.runs"): "same entry point, reusing the run status "
-    "summary (_status, summarize). Fix: as above, or those into stead/runs/",
-    ("stead.mcp.serve", "adapters.registry"): "same entry point: it loads the installed "
-    "catalog (worker_catalog) to refuse an unknown operation before starting. Fix: as above "
-    "(entry points may import adapters)",
-}
+# listed one that no longer occurs, so the list stays true. None today: keep it that way.
+LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 # Import edges that close a first-party cycle today, keyed like LAYER_EXCEPTIONS. The test
 # drops them and then wants no cycle left; a listed edge that is gone fails too.
