@@ -101,10 +101,6 @@ LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
 # Import edges that close a first-party cycle today, keyed like LAYER_EXCEPTIONS. The test
 # drops them and then wants no cycle left; a listed edge that is gone fails too.
 CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("stead.settings", "stead.temporal"): "load_settings reads the Temporal profile "
-    "(stead.temporal.profile) lazily, and stead.temporal.client imports Settings. Fix: move "
-    "profile.py out of the stead.temporal package (whose __init__ loads the client), e.g. "
-    "to stead/temporal_profile.py",
     ("stead.audit.chain", "stead.capability"): "AuditChain.key() names the AUDIT key "
     "(stead.capability.keys) lazily, and stead.capability.authority imports the audit chain "
     "to verify decision rows. Fix: move the key names and key_store into a module outside "
