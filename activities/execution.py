@@ -27,8 +27,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeats
-from adapters.base import AdapterError, Operation, OperationContext
-from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
 from adapters.ratelimit import RATE_LIMITED, RateLimited, RateLimiter
 from stead.audit.log import AuditEvent, append_event
 from stead.capability import (
@@ -60,6 +58,8 @@ from stead.ledger import effects
 from stead.ledger.effects import LedgerConflict
 from stead.observability.metrics import observe_step_usage
 from stead.observability.steps import observed_step
+from stead.operations.base import AdapterError, Operation, OperationContext
+from stead.operations.catalog import Catalog, InvalidArguments, UnknownOperation
 from stead.runs.scope import ScopeClaim, tenant_scoped
 
 # The ApplicationError type of every capability refusal; never retried.

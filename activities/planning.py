@@ -13,7 +13,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.policy import PolicyActivities
-from adapters.catalog import Catalog
 from stead.contracts import activity_names as names
 from stead.contracts.activities import (
     PLAN_REJECTED,
@@ -23,19 +22,13 @@ from stead.contracts.activities import (
     PlanInput,
     PlanWindowInput,
 )
-from stead.contracts.run import Plan, PlannerInfo, RunRequest, Step, StepExecution, StoredPlan
+from stead.contracts.run import Plan, PlannerInfo, Step, StepExecution, StoredPlan
 from stead.db.pool import tenant_transaction
-from stead.errors import ConfigError
 from stead.observability.metrics import observe_planner
-from stead.planning.llm import NO_PLANNER_MODEL, LlmPlanner
-from stead.planning.playbooks import (
-    Playbook,
-    expand,
-    expand_replan,
-    failure_of,
-    load_playbook,
-    parse_playbook,
-)
+from stead.operations.catalog import Catalog
+from stead.planning.llm import LlmPlanner
+from stead.planning.playbooks import expand, expand_replan, failure_of
+from stead.planning.preflight import request_playbook
 from stead.planning.validate import PlanRejected, build_plan, validate_plan
 from stead.runs.plans import (
     PlanNotStored,
@@ -49,7 +42,6 @@ from stead.runs.plans import (
 from stead.runs.scope import ScopeClaim, tenant_scoped
 from stead.settings import Settings
 
-INLINE_ORIGIN = "--playbook-file"
 PLAN_NOT_STORED = "PlanNotStored"
 
 
@@ -225,7 +217,7 @@ class PlanningActivities:
         rejected step's ``on_reject`` block adds the redo steps with the reviewer's
         comment (``expand_replan``).
         """
-        playbook = _playbook(req.request, self._settings)
+        playbook = request_playbook(req.request, self._settings)
         if req.attempt > 1:
             steps = expand_replan(
                 playbook,
@@ -261,49 +253,3 @@ def _first_window(plan: Plan, plan_hash: str, steps: list[Step], size: int) -> P
             ),
         }
     )
-
-
-def preflight(
-    request: RunRequest,
-    settings: Settings,
-    *,
-    origin: str | None = None,
-    catalog: Catalog | None = None,
-) -> None:
-    """Catch what would only fail inside the run, before a workflow is started.
-
-    Checks that a goal has a planner model, and that a playbook exists, parses,
-    accepts the given inputs and makes a plan whose structure can run (step ids,
-    dependencies, cycles, ``$ref``s, the step budget). With ``catalog`` (the one the
-    caller's process loads) an operation it lacks is refused too; the full catalog
-    checks (argument schemas, routing) still happen on the worker that runs the plan.
-    ``origin`` names a ``--playbook-file`` in messages.
-    """
-    if request.goal is not None:
-        if settings.planner_model is None:
-            raise ConfigError(NO_PLANNER_MODEL)
-        return
-    try:
-        steps = expand(_playbook(request, settings, origin), request.inputs)
-    except PlanRejected as exc:
-        raise ConfigError(str(exc)) from None
-    problems = validate_plan(steps, None, request.budget)
-    if problems:
-        raise ConfigError(str(PlanRejected(problems)))
-    if catalog is not None:
-        unknown = sorted({s.operation for s in steps if s.operation not in catalog})
-        if unknown:
-            raise ConfigError(
-                f"operation {', '.join(unknown)} is not in the adapter catalog "
-                "(built-ins and the `stead.adapters` plugins installed here; see "
-                "`stead catalog list`); if a worker offers it through a plugin, install "
-                "that plugin where you run `stead` too"
-            )
-
-
-def _playbook(request: RunRequest, settings: Settings, origin: str | None = None) -> Playbook:
-    if request.playbook is not None:
-        return load_playbook(request.playbook, settings.playbook_dir)
-    if request.playbook_source is not None:
-        return parse_playbook(request.playbook_source, origin or INLINE_ORIGIN)
-    raise PlanRejected(["the request names neither a goal nor a playbook"])

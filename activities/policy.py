@@ -17,7 +17,6 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from adapters.catalog import Catalog, InvalidArguments, UnknownOperation
 from stead.audit.log import AuditEvent, append_event
 from stead.contracts import activity_names as names
 from stead.contracts.activities import DecideStepInput, PlanDecisionInput, StepProvenance
@@ -25,6 +24,7 @@ from stead.contracts.run import ApprovalPolicy, Decision, sha256_hex
 from stead.db.pool import tenant_transaction
 from stead.egress import DestinationError
 from stead.observability.metrics import observe_decision
+from stead.operations.catalog import Catalog, InvalidArguments, UnknownOperation
 from stead.planning.refs import find_refs
 from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
 from stead.runs.plans import PlanNotStored, load_steps

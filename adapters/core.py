@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from adapters.base import Operation, OperationContext
+from stead.operations.base import Operation, OperationContext
 
 
 class EchoArgs(BaseModel):

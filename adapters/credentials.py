@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from adapters.base import AdapterError, OperationContext
 from stead.egress import Destination
+from stead.operations.base import AdapterError, OperationContext
 from stead.secrets import SecretError, SecretNotBound, SecretStore
 
 

@@ -27,9 +27,9 @@ from typing import Annotated, Literal
 import aiosmtplib
 from pydantic import AfterValidator, Field, SecretStr
 
-from adapters.base import AdapterError, Operation, OperationContext
 from stead.contracts.base import Closed
 from stead.egress import Destination, mail_destinations
+from stead.operations.base import AdapterError, Operation, OperationContext
 from stead.settings import Settings
 
 BODY_LIMIT = 512 * 1024

@@ -34,8 +34,8 @@ from typing import Literal, NoReturn
 
 from pydantic import Field, field_validator, model_validator
 
-from adapters.base import AdapterError, Operation, OperationContext
 from stead.contracts.base import Closed
+from stead.operations.base import AdapterError, Operation, OperationContext
 
 CONTENT_LIMIT = 1024 * 1024  # the result lands in workflow history; keep it well under its cap
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -35,11 +35,11 @@ from pydantic import (
     model_validator,
 )
 
-from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from stead.contracts.base import Closed
 from stead.egress import Destination, url_destination
 from stead.egress.urls import absolute_http_url
+from stead.operations.base import AdapterError, Operation, OperationContext
 from stead.secrets import SecretRef, SecretRefStr, redact, redact_json
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"

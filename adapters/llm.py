@@ -16,12 +16,12 @@ import json
 
 from pydantic import Field, JsonValue, field_validator
 
-from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from stead.contracts.activities import StepUsage
 from stead.contracts.base import Closed
 from stead.egress import url_destination
 from stead.egress.urls import absolute_http_url
+from stead.operations.base import AdapterError, Operation, OperationContext
 from stead.secrets import SecretRefStr, redact
 
 

@@ -28,7 +28,6 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT, RequestParamsMeta
 from pydantic import BaseModel, ConfigDict, JsonValue, SecretStr, model_validator
 
-from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from stead.audit.log import AuditEvent, append_event
 from stead.contracts.base import Closed
@@ -36,6 +35,7 @@ from stead.db.pool import tenant_transaction
 from stead.egress import Destination, url_destination
 from stead.mcp.config import McpConfigStore, McpServerConfig, PinnedTool, operation_name, tool_hash
 from stead.mcp.session import McpUnreachable, connected, list_tool_definitions, resolved_values
+from stead.operations.base import AdapterError, Operation, OperationContext
 from stead.secrets.redact import redact, redact_json
 
 IDEMPOTENCY_META = "io.stead/idempotency_key"

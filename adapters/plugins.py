@@ -6,7 +6,7 @@ A package adds operations without touching Stead by declaring, in its
     [project.entry-points."stead.adapters"]
     crm = "stead_crm.adapter:operations"
 
-where ``operations()`` returns the package's :class:`~adapters.base.Operation` objects.
+where ``operations()`` returns the package's :class:`~stead.operations.base.Operation` objects.
 Loading is eager and strict: a plugin that fails to import, or returns something
 that is not an operation, stops the worker at start with the plugin's name in the
 message. Skipping it quietly would leave runs failing later with "unknown
@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from adapters.base import Operation
 from stead.errors import ConfigError
+from stead.operations.base import Operation
 
 GROUP = "stead.adapters"
 
@@ -54,7 +54,7 @@ def _load(ep: EntryPoint) -> list[Operation[Any, Any]]:
     if not callable(factory):
         raise PluginError(
             f"adapter plugin {where} is not callable; it must name a function returning "
-            "a list of adapters.base.Operation"
+            "a list of stead.operations.base.Operation"
         )
     try:
         produced = factory()
@@ -66,14 +66,14 @@ def _load(ep: EntryPoint) -> list[Operation[Any, Any]]:
     if isinstance(produced, Operation) or not isinstance(produced, Iterable):
         raise PluginError(
             f"adapter plugin {where} returned {type(produced).__name__}; expected a list of "
-            "adapters.base.Operation"
+            "stead.operations.base.Operation"
         )
     ops = list(produced)
     wrong = [type(op).__name__ for op in ops if not isinstance(op, Operation)]
     if wrong:
         raise PluginError(
             f"adapter plugin {where} returned {', '.join(sorted(set(wrong)))} among its "
-            "operations; every item must be an adapters.base.Operation"
+            "operations; every item must be an stead.operations.base.Operation"
         )
     return ops
 

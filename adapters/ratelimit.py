@@ -25,8 +25,8 @@ from typing import Any
 
 import asyncpg
 
-from adapters.base import Operation
 from stead.db.pool import tenant_transaction
+from stead.operations.base import Operation
 from stead.settings import RateLimitSetting
 
 # The ApplicationError type an over-limit attempt fails with (retryable, with a delay).

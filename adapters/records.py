@@ -19,9 +19,9 @@ from typing import Any
 import asyncpg
 from pydantic import Field, JsonValue
 
-from adapters.base import AdapterError, Operation, OperationContext
 from stead.contracts.base import Closed
 from stead.db.pool import tenant_transaction
+from stead.operations.base import AdapterError, Operation, OperationContext
 
 
 class PutArgs(Closed):

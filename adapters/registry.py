@@ -17,8 +17,6 @@ from typing import Any
 import asyncpg
 import httpx
 
-from adapters.base import Operation
-from adapters.catalog import Catalog, UnknownAdapter
 from adapters.commerce import COMMERCE_OPERATIONS
 from adapters.content import CONTENT_OPERATIONS
 from adapters.core import ECHO
@@ -35,6 +33,8 @@ from stead.db.pool import create_pool
 from stead.errors import ConfigError
 from stead.mcp.config import McpConfigStore
 from stead.memory.service import MemoryService
+from stead.operations.base import Operation
+from stead.operations.catalog import Catalog, UnknownAdapter
 from stead.secrets import SecretStore, open_secret_store
 from stead.settings import Settings, secret_environment
 

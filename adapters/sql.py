@@ -41,9 +41,9 @@ from typing import Any
 import asyncpg
 from pydantic import Field, JsonValue, SecretStr
 
-from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from stead.contracts.base import Closed
+from stead.operations.base import AdapterError, Operation, OperationContext
 
 RESULT_LIMIT = 1024 * 1024  # bytes of rows a result may carry into workflow history
 Scalar = str | int | float | bool | None

@@ -32,12 +32,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field, JsonValue, field_validator
 
-from adapters.base import AdapterError, Operation, OperationContext
 from adapters.credentials import resolve_secret
 from adapters.http import new_http_client
 from stead.contracts.base import Closed
 from stead.egress import Destination, url_destination
 from stead.egress.urls import absolute_http_url
+from stead.operations.base import AdapterError, Operation, OperationContext
 from stead.secrets import SecretRefStr, SecretStr, redact
 
 ID_HEADER = "webhook-id"

@@ -377,7 +377,7 @@ def _stack_opa_tokens(home: Path) -> dict[str, str]:
 def temporal_environment() -> dict[str, str]:
     """The ``TEMPORAL_*`` variables: Temporal's own environment configuration.
 
-    Handed to ``temporalio.envconfig`` explicitly (stead.temporal.profile) so this
+    Handed to ``temporalio.envconfig`` explicitly (stead.temporal_profile) so this
     module stays the only reader of ``os.environ`` and tests can pass their own.
     """
     return {k: v for k, v in os.environ.items() if k.startswith("TEMPORAL_")}
@@ -389,8 +389,8 @@ def load_settings(**overrides: Any) -> Settings:
 
     A bad value fails here, at start, with a message that names the variable.
     """
-    # Imported here, not at the top: stead.temporal imports this module.
-    from stead.temporal.profile import profile_settings
+    # Imported here, not at the top: only load_settings needs temporalio.envconfig.
+    from stead.temporal_profile import profile_settings
 
     try:
         base = Settings(**overrides)

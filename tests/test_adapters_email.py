@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from adapters.base import AdapterError, OperationContext
-from adapters.catalog import InvalidArguments
 from adapters.email import SmtpRelay, message_id
 from adapters.registry import AdapterResources, default_catalog
+from stead.operations.base import AdapterError, OperationContext
+from stead.operations.catalog import InvalidArguments
 from tests.smtp_peer import Mailbox, free_port, smtp_server
 
 CATALOG = default_catalog(plugins=False)

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from adapters.base import AdapterError, OperationContext
-from adapters.catalog import InvalidArguments
 from adapters.files import FileSandbox
 from adapters.registry import AdapterResources, default_catalog
+from stead.operations.base import AdapterError, OperationContext
+from stead.operations.catalog import InvalidArguments
 
 CATALOG = default_catalog(plugins=False)
 WRITE = CATALOG.get("files.write")

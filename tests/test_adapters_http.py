@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.base import AdapterError, OperationContext
-from adapters.catalog import InvalidArguments
 from adapters.http import new_http_client
 from adapters.registry import AdapterResources, default_catalog
+from stead.operations.base import AdapterError, OperationContext
+from stead.operations.catalog import InvalidArguments
 from tests.peers import serve_handler
 
 CATALOG = default_catalog()

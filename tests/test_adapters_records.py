@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from adapters.base import AdapterError, OperationContext
 from adapters.records import PutResult
 from adapters.registry import AdapterResources, default_catalog
 from stead.db.pool import create_pool, tenant_transaction
+from stead.operations.base import AdapterError, OperationContext
 from stead.settings import Settings
 
 CATALOG = default_catalog()
@@ -213,7 +213,7 @@ async def test_a_worker_without_a_pool_gets_a_clear_error() -> None:
     ],
 )
 def test_bad_put_arguments_are_refused(args: dict[str, Any]) -> None:
-    from adapters.catalog import InvalidArguments
+    from stead.operations.catalog import InvalidArguments
 
     with pytest.raises(InvalidArguments):
         CATALOG.parse_args("records.put", args)

@@ -17,10 +17,10 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from adapters.base import AdapterError, OperationContext
-from adapters.catalog import InvalidArguments
 from adapters.registry import AdapterResources, default_catalog
 from adapters.sql import SqlDatabases
+from stead.operations.base import AdapterError, OperationContext
+from stead.operations.catalog import InvalidArguments
 from stead.secrets import EnvSecretBackend, Secrets
 from stead.settings import Settings
 

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from adapters.base import AdapterError, OperationContext
-from adapters.catalog import InvalidArguments
 from adapters.http import new_http_client
 from adapters.registry import AdapterResources, default_catalog
 from adapters.webhook import SignatureInvalid, sign, verify
+from stead.operations.base import AdapterError, OperationContext
+from stead.operations.catalog import InvalidArguments
 from stead.secrets import EnvSecretBackend, Secrets
 from tests.peers import serve_handler
 

@@ -7,7 +7,10 @@ Static checks with ``ast``, so they see imports inside functions too (a lazy
   I/O library and no environment variables: replay must not depend on the machine;
 * every activity has an explicit dotted name, because the SDK's default (the bare
   function name) changes on a rename and strands parked runs;
-* only ``stead/settings.py`` reads the environment (STYLE.md: settings in one place).
+* only ``stead/settings.py`` reads the environment (STYLE.md: settings in one place);
+* imports point one way (docs/architecture.md, "Layers"): core ``stead`` ← ``adapters``
+  ← ``activities`` ← ``workers`` ← ``stead.cli``, with ``workflows`` on pure ``stead``
+  modules only; and no import cycles between first-party modules.
 """
 
 from __future__ import annotations
@@ -87,6 +90,38 @@ ENV_ALLOWED: dict[tuple[str, str], str] = {
         'env = {k: v for k, v in os.environ.items() if not k.startswith(("STEAD_", "TEMPORAL_"))}',
     ): "copied for the `stead temporal setup` child without STEAD_/TEMPORAL_ variables, so "
     "the developer's own settings cannot point it at another cluster",
+}
+
+
+# Which layers each layer may import (docs/architecture.md, "Layers: what may import what").
+LAYERS_ALLOWED: dict[str, frozenset[str]] = {
+    "core": frozenset({"core"}),
+    "adapters": frozenset({"core", "adapters"}),
+    "activities": frozenset({"core", "adapters", "activities"}),
+    "workflows": frozenset({"core", "workflows"}),
+    "workers": frozenset({"core", "adapters", "activities", "workflows", "workers"}),
+    "cli": frozenset({"core", "adapters", "activities", "workflows", "workers", "cli"}),
+}
+
+# Imports that still point the wrong way, keyed by (importing module, imported module),
+# each with why it is there and how it goes away. The test fails on a new one and on a
+# listed one that no longer occurs, so the list stays true. None today: keep it that way.
+LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
+
+# Import edges that close a first-party cycle today, keyed like LAYER_EXCEPTIONS. The test
+# drops them and then wants no cycle left; a listed edge that is gone fails too.
+CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("stead.audit.chain", "stead.capability"): "AuditChain.key() names the AUDIT key "
+    "(stead.capability.keys) lazily, and stead.capability.authority imports the audit chain "
+    "to verify decision rows. Fix: move the key names and key_store into a module outside "
+    "stead.capability (e.g. stead/keys.py) that imports neither",
+    ("stead.audit.chain", "stead.capability.trust"): "chain_for builds the key store through "
+    "stead.capability.trust, which imports the token verifiers that import the audit chain. "
+    "Fix: as above",
+    ("stead.contracts.approval_token", "stead.contracts.cancel_token"): "a cancel-narrowed "
+    "block counts like an approval-narrowed one when burning (lazy import), and cancel_token "
+    "reuses approval_token's block printer. Fix: move the shared block helpers "
+    "(printed_blocks, narrows_a_cancel) into one stead/contracts/token_blocks.py",
 }
 
 
@@ -318,3 +353,130 @@ def test_only_settings_reads_the_environment() -> None:
     )
     stale = sorted(set(ENV_ALLOWED) - seen)
     assert not stale, f"allow-list entries that no longer match any code; remove them: {stale}"
+
+
+# ----------------------------------------------------------------------- layers
+
+
+def layer(module: str) -> str:
+    """The layer a first-party module belongs to: ``stead.cli`` is the entry point, the rest
+    of ``stead`` is the core, and every other top-level package is its own layer."""
+    if module == "stead.cli" or module.startswith("stead.cli."):
+        return "cli"
+    top = module.split(".")[0]
+    return "core" if top == "stead" else top
+
+
+def import_edges() -> dict[tuple[str, str], str]:
+    """(importer, imported) for every first-party import, with one place it happens.
+
+    A package an importer lives in is left out: Python has it loaded (or loading) before
+    the importer runs, so it is no dependency of the importer's own."""
+    edges: dict[tuple[str, str], str] = {}
+    for path in python_files(*RUNTIME_PACKAGES):
+        importer = module_name(path)
+        for use in imported_modules(path):
+            target = use.what
+            if target == importer or importer.startswith(f"{target}."):
+                continue
+            if module_path(target) is not None:
+                edges.setdefault((importer, target), use.where)
+    return edges
+
+
+def test_imports_point_one_way_between_layers() -> None:
+    wrong = {
+        (importer, target): where
+        for (importer, target), where in import_edges().items()
+        if layer(target) not in LAYERS_ALLOWED[layer(importer)]
+    }
+    # `import adapters.registry` loads the package `adapters` too: name only the module.
+    deepest = {
+        edge: where
+        for edge, where in wrong.items()
+        if not any(o[0] == edge[0] and o[1].startswith(f"{edge[1]}.") for o in wrong)
+    }
+    problems = [
+        f"{where}: {importer} ({layer(importer)}) imports {target}"
+        for (importer, target), where in sorted(deepest.items())
+        if (importer, target) not in LAYER_EXCEPTIONS
+    ]
+    assert not problems, (
+        "an import points the wrong way (docs/architecture.md, Layers); move the code "
+        "down a layer instead:\n" + "\n".join(problems)
+    )
+    stale = sorted(set(LAYER_EXCEPTIONS) - set(deepest))
+    assert not stale, f"listed layer exceptions that no longer occur; remove them: {stale}"
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative; the components with more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_strongly_connected_finds_a_cycle_and_only_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert strongly_connected(graph) == [["a", "b", "c"]]
+
+
+def test_first_party_modules_import_no_cycles() -> None:
+    edges = import_edges()
+    stale = sorted(set(CYCLE_EXCEPTIONS) - set(edges))
+    assert not stale, f"listed cycle exceptions that no longer occur; remove them: {stale}"
+    graph: dict[str, set[str]] = {}
+    for importer, target in edges:
+        if (importer, target) not in CYCLE_EXCEPTIONS:
+            graph.setdefault(importer, set()).add(target)
+    cycles = strongly_connected(graph)
+    described = []
+    for component in cycles:
+        inside = [
+            f"  {edges[e]}: {e[0]} → {e[1]}" for e in sorted(edges) if set(e) <= set(component)
+        ]
+        described.append(" ↔ ".join(component) + "\n" + "\n".join(inside))
+    assert not cycles, "first-party import cycles (break one edge):\n" + "\n".join(described)
+    # Each listed edge must still be needed: without it in the graph, it must close a cycle.
+    unneeded = []
+    for key in CYCLE_EXCEPTIONS:
+        with_it = {k: set(v) for k, v in graph.items()}
+        with_it.setdefault(key[0], set()).add(key[1])
+        if not strongly_connected(with_it):
+            unneeded.append(key)
+    assert not unneeded, f"listed cycle exceptions that close no cycle; remove them: {unneeded}"

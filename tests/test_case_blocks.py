@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from adapters.base import OperationContext
 from adapters.commerce import ReconcileArgs, reconcile
 from adapters.memory import HistoryItem, RememberArgs, remembered_data
 from adapters.registry import default_catalog
 from stead.contracts.activities import PlanFailure
 from stead.contracts.run import Budget, Step
+from stead.operations.base import OperationContext
 from stead.planning.playbooks import (
     Failure,
     PlaybookError,

@@ -21,8 +21,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.execution import ExecutionActivities
-from adapters.base import AdapterError, Operation, OperationContext
-from adapters.catalog import Catalog, UnknownAdapter
 from adapters.core import ECHO
 from adapters.files import FileSandbox
 from adapters.plugins import PluginError
@@ -32,6 +30,8 @@ from stead.contracts.activities import ExecuteStepInput, RunRef
 from stead.contracts.run import PlannerInfo, Step
 from stead.db.pool import create_pool
 from stead.devstack.opa import find_binary
+from stead.operations.base import AdapterError, Operation, OperationContext
+from stead.operations.catalog import Catalog, UnknownAdapter
 from stead.planning.validate import build_plan
 from stead.runs.scope import configure_scope
 from stead.settings import Settings
@@ -202,7 +202,7 @@ def _install_plugin(root: Path, body: str, entry: str = "operations") -> str:
 
 GREETER = """
     from pydantic import BaseModel, ConfigDict
-    from adapters.base import Operation
+    from stead.operations.base import Operation
 
 
     class Args(BaseModel):
@@ -259,7 +259,7 @@ async def test_an_installed_plugin_adds_its_operations(
 @pytest.mark.parametrize(
     ("entry", "error", "message"),
     [
-        ("not_operations", PluginError, "every item must be an adapters.base.Operation"),
+        ("not_operations", PluginError, "every item must be an stead.operations.base.Operation"),
         ("missing_function", PluginError, "failed to import"),
         ("clashing", ValueError, "email.send clashes"),
     ],

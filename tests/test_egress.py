@@ -13,7 +13,6 @@ from urllib.parse import quote, quote_plus
 import pytest
 from pydantic import SecretStr
 
-from adapters.catalog import InvalidArguments
 from adapters.registry import default_catalog
 from stead.contracts.run import Plan, PlannerInfo, Step, StepExecution
 from stead.egress import (
@@ -25,6 +24,7 @@ from stead.egress import (
     mail_destinations,
     url_destination,
 )
+from stead.operations.catalog import InvalidArguments
 from stead.planning.provenance import step_provenance
 from stead.secrets import (
     REDACTED,

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 from temporalio.exceptions import ApplicationError
 
 from activities.planning import PlanningActivities
-from adapters.base import Operation, OperationContext
-from adapters.catalog import Catalog
 from stead.contracts.activities import PLAN_REJECTED, PlanInput, RecalledMemory
 from stead.contracts.run import Budget, Plan, RunRequest
+from stead.operations.base import Operation, OperationContext
+from stead.operations.catalog import Catalog
 from stead.planning import PlanRejected
 from stead.planning.llm import (
     PLANNER_RATE_LIMITED,

@@ -9,12 +9,12 @@ import pytest
 from pydantic import BaseModel, ConfigDict, JsonValue
 from temporalio.exceptions import ApplicationError
 
-from activities.planning import PlanningActivities, preflight
-from adapters.base import Operation, OperationContext
-from adapters.catalog import Catalog
+from activities.planning import PlanningActivities
 from stead.contracts.activities import PLAN_REJECTED, PlanInput
 from stead.contracts.run import Budget, Plan, PlannerInfo, RunRequest, Step
 from stead.errors import ConfigError
+from stead.operations.base import Operation, OperationContext
+from stead.operations.catalog import Catalog
 from stead.planning import (
     PlaybookError,
     PlaybookNotFound,
@@ -24,6 +24,7 @@ from stead.planning import (
     parse_playbook,
     validate_plan,
 )
+from stead.planning.preflight import preflight
 from stead.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

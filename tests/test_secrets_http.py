@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from adapters.base import AdapterError, OperationContext
-from adapters.catalog import InvalidArguments
 from adapters.registry import AdapterResources, default_catalog
+from stead.operations.base import AdapterError, OperationContext
+from stead.operations.catalog import InvalidArguments
 from stead.secrets import REDACTED, EnvSecretBackend, Secrets
 from tests.peers import serve_handler
 

@@ -20,7 +20,7 @@ from temporalio.service import TLSConfig
 
 from stead.errors import ConfigError
 from stead.temporal import temporal_tls
-from stead.temporal.profile import profile_settings
+from stead.temporal_profile import profile_settings
 from tests.conftest import REPO, settings_for
 
 PROFILES = """

@@ -21,7 +21,6 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.execution import ExecutionActivities
-from adapters.catalog import Catalog, UnknownAdapter
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
 from stead.audit import chain_for
@@ -30,6 +29,7 @@ from stead.capability.trust import WorkerTrust, open_trust
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
 from stead.observability.interceptor import ObservabilityInterceptor
+from stead.operations.catalog import Catalog, UnknownAdapter
 from stead.runs.scope import configure_scope
 from stead.settings import Settings
 

@@ -32,7 +32,6 @@ from activities.planning import PlanningActivities
 from activities.policy import PolicyActivities
 from activities.records import RecordActivities
 from activities.step import StepActivities
-from adapters.catalog import Catalog
 from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
 from stead.audit import chain_for
@@ -49,6 +48,7 @@ from stead.observability.interceptor import ObservabilityInterceptor
 from stead.observability.logs import configure_logging
 from stead.observability.server import worker_metrics
 from stead.observability.temporal import temporal_runtime
+from stead.operations.catalog import Catalog
 from stead.policy.opa import OpaClient
 from stead.runs.scope import configure_scope
 from stead.secrets import open_secret_store
@@ -81,7 +81,8 @@ class WorkerResources:
 
     def activities(self) -> list[Callable[..., Any]]:
         policy = PolicyActivities(self.opa, self.pool, self.catalog)
-        # Steps routed to an edge worker's queue are not executed here (adapters/catalog.py).
+        # Steps routed to an edge worker's queue are not executed here
+        # (stead/operations/catalog.py).
         execution = ExecutionActivities(
             self.catalog.local_to(self.settings.task_queue),
             self.pool,

@@ -186,7 +186,7 @@ def serve(
     """Serve Stead to MCP clients (Streamable HTTP at /mcp), principal tokens as bearer tokens."""
     import uvicorn
 
-    from stead.mcp.serve import SteadMcp
+    from stead.cli.mcp_serve import SteadMcp
 
     url = f"http://{host}:{port}"
     app_ = SteadMcp(settings(), url).server.streamable_http_app(host=host, stateless_http=True)

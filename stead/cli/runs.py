@@ -194,10 +194,10 @@ def run(
     The principal token proves who starts: it is narrowed here to this one start
     (workflow id and request) and only that copy is sent.
     """
-    from activities.planning import preflight
     from adapters.registry import worker_catalog
     from stead.cli.starts import narrow_to_start, start_token_input, starter
     from stead.cli.tenant_known import tenant_exists
+    from stead.planning.preflight import preflight
 
     cfg = settings()
     try:

@@ -26,7 +26,7 @@ PrincipalId = Annotated[
     str, StringConstraints(pattern=r"^(user|agent|service|group):[A-Za-z0-9._@+-]{1,128}$")
 ]
 StepId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
-# ``adapter.operation``, or ``mcp.<server>.<tool>`` (adapters/base.py OPERATION_NAME).
+# ``adapter.operation``, or ``mcp.<server>.<tool>`` (stead/operations/base.py OPERATION_NAME).
 OperationName = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
 ]

@@ -2,7 +2,7 @@
 
 Invariant 10 ("nothing leaves without policy") needs one vocabulary for *where* a step
 reaches, shared by three readers: the operation that computes its destinations from
-its resolved arguments (``adapters/base.py``), OPA's step policy that checks them
+its resolved arguments (``stead/operations/base.py``), OPA's step policy that checks them
 against the tenant's ``egress`` list, and the secret store that checks them against
 the destinations a secret reference declares. The grammar of a list entry lives in
 ``allowlist.py`` and, for OPA, in ``policies/stead/step.rego`` (same rules, tested on

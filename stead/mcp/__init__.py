@@ -1,1 +1,2 @@
-"""MCP: configured servers, pinned tools, the SDK connection, and `stead mcp serve`."""
+"""MCP: configured servers, pinned tools and the SDK connection (`stead mcp serve` is in
+`stead/cli/mcp_serve.py`, an entry point)."""

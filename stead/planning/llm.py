@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 from pydantic_core import ErrorDetails
 from temporalio.exceptions import ApplicationError
 
-from adapters.catalog import Catalog
 from stead.contracts.activities import PLAN_REJECTED, PlanInput, RecalledMemory
 from stead.contracts.run import (
     OnFailure,
@@ -32,6 +31,7 @@ from stead.contracts.run import (
     sha256_hex,
 )
 from stead.litellm_offline import litellm as import_litellm
+from stead.operations.catalog import Catalog
 from stead.planning.validate import PlanRejected, build_plan, validate_plan
 from stead.settings import Settings
 

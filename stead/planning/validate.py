@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from adapters.catalog import Catalog, UnknownOperation
 from stead.contracts.run import Budget, Plan, PlannerInfo, Step, StepExecution
+from stead.operations.catalog import Catalog, UnknownOperation
 from stead.planning.refs import RefError, find_refs, ref_locations
 
 

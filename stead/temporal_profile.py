@@ -5,6 +5,9 @@
 ``TEMPORAL_CONFIG_FILE`` or ``~/.config/temporalio/temporal.toml``. This module maps
 that profile onto Stead's settings fields; ``stead.settings.load_settings`` gives it
 its place in the precedence (below ``STEAD_TEMPORAL_*``, above ``stack.json``).
+
+Beside ``stead.settings`` rather than in ``stead.temporal``: that package's ``__init__``
+loads the client, which imports the settings, so living there made an import cycle.
 """
 
 from __future__ import annotations

@@ -155,9 +155,9 @@ class SteadMcp:
         return outcome
 
     async def _start(self, playbook: str, inputs: dict[str, JsonValue]) -> dict[str, Any]:
-        from activities.planning import preflight
         from adapters.registry import worker_catalog
         from stead.cli.starts import narrow_to_start
+        from stead.planning.preflight import preflight
 
         tenant, principal, token = _caller()
         workflow_id = f"run-{tenant}-{uuid.uuid4().hex[:12]}"

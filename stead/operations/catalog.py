@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from adapters.base import Operation, OperationSpec
+from stead.operations.base import Operation, OperationSpec
 
 
 class UnknownOperation(LookupError):
