@@ -115,6 +115,13 @@ class SeriesStore:
             )
         return result
 
+    async def written(self, tenant: str, request_key: str) -> ObserveResult | None:
+        """The point a request key wrote, if it committed (a step's reconcile)."""
+        with db_errors("observe lookup"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                row = await conn.fetchrow(_WRITTEN, tenant, request_key)
+        return None if row is None else _observed(row, created=False)
+
     async def series(self, query: SeriesQuery) -> SeriesResult:
         """The window [since, until) in buckets, one aggregate per non-empty bucket."""
         until = query.until or datetime.now(UTC)
