@@ -66,7 +66,8 @@ async def test_a_run_observes_then_reads_and_a_retry_does_not_double_count(
         )
         op = CATALOG.get("memory.observe")
         again = await op.run(ctx, CATALOG.parse_args("memory.observe", OBSERVE_ARGS))
-        found = await op.reconcile(ctx, CATALOG.parse_args("memory.observe", OBSERVE_ARGS))  # type: ignore[misc]
+        assert op.reconcile is not None
+        found = await op.reconcile(ctx, CATALOG.parse_args("memory.observe", OBSERVE_ARGS))
     finally:
         await pool.close()
     assert again.created is False and again.value == 3
