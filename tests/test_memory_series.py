@@ -4,8 +4,12 @@ that holds for raw SQL as the app role too."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,6 +21,7 @@ from stead.memory.contracts import ObserveRequest, Retention, SeriesQuery
 from stead.memory.errors import MemoryConflict
 from stead.memory.series import SeriesStore, parse_span
 from stead.settings import Settings
+from tests.conftest import REPO, subprocess_env
 from tests.test_memory_support import admin_fetch, new_tenant
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, midnight UTC
@@ -174,3 +179,64 @@ def test_spans_parse_or_say_what_they_expected() -> None:
     assert parse_span("15m") == timedelta(minutes=15)
     with pytest.raises(ValueError, match="not a span"):
         parse_span("7 years")
+
+
+def stead(stack: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "stead"), "memory", *args],
+        env=subprocess_env(stack),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_cli_observes_reads_windows_and_sets_retention(stack: Settings) -> None:
+    tenant = new_tenant()
+    for value, at in ((2, "2026-03-02T01:00"), (4, "2026-03-02T05:00"), (9, "2026-03-03T01:00")):
+        done = stead(
+            stack,
+            "observe",
+            "stock.level",
+            str(value),
+            "--tenant",
+            tenant,
+            "--label",
+            "sku=A-1",
+            "--at",
+            at,
+            "--json",
+        )
+        assert done.returncode == 0, done.stderr
+
+    done = stead(
+        stack,
+        "series",
+        "stock.level",
+        "--tenant",
+        tenant,
+        "--label",
+        "sku=A-1",
+        "--until",
+        "2026-03-04T00:00",
+        "--since",
+        "7d",
+        "--bucket",
+        "1d",
+        "--agg",
+        "max",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert [(p["value"], p["samples"]) for p in json.loads(done.stdout)["points"]] == [
+        (4, 2),
+        (9, 1),
+    ]
+    retained = stead(stack, "retention", "--tenant", tenant, "--raw-days", "1", "--json")
+    assert retained.returncode == 0, retained.stderr
+    assert json.loads(retained.stdout)["rolled_up"] == 3
+
+    bad = stead(stack, "series", "stock.level", "--tenant", tenant, "--bucket", "fortnight")
+    assert bad.returncode != 0 and "--bucket" in bad.stderr and "Traceback" not in bad.stderr
