@@ -19,10 +19,12 @@ from stead.db.pool import create_pool, tenant_transaction
 from stead.memory import Provenance
 from stead.memory.contracts import ObserveRequest, Retention, SeriesQuery
 from stead.memory.errors import MemoryConflict
+from stead.memory.routed import UnavailableIndex
 from stead.memory.series import SeriesStore, parse_span
+from stead.memory.service import MemoryService
 from stead.settings import Settings
 from tests.conftest import REPO, subprocess_env
-from tests.test_memory_support import admin_fetch, new_tenant
+from tests.test_memory_support import EMBEDDER, admin_fetch, new_tenant
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, midnight UTC
 WHO = Provenance(principal="agent:counter")
@@ -240,3 +242,23 @@ def test_the_cli_observes_reads_windows_and_sets_retention(stack: Settings) -> N
 
     bad = stead(stack, "series", "stock.level", "--tenant", tenant, "--bucket", "fortnight")
     assert bad.returncode != 0 and "--bucket" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_the_memory_purge_pass_applies_retention(pool: asyncpg.Pool) -> None:
+    tenant = new_tenant()
+    service = MemoryService(pool, UnavailableIndex("not needed"), EMBEDDER)
+    await two_days(service.observations, tenant)
+    await service.observations.set_retention(
+        Retention(tenant=tenant, series="stock.mismatch", raw_days=1, keep_days=3650),
+        principal="user:ops",
+    )
+
+    purged = await service.purge_expired(tenant)
+
+    assert (purged.observations_rolled_up, purged.observations_dropped) == (4, 0)
+    assert await window(service.observations, tenant, "count", bucket=timedelta(hours=1)) == [
+        1,
+        1,
+        1,
+        1,
+    ]
