@@ -578,6 +578,7 @@ def retention(
 ) -> None:
     """Set a series' (or the tenant's) retention and apply it now; the memory purge
     schedule applies it from then on."""
+    setter = Provenance(principal=principal).principal  # a principal id, checked
     policy = _validated(
         Retention,
         tenant=tenant,
@@ -588,7 +589,7 @@ def retention(
     )
 
     async def apply(store: SeriesStore) -> CompactResult:
-        await store.set_retention(policy, principal=principal)
+        await store.set_retention(policy, principal=setter)
         return await store.compact(tenant)
 
     done = _series_store(apply)
