@@ -262,3 +262,8 @@ async def test_the_memory_purge_pass_applies_retention(pool: asyncpg.Pool) -> No
         1,
         1,
     ]
+
+
+async def test_compaction_refuses_a_time_in_the_future(store: SeriesStore) -> None:
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="in the future"):
+        await store.compact(new_tenant(), now=datetime.now(UTC) + timedelta(days=400))

@@ -70,6 +70,8 @@ CREATE POLICY tenant_isolation ON observation_retention
     USING (tenant = current_setting('app.tenant_id', true))
     WITH CHECK (tenant = current_setting('app.tenant_id', true));
 
+-- The app role reaches deletion only through this function and the tenant's own
+-- retention rows (keep_days >= raw_days >= 1), as it reaches erasure of memories.
 -- Apply the current tenant's retention at `now_at`: returns (rolled-up raw points,
 -- rollup rows written, rows dropped past keep_days). Runs as the owner, which forced
 -- RLS still confines to app.tenant_id; with no tenant set it sees nothing.
@@ -89,6 +91,12 @@ BEGIN
     IF me IS NULL OR me = '' THEN
         RETURN NEXT;
         RETURN;
+    END IF;
+    -- A caller may compact as of an earlier time (tests, a late pass), never a later
+    -- one: that would drop points the retention still keeps.
+    IF now_at > now() THEN
+        RAISE EXCEPTION 'observations_compact: % is in the future', now_at
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOR r IN
         SELECT DISTINCT o.series,
