@@ -1,4 +1,5 @@
-"""``memory.remember`` and ``memory.history``: a step writes or reads versioned memory.
+"""``memory.remember``/``memory.history`` (versioned memory) and ``memory.observe``/
+``memory.series`` (time series): a step writes or reads tenant memory.
 
 Content, sensitivity and the stated reason come from the plan; who wrote it and from
 where (principal, workflow, step) come from the ``OperationContext`` the worker
@@ -27,14 +28,21 @@ from adapters.base import AdapterError, Operation, OperationContext
 from stead.contracts.base import Closed
 from stead.memory.contracts import (
     MAX_CONTENT,
+    Aggregate,
+    Labels,
     MemoryKey,
     MemoryVersion,
     Namespace,
+    ObserveRequest,
+    ObserveResult,
     Provenance,
     RememberRequest,
     Sensitivity,
+    SeriesName,
+    SeriesQuery,
 )
 from stead.memory.errors import MemoryConflict, MemoryUnavailable
+from stead.memory.series import parse_span
 from stead.memory.service import MemoryService
 
 TEN_YEARS = 10 * 365 * 24 * 3600
@@ -348,4 +356,139 @@ MEMORY_REMEMBER: Operation[RememberArgs, RememberOpResult] = Operation(
     scopes=("memory:write",),
     timeout_seconds=60.0,
     reconcile=reconcile_remember,
+)
+
+
+# ---------------------------------------------------------------- time series
+
+
+class ObserveArgs(Closed):
+    series: SeriesName = Field(description="e.g. stock.mismatch")
+    value: float = Field(allow_inf_nan=False)
+    labels: Labels = Field(default_factory=dict, description='e.g. {"sku": "A-1"}')
+    observed_at: AwareDatetime | None = Field(default=None, description="None: now.")
+    reason: str = Field(default="", max_length=2_000)
+
+
+async def observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult:
+    """Append one point; the step's idempotency key makes a retry return the first."""
+    request = ObserveRequest(
+        tenant=ctx.tenant,
+        series=args.series,
+        value=args.value,
+        labels=args.labels,
+        observed_at=args.observed_at,
+        provenance=Provenance(
+            principal=ctx.principal,
+            workflow_id=ctx.workflow_id,
+            step_id=ctx.step_id,
+            reason=args.reason,
+        ),
+        request_key=ctx.idempotency_key,
+    )
+    try:
+        return await _service(ctx).observations.observe(request)
+    except MemoryUnavailable as exc:
+        raise AdapterError(exc.message, retryable=True, details={"reason": "unavailable"}) from None
+    except MemoryConflict as exc:
+        raise AdapterError(
+            exc.message, retryable=False, details={"reason": "idempotency_key_reused"}
+        ) from None
+
+
+async def reconcile_observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult | None:
+    """The point this step's idempotency key wrote, or None if it never committed."""
+    try:
+        return await _service(ctx).observations.written(ctx.tenant, ctx.idempotency_key)
+    except MemoryUnavailable as exc:
+        raise AdapterError(exc.message, retryable=True, details={"reason": "unavailable"}) from None
+
+
+class SeriesArgs(Closed):
+    series: SeriesName
+    labels: Labels = Field(default_factory=dict, description="Only points with these labels.")
+    window: str = Field(default="7d", description="How far back from until: 15m, 12h, 7d, 4w.")
+    until: AwareDatetime | None = Field(default=None, description="None: now.")
+    bucket: str = Field(default="1d", description="Bucket width: 15m, 1h, 1d, 1w.")
+    aggregate: Aggregate = "avg"
+
+    @model_validator(mode="after")
+    def _spans(self) -> SeriesArgs:
+        parse_span(self.window)
+        parse_span(self.bucket)
+        return self
+
+
+class SeriesOpPoint(Closed):
+    bucket: str = Field(description="Start of the bucket, ISO 8601 UTC.")
+    value: float
+    samples: int
+
+
+class SeriesOpResult(Closed):
+    series: str
+    aggregate: str
+    points: list[SeriesOpPoint] = Field(description="Oldest first; empty buckets left out.")
+
+
+async def series(ctx: OperationContext, args: SeriesArgs) -> SeriesOpResult:
+    """A window of one series in buckets, e.g. daily mismatch counts of one SKU."""
+    until = args.until or datetime.now(UTC)
+    query = SeriesQuery(
+        tenant=ctx.tenant,
+        series=args.series,
+        labels=args.labels,
+        since=until - parse_span(args.window),
+        until=until,
+        bucket=parse_span(args.bucket),
+        aggregate=args.aggregate,
+    )
+    try:
+        found = await _service(ctx).observations.series(query)
+    except MemoryUnavailable as exc:
+        raise AdapterError(exc.message, retryable=True, details={"reason": "unavailable"}) from None
+    except ValueError as exc:
+        raise AdapterError(str(exc), retryable=False, details={"reason": "bad_window"}) from None
+    return SeriesOpResult(
+        series=found.series,
+        aggregate=found.aggregate,
+        points=[
+            SeriesOpPoint(bucket=p.bucket.isoformat(), value=p.value, samples=p.samples)
+            for p in found.points
+        ],
+    )
+
+
+MEMORY_OBSERVE: Operation[ObserveArgs, ObserveResult] = Operation(
+    name="memory.observe",
+    description=(
+        "Record one numeric observation of a series for the run's tenant (e.g. "
+        'stock.mismatch with labels {"sku": "A-1"}), so later runs see a trend. '
+        "Exactly once per step."
+    ),
+    args_model=ObserveArgs,
+    result_model=ObserveResult,
+    run=observe,
+    side_effect="write",
+    risk="low",
+    idempotency="reconcile",
+    scopes=("memory:write",),
+    timeout_seconds=30.0,
+    reconcile=reconcile_observe,
+)
+
+MEMORY_SERIES: Operation[SeriesArgs, SeriesOpResult] = Operation(
+    name="memory.series",
+    description=(
+        "Read a window of one of the tenant's series in buckets (15m, 1h, 1d, 1w) with one "
+        "aggregate (avg, min, max, sum, count, last), optionally only points with given labels."
+    ),
+    args_model=SeriesArgs,
+    result_model=SeriesOpResult,
+    run=series,
+    side_effect="read",
+    risk="low",
+    idempotency="native",
+    scopes=("memory:read",),
+    timeout_seconds=30.0,
 )

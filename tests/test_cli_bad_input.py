@@ -39,6 +39,8 @@ ARGUMENTS: dict[str, list[str]] = {
     "memory history": ["notes", "k"],
     "memory search": ["anything"],
     "memory erase": ["notes", "k"],
+    "memory observe": ["stock.level", "1"],
+    "memory series": ["stock.level"],
     "principal add": ["user:x"],
     "principal disable": ["user:x"],
     "principal enable": ["user:x"],
@@ -52,6 +54,7 @@ EXTRA: dict[str, list[str]] = {
     "run": ["--playbook", "records-demo", "--input", "key=k"],
     "webhook serve": ["--playbook", "records-demo"],
     "principal sign-approval": ["--plan-hash", "h"],
+    "memory retention": ["--raw-days", "7"],
 }
 GOOD = {"--tenant": "acme", "--as": "user:ann"}
 

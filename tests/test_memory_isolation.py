@@ -22,7 +22,7 @@ from tests.test_memory_support import (
     remember,
 )
 
-TABLES = ("memories", "memory_versions", "memory_state")
+TABLES = ("memories", "memory_versions", "memory_state", "observations", "observation_retention")
 SECRET_PLAN = "Project Falcon launches on 3 March with a 20 percent discount."
 
 

@@ -1,4 +1,5 @@
-"""``stead memory put | get | history | search | erase | reindex``: operate tenant memory.
+"""``stead memory put | get | history | search | erase | reindex``: operate tenant memory;
+``observe | series | retention``: its time series (Postgres only).
 
 The CLI reads and writes Postgres itself (the truth) and reaches the vector index
 one of three ways, chosen per call and reported as ``via``:
@@ -27,21 +28,34 @@ from rich.table import Table
 
 from stead.capability.keys import INTEGRITY, KeyStore
 from stead.capability.trust import key_store
-from stead.cli._common import console, err_console, fails_cleanly, print_json, settings
+from stead.cli._common import (
+    console,
+    err_console,
+    fails_cleanly,
+    print_json,
+    settings,
+    tenant_id,
+)
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
 from stead.memory.contracts import (
     REINDEX_WORKFLOW,
+    CompactResult,
     MaintenanceInput,
     MemoryVersion,
+    ObserveRequest,
     Provenance,
     RecallQuery,
     ReindexResult,
     RememberRequest,
+    Retention,
+    SeriesQuery,
+    SeriesResult,
 )
 from stead.memory.factory import embedder_from_settings
 from stead.memory.routed import UnavailableIndex, WorkerRoutedIndex
 from stead.memory.sealing import MAINTENANCE_TTL, seal
+from stead.memory.series import SeriesStore, parse_span
 from stead.memory.service import MemoryService
 from stead.memory.shard import GuardedEdgeIndex
 from stead.policy.opa import OpaClient
@@ -427,3 +441,163 @@ def _validated(model: Any, **fields: Any) -> Any:
             f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid input: {problems}") from None
+
+
+# ------------------------------------------------------------------ time series
+# Observations live in Postgres only, so these commands open a pool and nothing else.
+
+SeriesTenant = Annotated[
+    str, typer.Option("--tenant", callback=tenant_id, help="The tenant whose series this is.")
+]
+LabelOpt = Annotated[
+    list[str] | None, typer.Option("--label", help="A label k=v (repeat), e.g. sku=A-1.")
+]
+
+
+def _series_store(work: Callable[[SeriesStore], Awaitable[T]]) -> T:
+    async def go() -> T:
+        pool = await create_pool(settings().postgres_dsn, min_size=1, max_size=2)
+        try:
+            return await work(SeriesStore(pool))
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def _labels(pairs: list[str] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--label {pair!r} is not k=v (e.g. --label sku=A-1)")
+        labels[name] = value
+    return labels
+
+
+def _span(text: str, option: str) -> timedelta:
+    try:
+        return parse_span(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+@app.command("observe")
+@fails_cleanly
+def observe(
+    series: Annotated[str, typer.Argument(help="Series name, e.g. stock.mismatch.")],
+    value: Annotated[float, typer.Argument(help="The observed value.")],
+    tenant: SeriesTenant,
+    label: LabelOpt = None,
+    at: Annotated[
+        str | None, typer.Option(help="When it was observed (ISO 8601, UTC if no zone); now.")
+    ] = None,
+    principal: Annotated[str, typer.Option("--as", help="Who observed it.")] = "service:stead-cli",
+    reason: Annotated[str, typer.Option(help="Why it is recorded.")] = "",
+    json_out: Json = False,
+) -> None:
+    """Append one point to a series (points are never changed; retention rolls them up)."""
+    request = _validated(
+        ObserveRequest,
+        tenant=tenant,
+        series=series,
+        value=value,
+        labels=_labels(label),
+        observed_at=_instant(at),
+        provenance=Provenance(principal=principal, agent="stead.cli", reason=reason),
+    )
+    result = _series_store(lambda s: s.observe(request))
+    if json_out:
+        print_json(result.model_dump(mode="json"))
+        return
+    console.print(
+        f"{tenant} {result.series} {result.labels} {result.observed_at:%Y-%m-%d %H:%M:%S}"
+        f" = {result.value:g}"
+    )
+
+
+@app.command("series")
+@fails_cleanly
+def series_window(
+    series: Annotated[str, typer.Argument(help="Series name.")],
+    tenant: SeriesTenant,
+    label: LabelOpt = None,
+    since: Annotated[str, typer.Option(help="How far back: 15m, 12h, 7d, 4w.")] = "7d",
+    until: Annotated[
+        str | None, typer.Option(help="End of the window (ISO 8601, UTC if no zone); now.")
+    ] = None,
+    bucket: Annotated[str, typer.Option(help="Bucket width: 15m, 1h, 1d, 1w.")] = "1d",
+    agg: Annotated[str, typer.Option("--agg", help="avg, min, max, sum, count or last.")] = "avg",
+    json_out: Json = False,
+) -> None:
+    """One aggregate per bucket over a window of a series (empty buckets left out)."""
+    end = _instant(until) or datetime.now(UTC)
+    query = _validated(
+        SeriesQuery,
+        tenant=tenant,
+        series=series,
+        labels=_labels(label),
+        since=end - _span(since, "--since"),
+        until=end,
+        bucket=_span(bucket, "--bucket"),
+        aggregate=agg,
+    )
+
+    async def read(store: SeriesStore) -> SeriesResult:
+        try:
+            return await store.series(query)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    result = _series_store(read)
+    if json_out:
+        print_json(result.model_dump(mode="json"))
+        return
+    table = Table(title=f"{tenant} {series} ({agg} per {bucket})")
+    for col in ("bucket", agg, "samples"):
+        table.add_column(col)
+    for p in result.points:
+        table.add_row(f"{p.bucket:%Y-%m-%d %H:%M}", f"{p.value:g}", str(p.samples))
+    console.print(table)
+
+
+@app.command("retention")
+@fails_cleanly
+def retention(
+    tenant: SeriesTenant,
+    raw_days: Annotated[int, typer.Option(help="Keep raw points this many days.")],
+    series: Annotated[
+        str, typer.Argument(help="Series name, or * for the tenant's default.")
+    ] = "*",
+    rollup: Annotated[str, typer.Option(help="Then one point per hour or day.")] = "hour",
+    keep_days: Annotated[
+        int | None, typer.Option(help="Drop everything older (default: keep rollups).")
+    ] = None,
+    principal: Annotated[str, typer.Option("--as", help="Who sets it.")] = "service:stead-cli",
+    json_out: Json = False,
+) -> None:
+    """Set a series' (or the tenant's) retention and apply it now; the memory purge
+    schedule applies it from then on."""
+    setter = Provenance(principal=principal).principal  # a principal id, checked
+    policy = _validated(
+        Retention,
+        tenant=tenant,
+        series=series,
+        raw_days=raw_days,
+        rollup=rollup,
+        keep_days=keep_days,
+    )
+
+    async def apply(store: SeriesStore) -> CompactResult:
+        await store.set_retention(policy, principal=setter)
+        return await store.compact(tenant)
+
+    done = _series_store(apply)
+    if json_out:
+        print_json({"retention": policy.model_dump(mode="json"), **done.model_dump(mode="json")})
+        return
+    console.print(
+        f"{tenant} {series}: raw {raw_days}d, then per {rollup}"
+        f"{f', dropped after {keep_days}d' if keep_days else ''}; now rolled up "
+        f"{done.rolled_up} points into {done.rollups}, dropped {done.dropped}"
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, JsonValue, StringConstraints
+from pydantic import AwareDatetime, Field, JsonValue, StringConstraints, model_validator
 
 from stead.contracts.base import Closed
 from stead.contracts.run import PrincipalId, TenantId
@@ -172,6 +172,9 @@ class PurgeResult(Closed):
     tenants: int
     erased: int
     vectors_removed: bool
+    # Time series retention, applied by the same pass (see SeriesStore.compact).
+    observations_rolled_up: int = 0
+    observations_dropped: int = 0
 
 
 class ReindexResult(Closed):
@@ -278,3 +281,84 @@ class IndexOp(Closed):
 class IndexOpResult(Closed):
     hits: tuple[dict[str, JsonValue], ...] = ()
     count: int = 0
+
+
+# ------------------------------------------------------------------ time series
+
+SeriesName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
+LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")]
+LabelValue = Annotated[str, StringConstraints(min_length=0, max_length=256)]
+Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=16)]
+Aggregate = Literal["avg", "min", "max", "sum", "count", "last"]
+Rollup = Literal["hour", "day"]
+
+
+class ObserveRequest(Closed):
+    """One point of a series. `request_key` (a step's idempotency key) makes a retry
+    return the first point instead of adding another."""
+
+    tenant: TenantId
+    series: SeriesName
+    value: float = Field(allow_inf_nan=False)
+    labels: Labels = Field(default_factory=dict)
+    observed_at: AwareDatetime | None = Field(default=None, description="None: now.")
+    provenance: Provenance
+    request_key: str | None = Field(default=None, max_length=512)
+
+
+class ObserveResult(Closed):
+    series: str
+    labels: dict[str, str]
+    observed_at: datetime
+    value: float
+    created: bool = Field(description="False when an earlier attempt wrote this point.")
+
+
+class SeriesQuery(Closed):
+    tenant: TenantId
+    series: SeriesName
+    labels: Labels = Field(default_factory=dict, description="Points whose labels include these.")
+    since: AwareDatetime
+    until: AwareDatetime | None = Field(default=None, description="None: now.")
+    bucket: timedelta = Field(default=timedelta(days=1), gt=timedelta(0))
+    aggregate: Aggregate = "avg"
+
+
+class SeriesPoint(Closed):
+    bucket: datetime = Field(description="Start of the bucket (buckets align to 2000-01-01 UTC).")
+    value: float
+    samples: int = Field(description="Raw points the bucket combines.")
+
+
+class SeriesResult(Closed):
+    series: str
+    aggregate: Aggregate
+    bucket_seconds: float
+    points: list[SeriesPoint] = Field(description="Oldest first; empty buckets are left out.")
+
+
+class Retention(Closed):
+    """Raw points older than `raw_days` become one point per label set and `rollup`;
+    everything older than `keep_days` (None: forever) is dropped. Series '*' is the
+    tenant's default."""
+
+    tenant: TenantId
+    series: SeriesName | Literal["*"]
+    raw_days: int = Field(ge=1, le=36_500)
+    rollup: Rollup = "hour"
+    keep_days: int | None = Field(default=None, ge=1, le=36_500)
+
+    @model_validator(mode="after")
+    def _keeps_what_it_rolls_up(self) -> Retention:
+        if self.keep_days is not None and self.keep_days < self.raw_days:
+            raise ValueError(
+                f"keep_days ({self.keep_days}) is shorter than raw_days ({self.raw_days}): "
+                "points would be dropped before they are rolled up"
+            )
+        return self
+
+
+class CompactResult(Closed):
+    rolled_up: int = Field(description="Raw points replaced by rollups.")
+    rollups: int = Field(description="Rollup points written.")
+    dropped: int = Field(description="Points removed past keep_days.")

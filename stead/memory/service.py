@@ -43,6 +43,7 @@ from stead.memory.fusion import DEFAULT_FUSION, Fusion
 from stead.memory.indexer import Indexer, embedding_text
 from stead.memory.metrics import DEGRADED_RECALLS
 from stead.memory.privacy import ReadGate, cleared
+from stead.memory.series import SeriesStore
 from stead.memory.state import StateStore
 from stead.memory.views import recall_item, shown
 from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
@@ -78,6 +79,7 @@ class MemoryService:
         self._opa = opa
         self._indexer = Indexer(pool, index, embedder)
         self.state = StateStore(pool)
+        self.observations = SeriesStore(pool)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -237,10 +239,13 @@ class MemoryService:
         )
 
     async def purge_expired(self, tenant: str | None = None) -> PurgeResult:
-        """Erase every version past its TTL, for one tenant or every tenant listed."""
+        """Erase every version past its TTL and apply time-series retention, for one
+        tenant or every tenant listed."""
         tenants = [tenant] if tenant else await self._tenants()
-        erased, removed_all = 0, True
+        erased, removed_all, rolled_up, dropped = 0, True, 0, 0
         for t in tenants:
+            compacted = await self.observations.compact(t)
+            rolled_up, dropped = rolled_up + compacted.rolled_up, dropped + compacted.dropped
             with db_errors("purge"):
                 async with tenant_transaction(self._pool, t) as conn:
                     rows = await store.erase_versions(
@@ -268,7 +273,13 @@ class MemoryService:
                         )
             erased += len(rows)
             removed_all = await self._indexer.remove(t, [r["id"] for r in rows]) and removed_all
-        return PurgeResult(tenants=len(tenants), erased=erased, vectors_removed=removed_all)
+        return PurgeResult(
+            tenants=len(tenants),
+            erased=erased,
+            vectors_removed=removed_all,
+            observations_rolled_up=rolled_up,
+            observations_dropped=dropped,
+        )
 
     async def reindex(self, tenant: str | None = None, *, full: bool = False) -> ReindexResult:
         """Index pending versions and drop stale points (`full`: re-embed everything)."""

@@ -1,0 +1,198 @@
+"""Time-series memory: observations over time, per tenant, in Postgres.
+
+A recurring stock mismatch should be a trend a later run can read, not a guess. So a
+step (or the CLI) appends a point — series name, labels, time, value — and a reader
+asks for a window bucketed by hour or day with one aggregate. Points are append-only
+for the app role; retention (`observation_retention`, applied by the memory purge
+pass) replaces old raw points by hourly or daily rollups that carry samples, sum,
+min, max and last, so every aggregate reads the same before and after compaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from stead.db.pool import tenant_transaction
+from stead.memory.contracts import (
+    CompactResult,
+    ObserveRequest,
+    ObserveResult,
+    Retention,
+    SeriesPoint,
+    SeriesQuery,
+    SeriesResult,
+)
+from stead.memory.db import db_errors
+from stead.memory.errors import MemoryConflict
+
+MAX_BUCKETS = 10_000
+_SPAN = re.compile(r"^\s*(\d{1,6})\s*(m|h|d|w)\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+_INSERT = """
+INSERT INTO observations (tenant, series, labels, observed_at, value, sum_value, min_value,
+    max_value, principal, workflow_id, run_id, step_id, request_key)
+VALUES ($1, $2, $3::text::jsonb, $4, $5, $5, $5, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (tenant, request_key) DO NOTHING
+RETURNING series, labels::text AS labels, observed_at, value
+"""
+_WRITTEN = """
+SELECT series, labels::text AS labels, observed_at, value FROM observations
+WHERE tenant = $1 AND request_key = $2
+"""
+# Rows combine the same way whatever their resolution: raw points are rollups of one.
+_WINDOW = """
+SELECT date_bin($4::interval, observed_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+       sum(samples) AS samples, sum(sum_value) AS total, min(min_value) AS low,
+       max(max_value) AS high, (array_agg(value ORDER BY observed_at DESC, id DESC))[1] AS last
+FROM observations
+WHERE tenant = $1 AND series = $2 AND labels @> $3::text::jsonb
+  AND observed_at >= $5 AND observed_at < $6
+GROUP BY 1 ORDER BY 1
+"""
+_RETAIN = """
+INSERT INTO observation_retention (tenant, series, raw_days, rollup, keep_days, updated_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (tenant, series) DO UPDATE SET raw_days = $3, rollup = $4, keep_days = $5,
+    updated_at = now(), updated_by = $6
+"""
+
+
+def parse_span(text: str) -> timedelta:
+    """'15m', '1h', '1d', '2w' as a timedelta; anything else is a ValueError that says so."""
+    match = _SPAN.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a span: a positive number and m, h, d or w (e.g. 7d)")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class SeriesStore:
+    """Observations on the app role's pool; RLS keeps each tenant to its points."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def observe(self, req: ObserveRequest) -> ObserveResult:
+        """Append a point; with a `request_key`, a repeat returns the first point
+        (`created=False`), and a different point under the same key is refused."""
+        at = req.observed_at or datetime.now(UTC)
+        labels = json.dumps(req.labels, sort_keys=True)
+        p = req.provenance
+        with db_errors("observe"):
+            async with tenant_transaction(self._pool, req.tenant) as conn:
+                row = await conn.fetchrow(
+                    _INSERT,
+                    req.tenant,
+                    req.series,
+                    labels,
+                    at,
+                    req.value,
+                    p.principal,
+                    p.workflow_id,
+                    p.run_id,
+                    p.step_id,
+                    req.request_key,
+                )
+                created = row is not None
+                if row is None:
+                    row = await conn.fetchrow(_WRITTEN, req.tenant, req.request_key)
+        assert row is not None  # the conflict that skipped the insert is this row
+        result = _observed(row, created=created)
+        if not created and (
+            result.series != req.series
+            or result.labels != req.labels
+            or result.value != req.value
+            or (req.observed_at is not None and result.observed_at != req.observed_at)
+        ):
+            raise MemoryConflict(
+                f"request key {req.request_key!r} already wrote a different point "
+                f"({result.series} {result.labels} = {result.value}); a retry must repeat "
+                "the same observation"
+            )
+        return result
+
+    async def written(self, tenant: str, request_key: str) -> ObserveResult | None:
+        """The point a request key wrote, if it committed (a step's reconcile)."""
+        with db_errors("observe lookup"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                row = await conn.fetchrow(_WRITTEN, tenant, request_key)
+        return None if row is None else _observed(row, created=False)
+
+    async def series(self, query: SeriesQuery) -> SeriesResult:
+        """The window [since, until) in buckets, one aggregate per non-empty bucket."""
+        until = query.until or datetime.now(UTC)
+        if until <= query.since:
+            raise ValueError(f"until ({until.isoformat()}) must be after since")
+        if (until - query.since) / query.bucket > MAX_BUCKETS:
+            raise ValueError(
+                f"{query.since.isoformat()} to {until.isoformat()} in buckets of "
+                f"{query.bucket} is more than {MAX_BUCKETS} buckets; use a larger bucket"
+            )
+        labels = json.dumps(query.labels, sort_keys=True)
+        with db_errors("series"):
+            async with tenant_transaction(self._pool, query.tenant) as conn:
+                rows = await conn.fetch(
+                    _WINDOW,
+                    query.tenant,
+                    query.series,
+                    labels,
+                    query.bucket,
+                    query.since,
+                    until,
+                )
+        return SeriesResult(
+            series=query.series,
+            aggregate=query.aggregate,
+            bucket_seconds=query.bucket.total_seconds(),
+            points=[_point(row, query.aggregate) for row in rows],
+        )
+
+    async def set_retention(self, retention: Retention, *, principal: str) -> None:
+        r = retention
+        with db_errors("set retention"):
+            async with tenant_transaction(self._pool, r.tenant) as conn:
+                await conn.execute(
+                    _RETAIN, r.tenant, r.series, r.raw_days, r.rollup, r.keep_days, principal
+                )
+
+    async def compact(self, tenant: str, *, now: datetime | None = None) -> CompactResult:
+        """Apply the tenant's retention at `now` (default: the database's clock)."""
+        with db_errors("compact"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                if now is None:
+                    row = await conn.fetchrow("SELECT * FROM observations_compact()")
+                else:
+                    row = await conn.fetchrow("SELECT * FROM observations_compact($1)", now)
+        assert row is not None
+        return CompactResult(
+            rolled_up=int(row["rolled_up"]),
+            rollups=int(row["rollups"]),
+            dropped=int(row["dropped"]),
+        )
+
+
+def _observed(row: asyncpg.Record, *, created: bool) -> ObserveResult:
+    return ObserveResult(
+        series=row["series"],
+        labels=json.loads(row["labels"]),
+        observed_at=row["observed_at"],
+        value=float(row["value"]),
+        created=created,
+    )
+
+
+def _point(row: asyncpg.Record, aggregate: str) -> SeriesPoint:
+    samples = int(row["samples"])
+    values = {
+        "avg": float(row["total"]) / samples,
+        "min": float(row["low"]),
+        "max": float(row["high"]),
+        "sum": float(row["total"]),
+        "count": float(samples),
+        "last": float(row["last"]),
+    }
+    return SeriesPoint(bucket=row["bucket"], value=values[aggregate], samples=samples)
