@@ -45,3 +45,4 @@ def test_dev_up_with_an_external_temporal_starts_no_server_and_points_everything
     exports = stead(home, "dev", "env").stdout.splitlines()
     assert f"export TEMPORAL_ADDRESS={stack.temporal_address}" in exports
     assert 'export STEAD_TEMPORAL_NAMESPACE="agents"' in exports
+    assert 'export TEMPORAL_NAMESPACE="agents"' in exports

@@ -346,7 +346,11 @@ def env_lines(home: Path) -> list[str]:
     for key, value in state.endpoints.items():
         if value is not None:
             lines.append(f"export STEAD_{key.upper()}={json.dumps(value)}")
+    # The temporal CLI reads these, so it talks to the same server and namespace.
     lines.append(f"export TEMPORAL_ADDRESS={state.endpoints['temporal_address']}")
+    namespace = state.endpoints.get("temporal_namespace")
+    if namespace is not None:
+        lines.append(f"export TEMPORAL_NAMESPACE={json.dumps(namespace)}")
     tokens = read_tokens(opa.tokens_dir(home.resolve()))
     if tokens is not None:
         # For curl against the data API; Stead's own commands read the file directly.
