@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from stead.devstack.cluster_config import single_cluster_metadata
 from stead.devstack.ports import LOOPBACK, free_port
 from tests.conftest import REPO
 
@@ -259,20 +260,7 @@ def server_config(directory: Path, pki: Pki, *, mtls: bool, jwks_url: str | None
         },
         "global": global_config,
         "services": services,
-        "clusterMetadata": {
-            "enableGlobalNamespace": False,
-            "failoverVersionIncrement": 10,
-            "masterClusterName": "active",
-            "currentClusterName": "active",
-            "clusterInformation": {
-                "active": {
-                    "enabled": True,
-                    "initialFailoverVersion": 1,
-                    "rpcName": "frontend",
-                    "rpcAddress": frontend,
-                }
-            },
-        },
+        "clusterMetadata": single_cluster_metadata(frontend),
         "dcRedirectionPolicy": {"policy": "noop"},
         "dynamicConfigClient": {"filepath": str(dynamic), "pollInterval": "10s"},
     }

@@ -119,20 +119,7 @@ def server_config(
             },
         },
         "services": services,
-        "clusterMetadata": {
-            "enableGlobalNamespace": False,
-            "failoverVersionIncrement": 10,
-            "masterClusterName": "active",
-            "currentClusterName": "active",
-            "clusterInformation": {
-                "active": {
-                    "enabled": True,
-                    "initialFailoverVersion": 1,
-                    "rpcName": "frontend",
-                    "rpcAddress": frontend,
-                }
-            },
-        },
+        "clusterMetadata": single_cluster_metadata(frontend),
         "dcRedirectionPolicy": {"policy": "noop"},
         "publicClient": {"hostPort": frontend},
         "dynamicConfigClient": {"filepath": dynamic_config_path, "pollInterval": "10s"},
@@ -142,3 +129,21 @@ def server_config(
 def dynamic_config(overrides: dict[str, Any]) -> dict[str, Any]:
     """Dynamic config in the server's file format: each key a list of constrained values."""
     return {key: [{"value": value}] for key, value in overrides.items()}
+
+
+def single_cluster_metadata(frontend: str) -> dict[str, Any]:
+    """The ``clusterMetadata`` of one cluster, named ``active``, with no global namespaces."""
+    return {
+        "enableGlobalNamespace": False,
+        "failoverVersionIncrement": 10,
+        "masterClusterName": "active",
+        "currentClusterName": "active",
+        "clusterInformation": {
+            "active": {
+                "enabled": True,
+                "initialFailoverVersion": 1,
+                "rpcName": "frontend",
+                "rpcAddress": frontend,
+            }
+        },
+    }
