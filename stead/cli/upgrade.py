@@ -7,6 +7,7 @@ and which can be stopped. The README's "Upgrading workers" section walks through
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +46,9 @@ def check(
     import workflows
     from workers.registered import WORKFLOWS
 
+    # Replaying a breaking run makes the SDK core log "Failing workflow task"; the
+    # report below says the same per run, so keep stderr for real errors.
+    logging.getLogger("temporalio.core").setLevel(logging.ERROR)
     cfg = settings()
     queue = task_queue or cfg.task_queue
     closed = timedelta(hours=closed_hours) if closed_hours else None

@@ -127,5 +127,8 @@ def _reason(failure: Exception | None) -> str | None:
     if failure is None:
         return None
     text = " ".join(str(failure).split()) or type(failure).__name__
-    marker = text.find("[TMPRL")
-    return text[marker:] if marker >= 0 else text
+    start = text.find("[TMPRL")
+    if start < 0:
+        return text
+    end = text.find('"', start)  # the message ends where core's debug dump of it goes on
+    return text[start:end] if end > 0 else text[start:]
