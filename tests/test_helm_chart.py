@@ -227,16 +227,22 @@ def test_fairness_weights_reach_every_starter(full_manifest: str) -> None:
         Settings.model_validate({"fairness_weights": yaml.safe_load(weights[0])})
 
 
-def test_webhook_without_a_shop_url_is_refused_with_its_reason() -> None:
+def refusal(*sets: str) -> str:
+    """What ``helm template`` says on stderr when the values are refused (it must fail)."""
+    args = [arg for value in sets for arg in ("--set", value)]
     done = subprocess.run(
-        [tool("helm"), "template", "stead", str(CHART), "--set", "webhook.enabled=true"],
+        [tool("helm"), "template", "stead", str(CHART), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert done.returncode != 0
-    assert "webhook.shopUrl is required" in done.stderr
+    assert done.returncode != 0, done.stdout
+    return done.stderr
+
+
+def test_webhook_without_a_shop_url_is_refused_with_its_reason() -> None:
+    assert "webhook.shopUrl is required" in refusal("webhook.enabled=true")
 
 
 def test_versioned_builds_run_side_by_side_each_as_its_own_build() -> None:
@@ -267,19 +273,5 @@ def test_versioned_builds_run_side_by_side_each_as_its_own_build() -> None:
 
 
 def test_a_build_id_that_cannot_name_a_deployment_is_refused_with_its_reason() -> None:
-    done = subprocess.run(
-        [
-            tool("helm"),
-            "template",
-            "stead",
-            str(CHART),
-            "--set",
-            "worker.versioning.builds[0].buildId=Build_7",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode != 0
-    assert 'buildId "Build_7" must be lowercase' in done.stderr
+    stderr = refusal("worker.versioning.builds[0].buildId=Build_7")
+    assert 'buildId "Build_7" must be lowercase' in stderr

@@ -154,6 +154,13 @@ async def test_run_parked_on_build_a_completes_on_build_b_after_a_rolling_upgrad
             state = await describe(client, deployment)
             assert state.current_build_id == "b"
             assert {b.build_id for b in state.builds} == {"a", "b"}
+            code, out, err = await stead(
+                stack, "upgrade", "status", "--json", STEAD_WORKER_DEPLOYMENT=deployment
+            )
+            assert code == 0, err
+            shown = json.loads(out)
+            assert (shown["deployment"], shown["current_build_id"]) == (deployment, "b")
+            assert {b["build_id"]: b["status"] for b in shown["builds"]}["b"] == "current"
     finally:
         stop_worker(first)
 

@@ -23,6 +23,11 @@ from stead.temporal.versioning import DeploymentState, Promotion, describe, prom
 app = typer.Typer(help="Upgrade workers safely: replay open runs, promote a build.")
 
 EXIT_WOULD_BREAK = 1
+DeploymentOption = Annotated[
+    str | None,
+    typer.Option("--deployment", help="Worker deployment (default STEAD_WORKER_DEPLOYMENT)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for CI).")]
 
 
 @app.command()
@@ -36,7 +41,7 @@ def check(
         float,
         typer.Option("--closed-hours", min=0, help="Also replay runs closed in the last N hours."),
     ] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (for CI).")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Replay the open runs against the code installed here; exit 1 if any would break.
 
@@ -103,17 +108,14 @@ def _print_report(report: ReplayReport, code: str) -> None:
 @fails_cleanly
 def promote_(
     build_id: Annotated[str, typer.Option("--build-id", help="The build to make current.")],
-    deployment: Annotated[
-        str | None,
-        typer.Option("--deployment", help="Worker deployment (default STEAD_WORKER_DEPLOYMENT)."),
-    ] = None,
+    deployment: DeploymentOption = None,
     wait: Annotated[
         float,
         typer.Option(
             "--wait", min=0, help="Seconds to wait for the build's workers to start polling."
         ),
     ] = 30.0,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Make a build current: new runs start on it, open runs move to it.
 
@@ -137,11 +139,8 @@ def promote_(
 @app.command()
 @fails_cleanly
 def status(
-    deployment: Annotated[
-        str | None,
-        typer.Option("--deployment", help="Worker deployment (default STEAD_WORKER_DEPLOYMENT)."),
-    ] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    deployment: DeploymentOption = None,
+    json_out: JsonOption = False,
 ) -> None:
     """The current build and every build Temporal knows; a drained one can be stopped."""
     cfg = settings()
