@@ -165,6 +165,29 @@ async def test_run_parked_on_build_a_completes_on_build_b_after_a_rolling_upgrad
         stop_worker(first)
 
 
+async def test_first_versioned_deploy_takes_over_runs_parked_on_unversioned_workers(
+    stack: Settings,
+) -> None:
+    """Turning versioning on for a running system: the parked run needs no old worker."""
+    task_queue = f"upgrade-{uuid.uuid4().hex[:8]}"
+    deployment = f"stead-{uuid.uuid4().hex[:8]}"
+    client = await connect(stack)
+    unversioned = start_worker(stack, task_queue)
+    try:
+        handle = await parked_run(client, stack, task_queue)
+        assert await build_of(handle) == ""
+        with worker_process(
+            stack, task_queue, STEAD_WORKER_DEPLOYMENT=deployment, STEAD_WORKER_BUILD_ID="a"
+        ):
+            await promote(client, deployment, "a", wait_seconds=POLL_SECONDS)
+            stop_worker(unversioned)
+            status = await approve(handle)
+            assert status.status == "completed", status.reasons
+            assert await build_of(handle) == "a"
+    finally:
+        stop_worker(unversioned)
+
+
 async def test_incompatible_change_is_caught_by_upgrade_check_before_deploy(
     worker: WorkerHandle, tmp_path: Path
 ) -> None:
