@@ -93,6 +93,12 @@ async def wait_listed(client: Client, workflow_id: str, also: str = "") -> None:
     raise AssertionError(f"{workflow_id} never became visible")
 
 
+def own_queue_and_deployment() -> tuple[str, str]:
+    """A task queue and a Worker Deployment no other test uses."""
+    tag = uuid.uuid4().hex[:8]
+    return f"upgrade-{tag}", f"stead-{tag}"
+
+
 async def build_of(handle: WorkflowHandle[Any, RunStatus]) -> str:
     described = await handle.describe()
     info = described.raw_description.workflow_execution_info.versioning_info
@@ -113,8 +119,7 @@ async def approve(handle: WorkflowHandle[Any, RunStatus]) -> RunStatus:
 async def test_run_parked_on_build_a_completes_on_build_b_after_a_rolling_upgrade(
     stack: Settings,
 ) -> None:
-    task_queue = f"upgrade-{uuid.uuid4().hex[:8]}"
-    deployment = f"stead-{uuid.uuid4().hex[:8]}"
+    task_queue, deployment = own_queue_and_deployment()
     client = await connect(stack)
     first = start_worker(
         stack, task_queue, STEAD_WORKER_DEPLOYMENT=deployment, STEAD_WORKER_BUILD_ID="a"
@@ -169,8 +174,7 @@ async def test_first_versioned_deploy_takes_over_runs_parked_on_unversioned_work
     stack: Settings,
 ) -> None:
     """Turning versioning on for a running system: the parked run needs no old worker."""
-    task_queue = f"upgrade-{uuid.uuid4().hex[:8]}"
-    deployment = f"stead-{uuid.uuid4().hex[:8]}"
+    task_queue, deployment = own_queue_and_deployment()
     client = await connect(stack)
     unversioned = start_worker(stack, task_queue)
     try:
