@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     INVALID_INPUT = "invalid_input"
     TEMPORAL_UNAVAILABLE = "temporal_unavailable"
     TEMPORAL_REFUSED = "temporal_refused"
+    DEPLOYMENT_NOT_READY = "deployment_not_ready"
 
 
 class SteadError(Exception):
@@ -87,3 +88,13 @@ class TemporalRefused(SteadError):
     """
 
     code = ErrorCode.TEMPORAL_REFUSED
+
+
+class DeploymentNotReady(SteadError):
+    """A build cannot be made current yet: Temporal has seen no worker of it polling.
+
+    Promoting a build no worker runs would strand every new task; the fix is to start
+    its workers (or wait for them to connect) and promote again.
+    """
+
+    code = ErrorCode.DEPLOYMENT_NOT_READY

@@ -48,6 +48,21 @@ class Settings(BaseSettings):
     )
     temporal_namespace: str = Field(default="default", description="Temporal namespace.")
     task_queue: str = Field(default="stead", description="Task queue the worker polls.")
+    # Worker Versioning (stead/temporal/versioning.py). Off until a build id is set: a
+    # versioned worker gets no task until its build is made current, which a single
+    # `stead dev up` worker or a test worker has no reason to wait for.
+    worker_deployment: str = Field(
+        default="stead",
+        pattern=r"^[A-Za-z0-9_-]{1,200}$",
+        description="Worker Deployment the worker's build belongs to (versioning on with a "
+        "build id).",
+    )
+    worker_build_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.+-]{1,200}$",
+        description="This worker's build id (e.g. the image tag or git sha); set: Worker "
+        "Versioning on.",
+    )
     # Each cached run holds its state and sandbox in the worker (~0.45 MB measured in
     # bench/parked.py); runs beyond the cache, e.g. thousands parked on approval, cost
     # the worker nothing and replay from history when they wake. Bounds worker RSS.

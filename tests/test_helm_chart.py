@@ -227,13 +227,51 @@ def test_fairness_weights_reach_every_starter(full_manifest: str) -> None:
         Settings.model_validate({"fairness_weights": yaml.safe_load(weights[0])})
 
 
-def test_webhook_without_a_shop_url_is_refused_with_its_reason() -> None:
+def refusal(*sets: str) -> str:
+    """What ``helm template`` says on stderr when the values are refused (it must fail)."""
+    args = [arg for value in sets for arg in ("--set", value)]
     done = subprocess.run(
-        [tool("helm"), "template", "stead", str(CHART), "--set", "webhook.enabled=true"],
+        [tool("helm"), "template", "stead", str(CHART), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert done.returncode != 0
-    assert "webhook.shopUrl is required" in done.stderr
+    assert done.returncode != 0, done.stdout
+    return done.stderr
+
+
+def test_webhook_without_a_shop_url_is_refused_with_its_reason() -> None:
+    assert "webhook.shopUrl is required" in refusal("webhook.enabled=true")
+
+
+def test_versioned_builds_run_side_by_side_each_as_its_own_build() -> None:
+    """A rolling upgrade under Worker Versioning: build B starts beside A (README,
+    "Upgrading workers"); Kubernetes must not replace A's pods, so each build is its own
+    Deployment with its own selector, image and STEAD_WORKER_BUILD_ID."""
+    manifest = render(
+        **{
+            "worker.versioning.deploymentName": "shop",
+            "worker.versioning.builds[0].buildId": "1.4.0",
+            "worker.versioning.builds[0].tag": "1.4.0",
+            "worker.versioning.builds[1].buildId": "1.5.0",
+            "worker.versioning.builds[1].tag": "1.5.0",
+        }
+    )
+    deployments = {d["metadata"]["name"]: d for d in objects(manifest) if d["kind"] == "Deployment"}
+    assert "stead-worker" not in deployments
+    selectors = set()
+    for build in ("1.4.0", "1.5.0"):
+        deployment = deployments[f"stead-worker-{build}"]
+        selectors.add(tuple(sorted(deployment["spec"]["selector"]["matchLabels"].items())))
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == f"stead-worker:{build}"
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert (env["STEAD_WORKER_DEPLOYMENT"], env["STEAD_WORKER_BUILD_ID"]) == ("shop", build)
+        Settings.model_validate({"worker_deployment": "shop", "worker_build_id": build})
+    assert len(selectors) == 2
+
+
+def test_a_build_id_that_cannot_name_a_deployment_is_refused_with_its_reason() -> None:
+    stderr = refusal("worker.versioning.builds[0].buildId=Build_7")
+    assert 'buildId "Build_7" must be lowercase' in stderr

@@ -54,15 +54,10 @@ from stead.runs.scope import configure_scope
 from stead.secrets import open_secret_store
 from stead.settings import Settings, secret_environment
 from stead.temporal import connect
+from stead.temporal.versioning import deployment_config
 from workers.edge import build_edge_worker, open_edge_resources
 from workers.refusals import auditing_validator_refusals
-from workflows.hello import HelloWorkflow
-from workflows.memory import (
-    MemoryIndexOpWorkflow,
-    MemoryPurgeWorkflow,
-    MemoryReindexWorkflow,
-)
-from workflows.run import RunWorkflow
+from workers.registered import WORKFLOWS
 
 log = logging.getLogger("stead.worker")
 
@@ -162,14 +157,11 @@ def build_worker(client: Client, task_queue: str, resources: WorkerResources) ->
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[
-            HelloWorkflow,
-            RunWorkflow,
-            MemoryReindexWorkflow,
-            MemoryPurgeWorkflow,
-            MemoryIndexOpWorkflow,
-        ],
+        workflows=list(WORKFLOWS),
         activities=resources.activities(),
+        # With a build id: this build of the worker deployment, runs auto-upgrading to
+        # whichever build is current (stead/temporal/versioning.py says why).
+        deployment_config=deployment_config(resources.settings),
         graceful_shutdown_timeout=timedelta(seconds=10),
         interceptors=[ObservabilityInterceptor()],
         max_cached_workflows=resources.settings.max_cached_workflows,
@@ -231,8 +223,21 @@ async def run_worker(settings: Settings, *, adapters: Collection[str] = ()) -> N
         log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
         print(
             f"stead worker ready: task queue {settings.task_queue!r} "
-            f"on {settings.temporal_address}",
+            f"on {settings.temporal_address}{_build_note(settings, adapters)}",
             flush=True,
         )
         await stop.wait()
         log.info("shutdown requested; draining")
+
+
+def _build_note(settings: Settings, adapters: Collection[str]) -> str:
+    """Which build this worker is, so an operator rolling one out sees it start."""
+    if settings.worker_build_id is None:
+        return " (unversioned)"
+    if adapters:
+        # An edge worker runs activities only: nothing of it is replayed, so it stays
+        # unversioned and any build's runs may use it.
+        return " (edge worker: unversioned)"
+    return (
+        f" (worker deployment {settings.worker_deployment!r}, build {settings.worker_build_id!r})"
+    )

@@ -22,6 +22,7 @@ from stead.cli import (
     schedules,
     slo,
     temporal_setup,
+    upgrade,
     webhook,
 )
 from stead.cli._common import console, fails_cleanly, print_json, settings, with_client
@@ -38,6 +39,7 @@ app.add_typer(identity.keys_app, name="keys")
 app.add_typer(policy.app, name="policy")
 app.add_typer(temporal_setup.app, name="temporal")
 app.add_typer(schedules.app, name="schedules")
+app.add_typer(upgrade.app, name="upgrade")
 runs.register(app)
 slo.register(app)
 codec.register(app)

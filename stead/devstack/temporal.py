@@ -25,6 +25,8 @@ SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 # a self-hosted cluster needs the same (infra/temporal/dynamicconfig, README). Fairness
 # is kept per task queue partition: with the default four, a poller often reaches a
 # partition that holds only the noisy tenant's tasks, so one server keeps one partition.
+# Worker Deployments (Worker Versioning, `stead upgrade`) need no dynamic config: Server
+# 1.32 has them on, and tests/test_upgrades.py promotes builds on this dev server.
 FAIRNESS_DYNAMIC_CONFIG = {
     "matching.useNewMatcher": "true",
     "matching.enableFairness": "true",
