@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from adapters.commerce import ReconcileArgs, reconcile
 from adapters.memory import HistoryItem, RememberArgs, remembered_data
 from adapters.registry import default_catalog
 from stead.contracts.activities import PlanFailure
@@ -25,6 +24,7 @@ from stead.planning.playbooks import (
     parse_playbook,
 )
 from stead.planning.validate import validate_plan
+from stead_cases.commerce import ReconcileArgs, reconcile
 from tests.conftest import REPO
 
 INPUTS = {

@@ -21,11 +21,11 @@ from pydantic import Field, field_validator
 
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
-from adapters.llm import LLM_GENERATE
 from stead.contracts.base import Closed
 from stead.egress import url_destination
 from stead.egress.urls import absolute_http_url
 from stead.operations.base import AdapterError, Operation, OperationContext
+from stead_cases.llm import LLM_GENERATE
 
 CHANNEL = r"^[a-z][a-z0-9_-]{0,31}$"
 
