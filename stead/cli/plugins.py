@@ -1,6 +1,6 @@
 """Commands and demos that installed packages add to ``stead``, through entry points.
 
-Two groups, beside ``stead.adapters`` (operations, ``adapters/plugins.py``):
+Two groups, beside ``stead.adapters`` and ``stead.playbooks`` (``stead/plugins.py``):
 
 * ``stead.cli``: ``name = "pkg.module:app"``, a Typer app mounted as ``stead <name>``
   (the field cases add ``stead webhook``);
