@@ -5,9 +5,9 @@
   the version and author of each memory in the result.
 * ``content.calendar`` and ``content.package`` are pure: the week's slots, and the
   posts (drafts plus one per clip) assembled for a single human review.
-* ``llm.generate`` (``adapters/llm.py``) drafts the text in between.
+* ``llm.generate`` (``llm.py``) drafts the text in between.
 * ``platform.publish`` posts to a publishing API that honours ``Idempotency-Key``
-  (``examples/platform.py`` is one), one key per post derived from the step's key, so
+  (``services/platform.py`` is one), one key per post derived from the step's key, so
   a retry after a 5xx or a dead worker replays instead of posting twice.
 """
 

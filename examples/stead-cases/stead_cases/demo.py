@@ -1,10 +1,10 @@
 """``stead demo content`` and ``stead demo commerce``: the two field cases, narrated.
 
 Each starts the embedded stack (left running if it already was), the example
-services of ``examples/`` and a real ``stead worker``, then runs the case as an
+services of ``services/`` and a real ``stead worker``, then runs the case as an
 operator would: approvals are printed as ``stead approve`` commands and performed
 through that command, a policy change goes through OPA's data API, and the end is
-what the outside world saw plus the SLO summary. ``examples/README.md`` tells the
+what the outside world saw plus the SLO summary. ``README.md`` beside this package tells the
 stories these demos walk through.
 """
 
@@ -300,7 +300,7 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
         raise ConfigError("the commerce demo creates its warehouse database with the admin DSN")
     await ensure_directory(cfg, tenant, [COMMERCE_AGENT, OPS_LEAD, WEBHOOK_PRINCIPAL])
     dsn = await ex.warehouse.create_warehouse(cfg.postgres_admin_dsn, "warehouse_demo")
-    console.print("warehouse database warehouse_demo created from examples/warehouse/*.sql")
+    console.print("warehouse database warehouse_demo created from services/warehouse/*.sql")
     shop = ex.shop.ShopService()
     with ex._http.serve(shop) as shop_url:
         config = {"STEAD_SQL_DATABASES": json.dumps({tenant: {"warehouse": dsn}})}
