@@ -69,9 +69,7 @@ def test_a_rejected_publish_adds_redrafts_with_the_comment_and_rewires_what_foll
     assert steps["republish_2"].args["posts"] == {"$ref": "steps.repackage_2.output.posts"}
     assert steps["newsletter"].depends_on == ("republish_2", "draft_newsletter")
     assert steps["remember"].depends_on == ("republish_2", "repackage_2")
-    reasons = validate_plan(
-        list(steps.values()), default_catalog(), Budget(), completed=DRAFTED
-    )
+    reasons = validate_plan(list(steps.values()), default_catalog(), Budget(), completed=DRAFTED)
     assert reasons == []
 
 
