@@ -119,3 +119,44 @@ def test_a_broken_command_plugin_fails_only_its_own_command(
     broken = CliRunner().invoke(cli, ["broken"])
     assert broken.exit_code == 1
     assert "half installed" in broken.output and f"{module}:app" in broken.output
+
+
+def test_a_plugin_command_cannot_take_over_a_core_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = f"steadcli_{uuid.uuid4().hex[:8]}"
+    (tmp_path / module).mkdir()
+    (tmp_path / module / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            import typer
+
+            app = typer.Typer()
+
+            @app.command()
+            def go() -> None:
+                print("the plugin's approve")
+            """
+        )
+    )
+    info = tmp_path / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    group = f"stead.cli-{uuid.uuid4().hex[:8]}"
+    (info / "entry_points.txt").write_text(f"[{group}]\napprove = {module}:app\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cli = typer.Typer()
+
+    @cli.command()
+    def approve() -> None:
+        print("the core's approve")
+
+    @cli.command()
+    def other() -> None:
+        print("other")
+
+    add_plugin_commands(cli, group=group)
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"plugin command 'approve' ({module}:app) is not mounted" in said
+    assert CliRunner().invoke(cli, ["approve"]).output == "the core's approve\n"
+    assert len(cli.registered_groups) == 0

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import typer
 from rich.markup import escape
 
-from stead.cli._common import console
+from stead.cli._common import console, err_console
 from stead.errors import ConfigError
 from stead.plugins import plugin_entry_points
 
@@ -30,8 +30,22 @@ CASES_HINT = "pip install -e examples/stead-cases (the field cases' plugin, in a
 
 
 def add_plugin_commands(app: typer.Typer, group: str = COMMANDS) -> None:
-    """Mount every installed ``stead.cli`` entry point on ``app`` under its name."""
+    """Mount every installed ``stead.cli`` entry point on ``app`` under its name.
+
+    A name ``app`` already has stays the core's: the plugin's group is not mounted and
+    every ``stead`` invocation says so on stderr, rather than a plugin silently taking
+    over a command such as ``stead approve``.
+    """
+    taken = _names(app)
     for ep in plugin_entry_points(group):
+        if ep.name in taken:
+            err_console.print(
+                f"plugin command {ep.name!r} ({ep.value}) is not mounted: stead already has a "
+                f"command {ep.name!r}; the plugin must use a name of its own",
+                markup=False,
+            )
+            continue
+        taken.add(ep.name)
         try:
             sub = ep.load()
         except Exception as exc:
@@ -65,6 +79,17 @@ def plugin_demo(name: str, group: str = DEMOS) -> Callable[[], None]:
     if not callable(run):
         raise ConfigError(f"demo {name!r} ({found[0].value}) is not callable")
     return run  # type: ignore[no-any-return]
+
+
+def _names(app: typer.Typer) -> set[str]:
+    groups = {info.name for info in app.registered_groups if info.name}
+    commands = set()
+    for info in app.registered_commands:
+        if info.name:
+            commands.add(info.name)
+        elif info.callback is not None:
+            commands.add(info.callback.__name__.replace("_", "-"))
+    return groups | commands
 
 
 def _broken(name: str, reason: str) -> typer.Typer:
