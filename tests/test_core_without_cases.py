@@ -94,19 +94,26 @@ def test_the_core_cli_has_no_webhook_command_without_the_plugin() -> None:
     assert CliRunner().invoke(app, ["webhook", "serve", "--help"]).exit_code == 0
 
 
-def test_a_broken_command_plugin_fails_only_its_own_command(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def install_command_plugin(root: Path, body: str, command: str) -> tuple[str, str]:
+    """A real installed distribution under ``root`` whose ``app`` is a ``stead.cli``-style
+    entry point named ``command``, in a group of its own; ``(module, group)``."""
     module = f"steadcli_{uuid.uuid4().hex[:8]}"
-    (tmp_path / module).mkdir()
-    (tmp_path / module / "__init__.py").write_text(
-        textwrap.dedent("raise RuntimeError('half installed')\n")
-    )
-    info = tmp_path / f"{module}-0.1.dist-info"
+    (root / module).mkdir()
+    (root / module / "__init__.py").write_text(textwrap.dedent(body))
+    info = root / f"{module}-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
     group = f"stead.cli-{uuid.uuid4().hex[:8]}"
-    (info / "entry_points.txt").write_text(f"[{group}]\nbroken = {module}:app\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{command} = {module}:app\n")
+    return module, group
+
+
+def test_a_broken_command_plugin_fails_only_its_own_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, group = install_command_plugin(
+        tmp_path, "raise RuntimeError('half installed')\n", "broken"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     cli = typer.Typer()
 
@@ -124,26 +131,19 @@ def test_a_broken_command_plugin_fails_only_its_own_command(
 def test_a_plugin_command_cannot_take_over_a_core_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    module = f"steadcli_{uuid.uuid4().hex[:8]}"
-    (tmp_path / module).mkdir()
-    (tmp_path / module / "__init__.py").write_text(
-        textwrap.dedent(
-            """
-            import typer
+    module, group = install_command_plugin(
+        tmp_path,
+        """
+        import typer
 
-            app = typer.Typer()
+        app = typer.Typer()
 
-            @app.command()
-            def go() -> None:
-                print("the plugin's approve")
-            """
-        )
+        @app.command()
+        def go() -> None:
+            print("the plugin's approve")
+        """,
+        "approve",
     )
-    info = tmp_path / f"{module}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    group = f"stead.cli-{uuid.uuid4().hex[:8]}"
-    (info / "entry_points.txt").write_text(f"[{group}]\napprove = {module}:app\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     cli = typer.Typer()
 
