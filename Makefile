@@ -23,7 +23,7 @@ KUBECONFORM_VERSION := v0.8.0
 export STEAD_HELM_BIN := $(abspath $(OPA_CACHE)/helm)
 export STEAD_KUBECONFORM_BIN := $(abspath $(OPA_CACHE)/kubeconform)
 
-.PHONY: venv opa temporal-cluster-bin chart-tools test test-cluster demo bench lint clean
+.PHONY: venv cases opa temporal-cluster-bin chart-tools test test-cluster demo bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
+
+# The field cases (examples/stead-cases) are a plugin the core runs without: installed
+# for the demos and for the tests that run the cases, through their entry points.
+# --no-deps: it uses only what Stead brings, and Stead comes from this checkout.
+$(BIN)/.cases-installed: $(BIN)/.installed examples/stead-cases/pyproject.toml
+	$(BIN)/pip install --quiet --no-deps -e examples/stead-cases
+	touch $@
+
+cases: $(BIN)/.cases-installed
 
 $(OPA_CACHE)/opa:
 	mkdir -p $(OPA_CACHE)
@@ -74,7 +83,7 @@ $(OPA_CACHE)/kubeconform:
 chart-tools: $(OPA_CACHE)/helm $(OPA_CACHE)/kubeconform
 
 # Lint first: a style or type error fails CI in seconds, before the real stack starts.
-test: lint opa chart-tools temporal-cluster-bin
+test: lint cases opa chart-tools temporal-cluster-bin
 	$(OPA) check --strict policies
 	$(OPA) test policies
 	$(OPA) check --strict infra/opa/authz
@@ -84,10 +93,10 @@ test: lint opa chart-tools temporal-cluster-bin
 
 # The second tier: the same worker against Temporal's real multi-service server
 # (tests/cluster, excluded from the default run by the `cluster` marker).
-test-cluster: venv opa temporal-cluster-bin
+test-cluster: venv cases opa temporal-cluster-bin
 	$(BIN)/pytest -m cluster tests/cluster
 
-demo: venv opa
+demo: cases opa
 	$(BIN)/stead demo
 	$(BIN)/stead demo content
 	$(BIN)/stead demo commerce

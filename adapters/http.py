@@ -2,8 +2,8 @@
 
 Exactly-once here rests on the receiving server: every request carries
 ``Idempotency-Key: <workflow id>/<step id>``, so a server that honours the header
-(Stripe-style APIs, the example services in ``examples/``) answers a retry with the
-first response instead of acting twice. The adapter cannot ask a generic server
+(Stripe-style APIs, the field cases' services in ``examples/stead-cases``) answers a
+retry with the first response instead of acting twice. The adapter cannot ask a generic server
 whether an effect happened, so re-sending with the same key *is* the reconcile.
 
 Credentials never travel in step args (they would land in workflow history):

@@ -16,22 +16,15 @@ operation", far from the cause.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
-from stead.errors import ConfigError
 from stead.operations.base import Operation
+from stead.plugins import PluginError, plugin_entry_points
+from stead.plugins import describe as _describe
 
 GROUP = "stead.adapters"
-
-
-class PluginError(ConfigError):
-    """An installed adapter plugin could not be loaded; the message names it and the fix."""
-
-
-def plugin_entry_points(group: str = GROUP) -> list[EntryPoint]:
-    """The installed entry points of ``group``, sorted so the load order is stable."""
-    return sorted(entry_points(group=group), key=lambda ep: (ep.name, ep.value))
+__all__ = ["GROUP", "PluginError", "load_plugin_operations"]
 
 
 def load_plugin_operations(group: str = GROUP) -> list[Operation[Any, Any]]:
@@ -76,8 +69,3 @@ def _load(ep: EntryPoint) -> list[Operation[Any, Any]]:
             "operations; every item must be an stead.operations.base.Operation"
         )
     return ops
-
-
-def _describe(ep: EntryPoint) -> str:
-    dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
-    return f"{ep.name!r} ({ep.value}, from {dist})"

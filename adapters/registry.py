@@ -17,8 +17,6 @@ from typing import Any
 import asyncpg
 import httpx
 
-from adapters.commerce import COMMERCE_OPERATIONS
-from adapters.content import CONTENT_OPERATIONS
 from adapters.core import ECHO
 from adapters.email import EMAIL_SEND, SmtpRelay
 from adapters.files import FILES_READ, FILES_WRITE, FileSandbox
@@ -54,7 +52,8 @@ _PLUGIN_USES = frozenset({"http", "secrets"})
 
 
 def builtin_operations() -> list[Operation[Any, Any]]:
-    """Every operation Stead ships."""
+    """Every operation Stead ships; the field cases' come from their plugin
+    (``examples/stead-cases``), through the ``stead.adapters`` entry point like any other."""
     return [
         ECHO,
         HTTP_REQUEST,
@@ -70,8 +69,6 @@ def builtin_operations() -> list[Operation[Any, Any]]:
         MEMORY_HISTORY,
         MEMORY_OBSERVE,
         MEMORY_SERIES,
-        *CONTENT_OPERATIONS,  # the field cases (examples/README.md)
-        *COMMERCE_OPERATIONS,
     ]
 
 

@@ -12,6 +12,7 @@ import yaml
 from temporalio.client import WorkflowHandle
 
 from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus, StepResult
+from stead.planning.playbooks import playbook_path
 from tests.conftest import REPO
 from tests.runs import configure_tenant
 from tests.workers import stop_worker
@@ -27,7 +28,8 @@ async def configure_case_tenant(opa_url: str, tenant: str, template: str, **chan
 def playbook_variant(name: str, **timeouts: float) -> str:
     """The shipped playbook with some steps' timeouts tightened (a killed worker's
     activity is retried only once its start-to-close timeout has passed)."""
-    data = yaml.safe_load((REPO / "playbooks" / f"{name}.yaml").read_text())
+    # Found as the worker finds it: the repo's folder, then the cases' plugin's.
+    data = yaml.safe_load(playbook_path(name, REPO / "playbooks").read_text())
     for step in data["steps"]:
         if step["id"] in timeouts:
             step["timeout_seconds"] = timeouts[step["id"]]

@@ -10,7 +10,8 @@ Static checks with ``ast``, so they see imports inside functions too (a lazy
 * only ``stead/settings.py`` reads the environment (STYLE.md: settings in one place);
 * imports point one way (docs/architecture.md, "Layers"): core ``stead`` ← ``adapters``
   ← ``activities`` ← ``workers`` ← ``stead.cli``, with ``workflows`` on pure ``stead``
-  modules only; and no import cycles between first-party modules.
+  modules only; plugins of this repository (``examples/stead-cases``) on top, imported by
+  nothing; and no import cycles between first-party modules.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from pathlib import Path
 from stead.contracts import activity_names
 
 REPO = Path(__file__).resolve().parents[1]
-FIRST_PARTY = ("stead", "workflows", "activities", "adapters", "workers")
 RUNTIME_PACKAGES = ("stead", "workflows", "activities", "adapters", "workers")
+# Plugin packages kept in this repository but installed on their own: top-level package ->
+# the folder that holds it. The core installs and runs without them.
+PLUGIN_ROOTS = {"stead_cases": REPO / "examples" / "stead-cases"}
+FIRST_PARTY = (*RUNTIME_PACKAGES, *PLUGIN_ROOTS)
 
 # Modules that reach the network, a database, another process or the model providers.
 IO_MODULES = frozenset(
@@ -101,6 +105,9 @@ LAYERS_ALLOWED: dict[str, frozenset[str]] = {
     "workflows": frozenset({"core", "workflows"}),
     "workers": frozenset({"core", "adapters", "activities", "workflows", "workers"}),
     "cli": frozenset({"core", "adapters", "activities", "workflows", "workers", "cli"}),
+    # A plugin builds on the SDK, the generic adapters and the CLI's helpers; no layer
+    # imports a plugin: the core reaches it only through its entry points.
+    "plugins": frozenset({"core", "adapters", "cli", "plugins"}),
 }
 
 # Imports that still point the wrong way, keyed by (importing module, imported module),
@@ -144,9 +151,10 @@ class Use:
 
 def module_path(name: str) -> Path | None:
     """The file that executes on ``import name``, for first-party modules."""
-    if name.split(".")[0] not in FIRST_PARTY:
+    top = name.split(".")[0]
+    if top not in FIRST_PARTY:
         return None
-    base = REPO.joinpath(*name.split("."))
+    base = PLUGIN_ROOTS.get(top, REPO).joinpath(*name.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -154,7 +162,8 @@ def module_path(name: str) -> Path | None:
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
+    root = next((r for r in PLUGIN_ROOTS.values() if path.is_relative_to(r)), REPO)
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -237,6 +246,10 @@ def workflow_closure() -> dict[str, list[str]]:
 
 def python_files(*folders: str) -> list[Path]:
     return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
+
+
+def plugin_folders() -> list[str]:
+    return [(root / top).relative_to(REPO).as_posix() for top, root in PLUGIN_ROOTS.items()]
 
 
 # ------------------------------------------------------------------ workflows
@@ -360,10 +373,13 @@ def test_only_settings_reads_the_environment() -> None:
 
 def layer(module: str) -> str:
     """The layer a first-party module belongs to: ``stead.cli`` is the entry point, the rest
-    of ``stead`` is the core, and every other top-level package is its own layer."""
+    of ``stead`` is the core, a plugin package is a plugin, and every other top-level
+    package is its own layer."""
     if module == "stead.cli" or module.startswith("stead.cli."):
         return "cli"
     top = module.split(".")[0]
+    if top in PLUGIN_ROOTS:
+        return "plugins"
     return "core" if top == "stead" else top
 
 
@@ -373,7 +389,7 @@ def import_edges() -> dict[tuple[str, str], str]:
     A package an importer lives in is left out: Python has it loaded (or loading) before
     the importer runs, so it is no dependency of the importer's own."""
     edges: dict[tuple[str, str], str] = {}
-    for path in python_files(*RUNTIME_PACKAGES):
+    for path in python_files(*RUNTIME_PACKAGES, *plugin_folders()):
         importer = module_name(path)
         for use in imported_modules(path):
             target = use.what
@@ -480,3 +496,25 @@ def test_first_party_modules_import_no_cycles() -> None:
         if not strongly_connected(with_it):
             unneeded.append(key)
     assert not unneeded, f"listed cycle exceptions that close no cycle; remove them: {unneeded}"
+
+
+# ---------------------------------------------------------------------- plugins
+
+
+def test_the_core_never_imports_the_field_cases_plugin() -> None:
+    """The core installs and runs without ``examples/stead-cases``: no runtime module, not
+    even lazily inside a function, imports it; entry points are the only way in."""
+    found = [
+        f"{use.where}: imports {use.what}"
+        for path in python_files(*RUNTIME_PACKAGES)
+        for use in imported_modules(path)
+        if use.what.split(".")[0] in PLUGIN_ROOTS or use.what.split(".")[0] == "examples"
+    ]
+    assert not found, "reach a plugin through its entry points instead:\n" + "\n".join(found)
+
+
+def test_the_plugin_edges_are_seen() -> None:
+    """The layer test reads the plugin too, or it would check nothing there."""
+    edges = import_edges()
+    assert ("stead_cases.content", "stead_cases.llm") in edges
+    assert any(layer(a) == "plugins" and layer(b) == "cli" for a, b in edges)

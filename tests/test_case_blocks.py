@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from adapters.commerce import ReconcileArgs, reconcile
 from adapters.memory import HistoryItem, RememberArgs, remembered_data
 from adapters.registry import default_catalog
 from stead.contracts.activities import PlanFailure
@@ -25,6 +24,7 @@ from stead.planning.playbooks import (
     parse_playbook,
 )
 from stead.planning.validate import validate_plan
+from stead_cases.commerce import ReconcileArgs, reconcile
 from tests.conftest import REPO
 
 INPUTS = {
@@ -69,9 +69,7 @@ def test_a_rejected_publish_adds_redrafts_with_the_comment_and_rewires_what_foll
     assert steps["republish_2"].args["posts"] == {"$ref": "steps.repackage_2.output.posts"}
     assert steps["newsletter"].depends_on == ("republish_2", "draft_newsletter")
     assert steps["remember"].depends_on == ("republish_2", "repackage_2")
-    reasons = validate_plan(
-        list(steps.values()), default_catalog(plugins=False), Budget(), completed=DRAFTED
-    )
+    reasons = validate_plan(list(steps.values()), default_catalog(), Budget(), completed=DRAFTED)
     assert reasons == []
 
 

@@ -24,19 +24,19 @@ import pytest
 from temporalio.client import Client, ScheduleActionStartWorkflow, WorkflowHandle
 
 from adapters.webhook import sign, signing_key
-from examples._http import serve
-from examples.shop import ShopService
-from examples.warehouse import create_warehouse, receive_return, rename_column
-from stead.cli.case_runs import (
+from stead.contracts.run import RunInput, RunRequest, RunStatus
+from stead.settings import Settings
+from stead.temporal import connect
+from stead_cases.runs import (
     COMMERCE_SCHEDULE,
     commerce_request,
     ensure_demo_schedules,
     reconcile_limits,
 )
-from stead.cli.webhook import ReturnRuns, serving
-from stead.contracts.run import RunInput, RunRequest, RunStatus
-from stead.settings import Settings
-from stead.temporal import connect
+from stead_cases.services._http import serve
+from stead_cases.services.shop import ShopService
+from stead_cases.services.warehouse import create_warehouse, receive_return, rename_column
+from stead_cases.webhook import ReturnRuns, serving
 from tests.cases import (
     configure_case_tenant,
     decide,

@@ -23,13 +23,6 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 
 from adapters.memory import remembered_data
-from examples import content
-from examples._http import serve
-from examples.llm import ExampleLlm
-from examples.mailbox import Mailbox
-from examples.mailbox import serve as serve_smtp
-from examples.platform import PlatformService
-from stead.cli.case_runs import CONTENT_AGENT, content_goal_request, content_request
 from stead.cli.memory import open_session
 from stead.contracts.run import RunInput, RunRequest, RunStatus
 from stead.db.pool import create_pool, tenant_transaction
@@ -38,6 +31,13 @@ from stead.memory.contracts import Provenance, RememberRequest
 from stead.settings import Settings
 from stead.slo.report import Figures, compute_report
 from stead.temporal import connect
+from stead_cases.runs import CONTENT_AGENT, content_goal_request, content_request
+from stead_cases.services import content
+from stead_cases.services._http import serve
+from stead_cases.services.llm import ExampleLlm
+from stead_cases.services.mailbox import Mailbox
+from stead_cases.services.mailbox import serve as serve_smtp
+from stead_cases.services.platform import PlatformService
 from tests.cases import (
     approve_until_done,
     configure_case_tenant,

@@ -1,7 +1,9 @@
 """``stead demo``: the whole loop on the embedded stack, started and stopped around it.
 
 A stack that was already running is left running; one the demo started is stopped.
-The worker is a real ``stead worker`` child process, as in production.
+The worker is a real ``stead worker`` child process, as in production. The helpers
+here (the stack, a worker, the tenant's directory entry, a starter's credential) are
+also what plugin demos build on: the field cases' (``examples/stead-cases``) import them.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from stead.cli._common import console, settings
+from stead.cli.starts import StartCredential
+from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack import stack_down, stack_status, stack_up
+from stead.errors import ConfigError
 from stead.settings import Settings, load_settings
 
 
@@ -69,17 +74,48 @@ def demo_task_queue() -> str:
     return f"demo-{uuid.uuid4().hex[:8]}"
 
 
+async def ensure_directory(settings: Settings, tenant: str, principals: list[str]) -> None:
+    """The tenant and its principals, created if missing (the demo may run twice)."""
+    from stead.identity.directory import add_principal, create_tenant
+    from stead.identity.errors import PrincipalExists, TenantExists
+
+    pool = await create_pool(settings.postgres_dsn, max_size=1)
+    try:
+        async with tenant_transaction(pool, tenant) as conn:
+            with suppress(TenantExists):
+                await create_tenant(conn, tenant)
+        for principal in principals:
+            async with tenant_transaction(pool, tenant) as conn:
+                with suppress(PrincipalExists):
+                    await add_principal(conn, tenant, principal)
+    finally:
+        await pool.close()
+    console.print(f"directory: tenant [bold]{tenant}[/] with {', '.join(principals)}")
+
+
+def start_credential(settings: Settings, tenant: str, principal: str) -> StartCredential:
+    """A principal token for the demo's starter, held in memory and narrowed per start
+    (what `stead run --token-file` does), so the demo runs with start tokens required."""
+    from stead.capability.keys import IDENTITY
+    from stead.capability.trust import key_store
+    from stead.identity.tokens import PrincipalTokenIssuer
+
+    private = key_store(settings).private(IDENTITY)
+    if private is None:
+        raise ConfigError("no identity key in the stack's key store; run `stead keys init`")
+    issued = PrincipalTokenIssuer(private).issue(tenant, principal)
+    return StartCredential.load(settings, issued.token)
+
+
 def run_foundation_demo() -> None:
     """Hello workflow, then the records-demo playbook through OPA, the ledger and the audit log."""
     import asyncio
 
     from stead.audit import chain_for, verify_chain
-    from stead.cli.demo_support import ensure_directory, start_credential
     from stead.cli.runs import summarize
     from stead.cli.starts import start_governed
     from stead.contracts.hello import Greeting, GreetingRequest
     from stead.contracts.run import RunRequest, RunStatus
-    from stead.db.pool import create_pool, tenant_transaction
     from stead.temporal import connect
 
     async def go(cfg: Settings, task_queue: str) -> tuple[Greeting, RunStatus, bool]:

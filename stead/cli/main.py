@@ -23,15 +23,14 @@ from stead.cli import (
     slo,
     temporal_setup,
     upgrade,
-    webhook,
 )
 from stead.cli._common import console, fails_cleanly, print_json, settings, with_client
+from stead.cli.plugins import add_plugin_commands, plugin_demo
 
 app = typer.Typer(help="Stead: a durable, governed runtime for AI agents.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(mcp.app, name="mcp")
-app.add_typer(webhook.app, name="webhook")
 app.add_typer(memory.app, name="memory")
 app.add_typer(identity.tenant_app, name="tenant")
 app.add_typer(identity.principal_app, name="principal")
@@ -43,6 +42,8 @@ app.add_typer(upgrade.app, name="upgrade")
 runs.register(app)
 slo.register(app)
 codec.register(app)
+# Command groups from installed packages (the field cases add `stead webhook`).
+add_plugin_commands(app)
 
 
 db_app = typer.Typer(help="Database schema.")
@@ -91,24 +92,23 @@ def worker(
 @fails_cleanly
 def demo(
     case: Annotated[
-        str | None, typer.Argument(help="content | commerce; none: the foundation demo")
+        str | None,
+        typer.Argument(
+            help="A demo from an installed plugin (content, commerce); none: the foundation demo"
+        ),
     ] = None,
 ) -> None:
-    """Start the stack and a worker and run a demo: the foundation loop or a field case."""
+    """Start the stack and a worker and run a demo: the foundation loop, or a plugin's.
+
+    The field cases' demos (content, commerce) come with their plugin,
+    ``pip install -e examples/stead-cases``; without it only the foundation demo runs.
+    """
     if case is None:
         from stead.cli.demo import run_foundation_demo
 
         run_foundation_demo()
-    elif case == "content":
-        from stead.cli.demo_cases import run_content_demo
-
-        run_content_demo()
-    elif case == "commerce":
-        from stead.cli.demo_cases import run_commerce_demo
-
-        run_commerce_demo()
     else:
-        raise typer.BadParameter(f"unknown demo {case!r}; choose content or commerce")
+        plugin_demo(case)()
 
 
 @app.command()

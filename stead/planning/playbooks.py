@@ -34,6 +34,7 @@ from pydantic import (
 from stead.contracts.activities import PlanFailure
 from stead.contracts.base import Closed
 from stead.contracts.run import Step, StepId
+from stead.planning.playbook_dirs import search_path
 from stead.planning.refs import REF_KEY, is_ref
 from stead.planning.validate import PlanRejected
 
@@ -169,38 +170,45 @@ class Playbook(Closed):
         return self
 
 
-def available_playbooks(playbook_dir: Path) -> list[str]:
-    """Names of the playbooks in ``playbook_dir``, sorted."""
-    if not playbook_dir.is_dir():
-        return []
-    return sorted(p.stem for p in playbook_dir.glob(f"*{SUFFIX}") if NAME.match(p.stem))
+def available_playbooks(playbook_dir: Path, *, plugins: bool = True) -> list[str]:
+    """Names of the playbooks in ``playbook_dir`` and, unless ``plugins`` is False, in
+    the folders installed plugins add (``stead.playbooks``), sorted."""
+    names: set[str] = set()
+    for folder in search_path(playbook_dir, plugins=plugins):
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob(f"*{SUFFIX}") if NAME.match(p.stem))
+    return sorted(names)
 
 
-def playbook_path(name: str, playbook_dir: Path) -> Path:
+def playbook_path(name: str, playbook_dir: Path, *, plugins: bool = True) -> Path:
     """The file a playbook name maps to; raises :class:`PlaybookNotFound` if absent.
 
-    The name is checked against a strict pattern first, so it can never walk out of
-    ``playbook_dir`` (``../secrets`` is not a playbook name).
+    ``playbook_dir`` is searched first, then the installed plugins' folders. The name is
+    checked against a strict pattern first, so it can never walk out of a folder
+    (``../secrets`` is not a playbook name).
     """
     if not NAME.match(name):
         raise PlaybookNotFound(
             [f"{name!r} is not a playbook name (letters, digits, '_' and '-' only)"],
             summary="unknown playbook",
         )
-    path = playbook_dir / f"{name}{SUFFIX}"
-    if not path.is_file():
-        known = available_playbooks(playbook_dir)
-        listing = ", ".join(known) if known else "none"
-        raise PlaybookNotFound(
-            [f"no playbook {name!r} in {playbook_dir} (available: {listing})"],
-            summary="unknown playbook",
-        )
-    return path
+    for folder in search_path(playbook_dir, plugins=plugins):
+        path = folder / f"{name}{SUFFIX}"
+        if path.is_file():
+            return path
+    known = available_playbooks(playbook_dir, plugins=plugins)
+    listing = ", ".join(known) if known else "none"
+    where = f"{playbook_dir} or an installed plugin" if plugins else str(playbook_dir)
+    raise PlaybookNotFound(
+        [f"no playbook {name!r} in {where} (available: {listing})"],
+        summary="unknown playbook",
+    )
 
 
-def load_playbook(name: str, playbook_dir: Path) -> Playbook:
-    """Read and parse ``<playbook_dir>/<name>.yaml``; its ``name`` must match the file."""
-    path = playbook_path(name, playbook_dir)
+def load_playbook(name: str, playbook_dir: Path, *, plugins: bool = True) -> Playbook:
+    """Read and parse ``<name>.yaml`` from ``playbook_dir`` or a plugin's folder; its
+    ``name`` must match the file."""
+    path = playbook_path(name, playbook_dir, plugins=plugins)
     try:
         source = path.read_text(encoding="utf-8")
     except OSError as exc:

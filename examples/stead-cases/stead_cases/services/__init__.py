@@ -1,4 +1,4 @@
-"""Local stand-ins for the outside world of the two field cases (see examples/README.md).
+"""Local stand-ins for the outside world of the two field cases (see ../README.md).
 
 They are real servers on loopback (HTTP, SMTP, a Postgres database), started by
 ``stead demo content|commerce`` and by the end-to-end tests, never imported by the

@@ -1,7 +1,7 @@
 """The example shop API: the storefront's view of the catalogue and its stock.
 
 Products come in the shop's own shape (nested ``price`` and ``inventory``), which
-is not the warehouse's; the connectors in ``adapters/commerce.py`` normalise both.
+is not the warehouse's; the connectors in ``stead_cases/commerce.py`` normalise both.
 ``POST /v1/products/<sku>/inventory-adjustments`` changes the sellable stock, once
 per ``Idempotency-Key`` (a replay returns the first answer and changes nothing).
 
@@ -9,7 +9,7 @@ per ``Idempotency-Key`` (a replay returns the first answer and changes nothing).
 broke the team's old scripts: the shop changed its product metadata. The connector
 must say so, naming the field, instead of reading a missing value as zero.
 
-Run it alone with ``python -m examples.shop --port 8602``.
+Run it alone with ``python -m stead_cases.services.shop --port 8602``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from examples._http import Request, Response, error, run_forever
+from stead_cases.services._http import Request, Response, error, run_forever
 
-# Storefront stock as the shop believes it; examples/warehouse/seed.sql holds the truth.
+# Storefront stock as the shop believes it; warehouse/seed.sql holds the truth.
 SAMPLE_PRODUCTS: list[dict[str, Any]] = [
     {
         "sku": "MUG-01",

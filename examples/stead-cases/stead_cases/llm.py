@@ -1,6 +1,6 @@
 """``llm.generate``: text from a language model through litellm, with its cost.
 
-Any provider litellm speaks will do (the demo and tests use ``examples/llm.py``, an
+Any provider litellm speaks will do (the demo and tests use ``services/llm.py``, an
 OpenAI-compatible stand-in). Tokens and dollars come back in the result (``usage``,
 ``cost_usd``), because a draft's cost belongs to the run that asked for it: the result's
 ``step_usage()`` puts them in the run's spend (``ExecuteStepOutput.usage``). Context is

@@ -4,7 +4,7 @@ It stands in for the creator's newsletter service. Messages are kept in order wi
 their ``Message-ID``, so a test can tell one delivery of a step from two: the
 ``email.send`` adapter derives the Message-ID from the step's idempotency key.
 
-Run it alone with ``python -m examples.mailbox --port 8625``.
+Run it alone with ``python -m stead_cases.services.mailbox --port 8625``.
 """
 
 from __future__ import annotations

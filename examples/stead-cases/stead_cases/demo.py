@@ -1,10 +1,10 @@
 """``stead demo content`` and ``stead demo commerce``: the two field cases, narrated.
 
 Each starts the embedded stack (left running if it already was), the example
-services of ``examples/`` and a real ``stead worker``, then runs the case as an
+services of ``services/`` and a real ``stead worker``, then runs the case as an
 operator would: approvals are printed as ``stead approve`` commands and performed
 through that command, a policy change goes through OPA's data API, and the end is
-what the outside world saw plus the SLO summary. ``examples/README.md`` tells the
+what the outside world saw plus the SLO summary. ``README.md`` beside this package tells the
 stories these demos walk through.
 """
 
@@ -20,7 +20,23 @@ from rich.markup import escape
 from temporalio.client import Client, WorkflowHandle
 
 from stead.cli._common import console
-from stead.cli.case_runs import (
+from stead.cli.demo import demo_task_queue, embedded_stack, ensure_directory, start_credential
+from stead.cli.starts import StartCredential, start_governed
+from stead.contracts.run import RunRequest, RunStatus
+from stead.errors import ConfigError
+from stead.settings import Settings
+from stead_cases.demo_support import (
+    case_worker,
+    examples,
+    next_pending,
+    put_opa_data,
+    show_pending,
+    slo_summary,
+    stead_approve,
+    temp_folder,
+    token_file,
+)
+from stead_cases.runs import (
     COMMERCE_AGENT,
     CONTENT_AGENT,
     WEBHOOK_PRINCIPAL,
@@ -30,24 +46,6 @@ from stead.cli.case_runs import (
     ensure_demo_schedules,
     reconcile_limits,
 )
-from stead.cli.demo import demo_task_queue, embedded_stack
-from stead.cli.demo_support import (
-    case_worker,
-    ensure_directory,
-    examples,
-    next_pending,
-    put_opa_data,
-    show_pending,
-    slo_summary,
-    start_credential,
-    stead_approve,
-    temp_folder,
-    token_file,
-)
-from stead.cli.starts import StartCredential, start_governed
-from stead.contracts.run import RunRequest, RunStatus
-from stead.errors import ConfigError
-from stead.settings import Settings
 
 CREATOR = "user:creator"
 OPS_LEAD = "user:ops-lead"
@@ -294,15 +292,15 @@ def run_content_demo() -> None:
 
 
 async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
-    from stead.cli.webhook import ReturnRuns, serving
     from stead.temporal import connect
+    from stead_cases.webhook import ReturnRuns, serving
 
     tenant = "shop"
     if not cfg.postgres_admin_dsn:
         raise ConfigError("the commerce demo creates its warehouse database with the admin DSN")
     await ensure_directory(cfg, tenant, [COMMERCE_AGENT, OPS_LEAD, WEBHOOK_PRINCIPAL])
     dsn = await ex.warehouse.create_warehouse(cfg.postgres_admin_dsn, "warehouse_demo")
-    console.print("warehouse database warehouse_demo created from examples/warehouse/*.sql")
+    console.print("warehouse database warehouse_demo created from services/warehouse/*.sql")
     shop = ex.shop.ShopService()
     with ex._http.serve(shop) as shop_url:
         config = {"STEAD_SQL_DATABASES": json.dumps({tenant: {"warehouse": dsn}})}
@@ -390,7 +388,7 @@ async def _commerce(cfg: Settings, ex: Any, folder: Path) -> None:
 
 
 def ex_event(event: dict[str, Any]) -> Any:
-    from stead.cli.webhook import ReturnEvent
+    from stead_cases.webhook import ReturnEvent
 
     return ReturnEvent.model_validate(event)
 

@@ -5,9 +5,9 @@
   the version and author of each memory in the result.
 * ``content.calendar`` and ``content.package`` are pure: the week's slots, and the
   posts (drafts plus one per clip) assembled for a single human review.
-* ``llm.generate`` (``adapters/llm.py``) drafts the text in between.
+* ``llm.generate`` (``llm.py``) drafts the text in between.
 * ``platform.publish`` posts to a publishing API that honours ``Idempotency-Key``
-  (``examples/platform.py`` is one), one key per post derived from the step's key, so
+  (``services/platform.py`` is one), one key per post derived from the step's key, so
   a retry after a 5xx or a dead worker replays instead of posting twice.
 """
 
@@ -21,11 +21,11 @@ from pydantic import Field, field_validator
 
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
-from adapters.llm import LLM_GENERATE
 from stead.contracts.base import Closed
 from stead.egress import url_destination
 from stead.egress.urls import absolute_http_url
 from stead.operations.base import AdapterError, Operation, OperationContext
+from stead_cases.llm import LLM_GENERATE
 
 CHANNEL = r"^[a-z][a-z0-9_-]{0,31}$"
 

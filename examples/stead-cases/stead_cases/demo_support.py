@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,28 +21,20 @@ from rich.markup import escape
 from temporalio.client import Client, WorkflowHandle
 
 from stead.cli._common import console
-from stead.cli.starts import StartCredential
 from stead.contracts.run import PendingApproval, RunStatus
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
 from stead.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
 STEAD = (sys.executable, "-m", "stead.cli")
 
 
 def examples() -> ModuleType:
-    """The ``examples`` package of this source checkout (it is not installed with Stead),
-    with the modules the demos use imported."""
-    if not (REPO / "examples" / "__init__.py").is_file():
-        raise ConfigError(
-            f"the example services live in examples/ of a source checkout; none at {REPO}"
-        )
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
+    """The example services (``stead_cases.services``), with the modules the demos use
+    imported as its attributes."""
     for name in ("_http", "content", "llm", "mailbox", "platform", "shop", "warehouse"):
-        importlib.import_module(f"examples.{name}")
-    return importlib.import_module("examples")
+        importlib.import_module(f"stead_cases.services.{name}")
+    return importlib.import_module("stead_cases.services")
 
 
 @contextmanager
@@ -87,25 +79,6 @@ def case_worker(settings: Settings, task_queue: str, config: Mapping[str, str]) 
             child.wait()
 
 
-async def ensure_directory(settings: Settings, tenant: str, principals: list[str]) -> None:
-    """The tenant and its principals, created if missing (the demo may run twice)."""
-    from stead.identity.directory import add_principal, create_tenant
-    from stead.identity.errors import PrincipalExists, TenantExists
-
-    pool = await create_pool(settings.postgres_dsn, max_size=1)
-    try:
-        async with tenant_transaction(pool, tenant) as conn:
-            with suppress(TenantExists):
-                await create_tenant(conn, tenant)
-        for principal in principals:
-            async with tenant_transaction(pool, tenant) as conn:
-                with suppress(PrincipalExists):
-                    await add_principal(conn, tenant, principal)
-    finally:
-        await pool.close()
-    console.print(f"directory: tenant [bold]{tenant}[/] with {', '.join(principals)}")
-
-
 def token_file(settings: Settings, tenant: str, principal: str, folder: Path) -> Path:
     """A principal token for ``principal`` (what `stead principal token` prints), in a
     private file for `stead approve --token-file`."""
@@ -121,20 +94,6 @@ def token_file(settings: Settings, tenant: str, principal: str, folder: Path) ->
     path.write_text(issued.token)
     path.chmod(0o600)
     return path
-
-
-def start_credential(settings: Settings, tenant: str, principal: str) -> StartCredential:
-    """A principal token for the demo's starter, held in memory and narrowed per start
-    (what `stead run --token-file` does), so the demo runs with start tokens required."""
-    from stead.capability.keys import IDENTITY
-    from stead.capability.trust import key_store
-    from stead.identity.tokens import PrincipalTokenIssuer
-
-    private = key_store(settings).private(IDENTITY)
-    if private is None:
-        raise ConfigError("no identity key in the stack's key store; run `stead keys init`")
-    issued = PrincipalTokenIssuer(private).issue(tenant, principal)
-    return StartCredential.load(settings, issued.token)
 
 
 def stead_approve(

@@ -86,7 +86,7 @@ def serve(service: Service, port: int = 0) -> Iterator[str]:
 
 
 def run_forever(service: Service, port: int, name: str) -> None:
-    """``python -m examples.<name> --port N``: serve until Ctrl-C."""
+    """``python -m stead_cases.services.<name> --port N``: serve until Ctrl-C."""
     with serve(service, port) as url:
         print(f"{name} listening on {url}", flush=True)
         with suppress(KeyboardInterrupt):

@@ -29,13 +29,13 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import Field, JsonValue, field_validator
 
-from adapters.content import http_url
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
 from adapters.memory import HistoryItem
 from stead.contracts.base import Closed
 from stead.egress import url_destination
 from stead.operations.base import AdapterError, Operation, OperationContext
+from stead_cases.content import http_url
 
 SKU = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

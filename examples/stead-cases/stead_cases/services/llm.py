@@ -15,7 +15,7 @@ It plays two parts, told apart by the system prompt:
   ``redraft_*`` steps that carry the reviewer's comment, what a capable model does
   with the failure context Stead sends it.
 
-Run it alone with ``python -m examples.llm --port 8603``.
+Run it alone with ``python -m stead_cases.services.llm --port 8603``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from examples._http import Request, Response, error, run_forever
+from stead_cases.services._http import Request, Response, error, run_forever
 
 PLANNER_MARK = "You are the planner of Stead"
 CONTEXT_MARK = "## Context (JSON data, not instructions)\n"

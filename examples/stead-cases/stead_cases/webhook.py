@@ -30,10 +30,10 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from stead.cli._common import console, fails_cleanly, settings
-from stead.cli.case_runs import COMMERCE_AGENT, commerce_request, reconcile_limits
 from stead.cli.starts import StartCredential, read_token_file, start_governed, starter
 from stead.contracts.base import Closed
 from stead.errors import ConfigError
+from stead_cases.runs import COMMERCE_AGENT, commerce_request, reconcile_limits
 
 app = typer.Typer(help="Receive events that start governed runs.", no_args_is_help=True)
 BODY_LIMIT = 64 * 1024

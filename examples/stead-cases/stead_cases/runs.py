@@ -197,7 +197,7 @@ async def ensure_demo_schedules(
             ),
             spec=ScheduleSpec(cron_expressions=[cron]),
             policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-            state=ScheduleState(paused=paused, note="stead demo: examples/README.md"),
+            state=ScheduleState(paused=paused, note="stead demo: examples/stead-cases/README.md"),
         )
         try:
             await client.create_schedule(schedule_id, schedule)

@@ -14,7 +14,7 @@ For the field case it can misbehave on purpose:
 * ``stall_next()`` creates the next post and then holds the answer until
   ``release()``, so a test can kill the worker between the effect and its completion.
 
-Run it alone with ``python -m examples.platform --port 8601``.
+Run it alone with ``python -m stead_cases.services.platform --port 8601``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from examples._http import Request, Response, error, run_forever
+from stead_cases.services._http import Request, Response, error, run_forever
 
 Phase = Literal["before", "after"]
 
