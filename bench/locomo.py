@@ -46,7 +46,7 @@ from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
 from stead.db.pool import create_pool, tenant_transaction
 from stead.embeddings import MiniLmEmbedder
-from stead.memory import Provenance, RecallQuery, RememberRequest, store, when
+from stead.memory import Provenance, RecallQuery, RememberRequest, cues, store, when
 from stead.memory.fusion import Fusion
 from stead.memory.service import MemoryService
 from stead.vector import EdgeVectorIndex
@@ -222,6 +222,8 @@ class Candidates:
     vector: list[tuple[str, float]]
     lexical: list[tuple[str, float]]
     in_period: set[str]
+    about_subject: set[str]
+    neighbours: dict[str, tuple[str, ...]]
     key_of: dict[str, str]
 
 
@@ -357,11 +359,14 @@ async def candidates(
         ids = list(dict.fromkeys([h.id for h in hits] + [i for i, _ in lexical]))
         rows = {r["id"]: r for r in await store.versions_by_id(conn, tenant, ids)}
     periods = when.windows(q.text)
+    question = cues.words(q.text)
     return Candidates(
         q,
         [(h.id, h.score) for h in hits],
         lexical,
         {i for i in ids if when.in_any(rows[i]["valid_from"], periods)},
+        {i for i in ids if cues.names_subject(question, rows[i]["content"])},
+        cues.neighbours({i: (rows[i]["namespace"], rows[i]["key"]) for i in ids}),
         {i: rows[i]["key"] for i in ids},
     )
 
@@ -371,15 +376,29 @@ def tuning(replay: list[tuple[int, Candidates]], current: Fusion) -> list[str]:
     weights on the held-out ones (shown, never used to choose)."""
     grid = [
         Fusion(
-            method="rrf", rank_constant=c, vector_weight=wv, lexical_weight=1 - wv, time_bonus=tb
+            method="rrf",
+            rank_constant=c,
+            vector_weight=wv,
+            lexical_weight=1 - wv,
+            subject_bonus=sb,
+            neighbour_share=ns,
         )
-        for c in (5.0, 20.0, 60.0)
-        for wv in (0.2, 0.35, 0.5, 0.65)
-        for tb in (0.0, 0.005, 0.01, 0.03)
+        for c in (20.0, 60.0)
+        for wv in (0.35, 0.5)
+        for sb in (0.0, 0.01)
+        for ns in (0.0, 0.2)
     ] + [
-        Fusion(method="convex", vector_weight=wv, lexical_weight=1 - wv, time_bonus=tb)
-        for wv in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-        for tb in (0.0, 0.05, 0.1, 0.2, 0.4)
+        Fusion(
+            vector_weight=wv,
+            lexical_weight=1 - wv,
+            time_bonus=tb,
+            subject_bonus=sb,
+            neighbour_share=ns,
+        )
+        for wv in (0.3, 0.4, 0.5, 0.6)
+        for tb in (0.1, 0.2)
+        for sb in (0.0, 0.2, 0.3, 0.4)
+        for ns in (0.0, 0.2, 0.3)
     ]
 
     def score(f: Fusion, tuned: bool) -> float:
@@ -387,8 +406,9 @@ def tuning(replay: list[tuple[int, Candidates]], current: Fusion) -> list[str]:
         for number, c in replay:
             if (number in TUNED_ON) != tuned:
                 continue
-            fused = [c.key_of[i] for i, _ in f.fuse(c.vector, c.lexical, c.in_period)][:5]
-            r5.append(len(c.question.evidence & set(fused)) / len(c.question.evidence))
+            fused = f.fuse(c.vector, c.lexical, c.in_period, c.about_subject, c.neighbours)
+            top = [c.key_of[i] for i, _ in fused][:5]
+            r5.append(len(c.question.evidence & set(top)) / len(c.question.evidence))
         return mean(r5)
 
     results = sorted(((score(f, True), score(f, False), f) for f in grid), key=lambda r: -r[0])
@@ -396,8 +416,8 @@ def tuning(replay: list[tuple[int, Candidates]], current: Fusion) -> list[str]:
     rows = [
         [
             f"{f.method} c={f.rank_constant:g} wv={f.vector_weight:g} "
-            f"wl={f.lexical_weight:g} time={f.time_bonus:g}"
-            + (" (current)" if f == current else ""),
+            f"wl={f.lexical_weight:g} time={f.time_bonus:g} subject={f.subject_bonus:g} "
+            f"neighbour={f.neighbour_share:g}" + (" (current)" if f == current else ""),
             f"{tuned:.3f}",
             f"{held:.3f}",
         ]

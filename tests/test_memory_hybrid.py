@@ -10,6 +10,7 @@ lexical path had nothing at all.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,7 @@ import pytest_asyncio
 
 from stead.db.pool import tenant_transaction
 from stead.memory import store
+from stead.memory.fusion import DEFAULT_FUSION
 from stead.memory.service import MemoryService
 from stead.settings import Settings
 from stead.vector import EdgeVectorIndex, QdrantServerIndex, VectorPayload, VectorPoint
@@ -110,6 +112,60 @@ async def test_a_period_named_in_the_question_prefers_memories_of_that_time(
 
     assert result.items[0].key == "2024-3"
     assert result.items[0].valid_from == datetime(2024, 3, 12, tzinfo=UTC)
+
+
+async def test_a_question_naming_a_subject_prefers_memories_about_it(
+    service: MemoryService,
+) -> None:
+    tenant = new_tenant()
+    turns = {
+        "t1": "Caroline: I signed up for the pottery course at the community centre.",
+        "t2": "Melanie: Caroline, which pottery class did you sign up for?",
+        "t3": "Melanie: I spent the weekend camping with the kids.",
+        "t4": "Melanie: The kids loved the museum trip on Sunday.",
+        "t5": "Caroline: Work has been busy, but the team is great.",
+        "t6": "Melanie: I have been reading a lot of mystery novels lately.",
+        "t7": "Melanie: Our dog learned to fetch the newspaper.",
+    }
+    for key, text in turns.items():
+        await service.remember(remember(tenant, "chat", key, text))
+    question = "Which pottery class did Caroline sign up for?"
+
+    result = await service.recall(query(tenant, question, k=3))
+
+    # Term matching alone prefers the turn that repeats the words; it is Melanie's.
+    assert (await lexical_keys(service, tenant, question))[0] == "t2"
+    assert result.items[0].key == "t1"
+
+
+async def test_the_turn_after_a_matching_question_comes_back_as_its_neighbour(
+    service: MemoryService,
+) -> None:
+    tenant = new_tenant()
+    turns = [
+        "Why did you choose the red kayak over the canoe?",
+        "It reminds me of summers with my dad, he had the same one.",
+        "The weather forecast says rain for the whole week.",
+        "We finally drove up to the lake house on Saturday.",
+        "My sister started a new job at the hospital.",
+        "I baked bread with the kids this morning.",
+    ]
+    for n, text in enumerate(turns, start=1):
+        await service.remember(remember(tenant, "chat", f"S1:{n}", text))
+    question = "Why did she choose the red kayak?"
+    without = MemoryService(
+        service.pool,
+        service.index,
+        service.embedder,
+        fusion=replace(DEFAULT_FUSION, neighbour_share=0),
+    )
+
+    result = await service.recall(query(tenant, question, k=2))
+    alone = await without.recall(query(tenant, question, k=2))
+
+    assert "S1:2" not in await lexical_keys(service, tenant, question)  # no word in common
+    assert [i.key for i in alone.items] != ["S1:1", "S1:2"]  # the cue is what finds it
+    assert [i.key for i in result.items] == ["S1:1", "S1:2"]
 
 
 async def test_stale_and_erased_versions_never_surface_through_either_path(

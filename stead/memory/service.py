@@ -10,6 +10,7 @@ Postgres is unavailable, nothing answers, and the error says why.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -24,7 +25,7 @@ from stead.audit.log import AuditEvent, append_event
 from stead.contracts.run import canonical_json
 from stead.db.pool import tenant_transaction
 from stead.embeddings.base import Embedder, EmbeddingUnavailable
-from stead.memory import store, when
+from stead.memory import cues, store, when
 from stead.memory.contracts import (
     Consistency,
     EraseResult,
@@ -346,7 +347,9 @@ class MemoryService:
 
         Hybrid: the vector index (meaning) and BM25 over Postgres full text (exact
         terms) each propose candidates, fused (`fusion.py`), with a bonus for event
-        times in a period the question names (`when.py`). Every candidate of either
+        times in a period the question names (`when.py`), for a subject label the
+        question names, and a share of a sequence neighbour's score (`cues.py`); the
+        embedding and vector search overlap the lexical query. Every candidate of either
         path is checked against Postgres in the same transaction: only versions of this
         tenant current now (or at `q.as_of`) leave. With the index or the model
         unavailable the lexical path answers alone and the result says `degraded`.
@@ -358,25 +361,30 @@ class MemoryService:
         )
         depth = max(self.fusion.depth, q.k * 4 + 8)
         consistency = await self.consistency(q.tenant, q.namespaces)
-        vector, hits = await self._nearest(q, depth)
         with db_errors("recall"):
             async with tenant_transaction(self._pool, q.tenant) as conn:
-                lexical = await store.lexical(
-                    conn,
-                    q.tenant,
-                    q.query,
-                    namespaces=q.namespaces,
-                    since=since,
-                    sensitivities=cleared(q.clearance),
-                    limit=depth,
-                    valid_at=q.valid_at,
-                    as_of=q.as_of,
-                )
-                pending = (
-                    await store.unindexed(conn, q.tenant, q.namespaces, FRESH_LIMIT)
-                    if q.as_of is None
-                    else []
-                )
+                # The query's embedding and vector search run while Postgres ranks the
+                # lexical candidates: the two paths overlap instead of adding up.
+                nearest = asyncio.create_task(self._nearest(q, depth))
+                try:
+                    lexical = await store.lexical(
+                        conn,
+                        q.tenant,
+                        q.query,
+                        namespaces=q.namespaces,
+                        since=since,
+                        sensitivities=cleared(q.clearance),
+                        limit=depth,
+                        valid_at=q.valid_at,
+                        as_of=q.as_of,
+                    )
+                    pending = (
+                        await store.unindexed(conn, q.tenant, q.namespaces, FRESH_LIMIT)
+                        if q.as_of is None
+                        else []
+                    )
+                finally:
+                    vector, hits = await nearest
                 wanted = list(dict.fromkeys([h.id for h in hits] + [i for i, _ in lexical]))
                 rows = {
                     r["id"]: r
@@ -396,14 +404,15 @@ class MemoryService:
             ranked_vector = await self._with_unindexed(ranked_vector, vector, pending, rows)
         ranked_lexical = [(i, score) for i, score in lexical if i in rows and rows[i]["live"]]
         periods = when.windows(q.query)
-        in_period = {
-            i
-            for i, _ in (*ranked_vector, *ranked_lexical)
-            if when.in_any(rows[i]["valid_from"], periods)
-        }
+        question = cues.words(q.query)
+        candidates = {i for i, _ in (*ranked_vector, *ranked_lexical)}
+        in_period = {i for i in candidates if when.in_any(rows[i]["valid_from"], periods)}
+        about = {i for i in candidates if cues.names_subject(question, rows[i]["content"])}
+        near = cues.neighbours({i: (rows[i]["namespace"], rows[i]["key"]) for i in candidates})
         items: list[RecallItem] = []
         withheld = 0
-        for cid, score in self.fusion.fuse(ranked_vector, ranked_lexical, in_period):
+        fused = self.fusion.fuse(ranked_vector, ranked_lexical, in_period, about, near)
+        for cid, score in fused:
             row = rows[cid]
             if not _in_scope(row, q, since):
                 continue
