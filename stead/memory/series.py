@@ -44,15 +44,29 @@ _WRITTEN = """
 SELECT series, labels::text AS labels, observed_at, value FROM observations
 WHERE tenant = $1 AND request_key = $2
 """
+_WRITTEN_MANY = """
+SELECT request_key, series, labels::text AS labels, observed_at, value FROM observations
+WHERE tenant = $1 AND request_key = ANY($2::text[])
+"""
 # Rows combine the same way whatever their resolution: raw points are rollups of one.
+# Buckets align to Monday 2000-01-03 00:00 UTC, so a 1w bucket is an ISO week (hours and
+# days align as they would to any midnight). With a label to group by ($7), each value of
+# it is its own series; with `last` ($8), only the newest rows of each group count.
 _WINDOW = """
-SELECT date_bin($4::interval, observed_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-       sum(samples) AS samples, sum(sum_value) AS total, min(min_value) AS low,
+WITH picked AS (
+    SELECT *, labels ->> $7::text AS grp,
+           row_number() OVER (PARTITION BY labels ->> $7::text
+                              ORDER BY observed_at DESC, id DESC) AS nth
+    FROM observations
+    WHERE tenant = $1 AND series = $2 AND labels @> $3::text::jsonb
+      AND observed_at >= $5 AND observed_at < $6
+)
+SELECT date_bin($4::interval, observed_at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS bucket,
+       grp, sum(samples) AS samples, sum(sum_value) AS total, min(min_value) AS low,
        max(max_value) AS high, (array_agg(value ORDER BY observed_at DESC, id DESC))[1] AS last
-FROM observations
-WHERE tenant = $1 AND series = $2 AND labels @> $3::text::jsonb
-  AND observed_at >= $5 AND observed_at < $6
-GROUP BY 1 ORDER BY 1
+FROM picked
+WHERE $8::int IS NULL OR nth <= $8::int
+GROUP BY 2, 1 ORDER BY 2 NULLS FIRST, 1
 """
 _RETAIN = """
 INSERT INTO observation_retention (tenant, series, raw_days, rollup, keep_days, updated_by)
@@ -79,41 +93,22 @@ class SeriesStore:
     async def observe(self, req: ObserveRequest) -> ObserveResult:
         """Append a point; with a `request_key`, a repeat returns the first point
         (`created=False`), and a different point under the same key is refused."""
-        at = req.observed_at or datetime.now(UTC)
-        labels = json.dumps(req.labels, sort_keys=True)
-        p = req.provenance
+        return (await self.observe_many([req]))[0]
+
+    async def observe_many(self, reqs: list[ObserveRequest]) -> list[ObserveResult]:
+        """Append points of one tenant in one transaction: all commit or none do, so a
+        step that records a batch (one point per SKU) is retried or reconciled whole."""
+        tenants = {r.tenant for r in reqs}
+        if len(tenants) > 1:
+            raise ValueError(f"one batch of observations is one tenant's, not {sorted(tenants)}")
+        if not reqs:
+            return []
+        results = []
         with db_errors("observe"):
-            async with tenant_transaction(self._pool, req.tenant) as conn:
-                row = await conn.fetchrow(
-                    _INSERT,
-                    req.tenant,
-                    req.series,
-                    labels,
-                    at,
-                    req.value,
-                    p.principal,
-                    p.workflow_id,
-                    p.run_id,
-                    p.step_id,
-                    req.request_key,
-                )
-                created = row is not None
-                if row is None:
-                    row = await conn.fetchrow(_WRITTEN, req.tenant, req.request_key)
-        assert row is not None  # the conflict that skipped the insert is this row
-        result = _observed(row, created=created)
-        if not created and (
-            result.series != req.series
-            or result.labels != req.labels
-            or result.value != req.value
-            or (req.observed_at is not None and result.observed_at != req.observed_at)
-        ):
-            raise MemoryConflict(
-                f"request key {req.request_key!r} already wrote a different point "
-                f"({result.series} {result.labels} = {result.value}); a retry must repeat "
-                "the same observation"
-            )
-        return result
+            async with tenant_transaction(self._pool, reqs[0].tenant) as conn:
+                for req in reqs:
+                    results.append(await _insert(conn, req))
+        return results
 
     async def written(self, tenant: str, request_key: str) -> ObserveResult | None:
         """The point a request key wrote, if it committed (a step's reconcile)."""
@@ -121,6 +116,19 @@ class SeriesStore:
             async with tenant_transaction(self._pool, tenant) as conn:
                 row = await conn.fetchrow(_WRITTEN, tenant, request_key)
         return None if row is None else _observed(row, created=False)
+
+    async def written_many(
+        self, tenant: str, request_keys: list[str]
+    ) -> list[ObserveResult] | None:
+        """The points a batch's keys wrote, in key order, or None if the batch never
+        committed (its points commit together, so a batch is found whole or not at all)."""
+        with db_errors("observe lookup"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                rows = await conn.fetch(_WRITTEN_MANY, tenant, request_keys)
+        found = {row["request_key"]: _observed(row, created=False) for row in rows}
+        if not request_keys or len(found) < len(request_keys):
+            return None
+        return [found[key] for key in request_keys]
 
     async def series(self, query: SeriesQuery) -> SeriesResult:
         """The window [since, until) in buckets, one aggregate per non-empty bucket."""
@@ -143,6 +151,8 @@ class SeriesStore:
                     query.bucket,
                     query.since,
                     until,
+                    query.by,
+                    query.last,
                 )
         return SeriesResult(
             series=query.series,
@@ -175,6 +185,42 @@ class SeriesStore:
         )
 
 
+async def _insert(conn: asyncpg.Connection, req: ObserveRequest) -> ObserveResult:
+    at = req.observed_at or datetime.now(UTC)
+    labels = json.dumps(req.labels, sort_keys=True)
+    p = req.provenance
+    row = await conn.fetchrow(
+        _INSERT,
+        req.tenant,
+        req.series,
+        labels,
+        at,
+        req.value,
+        p.principal,
+        p.workflow_id,
+        p.run_id,
+        p.step_id,
+        req.request_key,
+    )
+    created = row is not None
+    if row is None:
+        row = await conn.fetchrow(_WRITTEN, req.tenant, req.request_key)
+    assert row is not None  # the conflict that skipped the insert is this row
+    result = _observed(row, created=created)
+    if not created and (
+        result.series != req.series
+        or result.labels != req.labels
+        or result.value != req.value
+        or (req.observed_at is not None and result.observed_at != req.observed_at)
+    ):
+        raise MemoryConflict(
+            f"request key {req.request_key!r} already wrote a different point "
+            f"({result.series} {result.labels} = {result.value}); a retry must repeat "
+            "the same observation"
+        )
+    return result
+
+
 def _observed(row: asyncpg.Record, *, created: bool) -> ObserveResult:
     return ObserveResult(
         series=row["series"],
@@ -195,4 +241,6 @@ def _point(row: asyncpg.Record, aggregate: str) -> SeriesPoint:
         "count": float(samples),
         "last": float(row["last"]),
     }
-    return SeriesPoint(bucket=row["bucket"], value=values[aggregate], samples=samples)
+    return SeriesPoint(
+        bucket=row["bucket"], value=values[aggregate], samples=samples, group=row["grp"]
+    )
