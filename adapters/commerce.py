@@ -29,10 +29,11 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import Field, JsonValue, field_validator
 
+from adapters.commerce_trend import SkuTrend, sku_observations, sku_trends
 from adapters.content import http_url
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
-from adapters.memory import HistoryItem
+from adapters.memory import HistoryItem, PointArgs, SeriesOpPoint
 from stead.contracts.base import Closed
 from stead.egress import url_destination
 from stead.operations.base import AdapterError, Operation, OperationContext
@@ -278,6 +279,12 @@ class ReconcileArgs(Closed):
         max_length=10,
         description="Earlier findings from memory (memory.history), oldest first.",
     )
+    trend: list[SeriesOpPoint] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Earlier runs' mismatch points by SKU (memory.series, by: sku).",
+    )
+    trend_at: int = Field(default=3, ge=2, description="Mismatched this often is a trend.")
 
 
 class PreviousRun(Closed):
@@ -298,6 +305,12 @@ class ReconcileResult(Closed):
     previous: PreviousRun | None = Field(default=None, description="What memory recalled.")
     recurring: list[str] = Field(
         default_factory=list, description="Mismatched now and in the previous reconciliation."
+    )
+    trends: list[SkuTrend] = Field(
+        default_factory=list, description="Per SKU mismatched now: first, again or a trend."
+    )
+    observations: list[PointArgs] = Field(
+        default_factory=list, description="This run's points per SKU, for memory.observe_many."
     )
     summary: str = Field(description="The findings as text, for review and memory.")
 
@@ -330,7 +343,9 @@ async def reconcile(ctx: OperationContext, args: ReconcileArgs) -> ReconcileResu
     previous = _previous(args.history)
     now = {a.sku for a in (*small, *large)}
     recurring = sorted(now & set(previous.mismatched)) if previous else []
+    trends = sku_trends(args.trend, now, trend_at=args.trend_at)
     summary = _summary(args, matched, small, large, unmatched)
+    summary += "".join(f"\n- {t.text}" for t in trends)
     if previous is not None:
         summary += (
             f"\nPrevious reconciliation (memory v{previous.version}, run "
@@ -345,6 +360,10 @@ async def reconcile(ctx: OperationContext, args: ReconcileArgs) -> ReconcileResu
         unmatched=unmatched,
         previous=previous,
         recurring=recurring,
+        trends=trends,
+        observations=sku_observations(
+            {sku: stock[sku].sellable for sku in shop.keys() & stock.keys()}, now
+        ),
         summary=summary,
     )
 
