@@ -269,6 +269,27 @@ def test_the_cli_observes_reads_windows_and_sets_retention(stack: Settings) -> N
         (4, 2),
         (9, 1),
     ]
+    newest = stead(
+        stack,
+        "series",
+        "stock.level",
+        "--tenant",
+        tenant,
+        "--until",
+        "2026-03-04T00:00",
+        "--bucket",
+        "1w",
+        "--agg",
+        "sum",
+        "--by",
+        "sku",
+        "--last",
+        "2",
+        "--json",
+    )
+    assert newest.returncode == 0, newest.stderr
+    points = json.loads(newest.stdout)["points"]
+    assert [(p["group"], p["value"], p["samples"]) for p in points] == [("A-1", 13, 2)]
     retained = stead(stack, "retention", "--tenant", tenant, "--raw-days", "1", "--json")
     assert retained.returncode == 0, retained.stderr
     assert json.loads(retained.stdout)["rolled_up"] == 3
