@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -388,13 +390,15 @@ class ObserveArgs(Closed):
     reason: str = Field(default="", max_length=2_000)
 
 
-async def observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult:
-    """Append one point; the step's idempotency key makes a retry return the first."""
-    request = ObserveRequest(
+def _point(
+    ctx: OperationContext, args: ObserveArgs | ObserveManyArgs, point: PointArgs, key: str
+) -> ObserveRequest:
+    """A point as the step writes it: provenance from the context, never from the plan."""
+    return ObserveRequest(
         tenant=ctx.tenant,
         series=args.series,
-        value=args.value,
-        labels=args.labels,
+        value=point.value,
+        labels=point.labels,
         observed_at=args.observed_at,
         provenance=Provenance(
             principal=ctx.principal,
@@ -402,16 +406,30 @@ async def observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult:
             step_id=ctx.step_id,
             reason=args.reason,
         ),
-        request_key=ctx.idempotency_key,
+        request_key=key,
     )
+
+
+@contextmanager
+def _write_errors() -> Iterator[None]:
+    """Postgres away: retry. The key already wrote something else: never retry."""
     try:
-        return await _service(ctx).observations.observe(request)
+        yield
     except MemoryUnavailable as exc:
         raise AdapterError(exc.message, retryable=True, details={"reason": "unavailable"}) from None
     except MemoryConflict as exc:
         raise AdapterError(
             exc.message, retryable=False, details={"reason": "idempotency_key_reused"}
         ) from None
+
+
+async def observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult:
+    """Append one point; the step's idempotency key makes a retry return the first."""
+    point = PointArgs(value=args.value, labels=args.labels)
+    with _write_errors():
+        return await _service(ctx).observations.observe(
+            _point(ctx, args, point, ctx.idempotency_key)
+        )
 
 
 async def reconcile_observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult | None:
@@ -449,19 +467,11 @@ def _point_requests(ctx: OperationContext, args: ObserveManyArgs) -> list[Observ
     """One request per point, keyed ``<step key>#<n>``: the same arguments (a retry's)
     give the same keys, so a retried batch finds its points instead of adding more."""
     return [
-        ObserveRequest(
-            tenant=ctx.tenant,
-            series=args.series,
-            value=point.value,
-            labels={**point.labels, **args.labels},
-            observed_at=args.observed_at,
-            provenance=Provenance(
-                principal=ctx.principal,
-                workflow_id=ctx.workflow_id,
-                step_id=ctx.step_id,
-                reason=args.reason,
-            ),
-            request_key=f"{ctx.idempotency_key}#{n}",
+        _point(
+            ctx,
+            args,
+            PointArgs(value=point.value, labels={**point.labels, **args.labels}),
+            f"{ctx.idempotency_key}#{n}",
         )
         for n, point in enumerate(args.points)
     ]
@@ -469,14 +479,8 @@ def _point_requests(ctx: OperationContext, args: ObserveManyArgs) -> list[Observ
 
 async def observe_many(ctx: OperationContext, args: ObserveManyArgs) -> ObserveManyResult:
     """Append every point in one transaction: a step per SKU would be a plan of hundreds."""
-    try:
+    with _write_errors():
         written = await _service(ctx).observations.observe_many(_point_requests(ctx, args))
-    except MemoryUnavailable as exc:
-        raise AdapterError(exc.message, retryable=True, details={"reason": "unavailable"}) from None
-    except MemoryConflict as exc:
-        raise AdapterError(
-            exc.message, retryable=False, details={"reason": "idempotency_key_reused"}
-        ) from None
     return ObserveManyResult(
         series=args.series, observed=len(written), created=sum(p.created for p in written)
     )
