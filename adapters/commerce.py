@@ -14,7 +14,9 @@ adjustment of every ``shop.adjust_stock`` step against the tenant's limits in OP
 and holds the step for a human when any is over. Stale limits therefore escalate
 more, never less. Given earlier findings from memory (``memory.history``), it also
 names the SKUs that were mismatched last time too, and the playbook remembers this
-run's findings (``memory.remember`` with ``data``) for the next one.
+run's findings (``memory.remember`` with ``data``) for the next one. Given the earlier runs'
+mismatch points per SKU (``memory.series``), it also says whether each mismatch is a
+first, a repeat or a trend (``adapters/commerce_trend.py``).
 
 ``shop.adjust_stock`` sends one adjustment per SKU under an ``Idempotency-Key``
 derived from the step's, so a retry or a dead worker never adjusts twice.
