@@ -131,6 +131,8 @@ async def test_the_cli_prints_the_weeks_of_one_tenant_as_json(
     assert f"{year}-W{week:02d}" in table.stdout and "1000" not in table.stdout
     refused = stead_slo(stack, "--tenant", a, "--weeks", "0")
     assert refused.returncode == 2 and "--weeks" in refused.stderr
+    mixed = stead_slo(stack, "--tenant", a, "--weeks", "3", "--actions")
+    assert mixed.returncode == 2 and "--actions on its own" in mixed.stderr
 
 
 async def test_a_finished_run_records_its_value_once(worker: WorkerHandle) -> None:

@@ -82,6 +82,8 @@ def slo(
     With --weeks N, only the value per ISO week: {tenant, series, total, tenants.<id>},
     each a list of {week, starts, minutes_saved, runs}, oldest first (stead/slo/value.py).
     """
+    if weeks is not None and actions:
+        raise typer.BadParameter("--weeks prints value per week only; run --actions on its own")
     cfg = settings()
     if weeks is not None:
         found = asyncio.run(
