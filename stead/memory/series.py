@@ -51,23 +51,29 @@ WHERE tenant = $1 AND request_key = ANY($2::text[])
 # Rows combine the same way whatever their resolution: raw points are rollups of one.
 # Buckets align to Monday 2000-01-03 00:00 UTC, so a 1w bucket is an ISO week (hours and
 # days align as they would to any midnight). With a label to group by ($7), each value of
-# it is its own series; with `last` ($8), only the newest rows of each group count.
-_WINDOW = """
-WITH picked AS (
-    SELECT *, labels ->> $7::text AS grp,
-           row_number() OVER (PARTITION BY labels ->> $7::text
-                              ORDER BY observed_at DESC, id DESC) AS nth
-    FROM observations
+# it is its own series; with `last` ($8), only the newest rows of each group count (a
+# window function, so only then: it sorts every row of the window).
+_IN_WINDOW = """
+    SELECT *, labels ->> $7::text AS grp FROM observations
     WHERE tenant = $1 AND series = $2 AND labels @> $3::text::jsonb
       AND observed_at >= $5 AND observed_at < $6
-)
+"""
+_NEWEST_IN_WINDOW = f"""
+    SELECT * FROM (
+        SELECT w.*, row_number() OVER (PARTITION BY grp ORDER BY observed_at DESC, id DESC) AS nth
+        FROM ({_IN_WINDOW}) w
+    ) numbered WHERE nth <= $8::int
+"""
+_BUCKETS = """
+WITH picked AS ({picked})
 SELECT date_bin($4::interval, observed_at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS bucket,
        grp, sum(samples) AS samples, sum(sum_value) AS total, min(min_value) AS low,
        max(max_value) AS high, (array_agg(value ORDER BY observed_at DESC, id DESC))[1] AS last
 FROM picked
-WHERE $8::int IS NULL OR nth <= $8::int
 GROUP BY 2, 1 ORDER BY 2 NULLS FIRST, 1
 """
+_WINDOW = _BUCKETS.format(picked=_IN_WINDOW)
+_WINDOW_NEWEST = _BUCKETS.format(picked=_NEWEST_IN_WINDOW)
 _RETAIN = """
 INSERT INTO observation_retention (tenant, series, raw_days, rollup, keep_days, updated_by)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -143,17 +149,11 @@ class SeriesStore:
         labels = json.dumps(query.labels, sort_keys=True)
         with db_errors("series"):
             async with tenant_transaction(self._pool, query.tenant) as conn:
-                rows = await conn.fetch(
-                    _WINDOW,
-                    query.tenant,
-                    query.series,
-                    labels,
-                    query.bucket,
-                    query.since,
-                    until,
-                    query.by,
-                    query.last,
-                )
+                args = (query.tenant, query.series, labels, query.bucket, query.since, until)
+                if query.last is None:
+                    rows = await conn.fetch(_WINDOW, *args, query.by)
+                else:
+                    rows = await conn.fetch(_WINDOW_NEWEST, *args, query.by, query.last)
         return SeriesResult(
             series=query.series,
             aggregate=query.aggregate,
