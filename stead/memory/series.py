@@ -44,6 +44,19 @@ _WRITTEN = """
 SELECT series, labels::text AS labels, observed_at, value FROM observations
 WHERE tenant = $1 AND request_key = $2
 """
+# A step's batch (every point keyed): one statement, not a round trip per point.
+_INSERT_MANY = """
+INSERT INTO observations (tenant, series, labels, observed_at, value, sum_value, min_value,
+    max_value, principal, workflow_id, run_id, step_id, request_key)
+SELECT $1, p.series, p.labels::jsonb, p.observed_at, p.value, p.value, p.value, p.value,
+       p.principal, p.workflow_id, p.run_id, p.step_id, p.request_key
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[])
+     AS p(series, labels, observed_at, value, principal, workflow_id, run_id, step_id,
+          request_key)
+ON CONFLICT (tenant, request_key) DO NOTHING
+RETURNING request_key
+"""
 _WRITTEN_MANY = """
 SELECT request_key, series, labels::text AS labels, observed_at, value FROM observations
 WHERE tenant = $1 AND request_key = ANY($2::text[])
@@ -109,12 +122,12 @@ class SeriesStore:
             raise ValueError(f"one batch of observations is one tenant's, not {sorted(tenants)}")
         if not reqs:
             return []
-        results = []
+        keyed = len(reqs) > 1 and all(r.request_key is not None for r in reqs)
         with db_errors("observe"):
             async with tenant_transaction(self._pool, reqs[0].tenant) as conn:
-                for req in reqs:
-                    results.append(await _insert(conn, req))
-        return results
+                if keyed:
+                    return await _insert_keyed(conn, reqs)
+                return [await _insert(conn, req) for req in reqs]
 
     async def written(self, tenant: str, request_key: str) -> ObserveResult | None:
         """The point a request key wrote, if it committed (a step's reconcile)."""
@@ -207,7 +220,63 @@ async def _insert(conn: asyncpg.Connection, req: ObserveRequest) -> ObserveResul
         row = await conn.fetchrow(_WRITTEN, req.tenant, req.request_key)
     assert row is not None  # the conflict that skipped the insert is this row
     result = _observed(row, created=created)
-    if not created and (
+    if not created:
+        _same_or_refuse(req, result)
+    return result
+
+
+async def _insert_keyed(
+    conn: asyncpg.Connection, reqs: list[ObserveRequest]
+) -> list[ObserveResult]:
+    """Insert a keyed batch in one statement; a key that already wrote (a retry) returns
+    its point, and one that wrote a different point refuses the whole batch."""
+    now = datetime.now(UTC)
+    ats = [r.observed_at or now for r in reqs]
+    rows = await conn.fetch(
+        _INSERT_MANY,
+        reqs[0].tenant,
+        [r.series for r in reqs],
+        [json.dumps(r.labels, sort_keys=True) for r in reqs],
+        ats,
+        [r.value for r in reqs],
+        [r.provenance.principal for r in reqs],
+        [r.provenance.workflow_id for r in reqs],
+        [r.provenance.run_id for r in reqs],
+        [r.provenance.step_id for r in reqs],
+        [r.request_key for r in reqs],
+    )
+    fresh = {row["request_key"] for row in rows}
+    created: list[bool] = []
+    for req in reqs:
+        created.append(req.request_key in fresh)
+        fresh.discard(req.request_key)  # a key twice in one batch: the second is a repeat
+    earlier = [r.request_key or "" for r, new in zip(reqs, created, strict=True) if not new]
+    found = {}
+    if earlier:
+        found = {
+            row["request_key"]: _observed(row, created=False)
+            for row in await conn.fetch(_WRITTEN_MANY, reqs[0].tenant, earlier)
+        }
+    results = []
+    for req, at, new in zip(reqs, ats, created, strict=True):
+        if new:
+            results.append(
+                ObserveResult(
+                    series=req.series,
+                    labels=req.labels,
+                    observed_at=at,
+                    value=req.value,
+                    created=True,
+                )
+            )
+        else:
+            results.append(_same_or_refuse(req, found[req.request_key or ""]))
+    return results
+
+
+def _same_or_refuse(req: ObserveRequest, result: ObserveResult) -> ObserveResult:
+    """The point a key already wrote, if it is the one asked for; else a conflict."""
+    if (
         result.series != req.series
         or result.labels != req.labels
         or result.value != req.value
