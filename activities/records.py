@@ -25,6 +25,7 @@ from stead.runs.scope import (
     tenant_scoped,
 )
 from stead.runs.store import record_run_started, record_run_status
+from stead.slo.value import record_run_value
 
 
 def _open_claim(req: OpenRunInput) -> ScopeClaim:
@@ -199,6 +200,7 @@ class RecordActivities:
                 finished=req.finished,
             )
             if req.finished:
+                await record_run_value(conn, tenant=req.tenant, workflow_id=req.workflow_id)
                 await append_event(
                     conn,
                     AuditEvent(

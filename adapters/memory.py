@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, JsonValue, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, JsonValue, model_validator
 
 from adapters.base import AdapterError, Operation, OperationContext
 from stead.contracts.base import Closed
 from stead.memory.contracts import (
     MAX_CONTENT,
     Aggregate,
+    LabelName,
     Labels,
     MemoryKey,
     MemoryVersion,
@@ -362,21 +365,40 @@ MEMORY_REMEMBER: Operation[RememberArgs, RememberOpResult] = Operation(
 # ---------------------------------------------------------------- time series
 
 
+RUNTIME_SERIES = "stead."
+
+
+def step_series(name: str) -> str:
+    """A series a step may write: not one the runtime records under ``stead.`` (the value
+    a run captured, which ``stead slo --weeks`` reports, must not be a plan's to claim)."""
+    if name.startswith(RUNTIME_SERIES):
+        raise ValueError(
+            f"series {name!r} is recorded by Stead itself ({RUNTIME_SERIES}*, e.g. the value "
+            "a run captured at its close); a step writes series under another name"
+        )
+    return name
+
+
+StepSeriesName = Annotated[SeriesName, AfterValidator(step_series)]
+
+
 class ObserveArgs(Closed):
-    series: SeriesName = Field(description="e.g. stock.mismatch")
+    series: StepSeriesName = Field(description="e.g. stock.mismatch")
     value: float = Field(allow_inf_nan=False)
     labels: Labels = Field(default_factory=dict, description='e.g. {"sku": "A-1"}')
     observed_at: AwareDatetime | None = Field(default=None, description="None: now.")
     reason: str = Field(default="", max_length=2_000)
 
 
-async def observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult:
-    """Append one point; the step's idempotency key makes a retry return the first."""
-    request = ObserveRequest(
+def _point(
+    ctx: OperationContext, args: ObserveArgs | ObserveManyArgs, point: PointArgs, key: str
+) -> ObserveRequest:
+    """A point as the step writes it: provenance from the context, never from the plan."""
+    return ObserveRequest(
         tenant=ctx.tenant,
         series=args.series,
-        value=args.value,
-        labels=args.labels,
+        value=point.value,
+        labels=point.labels,
         observed_at=args.observed_at,
         provenance=Provenance(
             principal=ctx.principal,
@@ -384,16 +406,30 @@ async def observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult:
             step_id=ctx.step_id,
             reason=args.reason,
         ),
-        request_key=ctx.idempotency_key,
+        request_key=key,
     )
+
+
+@contextmanager
+def _write_errors() -> Iterator[None]:
+    """Postgres away: retry. The key already wrote something else: never retry."""
     try:
-        return await _service(ctx).observations.observe(request)
+        yield
     except MemoryUnavailable as exc:
         raise AdapterError(exc.message, retryable=True, details={"reason": "unavailable"}) from None
     except MemoryConflict as exc:
         raise AdapterError(
             exc.message, retryable=False, details={"reason": "idempotency_key_reused"}
         ) from None
+
+
+async def observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult:
+    """Append one point; the step's idempotency key makes a retry return the first."""
+    point = PointArgs(value=args.value, labels=args.labels)
+    with _write_errors():
+        return await _service(ctx).observations.observe(
+            _point(ctx, args, point, ctx.idempotency_key)
+        )
 
 
 async def reconcile_observe(ctx: OperationContext, args: ObserveArgs) -> ObserveResult | None:
@@ -404,6 +440,68 @@ async def reconcile_observe(ctx: OperationContext, args: ObserveArgs) -> Observe
         raise AdapterError(exc.message, retryable=True, details={"reason": "unavailable"}) from None
 
 
+class PointArgs(Closed):
+    value: float = Field(allow_inf_nan=False)
+    labels: Labels = Field(default_factory=dict, description='e.g. {"sku": "A-1"}')
+
+
+class ObserveManyArgs(Closed):
+    series: StepSeriesName = Field(description="e.g. commerce.sku")
+    points: list[PointArgs] = Field(
+        max_length=5_000, description="One per label set, e.g. an earlier step's output by $ref."
+    )
+    labels: Labels = Field(default_factory=dict, description="Added to every point's labels.")
+    observed_at: AwareDatetime | None = Field(default=None, description="None: now.")
+    reason: str = Field(default="", max_length=2_000)
+
+
+class ObserveManyResult(Closed):
+    """Counts only: the points are in memory, and history stays small."""
+
+    series: str
+    observed: int
+    created: int = Field(description="Fewer than observed when an earlier attempt wrote them.")
+
+
+def _point_requests(ctx: OperationContext, args: ObserveManyArgs) -> list[ObserveRequest]:
+    """One request per point, keyed ``<step key>#<n>``: the same arguments (a retry's)
+    give the same keys, so a retried batch finds its points instead of adding more."""
+    return [
+        _point(
+            ctx,
+            args,
+            PointArgs(value=point.value, labels={**point.labels, **args.labels}),
+            f"{ctx.idempotency_key}#{n}",
+        )
+        for n, point in enumerate(args.points)
+    ]
+
+
+async def observe_many(ctx: OperationContext, args: ObserveManyArgs) -> ObserveManyResult:
+    """Append every point in one transaction: a step per SKU would be a plan of hundreds."""
+    with _write_errors():
+        written = await _service(ctx).observations.observe_many(_point_requests(ctx, args))
+    return ObserveManyResult(
+        series=args.series, observed=len(written), created=sum(p.created for p in written)
+    )
+
+
+async def reconcile_observe_many(
+    ctx: OperationContext, args: ObserveManyArgs
+) -> ObserveManyResult | None:
+    """The batch this step's key wrote (all its points commit together), or None."""
+    keys = [r.request_key or "" for r in _point_requests(ctx, args)]
+    if not keys:
+        return None
+    try:
+        found = await _service(ctx).observations.written_many(ctx.tenant, keys)
+    except MemoryUnavailable as exc:
+        raise AdapterError(exc.message, retryable=True, details={"reason": "unavailable"}) from None
+    if found is None:
+        return None
+    return ObserveManyResult(series=args.series, observed=len(found), created=0)
+
+
 class SeriesArgs(Closed):
     series: SeriesName
     labels: Labels = Field(default_factory=dict, description="Only points with these labels.")
@@ -411,6 +509,12 @@ class SeriesArgs(Closed):
     until: AwareDatetime | None = Field(default=None, description="None: now.")
     bucket: str = Field(default="1d", description="Bucket width: 15m, 1h, 1d, 1w.")
     aggregate: Aggregate = "avg"
+    by: LabelName | None = Field(
+        default=None, description="Group by this label: each of its values (e.g. each sku)."
+    )
+    last: int | None = Field(
+        default=None, ge=1, le=10_000, description="Only the newest this many points per group."
+    )
 
     @model_validator(mode="after")
     def _spans(self) -> SeriesArgs:
@@ -423,6 +527,7 @@ class SeriesOpPoint(Closed):
     bucket: str = Field(description="Start of the bucket, ISO 8601 UTC.")
     value: float
     samples: int
+    group: str | None = Field(default=None, description="The `by` label's value.")
 
 
 class SeriesOpResult(Closed):
@@ -442,6 +547,8 @@ async def series(ctx: OperationContext, args: SeriesArgs) -> SeriesOpResult:
         until=until,
         bucket=parse_span(args.bucket),
         aggregate=args.aggregate,
+        by=args.by,
+        last=args.last,
     )
     try:
         found = await _service(ctx).observations.series(query)
@@ -453,7 +560,9 @@ async def series(ctx: OperationContext, args: SeriesArgs) -> SeriesOpResult:
         series=found.series,
         aggregate=found.aggregate,
         points=[
-            SeriesOpPoint(bucket=p.bucket.isoformat(), value=p.value, samples=p.samples)
+            SeriesOpPoint(
+                bucket=p.bucket.isoformat(), value=p.value, samples=p.samples, group=p.group
+            )
             for p in found.points
         ],
     )
@@ -477,11 +586,30 @@ MEMORY_OBSERVE: Operation[ObserveArgs, ObserveResult] = Operation(
     reconcile=reconcile_observe,
 )
 
+MEMORY_OBSERVE_MANY: Operation[ObserveManyArgs, ObserveManyResult] = Operation(
+    name="memory.observe_many",
+    description=(
+        "Record many numeric observations of one series at once (e.g. commerce.sku with one "
+        'point per SKU, labels {"sku": ..., "kind": "mismatch"}), all or none. Exactly once '
+        "per step."
+    ),
+    args_model=ObserveManyArgs,
+    result_model=ObserveManyResult,
+    run=observe_many,
+    side_effect="write",
+    risk="low",
+    idempotency="reconcile",
+    scopes=("memory:write",),
+    timeout_seconds=60.0,
+    reconcile=reconcile_observe_many,
+)
+
 MEMORY_SERIES: Operation[SeriesArgs, SeriesOpResult] = Operation(
     name="memory.series",
     description=(
         "Read a window of one of the tenant's series in buckets (15m, 1h, 1d, 1w) with one "
-        "aggregate (avg, min, max, sum, count, last), optionally only points with given labels."
+        "aggregate (avg, min, max, sum, count, last), optionally only points with given labels, "
+        "grouped by one label (by) and only the newest points of each group (last)."
     ),
     args_model=SeriesArgs,
     result_model=SeriesOpResult,

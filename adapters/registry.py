@@ -22,7 +22,13 @@ from adapters.email import EMAIL_SEND, SmtpRelay
 from adapters.files import FILES_READ, FILES_WRITE, FileSandbox
 from adapters.http import HTTP_REQUEST, new_http_client
 from adapters.mcp import mcp_operations
-from adapters.memory import MEMORY_HISTORY, MEMORY_OBSERVE, MEMORY_REMEMBER, MEMORY_SERIES
+from adapters.memory import (
+    MEMORY_HISTORY,
+    MEMORY_OBSERVE,
+    MEMORY_OBSERVE_MANY,
+    MEMORY_REMEMBER,
+    MEMORY_SERIES,
+)
 from adapters.plugins import load_plugin_operations
 from adapters.records import RECORDS_GET, RECORDS_PUT
 from adapters.sql import SQL_EXECUTE, SQL_QUERY, SqlDatabases
@@ -68,6 +74,7 @@ def builtin_operations() -> list[Operation[Any, Any]]:
         MEMORY_REMEMBER,
         MEMORY_HISTORY,
         MEMORY_OBSERVE,
+        MEMORY_OBSERVE_MANY,
         MEMORY_SERIES,
     ]
 

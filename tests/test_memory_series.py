@@ -96,6 +96,39 @@ async def test_buckets_and_every_aggregate(store: SeriesStore) -> None:
     assert await window(store, tenant, "count", bucket=timedelta(days=7)) == [4]
 
 
+async def test_grouped_by_a_label_with_only_the_newest_points_of_each(store: SeriesStore) -> None:
+    """What a reconciliation asks: per SKU, how many of its last three checks mismatched."""
+    tenant = new_tenant()
+    for day, wrong in enumerate([0, 0, 1, 1, 1]):
+        at = T0 + timedelta(days=day)
+        await observe(store, tenant, wrong, at, sku="A-1", kind="mismatch")
+        await observe(store, tenant, 40 - day, at, sku="A-1", kind="stock")
+    await observe(store, tenant, 1, T0, sku="B-2", kind="mismatch")
+    await observe(store, tenant, 1, T0 + timedelta(hours=1), kind="mismatch")  # no sku
+
+    query = SeriesQuery(
+        tenant=tenant,
+        series="stock.mismatch",
+        labels={"kind": "mismatch"},
+        since=T0,
+        until=T0 + timedelta(days=7),
+        bucket=timedelta(weeks=1),
+        aggregate="sum",
+        by="sku",
+        last=3,
+    )
+    found = (await store.series(query)).points
+    assert [(p.group, p.value, p.samples) for p in found] == [
+        (None, 1.0, 1),
+        ("A-1", 3.0, 3),
+        ("B-2", 1.0, 1),
+    ]
+    # A week bucket is the ISO week: it starts on T0, a Monday.
+    assert {p.bucket for p in found} == {T0}
+    everything = await store.series(query.model_copy(update={"by": None, "last": None}))
+    assert [(p.group, p.value, p.samples) for p in everything.points] == [(None, 5.0, 7)]
+
+
 async def test_downsampling_keeps_aggregates_and_retention_drops_old_points(
     store: SeriesStore, stack: Settings
 ) -> None:
@@ -236,6 +269,27 @@ def test_the_cli_observes_reads_windows_and_sets_retention(stack: Settings) -> N
         (4, 2),
         (9, 1),
     ]
+    newest = stead(
+        stack,
+        "series",
+        "stock.level",
+        "--tenant",
+        tenant,
+        "--until",
+        "2026-03-04T00:00",
+        "--bucket",
+        "1w",
+        "--agg",
+        "sum",
+        "--by",
+        "sku",
+        "--last",
+        "2",
+        "--json",
+    )
+    assert newest.returncode == 0, newest.stderr
+    points = json.loads(newest.stdout)["points"]
+    assert [(p["group"], p["value"], p["samples"]) for p in points] == [("A-1", 13, 2)]
     retained = stead(stack, "retention", "--tenant", tenant, "--raw-days", "1", "--json")
     assert retained.returncode == 0, retained.stderr
     assert json.loads(retained.stdout)["rolled_up"] == 3

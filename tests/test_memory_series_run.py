@@ -3,15 +3,21 @@ with ``memory.series``; a retry of the observe step (same idempotency key) adds 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
+import pytest
 from pydantic import JsonValue
 
-from adapters.base import OperationContext
+from adapters.base import AdapterError, OperationContext
 from adapters.registry import AdapterResources, default_catalog
 from stead.db.pool import create_pool
+from stead.memory import Provenance
+from stead.memory.contracts import ObserveRequest
 from stead.memory.routed import UnavailableIndex
 from stead.memory.service import MemoryService
+from stead.settings import Settings
 from tests.conftest import WorkerHandle
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 from tests.test_memory_support import EMBEDDER, admin_fetch
@@ -78,3 +84,72 @@ async def test_a_run_observes_then_reads_and_a_retry_does_not_double_count(
         tenant,
     )
     assert [tuple(r) for r in rows] == [("user:ops", handle.id, "observe")]
+
+
+POINTS: dict[str, JsonValue] = {
+    "series": "commerce.sku",
+    "points": [
+        {"value": 1, "labels": {"sku": "A-1", "kind": "mismatch"}},
+        {"value": 0, "labels": {"sku": "B-2", "kind": "mismatch"}},
+    ],
+    "labels": {"source": "test"},
+}
+
+
+async def test_a_batch_is_written_once_whole_and_a_changed_retry_writes_nothing(
+    stack: Settings,
+) -> None:
+    tenant = new_tenant()
+    pool = await create_pool(stack.postgres_dsn, min_size=1, max_size=2)
+    try:
+        service = MemoryService(pool, UnavailableIndex("not needed"), EMBEDDER)
+        ctx = OperationContext(
+            tenant=tenant,
+            principal="user:ops",
+            workflow_id="run-batch",
+            step_id="observe",
+            idempotency_key="run-batch/observe",
+            resources=AdapterResources(pool=pool, memory=service),
+        )
+        op = CATALOG.get("memory.observe_many")
+        args = CATALOG.parse_args("memory.observe_many", POINTS)
+        assert op.reconcile is not None
+        assert await op.reconcile(ctx, args) is None  # nothing committed yet
+        first = await op.run(ctx, args)
+        again = await op.run(ctx, args)
+        found = await op.reconcile(ctx, args)
+        changed: dict[str, JsonValue] = {
+            **POINTS,
+            "points": [{"value": 1, "labels": {"sku": "A-1"}}, {"value": 5}],
+        }
+        with pytest.raises(AdapterError, match="already wrote a different point"):
+            await op.run(ctx, CATALOG.parse_args("memory.observe_many", changed))
+        # All or none: a batch whose second point conflicts leaves no first point.
+        other = dataclasses.replace(ctx, step_id="other", idempotency_key="run-batch/other")
+        await service.observations.observe(
+            ObserveRequest(
+                tenant=tenant,
+                series="commerce.sku",
+                value=9,
+                provenance=Provenance(principal="user:ops"),
+                request_key="run-batch/other#1",
+            )
+        )
+        with pytest.raises(AdapterError, match="already wrote a different point"):
+            await op.run(other, args)
+    finally:
+        await pool.close()
+    assert (first.observed, first.created) == (2, 2)
+    assert (again.observed, again.created) == (2, 0)
+    assert found is not None and found.observed == 2
+    rows = await admin_fetch(
+        stack,
+        "SELECT labels::text AS labels, value, request_key FROM observations"
+        " WHERE tenant = $1 ORDER BY id",
+        tenant,
+    )
+    assert [(json.loads(r["labels"]), r["value"], r["request_key"]) for r in rows] == [
+        ({"sku": "A-1", "kind": "mismatch", "source": "test"}, 1.0, "run-batch/observe#0"),
+        ({"sku": "B-2", "kind": "mismatch", "source": "test"}, 0.0, "run-batch/observe#1"),
+        ({}, 9.0, "run-batch/other#1"),
+    ]

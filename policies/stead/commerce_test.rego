@@ -103,7 +103,8 @@ test_allow_other_operations_ignore_reconcile_limits if {
 
 # The field cases remember their findings (memory.remember, a low-risk write) and recall
 # earlier ones (memory.history, a low-risk read) without a human, under the shipped
-# tenant data (policies/stead/data.json).
+# tenant data (policies/stead/data.json); so do the commerce case's per-SKU points
+# (memory.observe_many) and the trend it reads (memory.series).
 memory_step(tenant, operation, side_effect) := {
 	"tenant": tenant,
 	"principal": "service:nightly",
@@ -117,7 +118,10 @@ memory_step(tenant, operation, side_effect) := {
 
 test_allow_the_case_tenants_to_remember_and_recall_history if {
 	every tenant in ["shop", "creator"] {
-		every op in [["memory.remember", "write"], ["memory.history", "read"]] {
+		every op in [
+			["memory.remember", "write"], ["memory.history", "read"],
+			["memory.observe_many", "write"], ["memory.series", "read"],
+		] {
 			d := step.decision with input as memory_step(tenant, op[0], op[1])
 			d.outcome == "allow"
 		}

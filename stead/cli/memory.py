@@ -528,6 +528,12 @@ def series_window(
     ] = None,
     bucket: Annotated[str, typer.Option(help="Bucket width: 15m, 1h, 1d, 1w.")] = "1d",
     agg: Annotated[str, typer.Option("--agg", help="avg, min, max, sum, count or last.")] = "avg",
+    by: Annotated[
+        str | None, typer.Option(help="Group by this label, e.g. sku: a series per value.")
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option(help="Only the newest N points (of each group).")
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """One aggregate per bucket over a window of a series (empty buckets left out)."""
@@ -541,6 +547,8 @@ def series_window(
         until=end,
         bucket=_span(bucket, "--bucket"),
         aggregate=agg,
+        by=by,
+        last=last,
     )
 
     async def read(store: SeriesStore) -> SeriesResult:
@@ -554,10 +562,11 @@ def series_window(
         print_json(result.model_dump(mode="json"))
         return
     table = Table(title=f"{tenant} {series} ({agg} per {bucket})")
-    for col in ("bucket", agg, "samples"):
+    for col in ((by,) if by else ()) + ("bucket", agg, "samples"):
         table.add_column(col)
     for p in result.points:
-        table.add_row(f"{p.bucket:%Y-%m-%d %H:%M}", f"{p.value:g}", str(p.samples))
+        group = (p.group or "-",) if by else ()
+        table.add_row(*group, f"{p.bucket:%Y-%m-%d %H:%M}", f"{p.value:g}", str(p.samples))
     console.print(table)
 
 

@@ -11,7 +11,8 @@ across all tenants needs the admin DSN, like ``stead audit verify`` without
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import asyncpg
 import typer
@@ -24,7 +25,10 @@ from stead.errors import ConfigError
 from stead.settings import Settings
 from stead.slo.actions import ActionsCost, actions_cost
 from stead.slo.report import Distribution, Figures, SloReport, compute_report
+from stead.slo.value import MAX_WEEKS, ValueWeeks, WeekValue, value_by_week
 from stead.slo.window import InvalidWindow, parse_since
+
+T = TypeVar("T")
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +61,14 @@ def slo(
             help="Also count Temporal Cloud Actions of the latest finished runs (asks Temporal).",
         ),
     ] = False,
+    weeks: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_WEEKS,
+            help="Instead: value captured (minutes saved) per ISO week, the last N weeks.",
+        ),
+    ] = None,
 ) -> None:
     """Latency p50/p95, cost per run, failure rate, recovery, overrides, approval wait, value.
 
@@ -67,8 +79,21 @@ def slo(
     stead/slo/report.py). Percentiles are nearest-rank; null means nothing to measure.
     With --actions, temporal_actions {runs_counted, total, per_run, per_step}: what the
     latest finished runs (at most 200) cost in Temporal Cloud Actions (stead/slo/actions.py).
+    With --weeks N, only the value per ISO week: {tenant, series, total, tenants.<id>},
+    each a list of {week, starts, minutes_saved, runs}, oldest first (stead/slo/value.py).
     """
+    if weeks is not None and actions:
+        raise typer.BadParameter("--weeks prints value per week only; run --actions on its own")
     cfg = settings()
+    if weeks is not None:
+        found = asyncio.run(
+            _read(cfg, tenant, lambda c: value_by_week(c, tenant=tenant, weeks=weeks))
+        )
+        if json_out:
+            print_json(found.model_dump(mode="json"))
+        else:
+            _print_weeks(found)
+        return
     if actions:
         report, cost = with_client(lambda client: _report(cfg, tenant, since, client), cfg)
     else:
@@ -92,11 +117,19 @@ async def _report(
         start = report.scope.window_start
         return report, await actions_cost(conn, client, tenant=tenant, window_start=start)
 
+    return await _read(cfg, tenant, both)
+
+
+async def _read(
+    cfg: Settings, tenant: str | None, read: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    """``read`` in one tenant's transaction (app role, RLS), or across all tenants as
+    admin in one read-only snapshot."""
     if tenant is not None:
         pool = await create_pool(cfg.postgres_dsn, min_size=1, max_size=1)
         try:
             async with tenant_transaction(pool, tenant) as conn:
-                return await both(conn)
+                return await read(conn)
         finally:
             await pool.close()
     if not cfg.postgres_admin_dsn:
@@ -112,7 +145,7 @@ async def _report(
         # Read-only and one snapshot: the admin role could write, and every query
         # must see the same rows.
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await both(conn)
+            return await read(conn)
     finally:
         await conn.close()
 
@@ -204,3 +237,28 @@ def _print(report: SloReport, cost: ActionsCost | None = None) -> None:
             f"{f.minutes_saved:g}",
         )
     console.print(per_tenant)
+
+
+def _print_weeks(found: ValueWeeks) -> None:
+    who = f"tenant {found.tenant}" if found.tenant else "all tenants"
+    table = Table(title=f"Value captured by {who}, per ISO week ({found.series})")
+    table.add_column("week", no_wrap=True)
+    table.add_column("from", no_wrap=True)
+    table.add_column("minutes saved", justify="right")
+    table.add_column("runs", justify="right")
+    others = {} if found.tenant else found.tenants
+    for name in others:
+        table.add_column(name, justify="right")
+    for n, week in enumerate(found.total):
+        table.add_row(
+            week.week,
+            f"{week.starts:%Y-%m-%d}",
+            f"{week.minutes_saved:g}",
+            str(week.runs),
+            *(_minutes(per[n]) for per in others.values()),
+        )
+    console.print(table)
+
+
+def _minutes(week: WeekValue) -> str:
+    return f"{week.minutes_saved:g}"

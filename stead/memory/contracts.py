@@ -322,12 +322,27 @@ class SeriesQuery(Closed):
     until: AwareDatetime | None = Field(default=None, description="None: now.")
     bucket: timedelta = Field(default=timedelta(days=1), gt=timedelta(0))
     aggregate: Aggregate = "avg"
+    by: LabelName | None = Field(
+        default=None, description="A label whose every value is its own series (e.g. sku)."
+    )
+    last: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Only the newest this many rows (of each group) in the window count.",
+    )
 
 
 class SeriesPoint(Closed):
-    bucket: datetime = Field(description="Start of the bucket (buckets align to 2000-01-01 UTC).")
+    bucket: datetime = Field(
+        description="Start of the bucket (buckets align to Monday 2000-01-03 UTC, so 1w "
+        "buckets are ISO weeks)."
+    )
     value: float
     samples: int = Field(description="Raw points the bucket combines.")
+    group: str | None = Field(
+        default=None, description="The `by` label's value; None without `by` (or unlabelled)."
+    )
 
 
 class SeriesResult(Closed):

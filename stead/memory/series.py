@@ -44,16 +44,49 @@ _WRITTEN = """
 SELECT series, labels::text AS labels, observed_at, value FROM observations
 WHERE tenant = $1 AND request_key = $2
 """
-# Rows combine the same way whatever their resolution: raw points are rollups of one.
-_WINDOW = """
-SELECT date_bin($4::interval, observed_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-       sum(samples) AS samples, sum(sum_value) AS total, min(min_value) AS low,
-       max(max_value) AS high, (array_agg(value ORDER BY observed_at DESC, id DESC))[1] AS last
-FROM observations
-WHERE tenant = $1 AND series = $2 AND labels @> $3::text::jsonb
-  AND observed_at >= $5 AND observed_at < $6
-GROUP BY 1 ORDER BY 1
+# A step's batch (every point keyed): one statement, not a round trip per point.
+_INSERT_MANY = """
+INSERT INTO observations (tenant, series, labels, observed_at, value, sum_value, min_value,
+    max_value, principal, workflow_id, run_id, step_id, request_key)
+SELECT $1, p.series, p.labels::jsonb, p.observed_at, p.value, p.value, p.value, p.value,
+       p.principal, p.workflow_id, p.run_id, p.step_id, p.request_key
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::float8[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::text[])
+     AS p(series, labels, observed_at, value, principal, workflow_id, run_id, step_id,
+          request_key)
+ON CONFLICT (tenant, request_key) DO NOTHING
+RETURNING request_key
 """
+_WRITTEN_MANY = """
+SELECT request_key, series, labels::text AS labels, observed_at, value FROM observations
+WHERE tenant = $1 AND request_key = ANY($2::text[])
+"""
+# Rows combine the same way whatever their resolution: raw points are rollups of one.
+# Buckets align to Monday 2000-01-03 00:00 UTC, so a 1w bucket is an ISO week (hours and
+# days align as they would to any midnight). With a label to group by ($7), each value of
+# it is its own series; with `last` ($8), only the newest rows of each group count (a
+# window function, so only then: it sorts every row of the window).
+_IN_WINDOW = """
+    SELECT *, labels ->> $7::text AS grp FROM observations
+    WHERE tenant = $1 AND series = $2 AND labels @> $3::text::jsonb
+      AND observed_at >= $5 AND observed_at < $6
+"""
+_NEWEST_IN_WINDOW = f"""
+    SELECT * FROM (
+        SELECT w.*, row_number() OVER (PARTITION BY grp ORDER BY observed_at DESC, id DESC) AS nth
+        FROM ({_IN_WINDOW}) w
+    ) numbered WHERE nth <= $8::int
+"""
+_BUCKETS = """
+WITH picked AS ({picked})
+SELECT date_bin($4::interval, observed_at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS bucket,
+       grp, sum(samples) AS samples, sum(sum_value) AS total, min(min_value) AS low,
+       max(max_value) AS high, (array_agg(value ORDER BY observed_at DESC, id DESC))[1] AS last
+FROM picked
+GROUP BY 2, 1 ORDER BY 2 NULLS FIRST, 1
+"""
+_WINDOW = _BUCKETS.format(picked=_IN_WINDOW)
+_WINDOW_NEWEST = _BUCKETS.format(picked=_NEWEST_IN_WINDOW)
 _RETAIN = """
 INSERT INTO observation_retention (tenant, series, raw_days, rollup, keep_days, updated_by)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -79,41 +112,22 @@ class SeriesStore:
     async def observe(self, req: ObserveRequest) -> ObserveResult:
         """Append a point; with a `request_key`, a repeat returns the first point
         (`created=False`), and a different point under the same key is refused."""
-        at = req.observed_at or datetime.now(UTC)
-        labels = json.dumps(req.labels, sort_keys=True)
-        p = req.provenance
+        return (await self.observe_many([req]))[0]
+
+    async def observe_many(self, reqs: list[ObserveRequest]) -> list[ObserveResult]:
+        """Append points of one tenant in one transaction: all commit or none do, so a
+        step that records a batch (one point per SKU) is retried or reconciled whole."""
+        tenants = {r.tenant for r in reqs}
+        if len(tenants) > 1:
+            raise ValueError(f"one batch of observations is one tenant's, not {sorted(tenants)}")
+        if not reqs:
+            return []
+        keyed = len(reqs) > 1 and all(r.request_key is not None for r in reqs)
         with db_errors("observe"):
-            async with tenant_transaction(self._pool, req.tenant) as conn:
-                row = await conn.fetchrow(
-                    _INSERT,
-                    req.tenant,
-                    req.series,
-                    labels,
-                    at,
-                    req.value,
-                    p.principal,
-                    p.workflow_id,
-                    p.run_id,
-                    p.step_id,
-                    req.request_key,
-                )
-                created = row is not None
-                if row is None:
-                    row = await conn.fetchrow(_WRITTEN, req.tenant, req.request_key)
-        assert row is not None  # the conflict that skipped the insert is this row
-        result = _observed(row, created=created)
-        if not created and (
-            result.series != req.series
-            or result.labels != req.labels
-            or result.value != req.value
-            or (req.observed_at is not None and result.observed_at != req.observed_at)
-        ):
-            raise MemoryConflict(
-                f"request key {req.request_key!r} already wrote a different point "
-                f"({result.series} {result.labels} = {result.value}); a retry must repeat "
-                "the same observation"
-            )
-        return result
+            async with tenant_transaction(self._pool, reqs[0].tenant) as conn:
+                if keyed:
+                    return await _insert_keyed(conn, reqs)
+                return [await _insert(conn, req) for req in reqs]
 
     async def written(self, tenant: str, request_key: str) -> ObserveResult | None:
         """The point a request key wrote, if it committed (a step's reconcile)."""
@@ -121,6 +135,19 @@ class SeriesStore:
             async with tenant_transaction(self._pool, tenant) as conn:
                 row = await conn.fetchrow(_WRITTEN, tenant, request_key)
         return None if row is None else _observed(row, created=False)
+
+    async def written_many(
+        self, tenant: str, request_keys: list[str]
+    ) -> list[ObserveResult] | None:
+        """The points a batch's keys wrote, in key order, or None if the batch never
+        committed (its points commit together, so a batch is found whole or not at all)."""
+        with db_errors("observe lookup"):
+            async with tenant_transaction(self._pool, tenant) as conn:
+                rows = await conn.fetch(_WRITTEN_MANY, tenant, request_keys)
+        found = {row["request_key"]: _observed(row, created=False) for row in rows}
+        if not request_keys or len(found) < len(request_keys):
+            return None
+        return [found[key] for key in request_keys]
 
     async def series(self, query: SeriesQuery) -> SeriesResult:
         """The window [since, until) in buckets, one aggregate per non-empty bucket."""
@@ -135,15 +162,11 @@ class SeriesStore:
         labels = json.dumps(query.labels, sort_keys=True)
         with db_errors("series"):
             async with tenant_transaction(self._pool, query.tenant) as conn:
-                rows = await conn.fetch(
-                    _WINDOW,
-                    query.tenant,
-                    query.series,
-                    labels,
-                    query.bucket,
-                    query.since,
-                    until,
-                )
+                args = (query.tenant, query.series, labels, query.bucket, query.since, until)
+                if query.last is None:
+                    rows = await conn.fetch(_WINDOW, *args, query.by)
+                else:
+                    rows = await conn.fetch(_WINDOW_NEWEST, *args, query.by, query.last)
         return SeriesResult(
             series=query.series,
             aggregate=query.aggregate,
@@ -175,6 +198,98 @@ class SeriesStore:
         )
 
 
+async def _insert(conn: asyncpg.Connection, req: ObserveRequest) -> ObserveResult:
+    at = req.observed_at or datetime.now(UTC)
+    labels = json.dumps(req.labels, sort_keys=True)
+    p = req.provenance
+    row = await conn.fetchrow(
+        _INSERT,
+        req.tenant,
+        req.series,
+        labels,
+        at,
+        req.value,
+        p.principal,
+        p.workflow_id,
+        p.run_id,
+        p.step_id,
+        req.request_key,
+    )
+    created = row is not None
+    if row is None:
+        row = await conn.fetchrow(_WRITTEN, req.tenant, req.request_key)
+    assert row is not None  # the conflict that skipped the insert is this row
+    result = _observed(row, created=created)
+    if not created:
+        _same_or_refuse(req, result)
+    return result
+
+
+async def _insert_keyed(
+    conn: asyncpg.Connection, reqs: list[ObserveRequest]
+) -> list[ObserveResult]:
+    """Insert a keyed batch in one statement; a key that already wrote (a retry) returns
+    its point, and one that wrote a different point refuses the whole batch."""
+    now = datetime.now(UTC)
+    ats = [r.observed_at or now for r in reqs]
+    rows = await conn.fetch(
+        _INSERT_MANY,
+        reqs[0].tenant,
+        [r.series for r in reqs],
+        [json.dumps(r.labels, sort_keys=True) for r in reqs],
+        ats,
+        [r.value for r in reqs],
+        [r.provenance.principal for r in reqs],
+        [r.provenance.workflow_id for r in reqs],
+        [r.provenance.run_id for r in reqs],
+        [r.provenance.step_id for r in reqs],
+        [r.request_key for r in reqs],
+    )
+    fresh = {row["request_key"] for row in rows}
+    created: list[bool] = []
+    for req in reqs:
+        created.append(req.request_key in fresh)
+        fresh.discard(req.request_key)  # a key twice in one batch: the second is a repeat
+    earlier = [r.request_key or "" for r, new in zip(reqs, created, strict=True) if not new]
+    found = {}
+    if earlier:
+        found = {
+            row["request_key"]: _observed(row, created=False)
+            for row in await conn.fetch(_WRITTEN_MANY, reqs[0].tenant, earlier)
+        }
+    results = []
+    for req, at, new in zip(reqs, ats, created, strict=True):
+        if new:
+            results.append(
+                ObserveResult(
+                    series=req.series,
+                    labels=req.labels,
+                    observed_at=at,
+                    value=req.value,
+                    created=True,
+                )
+            )
+        else:
+            results.append(_same_or_refuse(req, found[req.request_key or ""]))
+    return results
+
+
+def _same_or_refuse(req: ObserveRequest, result: ObserveResult) -> ObserveResult:
+    """The point a key already wrote, if it is the one asked for; else a conflict."""
+    if (
+        result.series != req.series
+        or result.labels != req.labels
+        or result.value != req.value
+        or (req.observed_at is not None and result.observed_at != req.observed_at)
+    ):
+        raise MemoryConflict(
+            f"request key {req.request_key!r} already wrote a different point "
+            f"({result.series} {result.labels} = {result.value}); a retry must repeat "
+            "the same observation"
+        )
+    return result
+
+
 def _observed(row: asyncpg.Record, *, created: bool) -> ObserveResult:
     return ObserveResult(
         series=row["series"],
@@ -195,4 +310,6 @@ def _point(row: asyncpg.Record, aggregate: str) -> SeriesPoint:
         "count": float(samples),
         "last": float(row["last"]),
     }
-    return SeriesPoint(bucket=row["bucket"], value=values[aggregate], samples=samples)
+    return SeriesPoint(
+        bucket=row["bucket"], value=values[aggregate], samples=samples, group=row["grp"]
+    )

@@ -14,7 +14,9 @@ adjustment of every ``shop.adjust_stock`` step against the tenant's limits in OP
 and holds the step for a human when any is over. Stale limits therefore escalate
 more, never less. Given earlier findings from memory (``memory.history``), it also
 names the SKUs that were mismatched last time too, and the playbook remembers this
-run's findings (``memory.remember`` with ``data``) for the next one.
+run's findings (``memory.remember`` with ``data``) for the next one. Given the earlier runs'
+mismatch points per SKU (``memory.series``), it also says whether each mismatch is a
+first, a repeat or a trend (``stead_cases/commerce_trend.py``).
 
 ``shop.adjust_stock`` sends one adjustment per SKU under an ``Idempotency-Key``
 derived from the step's, so a retry or a dead worker never adjusts twice.
@@ -31,10 +33,11 @@ from pydantic import Field, JsonValue, field_validator
 
 from adapters.http import HttpRequestArgs
 from adapters.http import request as http_request
-from adapters.memory import HistoryItem
+from adapters.memory import HistoryItem, PointArgs, SeriesOpPoint
 from stead.contracts.base import Closed
 from stead.egress import url_destination
 from stead.operations.base import AdapterError, Operation, OperationContext
+from stead_cases.commerce_trend import SkuTrend, sku_observations, sku_trends
 from stead_cases.content import http_url
 
 SKU = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -278,6 +281,12 @@ class ReconcileArgs(Closed):
         max_length=10,
         description="Earlier findings from memory (memory.history), oldest first.",
     )
+    trend: list[SeriesOpPoint] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Earlier runs' mismatch points by SKU (memory.series, by: sku).",
+    )
+    trend_at: int = Field(default=3, ge=2, description="Mismatched this often is a trend.")
 
 
 class PreviousRun(Closed):
@@ -298,6 +307,12 @@ class ReconcileResult(Closed):
     previous: PreviousRun | None = Field(default=None, description="What memory recalled.")
     recurring: list[str] = Field(
         default_factory=list, description="Mismatched now and in the previous reconciliation."
+    )
+    trends: list[SkuTrend] = Field(
+        default_factory=list, description="Per SKU mismatched now: first, again or a trend."
+    )
+    observations: list[PointArgs] = Field(
+        default_factory=list, description="This run's points per SKU, for memory.observe_many."
     )
     summary: str = Field(description="The findings as text, for review and memory.")
 
@@ -330,7 +345,9 @@ async def reconcile(ctx: OperationContext, args: ReconcileArgs) -> ReconcileResu
     previous = _previous(args.history)
     now = {a.sku for a in (*small, *large)}
     recurring = sorted(now & set(previous.mismatched)) if previous else []
+    trends = sku_trends(args.trend, now, trend_at=args.trend_at)
     summary = _summary(args, matched, small, large, unmatched)
+    summary += "".join(f"\n- {t.text}" for t in trends)
     if previous is not None:
         summary += (
             f"\nPrevious reconciliation (memory v{previous.version}, run "
@@ -345,6 +362,10 @@ async def reconcile(ctx: OperationContext, args: ReconcileArgs) -> ReconcileResu
         unmatched=unmatched,
         previous=previous,
         recurring=recurring,
+        trends=trends,
+        observations=sku_observations(
+            {sku: stock[sku].sellable for sku in shop.keys() & stock.keys()}, now
+        ),
         summary=summary,
     )
 

@@ -121,6 +121,10 @@ def _print_memory(status: RunStatus) -> None:
                 f"{len(before) if isinstance(before, list) else 0} mismatched; again now: "
                 + (listed or "none")
             )
+        if s.operation == "commerce.reconcile":
+            for trend in out.get("trends") or []:
+                if isinstance(trend, dict):
+                    console.print(f"  trend (time-series memory): {trend.get('text')}")
 
 
 # ------------------------------------------------------------------ content
