@@ -20,8 +20,6 @@ import pytest_asyncio
 from biscuit_auth import Biscuit, BlockBuilder, KeyPair
 from temporalio.client import WorkflowUpdateFailedError
 
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.approval_token import (
     ApprovalScope,
     exposed_revocation_ids,
@@ -30,6 +28,7 @@ from stead.contracts.approval_token import (
 from stead.contracts.run import ApprovalInput
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
+from stead.keys import IDENTITY, key_store
 from tests.conftest import WorkerHandle
 from tests.runs import configure_tenant, new_tenant, start_run, wait_pending
 from tests.test_identity_approvals import (

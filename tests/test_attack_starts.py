@@ -26,8 +26,6 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from stead.audit.log import AuditRecord, list_events
 from stead.capability.authority import utcnow
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.cli.starts import StartCredential, start_governed
 from stead.contracts.continuation import SealInput
 from stead.contracts.run import (
@@ -53,6 +51,7 @@ from stead.identity.tokens import (
     PrincipalTokenVerifier,
     scope_to_approval,
 )
+from stead.keys import IDENTITY, key_store
 from stead.runs.seal import seal, seal_problem
 from tests.conftest import REPO, WorkerHandle, subprocess_env
 from tests.record_histories import fetch_run_chain

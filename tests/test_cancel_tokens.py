@@ -17,12 +17,11 @@ import pytest_asyncio
 from biscuit_auth import KeyPair, PublicKey
 from temporalio.client import WorkflowUpdateFailedError
 
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.cancel_token import cancel_scope
 from stead.contracts.run import CancelInput, PendingApproval
 from stead.db.pool import create_pool
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_cancel
+from stead.keys import IDENTITY, key_store
 from tests.conftest import WorkerHandle
 from tests.test_identity_approvals import (
     Handle,

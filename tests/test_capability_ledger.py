@@ -19,11 +19,10 @@ from stead.capability import (
     NoAllowDecision,
     consume,
 )
-from stead.capability.keys import CAPABILITY
 from stead.capability.ledger import load_grant, spent_on, store_grant
-from stead.capability.trust import key_store
 from stead.contracts.run import Decision
 from stead.db.pool import create_pool, tenant_transaction
+from stead.keys import CAPABILITY, key_store
 from stead.runs.store import record_decision
 from stead.settings import Settings
 from tests.runs import new_tenant

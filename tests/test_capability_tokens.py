@@ -24,10 +24,10 @@ from stead.capability import (
     KeyStore,
 )
 from stead.capability.authority import AUTHORITY_BLOCK, utcnow
-from stead.capability.keys import CAPABILITY
 from stead.capability.trust import open_trust
 from stead.db.pool import create_pool
 from stead.identity.tokens import PrincipalTokenIssuer
+from stead.keys import CAPABILITY
 from stead.settings import Settings
 from tests.conftest import settings_for
 

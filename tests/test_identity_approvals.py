@@ -25,14 +25,13 @@ from typer.testing import CliRunner
 
 from stead.audit.log import AuditRecord, list_events
 from stead.capability.authority import utcnow
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.cli.identity import principal_app
 from stead.contracts.approval_token import ApprovalScope
 from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus, Verdict
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity import directory
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
+from stead.keys import IDENTITY, key_store
 from tests.conftest import REPO, WorkerHandle, subprocess_env
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
 

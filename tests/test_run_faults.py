@@ -13,8 +13,6 @@ import asyncpg
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.approval_token import ApprovalScope
 from stead.contracts.run import ApprovalInput
 from stead.db.pool import create_pool, tenant_transaction
@@ -23,6 +21,7 @@ from stead.devstack.ports import free_port
 from stead.devstack.proc import stop as stop_process
 from stead.identity import directory
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
+from stead.keys import IDENTITY, key_store
 from stead.settings import Settings
 from stead.temporal import connect
 from tests.opa_auth import stack_tokens

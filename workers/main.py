@@ -36,10 +36,10 @@ from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
 from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
-from stead.capability.keys import INTEGRITY
-from stead.capability.trust import WorkerTrust, key_store, open_trust
+from stead.capability.trust import WorkerTrust, open_trust
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
+from stead.keys import INTEGRITY, key_store
 from stead.memory.factory import open_memory_service
 from stead.memory.schedules import ensure_memory_schedules
 from stead.memory.service import MemoryService

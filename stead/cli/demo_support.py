@@ -109,9 +109,8 @@ async def ensure_directory(settings: Settings, tenant: str, principals: list[str
 def token_file(settings: Settings, tenant: str, principal: str, folder: Path) -> Path:
     """A principal token for ``principal`` (what `stead principal token` prints), in a
     private file for `stead approve --token-file`."""
-    from stead.capability.keys import IDENTITY
-    from stead.capability.trust import key_store
     from stead.identity.tokens import PrincipalTokenIssuer
+    from stead.keys import IDENTITY, key_store
 
     private = key_store(settings).private(IDENTITY)
     if private is None:
@@ -126,9 +125,8 @@ def token_file(settings: Settings, tenant: str, principal: str, folder: Path) ->
 def start_credential(settings: Settings, tenant: str, principal: str) -> StartCredential:
     """A principal token for the demo's starter, held in memory and narrowed per start
     (what `stead run --token-file` does), so the demo runs with start tokens required."""
-    from stead.capability.keys import IDENTITY
-    from stead.capability.trust import key_store
     from stead.identity.tokens import PrincipalTokenIssuer
+    from stead.keys import IDENTITY, key_store
 
     private = key_store(settings).private(IDENTITY)
     if private is None:

@@ -33,9 +33,9 @@ from stead.contracts.approval_token import (
     ApprovalScope,
     exposed_revocation_ids,
     narrowing_problem,
-    revocation_ids,
 )
 from stead.contracts.identity import ApprovalCheck, BurnedToken, BurnTokenInput, VerifyApprovalInput
+from stead.contracts.token_blocks import revocation_ids
 from stead.db.pool import tenant_transaction
 from stead.identity.admission import approval_authentication
 from stead.identity.burned import burn, burned_in

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from stead.contracts.approval_token import exposed_revocation_ids, revocation_ids
+from stead.contracts.approval_token import exposed_revocation_ids
 from stead.contracts.cancel_token import cancel_narrowing_problem, cancel_scope
 from stead.contracts.identity import ApprovalCheck, BurnTokenInput, VerifyCancelInput
+from stead.contracts.token_blocks import revocation_ids
 from stead.db.pool import tenant_transaction
 from stead.identity.admission import approval_authentication
 from stead.identity.approvals import EXPOSED, ApprovalAuthenticator, token_holder_problem
