@@ -99,7 +99,6 @@ class WorkerResources:
         continuation = ContinuationActivities(self.trust.integrity)
         return [
             greet,
-            planning.create_plan,
             planning.create_decided,
             planning.plan_window,
             policy.decide_plan,
@@ -112,7 +111,6 @@ class WorkerResources:
             records.open_run,
             continuation.seal,
             continuation.verify,
-            identity.admit_run,
             identity.verify_approval,
             identity.verify_cancel,
             identity.burn_token,
