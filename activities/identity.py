@@ -40,7 +40,7 @@ class IdentityActivities:
         self._opa = opa
         self._tokens = tokens
         self._approvals = ApprovalAuthenticator(pool, opa, tokens)
-        self._cancels = CancelAuthenticator(pool, opa, tokens, self._approvals)
+        self._cancels = CancelAuthenticator(pool, opa, tokens)
 
     async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
         """The admission half of ``runs.open`` (``RecordActivities.open_run``), which
