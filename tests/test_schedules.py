@@ -140,3 +140,25 @@ async def test_no_schedules_by_default_nor_for_test_or_demo_queues(
     for schedule_id in (REINDEX_SCHEDULE, PURGE_SCHEDULE, f"{REINDEX_SCHEDULE}/{queue}"):
         with pytest.raises(RPCError, match="not found"):
             await client.get_schedule_handle(schedule_id).describe()
+
+
+async def test_a_second_worker_repoints_the_pair_in_place(stack: Settings, namespace: str) -> None:
+    client = await connect(settings_for(stack.home, temporal_namespace=namespace))
+    first_queue, second_queue = (f"ops-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    hour = timedelta(hours=1)
+    first = await ensure_memory_schedules(
+        client, first_queue, reindex_every=timedelta(minutes=7), purge_every=hour
+    )
+    second = await ensure_memory_schedules(
+        client, second_queue, reindex_every=timedelta(minutes=3), purge_every=hour
+    )
+    try:
+        assert first == second == [REINDEX_SCHEDULE, PURGE_SCHEDULE]
+        described = await client.get_schedule_handle(REINDEX_SCHEDULE).describe()
+        action = described.schedule.action
+        assert getattr(action, "workflow", None) == REINDEX_WORKFLOW
+        assert getattr(action, "task_queue", None) == second_queue
+        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(minutes=3)]
+    finally:
+        for schedule_id in first:
+            await client.get_schedule_handle(schedule_id).delete()
