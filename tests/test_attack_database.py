@@ -99,7 +99,8 @@ async def as_admin(stack: Settings, sql: str, *args: object) -> list[asyncpg.Rec
     assert stack.postgres_admin_dsn is not None
     admin = await asyncpg.connect(stack.postgres_admin_dsn)
     try:
-        return await admin.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await admin.fetch(sql, *args)
+        return rows
     finally:
         await admin.close()
 

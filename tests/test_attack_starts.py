@@ -27,6 +27,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from stead.audit.log import AuditRecord, list_events
 from stead.capability.authority import utcnow
 from stead.cli.starts import StartCredential, start_governed
+from stead.contracts.approval_token import ApprovalScope
 from stead.contracts.continuation import SealInput
 from stead.contracts.run import (
     ApprovalInput,
@@ -46,7 +47,6 @@ from stead.identity import directory
 from stead.identity.errors import PrincipalTokenScopeMismatch
 from stead.identity.starts import StartScope, scope_to_start, verify_start
 from stead.identity.tokens import (
-    ApprovalScope,
     PrincipalTokenIssuer,
     PrincipalTokenVerifier,
     scope_to_approval,

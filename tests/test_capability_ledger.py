@@ -45,7 +45,7 @@ def authority(stack: Settings, pool: asyncpg.Pool) -> CapabilityAuthority:
 async def decide(
     pool: asyncpg.Pool, tenant: str, workflow_id: str, step_id: str, outcome: str
 ) -> str:
-    decision = Decision(decision_id=uuid.uuid4().hex, outcome=outcome, reasons=("test",))  # type: ignore[arg-type]
+    decision = Decision(decision_id=uuid.uuid4().hex, outcome=outcome, reasons=("test",))
     async with tenant_transaction(pool, tenant) as conn:
         await record_decision(
             conn,
