@@ -1,8 +1,10 @@
 """Identity checks the run workflow asks for: may this principal start a run, is this approval real.
 
-Both answer with a result (admitted or not, accepted or not, and why), so the workflow
-records a refusal once. Only an unreachable Postgres raises, and Temporal retries it;
-if it stays down the workflow refuses the run or the vote: identity fails closed.
+Admission runs inside ``runs.open``; the approval, cancel and burn checks are
+activities of their own. All answer with a result (admitted or not, accepted or not, and
+why), so the workflow records a refusal once. Only an unreachable Postgres raises, and
+Temporal retries it; if it stays down the workflow refuses the run or the vote: identity
+fails closed.
 OPA is asked at admission and again for every approval (its authentication mode is
 never taken from the workflow); if it cannot answer, approvals need tokens.
 """
@@ -38,11 +40,11 @@ class IdentityActivities:
         self._opa = opa
         self._tokens = tokens
         self._approvals = ApprovalAuthenticator(pool, opa, tokens)
-        self._cancels = CancelAuthenticator(pool, opa, tokens, self._approvals)
+        self._cancels = CancelAuthenticator(pool, opa, tokens)
 
-    @activity.defn(name=names.IDENTITY_ADMIT_RUN)
-    @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.workflow_id,), "bound"))
     async def admit_run(self, req: AdmitRunInput) -> RunAdmission:
+        """The admission half of ``runs.open`` (``RecordActivities.open_run``), which
+        checks this input's tenant scope before calling it: not an activity of its own."""
         key = None if self._tokens is None else self._tokens.public_key
         return await admit_run(self._pool, self._opa, req, key)
 

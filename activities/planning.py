@@ -50,8 +50,7 @@ class PlanningActivities:
 
     ``pool`` is where plans too large for history are stored; without one (unit tests
     of the planners) such a plan is rejected rather than sent whole. ``policy`` decides
-    plans for ``plan.create_decided``; a worker without it registers ``plan.create``
-    and ``policy.decide_plan`` only.
+    plans for ``plan.create_decided``; a worker without it cannot plan a run.
     """
 
     def __init__(
@@ -67,9 +66,9 @@ class PlanningActivities:
         self._policy = policy
         self._llm = LlmPlanner(catalog, settings)
 
-    @activity.defn(name=names.PLAN_CREATE)
-    @tenant_scoped(lambda req: ScopeClaim(req.request.tenant, (req.workflow_id,)))
     async def create_plan(self, req: PlanInput) -> Plan:
+        """The planning half of ``plan.create_decided``, which checks this input's tenant
+        scope before calling it; the planner tests call it directly."""
         plan_id = f"{req.workflow_id}/plan-{req.attempt}"
         try:
             if req.request.goal is not None:
@@ -94,7 +93,7 @@ class PlanningActivities:
         lambda req: ScopeClaim(req.plan.request.tenant, (req.plan.workflow_id, req.run.workflow_id))
     )
     async def create_decided(self, req: DecidedPlanInput) -> DecidedPlan:
-        """``plan.create`` then ``policy.decide_plan``, in one activity task.
+        """``create_plan`` then ``policy.decide_plan``, in one activity task.
 
         Half the task round trips and history events of planning, with the same code:
         the decision is made, recorded, audited and counted by

@@ -73,14 +73,15 @@ class RecordActivities:
     @activity.defn(name=names.RUNS_OPEN)
     @tenant_scoped(_open_claim)
     async def open_run(self, req: OpenRunInput) -> RunAdmission:
-        """``identity.admit_run`` and ``runs.record("planning")`` as one local activity.
+        """Admission (``IdentityActivities.admit_run``) and ``runs.record("planning")`` as
+        one local activity.
 
         One marker event and one local-activity dispatch per run instead of two, with
         the same code. Admission goes first because it only reads (it verifies the
         start token against the directory), then the workflow id is claimed: an attempt whose
         record failed repeats nothing when it is retried, and the ``run_started`` audit
         event is written by the attempt that commits the record. The workflow records
-        and audits a refusal exactly as after ``identity.admit_run``.
+        and audits a refusal like any other.
         """
         if self._identity is None:
             raise ApplicationError(

@@ -66,7 +66,7 @@ class LongRun:
     seconds: float
     events: list[int]
     largest_event: list[int]  # bytes of the largest event (a payload carrier) per run
-    plan_bytes: int  # the plan.create result: the plan (or its first window) in history
+    plan_bytes: int  # the plan.create_decided result: the plan (or its first window) in history
 
 
 def independent(n: int) -> list[dict[str, object]]:
@@ -81,7 +81,7 @@ def _plan_bytes(history: WorkflowHistory) -> int:
             scheduled[event.event_id] = name
         if event.HasField("activity_task_completed_event_attributes"):
             attrs = event.activity_task_completed_event_attributes
-            if scheduled.get(attrs.scheduled_event_id) in ("plan.create", "plan.create_decided"):
+            if scheduled.get(attrs.scheduled_event_id) == "plan.create_decided":
                 return attrs.result.ByteSize()
     return 0
 

@@ -85,3 +85,9 @@ def retire(child: subprocess.Popen[str]) -> None:
 
 def step(status: RunStatus, step_id: str) -> StepResult:
     return next(s for s in status.steps if s.step_id == step_id)
+
+
+def output(status: RunStatus, step_id: str) -> Any:
+    """A step's output, typed Any: the run records JSON whose shape only the playbook and
+    the adapter know, and the test asserts that shape."""
+    return step(status, step_id).output

@@ -27,8 +27,6 @@ from typing import Any
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.cancel_token import cancel_scope
 from stead.contracts.hello import Greeting, GreetingRequest
 from stead.contracts.run import (
@@ -45,6 +43,7 @@ from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack.stack import stack_down, stack_up
 from stead.identity import directory
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_cancel
+from stead.keys import IDENTITY, key_store
 from stead.settings import Settings
 from stead.temporal import connect
 from tests import opa_auth

@@ -100,13 +100,12 @@ async def start_authenticated_run(
     """
     from contextlib import suppress
 
-    from stead.capability.keys import IDENTITY
-    from stead.capability.trust import key_store
     from stead.db.pool import create_pool, tenant_transaction
     from stead.identity import directory
     from stead.identity.errors import PrincipalExists, TenantExists
     from stead.identity.starts import StartScope, scope_to_start
     from stead.identity.tokens import PrincipalTokenIssuer
+    from stead.keys import IDENTITY, key_store
 
     req = RunRequest(**request)
     pool = await create_pool(settings.postgres_dsn, max_size=1)

@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from stead.capability.keys import INTEGRITY
-from stead.capability.trust import key_store
 from stead.db.pool import tenant_transaction
+from stead.keys import INTEGRITY, key_store
 from stead.memory.sealing import MAINTENANCE_TTL, Sealable, seal
 from stead.runs.scope import RunScope, stamp_admission
 from stead.runs.store import record_run_started

@@ -115,22 +115,6 @@ LAYERS_ALLOWED: dict[str, frozenset[str]] = {
 # listed one that no longer occurs, so the list stays true. None today: keep it that way.
 LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
-# Import edges that close a first-party cycle today, keyed like LAYER_EXCEPTIONS. The test
-# drops them and then wants no cycle left; a listed edge that is gone fails too.
-CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("stead.audit.chain", "stead.capability"): "AuditChain.key() names the AUDIT key "
-    "(stead.capability.keys) lazily, and stead.capability.authority imports the audit chain "
-    "to verify decision rows. Fix: move the key names and key_store into a module outside "
-    "stead.capability (e.g. stead/keys.py) that imports neither",
-    ("stead.audit.chain", "stead.capability.trust"): "chain_for builds the key store through "
-    "stead.capability.trust, which imports the token verifiers that import the audit chain. "
-    "Fix: as above",
-    ("stead.contracts.approval_token", "stead.contracts.cancel_token"): "a cancel-narrowed "
-    "block counts like an approval-narrowed one when burning (lazy import), and cancel_token "
-    "reuses approval_token's block printer. Fix: move the shared block helpers "
-    "(printed_blocks, narrows_a_cancel) into one stead/contracts/token_blocks.py",
-}
-
 
 @dataclass(frozen=True)
 class Use:
@@ -474,12 +458,9 @@ def test_strongly_connected_finds_a_cycle_and_only_cycles() -> None:
 
 def test_first_party_modules_import_no_cycles() -> None:
     edges = import_edges()
-    stale = sorted(set(CYCLE_EXCEPTIONS) - set(edges))
-    assert not stale, f"listed cycle exceptions that no longer occur; remove them: {stale}"
     graph: dict[str, set[str]] = {}
     for importer, target in edges:
-        if (importer, target) not in CYCLE_EXCEPTIONS:
-            graph.setdefault(importer, set()).add(target)
+        graph.setdefault(importer, set()).add(target)
     cycles = strongly_connected(graph)
     described = []
     for component in cycles:
@@ -487,15 +468,9 @@ def test_first_party_modules_import_no_cycles() -> None:
             f"  {edges[e]}: {e[0]} → {e[1]}" for e in sorted(edges) if set(e) <= set(component)
         ]
         described.append(" ↔ ".join(component) + "\n" + "\n".join(inside))
-    assert not cycles, "first-party import cycles (break one edge):\n" + "\n".join(described)
-    # Each listed edge must still be needed: without it in the graph, it must close a cycle.
-    unneeded = []
-    for key in CYCLE_EXCEPTIONS:
-        with_it = {k: set(v) for k, v in graph.items()}
-        with_it.setdefault(key[0], set()).add(key[1])
-        if not strongly_connected(with_it):
-            unneeded.append(key)
-    assert not unneeded, f"listed cycle exceptions that close no cycle; remove them: {unneeded}"
+    assert not cycles, "first-party import cycles (move what both sides share down):\n" + (
+        "\n".join(described)
+    )
 
 
 # ---------------------------------------------------------------------- plugins

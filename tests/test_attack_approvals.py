@@ -10,29 +10,25 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from biscuit_auth import Biscuit, BlockBuilder, KeyPair
 from temporalio.client import WorkflowUpdateFailedError
 
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.approval_token import (
     ApprovalScope,
     exposed_revocation_ids,
     narrowing_problem,
 )
 from stead.contracts.run import ApprovalInput
-from stead.db.pool import create_pool, tenant_transaction
+from stead.db.pool import tenant_transaction
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
+from stead.keys import IDENTITY, key_store
 from tests.conftest import WorkerHandle
-from tests.runs import configure_tenant, new_tenant, start_run, wait_pending
-from tests.test_identity_approvals import (
+from tests.identity_support import (
     PUT,
     Handle,
     audited,
@@ -45,25 +41,13 @@ from tests.test_identity_approvals import (
     vote,
     writes,
 )
-from tests.test_identity_approvals import _identity_public_key as _identity_public_key  # autouse
+from tests.identity_support import _identity_public_key as _identity_public_key  # autouse
+from tests.identity_support import issuer as issuer
+from tests.identity_support import pool as pool
+from tests.runs import configure_tenant, new_tenant, start_run, wait_pending
 from workflows.approval_input import burnable, receive
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest_asyncio.fixture(scope="module")
-async def pool(worker: WorkerHandle) -> AsyncIterator[asyncpg.Pool]:
-    """The app role (stead_app): what an attacker holding the worker's DSN connects as."""
-    pool = await create_pool(worker.settings.postgres_dsn, max_size=3)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-def issuer(worker: WorkerHandle) -> PrincipalTokenIssuer:
-    private = key_store(worker.settings).private(IDENTITY)
-    assert private is not None
-    return PrincipalTokenIssuer(private)
 
 
 # ------------------------------------------------------------------ history
@@ -275,8 +259,11 @@ async def test_each_refusal_the_validator_used_to_swallow_now_leaves_an_audit_ro
     )
     pending = await wait_pending(handle, "put")
 
-    def token(principal: str, **scope: str) -> str:
-        return scoped(issuer.issue(tenant, principal).token, handle, pending, **scope)
+    def token(principal: str, plan_hash: str | None = None) -> str:
+        bare = issuer.issue(tenant, principal).token
+        if plan_hash is None:
+            return scoped(bare, handle, pending)
+        return scoped(bare, handle, pending, plan_hash=plan_hash)
 
     stale = "0" * 64
     attempts = [
@@ -455,7 +442,7 @@ async def test_a_tenant_switched_to_tokens_after_the_run_started_refuses_tokenle
         handle, vote(pending, "user:bob", None)
     )
     refused = await audited(pool, tenant, handle, "approval_refused", 2)
-    assert sorted(e.data["via"] for e in refused) == ["signal", "update"]
+    assert sorted(str(e.data["via"]) for e in refused) == ["signal", "update"]
     assert all("requires approvers to present" in str(e.data["reason"]) for e in refused)
     await still_waiting_then_cancel(handle, pool, tenant)
 

@@ -29,10 +29,10 @@ import pytest_asyncio
 from stead.audit import AuditEvent, append_event, installed, verify_chain
 from stead.audit.chain import CHAIN_KEYED, CHAIN_UNKEYED, hashed_fields, unkeyed_hash
 from stead.capability import CapabilityAuthority, CapabilityScope, NoAllowDecision
-from stead.capability.keys import CAPABILITY, KeyStore
 from stead.contracts.run import Decision, canonical_json
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity import directory
+from stead.keys import CAPABILITY, KeyStore
 from stead.runs.store import record_decision
 from stead.settings import Settings
 from tests.conftest import REPO, subprocess_env
@@ -99,7 +99,8 @@ async def as_admin(stack: Settings, sql: str, *args: object) -> list[asyncpg.Rec
     assert stack.postgres_admin_dsn is not None
     admin = await asyncpg.connect(stack.postgres_admin_dsn)
     try:
-        return await admin.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await admin.fetch(sql, *args)
+        return rows
     finally:
         await admin.close()
 

@@ -13,22 +13,19 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from biscuit_auth import KeyPair, PrivateKey, PublicKey
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 
 from stead.audit.log import AuditRecord, list_events
 from stead.capability.authority import utcnow
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.cli.starts import StartCredential, start_governed
+from stead.contracts.approval_token import ApprovalScope
 from stead.contracts.continuation import SealInput
 from stead.contracts.run import (
     ApprovalInput,
@@ -43,48 +40,30 @@ from stead.contracts.run import (
     StepExecution,
     start_digest,
 )
-from stead.db.pool import create_pool, tenant_transaction
+from stead.db.pool import tenant_transaction
 from stead.identity import directory
 from stead.identity.errors import PrincipalTokenScopeMismatch
 from stead.identity.starts import StartScope, scope_to_start, verify_start
 from stead.identity.tokens import (
-    ApprovalScope,
     PrincipalTokenIssuer,
     PrincipalTokenVerifier,
     scope_to_approval,
 )
+from stead.keys import IDENTITY, key_store
 from stead.runs.seal import seal, seal_problem
 from tests.conftest import REPO, WorkerHandle, subprocess_env
+from tests.identity_support import PUT, Handle
+from tests.identity_support import identity_public as identity_public
+from tests.identity_support import issuer as issuer
+from tests.identity_support import pool as pool
 from tests.record_histories import fetch_run_chain
 from tests.runs import configure_tenant, new_tenant, playbook, wait_pending
-
-PUT = playbook({"id": "put", "operation": "records.put", "args": {"key": "a", "value": {}}})
-Handle = WorkflowHandle[Any, RunStatus]
-
-
-@pytest_asyncio.fixture(scope="module")
-async def pool(worker: WorkerHandle) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(worker.settings.postgres_dsn, max_size=3)
-    yield pool
-    await pool.close()
 
 
 def issuer_key(worker: WorkerHandle) -> PrivateKey:
     private = key_store(worker.settings).private(IDENTITY)
     assert private is not None
     return private
-
-
-@pytest.fixture(scope="module")
-def issuer(worker: WorkerHandle) -> PrincipalTokenIssuer:
-    return PrincipalTokenIssuer(issuer_key(worker))
-
-
-@pytest.fixture(scope="module")
-def public(worker: WorkerHandle) -> PublicKey:
-    key = key_store(worker.settings).public(IDENTITY)
-    assert key is not None
-    return key
 
 
 async def token_tenant(worker: WorkerHandle, pool: asyncpg.Pool, **config: Any) -> str:
@@ -275,7 +254,10 @@ async def test_a_tenant_policy_does_not_know_requires_start_tokens(
 
 
 async def test_mallorys_token_does_not_start_a_run_as_alice_so_she_cannot_approve_it(
-    worker: WorkerHandle, pool: asyncpg.Pool, issuer: PrincipalTokenIssuer, public: PublicKey
+    worker: WorkerHandle,
+    pool: asyncpg.Pool,
+    issuer: PrincipalTokenIssuer,
+    identity_public: PublicKey,
 ) -> None:
     tenant = await token_tenant(
         worker,
@@ -289,7 +271,9 @@ async def test_mallorys_token_does_not_start_a_run_as_alice_so_she_cannot_approv
     as_alice = put_request(tenant, "user:alice")
     handle = await start(
         worker,
-        RunInput(request=as_alice, start_token=narrow(mallory, public, workflow_id, as_alice)),
+        RunInput(
+            request=as_alice, start_token=narrow(mallory, identity_public, workflow_id, as_alice)
+        ),
         workflow_id,
     )
     await assert_refused(pool, handle, tenant, "the start token belongs to user:mallory")
@@ -298,7 +282,10 @@ async def test_mallorys_token_does_not_start_a_run_as_alice_so_she_cannot_approv
     as_mallory = put_request(tenant, "user:mallory")
     honest = await start(
         worker,
-        RunInput(request=as_mallory, start_token=narrow(mallory, public, workflow_id, as_mallory)),
+        RunInput(
+            request=as_mallory,
+            start_token=narrow(mallory, identity_public, workflow_id, as_mallory),
+        ),
         workflow_id,
     )
     pending = await wait_pending(honest, "put")
@@ -331,7 +318,7 @@ async def test_a_start_token_proves_only_its_own_start(
     worker: WorkerHandle,
     pool: asyncpg.Pool,
     issuer: PrincipalTokenIssuer,
-    public: PublicKey,
+    identity_public: PublicKey,
     case: str,
     reason: str,
 ) -> None:
@@ -343,12 +330,12 @@ async def test_a_start_token_proves_only_its_own_start(
         presented = token
     elif case == "other-request":  # narrowed to another request than the one sent
         smaller = request.model_copy(update={"labels": {"why": "the approved request"}})
-        presented = narrow(token, public, workflow_id, smaller)
+        presented = narrow(token, identity_public, workflow_id, smaller)
     elif case == "other-tenant":
         other = issuer.issue(new_tenant(), "user:alice").token
-        presented = narrow(other, public, workflow_id, request)
+        presented = narrow(other, identity_public, workflow_id, request)
     else:
-        presented = narrow(token, public, workflow_id, request)
+        presented = narrow(token, identity_public, workflow_id, request)
         async with tenant_transaction(pool, tenant) as conn:
             await directory.set_disabled(conn, tenant, "user:alice", True)
     handle = await start(worker, RunInput(request=request, start_token=presented), workflow_id)
@@ -356,12 +343,15 @@ async def test_a_start_token_proves_only_its_own_start(
 
 
 async def test_a_start_token_lifted_from_history_starts_nothing_else(
-    worker: WorkerHandle, pool: asyncpg.Pool, issuer: PrincipalTokenIssuer, public: PublicKey
+    worker: WorkerHandle,
+    pool: asyncpg.Pool,
+    issuer: PrincipalTokenIssuer,
+    identity_public: PublicKey,
 ) -> None:
     tenant = await token_tenant(worker, pool)
     workflow_id = f"run-{tenant}-{uuid.uuid4().hex[:12]}"
     request = put_request(tenant)
-    token = narrow(issuer.issue(tenant, "user:alice").token, public, workflow_id, request)
+    token = narrow(issuer.issue(tenant, "user:alice").token, identity_public, workflow_id, request)
     real = await start(worker, RunInput(request=request, start_token=token), workflow_id)
     assert (await real.result()).status == "completed"
     assert await writes(pool, tenant) == 1

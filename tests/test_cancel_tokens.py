@@ -8,23 +8,18 @@ verifies it and spends it, so the copy in history cannot be used again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from biscuit_auth import KeyPair, PublicKey
 from temporalio.client import WorkflowUpdateFailedError
 
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.cancel_token import cancel_scope
 from stead.contracts.run import CancelInput, PendingApproval
-from stead.db.pool import create_pool
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_cancel
 from tests.conftest import WorkerHandle
-from tests.test_identity_approvals import (
+from tests.identity_support import (
     Handle,
     audit,
     audited,
@@ -33,29 +28,11 @@ from tests.test_identity_approvals import (
     stead,
     writes,
 )
+from tests.identity_support import identity_public as identity_public
+from tests.identity_support import issuer as issuer
+from tests.identity_support import pool as pool
 
 REASON = "wrong day"
-
-
-@pytest_asyncio.fixture(scope="module")
-async def pool(worker: WorkerHandle) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(worker.settings.postgres_dsn, max_size=3)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-def issuer(worker: WorkerHandle) -> PrincipalTokenIssuer:
-    private = key_store(worker.settings).private(IDENTITY)
-    assert private is not None
-    return PrincipalTokenIssuer(private)
-
-
-@pytest.fixture(scope="module")
-def public(worker: WorkerHandle) -> PublicKey:
-    key = key_store(worker.settings).public(IDENTITY)
-    assert key is not None
-    return key
 
 
 async def still_waiting(handle: Handle, pool: asyncpg.Pool, tenant: str) -> None:
@@ -107,7 +84,7 @@ async def test_a_forged_or_lifted_cancel_token_is_refused_and_the_run_keeps_goin
     worker: WorkerHandle,
     pool: asyncpg.Pool,
     issuer: PrincipalTokenIssuer,
-    public: PublicKey,
+    identity_public: PublicKey,
     tmp_path: Path,
 ) -> None:
     tenant = await managed_tenant(pool, {"user:bob": ["approvers"]})
@@ -115,7 +92,7 @@ async def test_a_forged_or_lifted_cancel_token_is_refused_and_the_run_keeps_goin
     target, _ = await held_run(worker, tenant)
     # Bob cancels the first run properly; its history now holds his narrowed token.
     bob = issuer.issue(tenant, "user:bob").token
-    used = scope_to_cancel(bob, public, cancel_scope(spent.id, REASON))
+    used = scope_to_cancel(bob, identity_public, cancel_scope(spent.id, REASON))
     await spent.execute_update(
         "cancel", CancelInput(requested_by="user:bob", reason=REASON, token=used)
     )
@@ -127,7 +104,7 @@ async def test_a_forged_or_lifted_cancel_token_is_refused_and_the_run_keeps_goin
     assert "narrowed to a cancel of run" in await refused(target, lifted)
     assert len((await target.fetch_history()).events) == before
     # Re-narrowed to this run by whoever read it (the public key suffices): spent.
-    renarrowed = scope_to_cancel(used, public, cancel_scope(target.id, REASON))
+    renarrowed = scope_to_cancel(used, identity_public, cancel_scope(target.id, REASON))
     why = await refused(
         target, CancelInput(requested_by="user:bob", reason=REASON, token=renarrowed)
     )

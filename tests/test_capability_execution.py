@@ -32,10 +32,9 @@ from activities.step import StepActivities
 from stead.audit.log import AuditRecord, list_events
 from stead.capability import CapabilityAuthority, CapabilityIssuer, CapabilityScope
 from stead.capability.authority import utcnow
-from stead.capability.keys import AUDIT, CAPABILITY
-from stead.capability.trust import key_store
 from stead.contracts.run import RunStatus, sha256_hex
 from stead.db.pool import create_pool, tenant_transaction
+from stead.keys import AUDIT, CAPABILITY, key_store
 from stead.settings import Settings
 from stead.temporal import connect
 from tests.conftest import settings_for

@@ -19,11 +19,10 @@ from stead.capability import (
     NoAllowDecision,
     consume,
 )
-from stead.capability.keys import CAPABILITY
 from stead.capability.ledger import load_grant, spent_on, store_grant
-from stead.capability.trust import key_store
 from stead.contracts.run import Decision
 from stead.db.pool import create_pool, tenant_transaction
+from stead.keys import CAPABILITY, key_store
 from stead.runs.store import record_decision
 from stead.settings import Settings
 from tests.runs import new_tenant
@@ -46,7 +45,7 @@ def authority(stack: Settings, pool: asyncpg.Pool) -> CapabilityAuthority:
 async def decide(
     pool: asyncpg.Pool, tenant: str, workflow_id: str, step_id: str, outcome: str
 ) -> str:
-    decision = Decision(decision_id=uuid.uuid4().hex, outcome=outcome, reasons=("test",))  # type: ignore[arg-type]
+    decision = Decision(decision_id=uuid.uuid4().hex, outcome=outcome, reasons=("test",))
     async with tenant_transaction(pool, tenant) as conn:
         await record_decision(
             conn,

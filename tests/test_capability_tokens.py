@@ -21,13 +21,12 @@ from stead.capability import (
     CapabilityMismatch,
     CapabilityScope,
     CapabilityVerifier,
-    KeyStore,
 )
 from stead.capability.authority import AUTHORITY_BLOCK, utcnow
-from stead.capability.keys import CAPABILITY
 from stead.capability.trust import open_trust
 from stead.db.pool import create_pool
 from stead.identity.tokens import PrincipalTokenIssuer
+from stead.keys import CAPABILITY, KeyStore
 from stead.settings import Settings
 from tests.conftest import settings_for
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
 from adapters.memory import HistoryItem, RememberArgs, remembered_data
 from adapters.registry import default_catalog
@@ -27,7 +27,7 @@ from stead.planning.validate import validate_plan
 from stead_cases.commerce import ReconcileArgs, reconcile
 from tests.conftest import REPO
 
-INPUTS = {
+INPUTS: dict[str, JsonValue] = {
     "week": "2025-W23",
     "video_title": "A plywood workbench",
     "platform_url": "http://127.0.0.1:8601",
@@ -218,4 +218,7 @@ def test_the_shipped_playbooks_remember_in_memory() -> None:
         assert remember.operation == "memory.remember" and remember.args["key"] == key
 
 
-INPUTS_FOR = {"content-weekly": INPUTS, "commerce-reconcile": {"shop_url": "http://127.0.0.1:1"}}
+INPUTS_FOR: dict[str, dict[str, JsonValue]] = {
+    "content-weekly": INPUTS,
+    "commerce-reconcile": {"shop_url": "http://127.0.0.1:1"},
+}

@@ -40,6 +40,7 @@ from stead_cases.webhook import ReturnRuns, serving
 from tests.cases import (
     configure_case_tenant,
     decide,
+    output,
     playbook_variant,
     retire,
     step,
@@ -65,7 +66,7 @@ class Case:
 
     def restart_worker(self) -> None:
         retire(self.worker)
-        self.worker = start_worker(self.settings, self.task_queue, **self.env)
+        self.worker = start_worker(self.settings, self.task_queue, env=self.env)
 
     async def start(self, request: RunRequest) -> WorkflowHandle[Any, RunStatus]:
         return await self.client.start_workflow(
@@ -93,7 +94,7 @@ async def case(stack: Settings) -> AsyncIterator[Case]:
         )
     }
     task_queue = f"commerce-{uuid.uuid4().hex[:8]}"
-    worker = start_worker(stack, task_queue, **env)
+    worker = start_worker(stack, task_queue, env=env)
     state = Case(await connect(stack), stack, task_queue, tenant, tight, databases, worker, env)
     try:
         yield state
@@ -133,7 +134,8 @@ async def test_nightly_run_fixes_small_escalates_large_and_survives_a_worker_kil
     case.restart_worker()
 
     pending = await wait_pending(handle, "fix_large")
-    assert [a["sku"] for a in pending.args["adjustments"]] == ["LMP-05"]
+    adjustments: Any = pending.args["adjustments"]
+    assert [a["sku"] for a in adjustments] == ["LMP-05"]
     assert any("LMP-05" in r and "over the auto-fix limits" in r for r in pending.reasons)
     await decide(handle, pending, APPROVER)
     status: RunStatus = await handle.result()
@@ -155,10 +157,8 @@ async def test_nightly_run_fixes_small_escalates_large_and_survives_a_worker_kil
     small, large = step(status, "fix_small"), step(status, "fix_large")
     assert small.decision is not None and small.decision.reasons == ("allowed by policy",)
     assert [a.approver for a in large.approvals] == [APPROVER]
-    assert step(status, "compare").output["unmatched"] == [
-        {"sku": "PIN-06", "only_in": "warehouse"}
-    ]
-    remembered = step(status, "remember").output
+    assert output(status, "compare")["unmatched"] == [{"sku": "PIN-06", "only_in": "warehouse"}]
+    remembered = output(status, "remember")
     assert isinstance(remembered, dict) and remembered["version"] >= 1
     assert remembered["namespace"] == "commerce" and remembered["key"] == "reconciliation"
 
@@ -182,7 +182,8 @@ async def test_tightening_the_limit_in_opa_escalates_more_on_the_next_run(
             pending = await wait_pending(handle, "fix_large")
             await decide(handle, pending, APPROVER, reject=True, comment="count it again")
             status: RunStatus = await handle.result()
-        return sorted(a["sku"] for a in pending.args["adjustments"]), status
+        adjustments: Any = pending.args["adjustments"]
+        return sorted(a["sku"] for a in adjustments), status
 
     before, first = await escalated_after_a_run(read_limits=True)
     assert before == ["LMP-05"]
@@ -201,17 +202,16 @@ async def test_tightening_the_limit_in_opa_escalates_more_on_the_next_run(
     assert after == ["CAP-03", "LMP-05"]
     # The second run recalled the first one's findings from memory, with provenance.
     assert step(first, "previous").output == {"items": []}
-    recalled = step(second, "previous").output["items"]  # type: ignore[index,call-overload]
+    recalled = output(second, "previous")["items"]
     assert len(recalled) == 1
     assert recalled[0]["workflow_id"] == first.workflow_id
     assert recalled[0]["step_id"] == "remember"
     assert [a["sku"] for a in recalled[0]["data"]["escalated"]] == ["LMP-05"]
-    compare = step(second, "compare").output
-    assert isinstance(compare, dict)
-    assert compare["previous"]["workflow_id"] == first.workflow_id  # type: ignore[index,call-overload]
+    compare = output(second, "compare")
+    assert compare["previous"]["workflow_id"] == first.workflow_id
     assert compare["recurring"] == ["CAP-03", "LMP-05", "MUG-01"]
-    assert "mismatched again: CAP-03, LMP-05, MUG-01" in compare["summary"]  # type: ignore[operator]
-    versions = [step(r, "remember").output["version"] for r in (first, second)]  # type: ignore[index,call-overload]
+    assert "mismatched again: CAP-03, LMP-05, MUG-01" in compare["summary"]
+    versions = [output(r, "remember")["version"] for r in (first, second)]
     assert versions[1] == versions[0] + 1
     assert step(second, "fix_small").output == {  # MUG-01 (2 units) is still fixed alone
         "applied": [
@@ -277,7 +277,12 @@ async def test_each_return_event_starts_exactly_one_run(
 ) -> None:
     service, url = shop
     assert stack.postgres_admin_dsn
-    event = {"event_id": "ret-1001", "order_id": "o-77", "sku": "CAP-03", "quantity": 1}
+    event: dict[str, Any] = {
+        "event_id": "ret-1001",
+        "order_id": "o-77",
+        "sku": "CAP-03",
+        "quantity": 1,
+    }
     # The warehouse books the parcel (CAP-03 sellable 10 -> 11; the shop still shows 7).
     await receive_return(stack.postgres_admin_dsn, f"wh_{case.tenant}_returns", **event)
     runs = ReturnRuns(
@@ -314,8 +319,7 @@ async def test_each_return_event_starts_exactly_one_run(
     assert status.status == "completed", status.reasons
     assert [(a["sku"], a["delta"]) for a in service.adjustments] == [("CAP-03", 4)]
     assert service.stock("CAP-03") == 11
-    remembered = step(status, "compare").output
-    assert isinstance(remembered, dict)
+    remembered = output(status, "compare")
     assert "type=return" in remembered["summary"] and "event_id=ret-1001" in remembered["summary"]
 
 
@@ -334,7 +338,7 @@ async def test_demo_schedules_are_created_once_and_updated_in_place(case: Case) 
         action = described.schedule.action
         assert isinstance(action, ScheduleActionStartWorkflow)
         (payload,) = action.args
-        data = await case.client.data_converter.decode([payload])  # type: ignore[list-item]
+        data = await case.client.data_converter.decode([payload])
         request = RunInput.model_validate(data[0]).request
         assert request.inputs["shop_url"] == "http://127.0.0.1:10"
         assert request.playbook == "commerce-reconcile"

@@ -42,6 +42,7 @@ from tests.cases import (
     approve_until_done,
     configure_case_tenant,
     decide,
+    output,
     playbook_variant,
     retire,
     step,
@@ -71,7 +72,7 @@ class Case:
 
     def restart_worker(self) -> None:
         retire(self.worker)
-        self.worker = start_worker(self.settings, self.task_queue, **self.env)
+        self.worker = start_worker(self.settings, self.task_queue, env=self.env)
 
     async def start(self, request: RunRequest) -> WorkflowHandle[Any, RunStatus]:
         return await self.client.start_workflow(
@@ -128,7 +129,7 @@ async def case(stack: Settings) -> AsyncIterator[Case]:
             "STEAD_PLANNER_API_KEY": "example",
         }
         task_queue = f"content-{uuid.uuid4().hex[:8]}"
-        worker = start_worker(stack, task_queue, **env)
+        worker = start_worker(stack, task_queue, env=env)
         state = Case(
             await connect(stack),
             stack,
@@ -211,7 +212,7 @@ async def test_weekly_playbook_is_reviewed_then_published_once_through_a_5xx_and
 
     brief = step(status, "brief")
     assert brief.decision is not None and brief.decision.outcome == "allow"
-    items = brief.output["items"]  # type: ignore[index,call-overload]
+    items = output(status, "brief")["items"]
     assert [(i["key"], i["version"]) for i in items] == [
         ("voice", 1),
         ("style-guide", 1),
@@ -219,9 +220,8 @@ async def test_weekly_playbook_is_reviewed_then_published_once_through_a_5xx_and
         ("episode", 2),
     ]
     assert {i["written_by"] for i in items} == {CREATOR}
-    draft = step(status, "draft_x").output
-    assert isinstance(draft, dict)
-    assert draft["usage"]["total_tokens"] > 0 and draft["cost_usd"] > 0  # type: ignore[index,call-overload,operator]
+    draft = output(status, "draft_x")
+    assert draft["usage"]["total_tokens"] > 0 and draft["cost_usd"] > 0
     assert [a.approver for a in step(status, "publish").approvals] == [CREATOR]
 
     pool = await create_pool(stack.postgres_dsn, max_size=1)
@@ -248,7 +248,8 @@ async def test_weekly_playbook_redrafts_a_rejected_package_with_the_comment_and_
     second = await wait_pending(handle, "republish_2")
     asked = [c for c in case.llm.calls if c["role"] == "writer" and comment in c["system"]]
     assert len(asked) == 2  # redraft_x_2 and redraft_linkedin_2 sent it to the model
-    texts = [p["text"] for p in second.args["posts"]]  # type: ignore[union-attr,index,call-overload]
+    posts: Any = second.args["posts"]
+    texts = [p["text"] for p in posts]
     assert [comment in t for t in texts] == [True, True, False, False]  # clips unchanged
     await decide(handle, second, CREATOR)
     status, approved = await approve_until_done(handle, CREATOR)
@@ -262,12 +263,12 @@ async def test_weekly_playbook_redrafts_a_rejected_package_with_the_comment_and_
     assert all(comment in p["text"] for p in published[:2])
 
     # Every draft's tokens and dollars are in the run's spend and its record.
-    drafts = [
+    drafts: list[Any] = [
         s.output for s in status.steps if s.operation == "llm.generate" and s.status == "succeeded"
     ]
     assert len(drafts) == 5  # three drafts, two redrafts
-    tokens = sum(d["usage"]["total_tokens"] for d in drafts)  # type: ignore[index,call-overload,misc]
-    usd = sum(d["cost_usd"] for d in drafts)  # type: ignore[index,call-overload,misc]
+    tokens = sum(d["usage"]["total_tokens"] for d in drafts)
+    usd = sum(d["cost_usd"] for d in drafts)
     assert tokens > 0 and usd > 0
     assert status.spent.tokens == tokens and status.spent.usd == pytest.approx(usd)
     pool = await create_pool(stack.postgres_dsn, max_size=1)
@@ -295,9 +296,9 @@ async def test_weekly_playbook_redrafts_a_rejected_package_with_the_comment_and_
     latest = versions[-1]
     assert latest.version == remembered["version"]
     assert (latest.provenance.workflow_id, latest.provenance.step_id) == (handle.id, "remember")
-    data = remembered_data(latest.content or "")
+    data: Any = remembered_data(latest.content or "")
     assert isinstance(data, dict) and data["week"] == content.week()["week"]
-    assert [p["post_id"] for p in data["posts"]] == [p["id"] for p in published]  # type: ignore[index,union-attr,call-overload]
+    assert [p["post_id"] for p in data["posts"]] == [p["id"] for p in published]
 
 
 async def test_llm_planned_week_redrafts_a_rejected_draft_with_the_reviewers_comment(
@@ -321,7 +322,8 @@ async def test_llm_planned_week_redrafts_a_rejected_draft_with_the_reviewers_com
     await decide(handle, first, CREATOR, reject=True, comment=comment)
 
     second = await wait_pending(handle, "publish_2")
-    texts = [p["text"] for p in second.args["posts"]]  # type: ignore[union-attr,index,call-overload]
+    posts: Any = second.args["posts"]
+    texts = [p["text"] for p in posts]
     assert all(f"Revised after review: {comment}" in t for t in texts), texts
     await decide(handle, second, CREATOR)
     status = await handle.result()
@@ -331,7 +333,7 @@ async def test_llm_planned_week_redrafts_a_rejected_draft_with_the_reviewers_com
     assert case.llm.count("planner") - planner_calls == 2
     published = case.posts_of(handle.id)
     assert len(published) == 2 and all(comment in p["text"] for p in published)
-    assert step(status, "redraft_x_2").output["cost_usd"] > 0  # type: ignore[index,call-overload,operator]
+    assert output(status, "redraft_x_2")["cost_usd"] > 0
 
     figures = await slo_figures(stack, case.tenant)
     assert figures.approvals.overridden == before.approvals.overridden + 1

@@ -24,7 +24,7 @@ from stead.devstack.ports import LOOPBACK, free_port, is_free
 from stead.settings import Settings
 from stead.temporal import connect
 from tests.conftest import REPO, settings_for, subprocess_env
-from tests.runs import configure_tenant, new_tenant, playbook
+from tests.runs import configure_tenant, new_tenant, playbook, wait_pending
 from tests.workers import worker_process
 
 PUT_ONLY = playbook(
@@ -100,13 +100,7 @@ async def _run_of(own: Settings, tenant: str) -> str:
 
 async def _pending(own: Settings, run_id: str) -> PendingApproval:
     client = await connect(own)
-    handle = client.get_workflow_handle(run_id)
-    for _ in range(400):
-        waiting = await handle.query("pending_approvals", result_type=list[PendingApproval])
-        if waiting:
-            return waiting[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{run_id} never waited for an approval")
+    return await wait_pending(client.get_workflow_handle(run_id, result_type=RunStatus))
 
 
 async def test_run_wait_rides_out_a_temporal_restart_and_prints_the_completed_run(

@@ -151,8 +151,8 @@ async def test_an_email_step_runs_on_the_edge_worker(
     assert status.status == "completed", status.reasons
     (message,) = smtp.to(rcpt)
     assert message["Message-ID"] == message_id(f"{run.id}/mail", SENDER)
-    assert status.steps[1].output is not None
-    assert status.steps[1].output["message_id"] == message["Message-ID"]
+    sent = status.steps[1].output
+    assert isinstance(sent, dict) and sent["message_id"] == message["Message-ID"]
     assert sorted(await _execute_queues(run)) == sorted([handle.task_queue, EDGE_QUEUE])
     assert edge.poll() is None
 

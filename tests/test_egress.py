@@ -8,10 +8,11 @@ import base64
 import json
 import re
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, quote_plus
 
 import pytest
-from pydantic import SecretStr
+from pydantic import JsonValue, SecretStr
 
 from adapters.registry import default_catalog
 from stead.contracts.run import Plan, PlannerInfo, Step, StepExecution
@@ -198,13 +199,15 @@ async def test_file_secret_destinations_live_in_a_sidecar_with_the_same_checks(
 # Provenance --------------------------------------------------------------------------
 
 
-def _plan(kind: str, *steps: Step, recalled: int = 0, **execution: StepExecution) -> Plan:
+def _plan(
+    kind: Literal["playbook", "llm"], *steps: Step, recalled: int = 0, **execution: StepExecution
+) -> Plan:
     return Plan(
         plan_id="p",
         plan_hash="h",
         steps=steps,
         execution=execution,
-        planner=PlannerInfo(kind=kind, recalled=recalled),  # type: ignore[arg-type]
+        planner=PlannerInfo(kind=kind, recalled=recalled),
     )
 
 
@@ -317,7 +320,7 @@ def test_base64_of_a_longer_string_is_redacted_at_every_alignment(prefix: bytes,
 
 def test_redact_json_masks_encoded_forms_in_keys_and_nested_values() -> None:
     hexed = SECRET.encode().hex()
-    value = {hexed: [{"u": quote(SECRET, safe="")}], "ok": 1}
+    value: JsonValue = {hexed: [{"u": quote(SECRET, safe="")}], "ok": 1}
     assert redact_json(value, SecretStr(SECRET)) == {REDACTED: [{"u": REDACTED}], "ok": 1}
 
 

@@ -23,8 +23,9 @@ from temporalio.common import Priority
 from stead.cli.starts import start_governed
 from stead.contracts.run import RunRequest, RunStatus
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.runs import configure_tenant, new_tenant, playbook
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 NOISY_RUNS = 16
 CHAIN = playbook(

@@ -4,10 +4,9 @@ approval, deny and express paths it hands over to)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -26,7 +25,10 @@ from tests.conftest import WorkerHandle
 from tests.opa_auth import stack_tokens
 from tests.peers import IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run
-from tests.workers import start_worker, stop_worker, worker_process
+from tests.workers import (
+    run_whose_worker_dies_after_the_effect,
+    worker_process,
+)
 
 PUT_GET = playbook(
     {"id": "put", "operation": "records.put", "args": {"key": "k", "value": {"n": 1}}},
@@ -102,8 +104,8 @@ async def test_an_allowed_step_is_one_activity_with_its_decision_token_ledger_an
 
 
 async def test_opa_gone_when_a_step_is_decided_blocks_it_on_the_regular_path(
-    stack: Settings, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    stack: Settings, tmp_path: Path
+) -> None:
     tenant = new_tenant()
     task_queue = f"fused-{uuid.uuid4().hex[:8]}"
     binary = opa_stack.ensure_binary(stack.home, stack.opa_bin)
@@ -155,19 +157,22 @@ async def test_a_retry_after_the_effect_keeps_the_allow_it_happened_under_though
     reuse is audited, and the next step (decided fresh) shows policy really denies now."""
     tenant = new_tenant()
     await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
-    task_queue = f"fused-{uuid.uuid4().hex[:8]}"
     api = IdempotentApi()
     client = await connect(stack)
+
+    async def tighten() -> None:
+        # Policy tightens while no worker runs: http.request is no longer allowed.
+        await configure_tenant(
+            stack.opa_url, tenant, operations=["records.*"], egress=["127.0.0.1"]
+        )
+
     with serve(api) as url:
-        first = start_worker(stack, task_queue)
-        # The peer performs the effect, then kills the worker before it can complete.
-        api.on_first_effect = lambda: os.kill(first.pid, signal.SIGKILL)
-        handle = await start_run(
+        handle, status = await run_whose_worker_dies_after_the_effect(
+            stack,
             client,
-            task_queue,
+            api,
             tenant=tenant,
-            principal="user:ann",
-            playbook_source=playbook(
+            steps=[
                 {
                     "id": "charge",
                     "operation": "http.request",
@@ -180,17 +185,9 @@ async def test_a_retry_after_the_effect_keeps_the_allow_it_happened_under_though
                     "args": {"method": "POST", "url": f"{url}/charges", "json": {"amount": 6}},
                     "depends_on": ["charge"],
                 },
-            ),
+            ],
+            while_down=tighten,
         )
-        await asyncio.to_thread(first.wait, 60)
-        assert first.returncode == -signal.SIGKILL
-        stop_worker(first)
-        # Policy tightens while no worker runs: http.request is no longer allowed.
-        await configure_tenant(
-            stack.opa_url, tenant, operations=["records.*"], egress=["127.0.0.1"]
-        )
-        with worker_process(stack, task_queue):
-            status = await handle.result()
     charge, again = status.steps
     assert (charge.status, again.status) == ("succeeded", "denied"), status.reasons
     assert len(api.effects) == 1 and api.effects[0]["key"] == f"{handle.id}/charge"

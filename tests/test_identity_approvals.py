@@ -9,168 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
-from biscuit_auth import KeyPair, PublicKey
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from typer import Typer
 from typer.testing import CliRunner
 
-from stead.audit.log import AuditRecord, list_events
 from stead.capability.authority import utcnow
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.cli.identity import principal_app
-from stead.contracts.approval_token import ApprovalScope
-from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus, Verdict
-from stead.db.pool import create_pool, tenant_transaction
+from stead.contracts.run import ApprovalInput
+from stead.db.pool import tenant_transaction
 from stead.identity import directory
-from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
-from tests.conftest import REPO, WorkerHandle, subprocess_env
-from tests.runs import configure_tenant, new_tenant, playbook, start_run
-
-PUT = playbook({"id": "put", "operation": "records.put", "args": {"key": "a", "value": {}}})
-Handle = WorkflowHandle[Any, RunStatus]
-
-
-@pytest_asyncio.fixture(scope="module")
-async def pool(worker: WorkerHandle) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(worker.settings.postgres_dsn, max_size=3)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture(scope="module")
-def issuer(worker: WorkerHandle) -> PrincipalTokenIssuer:
-    private = key_store(worker.settings).private(IDENTITY)
-    assert private is not None
-    return PrincipalTokenIssuer(private)
-
-
-async def managed_tenant(pool: asyncpg.Pool, approvers: dict[str, list[str]]) -> str:
-    """A tenant in the directory: user:ann starts runs; each key joins its groups."""
-    tenant = new_tenant()
-    async with tenant_transaction(pool, tenant) as conn:
-        await directory.create_tenant(conn, tenant)
-        for principal in ("user:ann", *approvers):
-            await directory.add_principal(conn, tenant, principal)
-        for principal, groups in approvers.items():
-            for group in groups:
-                await directory.join_group(conn, tenant, principal, group)
-    return tenant
-
-
-async def held_run(
-    worker: WorkerHandle, tenant: str, approvers: tuple[str, ...] = ("group:approvers",)
-) -> tuple[Handle, PendingApproval]:
-    await configure_tenant(
-        worker.settings.opa_url,
-        tenant,
-        approval_risk="low",
-        approvers=list(approvers),
-        approval_authentication="token",
-    )
-    handle = await start_run(
-        worker.client, worker.task_queue, tenant=tenant, principal="user:ann", playbook_source=PUT
-    )
-    for _ in range(300):
-        for item in await handle.query("pending_approvals", result_type=list[PendingApproval]):
-            if item.step_id == "put":
-                return handle, item
-        await asyncio.sleep(0.05)
-    raise AssertionError("put never awaited approval")
-
-
-def scoped(
-    token: str,
-    handle: Handle,
-    pending: PendingApproval,
-    verdict: Verdict = "approve",
-    *,
-    public: PublicKey | None = None,
-    **scope: str,
-) -> str:
-    """What `stead approve` sends: the token attenuated to this one approval."""
-    fields: dict[str, Any] = {
-        "workflow_id": handle.id,
-        "step_id": pending.step_id,
-        "plan_hash": pending.plan_hash,
-        "verdict": verdict,
-        **scope,
-    }
-    return scope_to_approval(token, public or _identity_public[0], ApprovalScope(**fields))
-
-
-_identity_public: list[PublicKey] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _identity_public_key(worker: WorkerHandle) -> None:
-    public = key_store(worker.settings).public(IDENTITY)
-    assert public is not None
-    _identity_public[:] = [public]
-
-
-def forged_token(tenant: str, handle: Handle, pending: PendingApproval) -> str:
-    """Well formed and scoped, but signed by a key Stead never issued."""
-    stranger = KeyPair()
-    token = PrincipalTokenIssuer(stranger.private_key).issue(tenant, "user:bob").token
-    return scoped(token, handle, pending, public=stranger.public_key)
-
-
-def vote(
-    pending: PendingApproval, approver: str, token: str | None, verdict: Verdict = "approve"
-) -> ApprovalInput:
-    return ApprovalInput(
-        step_id="put", plan_hash=pending.plan_hash, approver=approver, verdict=verdict, token=token
-    )
-
-
-async def writes(pool: asyncpg.Pool, tenant: str) -> int:
-    async with tenant_transaction(pool, tenant) as conn:
-        return int(await conn.fetchval("SELECT count(*) FROM records_writes"))
-
-
-async def audit(pool: asyncpg.Pool, tenant: str, handle: Handle, kind: str) -> list[AuditRecord]:
-    async with tenant_transaction(pool, tenant) as conn:
-        return [e for e in await list_events(conn, tenant, handle.id) if e.kind == kind]
-
-
-async def audited(
-    pool: asyncpg.Pool, tenant: str, handle: Handle, kind: str, count: int
-) -> list[AuditRecord]:
-    """The run's ``kind`` rows once there are ``count`` (bounded poll, then what is there).
-
-    Refusals by the update validator reach the audit log through the worker's drain
-    (stead/approval_refusals.py), after the refused update has already returned.
-    """
-    for _ in range(200):
-        found = await audit(pool, tenant, handle, kind)
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.05)
-    return await audit(pool, tenant, handle, kind)
-
-
-async def refused_update(handle: Handle, approval: ApprovalInput) -> str:
-    with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handle.execute_update("approve", approval)
-    return str(refused.value.cause)
-
-
-async def still_waiting_then_cancel(handle: Handle, pool: asyncpg.Pool, tenant: str) -> None:
-    pending = await handle.query("pending_approvals", result_type=list[PendingApproval])
-    assert [p.step_id for p in pending] == ["put"], "a refused vote must not move the step"
-    assert await writes(pool, tenant) == 0
-    await handle.signal("cancel")
-    assert (await handle.result()).status == "cancelled"
+from stead.identity.tokens import PrincipalTokenIssuer
+from tests.conftest import WorkerHandle
+from tests.identity_support import _identity_public_key as _identity_public_key  # autouse
+from tests.identity_support import (
+    audit,
+    audited,
+    forged_token,
+    held_run,
+    managed_tenant,
+    refused_update,
+    scoped,
+    stead,
+    still_waiting_then_cancel,
+    vote,
+    writes,
+)
+from tests.identity_support import issuer as issuer
+from tests.identity_support import pool as pool
+from tests.runs import new_tenant
 
 
 async def test_a_scoped_principal_token_counts_and_the_vote_is_attributed(
@@ -326,22 +196,6 @@ async def test_an_unmanaged_tenant_cannot_authenticate_approvers_by_default(
     token = scoped(issuer.issue(tenant, "user:bob").token, handle, pending)
     assert "has no directory" in await refused_update(handle, vote(pending, "user:bob", token))
     await still_waiting_then_cancel(handle, pool, tenant)
-
-
-async def stead(worker: WorkerHandle, *args: str, **env: str) -> tuple[int, str, str]:
-    """The real `stead` CLI in a child process, pointed at the test stack and queue."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stead.cli",
-        *args,
-        env=subprocess_env(worker.settings, STEAD_TASK_QUEUE=worker.task_queue, **env),
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await child.communicate()
-    return child.returncode or 0, out.decode(), err.decode()
 
 
 async def test_stead_approve_presents_a_token_scoped_to_that_approval(

@@ -20,11 +20,10 @@ from typer import Typer
 from typer.testing import CliRunner
 
 from stead.audit.log import list_events
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.cli.identity import keys_app, principal_app, tenant_app
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity.tokens import read_claims
+from stead.keys import IDENTITY, key_store
 from stead.settings import Settings
 from tests.conftest import WorkerHandle
 from tests.runs import configure_tenant, new_tenant, playbook, start_run

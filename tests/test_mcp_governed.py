@@ -33,12 +33,13 @@ from stead.mcp.admin import McpAdmin
 from stead.mcp.config import McpConfigStore, McpServerConfig
 from stead.secrets import open_secret_store
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.conftest import REPO, subprocess_env
 from tests.peers import FakeLlm, serve, serve_handler
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
 from tests.test_no_secrets_in_history import history_texts, raw_history
 from tests.workers import start_worker, stop_worker
-from workers.main import build_worker, connect, open_resources
+from workers.main import build_worker, open_resources
 
 BIN = Path(sys.executable).parent
 FAULT = (sys.executable, "-m", "tests.mcp_fault_server")
@@ -463,7 +464,7 @@ async def test_a_worker_killed_during_a_call_leaves_one_effect(m: Mcp) -> None:
 
 def worker_with(settings: Settings, queue: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """A ``stead worker`` process that reads this module's MCP config and secret files."""
-    return start_worker(settings.model_copy(), queue, drain=True, **env)
+    return start_worker(settings.model_copy(), queue, drain=True, env=env)
 
 
 async def _until(ready: Any) -> None:

@@ -19,10 +19,9 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.run import RunStatus
 from stead.identity.tokens import PrincipalTokenIssuer
+from stead.keys import IDENTITY, key_store
 from tests.conftest import REPO, WorkerHandle, subprocess_env
 from tests.runs import configure_tenant, new_tenant
 

@@ -48,7 +48,6 @@ from workflows.memory import (
     MemoryIndexOpWorkflow,
     MemoryPurgeWorkflow,
     MemoryReindexWorkflow,
-    ensure_schedules,
 )
 
 
@@ -255,25 +254,6 @@ async def test_reindex_and_purge_workflows_repair_the_index(
     assert [
         i.key for i in (await worker.service.recall(query(tenant, "where are DNS records"))).items
     ][:1] == ["dns"]
-
-
-async def test_schedules_are_created_once_and_updated_in_place(worker: MemoryWorker) -> None:
-    first = await ensure_schedules(
-        worker.client, worker.task_queue, reindex_every=timedelta(minutes=7)
-    )
-    second = await ensure_schedules(
-        worker.client, worker.task_queue, reindex_every=timedelta(minutes=3)
-    )
-    try:
-        assert first == second and len(first) == 2
-        described = await worker.client.get_schedule_handle(first[0]).describe()
-        action = described.schedule.action
-        assert getattr(action, "workflow", None) == REINDEX_WORKFLOW
-        assert getattr(action, "task_queue", None) == worker.task_queue
-        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(minutes=3)]
-    finally:
-        for schedule_id in first:
-            await worker.client.get_schedule_handle(schedule_id).delete()
 
 
 async def test_index_calls_route_to_the_worker_holding_the_shard(

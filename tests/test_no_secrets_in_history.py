@@ -149,6 +149,7 @@ def peer_service() -> Iterator[Peer]:
             auth = self.headers.get("Authorization")
             with peer.lock:
                 peer.auth.append(auth)
+            payload: dict[str, object]
             if self.path.startswith("/reject"):
                 code, payload = 400, {"error": f"refused {self.path}"}
             elif self.path.startswith("/echo"):

@@ -432,7 +432,7 @@ async def test_activity_without_a_planner_model_rejects_goals(tmp_path: Path) ->
 
 async def test_preflight_accepts_what_can_run(tmp_path: Path) -> None:
     runnable = request(playbook="records-demo", inputs={"key": "k"})
-    assert preflight(runnable, settings(tmp_path)) is None
+    preflight(runnable, settings(tmp_path))  # raises what it refuses
     # What preflight lets through, the worker's planning activity turns into that plan.
     plan = await PlanningActivities(CATALOG, settings(tmp_path)).create_plan(plan_input(runnable))
     assert [(s.id, s.operation) for s in plan.steps] == [
@@ -441,7 +441,7 @@ async def test_preflight_accepts_what_can_run(tmp_path: Path) -> None:
     ]
     assert plan.steps[0].args["key"] == "k"
     # A goal is accepted once a planner model is configured (the model plans in the run).
-    assert preflight(request(goal="tidy"), settings(tmp_path, planner_model="openai/x")) is None
+    preflight(request(goal="tidy"), settings(tmp_path, planner_model="openai/x"))
 
 
 def test_preflight_rejects_goal_without_model_and_missing_playbook(tmp_path: Path) -> None:

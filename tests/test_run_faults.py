@@ -4,7 +4,6 @@ happen exactly once and nothing runs without a decision."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import uuid
@@ -13,8 +12,6 @@ import asyncpg
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.approval_token import ApprovalScope
 from stead.contracts.run import ApprovalInput
 from stead.db.pool import create_pool, tenant_transaction
@@ -23,12 +20,18 @@ from stead.devstack.ports import free_port
 from stead.devstack.proc import stop as stop_process
 from stead.identity import directory
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
+from stead.keys import IDENTITY, key_store
 from stead.settings import Settings
 from stead.temporal import connect
 from tests.opa_auth import stack_tokens
 from tests.peers import FakeLlm, IdempotentApi, serve
 from tests.runs import configure_tenant, new_tenant, playbook, start_run, wait_pending
-from tests.workers import start_worker, stop_worker, worker_process
+from tests.workers import (
+    run_whose_worker_dies_after_the_effect,
+    start_worker,
+    stop_worker,
+    worker_process,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +46,15 @@ async def test_worker_killed_after_effect_executes_once(
 ) -> None:
     tenant = new_tenant()
     await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
-    task_queue = f"fault-{uuid.uuid4().hex[:8]}"
     api = IdempotentApi()
     client = await connect(stack)
     with serve(api) as url:
-        first = start_worker(stack, task_queue)
-        # The peer performs the effect, then kills the worker before it can report back.
-        api.on_first_effect = lambda: os.kill(first.pid, signal.SIGKILL)
-        handle = await start_run(
+        handle, status = await run_whose_worker_dies_after_the_effect(
+            stack,
             client,
-            task_queue,
+            api,
             tenant=tenant,
-            principal="user:ann",
-            playbook_source=playbook(
+            steps=[
                 {
                     "id": "charge",
                     "operation": "http.request",
@@ -67,13 +66,8 @@ async def test_worker_killed_after_effect_executes_once(
                     },
                     "timeout_seconds": 3,
                 }
-            ),
+            ],
         )
-        await asyncio.to_thread(first.wait, 60)
-        assert first.returncode == -signal.SIGKILL
-        stop_worker(first)
-        with worker_process(stack, task_queue):
-            status = await handle.result()
     assert status.status == "completed", status.reasons
     assert len(api.effects) == 1
     assert api.requests >= 2
@@ -113,7 +107,7 @@ async def test_worker_killed_between_steps_does_not_replan(stack: Settings) -> N
             "STEAD_PLANNER_API_BASE": f"{llm_url}/v1",
             "STEAD_PLANNER_API_KEY": "test-key",
         }
-        first = start_worker(stack, task_queue, **planner)
+        first = start_worker(stack, task_queue, env=planner)
         handle = await start_run(
             client, task_queue, tenant=tenant, principal="user:ann", goal="notify the team"
         )
@@ -121,7 +115,7 @@ async def test_worker_killed_between_steps_does_not_replan(stack: Settings) -> N
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 30)
         stop_worker(first)
-        with worker_process(stack, task_queue, **planner):
+        with worker_process(stack, task_queue, env=planner):
             await handle.execute_update(
                 "approve",
                 ApprovalInput(

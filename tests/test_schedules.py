@@ -17,17 +17,22 @@ from datetime import timedelta
 from typing import TypeVar
 
 import pytest
+from temporalio.client import Client
 from temporalio.service import RPCError
 
 from stead.memory.contracts import PURGE_WORKFLOW, REINDEX_WORKFLOW
-from stead.memory.schedules import PURGE_SCHEDULE, REINDEX_SCHEDULE, ensure_memory_schedules
+from stead.memory.schedules import (
+    PURGE_SCHEDULE,
+    REINDEX_SCHEDULE,
+    ensure_memory_schedules,
+    maintenance_schedule,
+)
 from stead.settings import Settings
 from stead.temporal import connect
 from stead.temporal.schedules import stead_schedules
 from tests.conftest import REPO, settings_for, subprocess_env
 from tests.runs import POLL_INTERVAL, POLL_SECONDS
 from tests.workers import worker_process
-from workflows.memory import ensure_schedules as per_queue_schedules_of_old
 
 
 def stead(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -60,6 +65,23 @@ def namespace(stack: Settings) -> str:
     ready = stead(subprocess_env(stack), "temporal", "setup", "--namespace", name)
     assert ready.returncode == 0, ready.stderr
     return name
+
+
+async def per_queue_schedules_of_old(client: Client, task_queue: str) -> list[str]:
+    """What versions before one-pair-per-namespace left behind: a pair per task queue,
+    ids suffixed with the queue."""
+    ids = []
+    for name, workflow_name in (
+        (REINDEX_SCHEDULE, REINDEX_WORKFLOW),
+        (PURGE_SCHEDULE, PURGE_WORKFLOW),
+    ):
+        schedule_id = f"{name}/{task_queue}"
+        every = timedelta(minutes=10)
+        await client.create_schedule(
+            schedule_id, maintenance_schedule(workflow_name, schedule_id, task_queue, every)
+        )
+        ids.append(schedule_id)
+    return ids
 
 
 def listed(env: dict[str, str], *args: str) -> list[dict[str, object]]:
@@ -118,3 +140,25 @@ async def test_no_schedules_by_default_nor_for_test_or_demo_queues(
     for schedule_id in (REINDEX_SCHEDULE, PURGE_SCHEDULE, f"{REINDEX_SCHEDULE}/{queue}"):
         with pytest.raises(RPCError, match="not found"):
             await client.get_schedule_handle(schedule_id).describe()
+
+
+async def test_a_second_worker_repoints_the_pair_in_place(stack: Settings, namespace: str) -> None:
+    client = await connect(settings_for(stack.home, temporal_namespace=namespace))
+    first_queue, second_queue = (f"ops-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    hour = timedelta(hours=1)
+    first = await ensure_memory_schedules(
+        client, first_queue, reindex_every=timedelta(minutes=7), purge_every=hour
+    )
+    second = await ensure_memory_schedules(
+        client, second_queue, reindex_every=timedelta(minutes=3), purge_every=hour
+    )
+    try:
+        assert first == second == [REINDEX_SCHEDULE, PURGE_SCHEDULE]
+        described = await client.get_schedule_handle(REINDEX_SCHEDULE).describe()
+        action = described.schedule.action
+        assert getattr(action, "workflow", None) == REINDEX_WORKFLOW
+        assert getattr(action, "task_queue", None) == second_queue
+        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(minutes=3)]
+    finally:
+        for schedule_id in first:
+            await client.get_schedule_handle(schedule_id).delete()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import JsonValue, SecretStr
 
 from stead.secrets import (
     REDACTED,
@@ -194,5 +194,5 @@ def test_secret_environment_takes_only_secret_variables_and_masks_them() -> None
 def test_redaction_reaches_nested_json_and_keys() -> None:
     secret = SecretStr(CANARY)
     assert redact(f"Bearer {CANARY}!", secret) == f"Bearer {REDACTED}!"
-    body = {"headers": {"authorization": f"Bearer {CANARY}"}, CANARY: [CANARY, 1, None]}
+    body: JsonValue = {"headers": {"authorization": f"Bearer {CANARY}"}, CANARY: [CANARY, 1, None]}
     assert CANARY not in repr(redact_json(body, secret))

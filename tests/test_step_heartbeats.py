@@ -9,18 +9,13 @@ fired is the history: the retried attempt's ``last_failure`` is a heartbeat time
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import uuid
-
 from temporalio.api.enums.v1 import TimeoutType
 
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.peers import IdempotentApi, serve
-from tests.runs import configure_tenant, new_tenant, playbook, start_run
-from tests.workers import start_worker, stop_worker, worker_process
-from workers.main import connect
+from tests.runs import configure_tenant, new_tenant
+from tests.workers import run_whose_worker_dies_after_the_effect
 
 
 async def test_a_step_whose_worker_died_is_retried_when_its_heartbeats_stop(
@@ -28,30 +23,22 @@ async def test_a_step_whose_worker_died_is_retried_when_its_heartbeats_stop(
 ) -> None:
     tenant = new_tenant()
     await configure_tenant(stack.opa_url, tenant, egress=["127.0.0.1"])
-    task_queue = f"beat-{uuid.uuid4().hex[:8]}"
     api = IdempotentApi()
     client = await connect(stack)
     with serve(api) as url:
-        first = start_worker(stack, task_queue)
-        api.on_first_effect = lambda: os.kill(first.pid, signal.SIGKILL)
-        handle = await start_run(
+        handle, status = await run_whose_worker_dies_after_the_effect(
+            stack,
             client,
-            task_queue,
+            api,
             tenant=tenant,
-            principal="user:ann",
-            playbook_source=playbook(
+            steps=[
                 {
                     "id": "charge",
                     "operation": "http.request",
                     "args": {"method": "POST", "url": f"{url}/charges", "json": {"amount": 5}},
                 }
-            ),
+            ],
         )
-        await asyncio.to_thread(first.wait, 60)
-        assert first.returncode == -signal.SIGKILL
-        stop_worker(first)
-        with worker_process(stack, task_queue):
-            status = await handle.result()
     assert status.status == "completed", status.reasons
     assert len(api.effects) == 1, "the retry must not repeat the effect"
     history = await handle.fetch_history()

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
@@ -63,8 +62,7 @@ async def completes_a_run(
     source = tmp_path / "put-only.yaml"
     source.write_text(PUT_ONLY)
     queue = f"tls-{uuid.uuid4().hex[:8]}"
-    # Any: worker_process also takes drain=, which these variables never name.
-    with worker_process(stack, queue, **cast(dict[str, Any], worker_env)):
+    with worker_process(stack, queue, env=worker_env):
         done = stead(
             {**cli_env, "STEAD_TASK_QUEUE": queue},
             *("run", "--tenant", tenant, "--as", "user:ann"),

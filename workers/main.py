@@ -36,10 +36,10 @@ from adapters.ratelimit import RateLimiter
 from adapters.registry import AdapterResources, worker_catalog
 from stead.audit import chain_for
 from stead.audit import install as install_audit_chain
-from stead.capability.keys import INTEGRITY
-from stead.capability.trust import WorkerTrust, key_store, open_trust
+from stead.capability.trust import WorkerTrust, open_trust
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
+from stead.keys import INTEGRITY, key_store
 from stead.memory.factory import open_memory_service
 from stead.memory.schedules import ensure_memory_schedules
 from stead.memory.service import MemoryService
@@ -94,7 +94,6 @@ class WorkerResources:
         continuation = ContinuationActivities(self.trust.integrity)
         return [
             greet,
-            planning.create_plan,
             planning.create_decided,
             planning.plan_window,
             policy.decide_plan,
@@ -107,7 +106,6 @@ class WorkerResources:
             records.open_run,
             continuation.seal,
             continuation.verify,
-            identity.admit_run,
             identity.verify_approval,
             identity.verify_cancel,
             identity.burn_token,

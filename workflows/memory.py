@@ -1,14 +1,13 @@
 """Memory's own workflows: the scheduled repairs, and index calls routed from the CLI.
 
 Each is a single activity call, so each is trivially deterministic; a workflow (not a
-bare cron) gives them Temporal's retries, history and visibility, and lets
-`ensure_schedules` run them on a Temporal Schedule that survives worker restarts.
+bare cron) gives them Temporal's retries, history and visibility, and lets a Temporal
+Schedule that survives worker restarts run the repairs (``stead.memory.schedules``).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,9 +24,6 @@ with workflow.unsafe.imports_passed_through():
         ReindexResult,
     )
 
-if TYPE_CHECKING:
-    from temporalio.client import Client
-
 # A repair that cannot reach the index fails after a few tries; the next scheduled
 # run tries again, so one outage never piles up retries.
 MAINTENANCE_RETRY = RetryPolicy(
@@ -43,8 +39,6 @@ INDEX_OP_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=["EmbedderMismatch", "VectorIndexMismatch"],
 )
-REINDEX_SCHEDULE = "stead-memory-reindex"
-PURGE_SCHEDULE = "stead-memory-purge-expired"
 
 
 @workflow.defn(name=REINDEX_WORKFLOW)
@@ -93,58 +87,3 @@ class MemoryIndexOpWorkflow:
             retry_policy=INDEX_OP_RETRY,
         )
         return result
-
-
-async def ensure_schedules(
-    client: Client,
-    task_queue: str,
-    *,
-    reindex_every: timedelta = timedelta(minutes=10),
-    purge_every: timedelta = timedelta(hours=1),
-) -> list[str]:
-    """Create the reindex and purge schedules, or bring existing ones up to date.
-
-    Idempotent, so every worker may call it at start. Schedule ids carry the task
-    queue: two deployments sharing a namespace keep separate schedules. Overlapping
-    runs are skipped, since a second repair of the same backlog does nothing useful.
-    Client-side code: workflows never call it.
-    """
-    from temporalio.client import (
-        Schedule,
-        ScheduleActionStartWorkflow,
-        ScheduleAlreadyRunningError,
-        ScheduleIntervalSpec,
-        ScheduleOverlapPolicy,
-        SchedulePolicy,
-        ScheduleSpec,
-        ScheduleUpdate,
-        ScheduleUpdateInput,
-    )
-
-    ids = []
-    for name, workflow_name, every in (
-        (REINDEX_SCHEDULE, REINDEX_WORKFLOW, reindex_every),
-        (PURGE_SCHEDULE, PURGE_WORKFLOW, purge_every),
-    ):
-        schedule_id = f"{name}/{task_queue}"
-        schedule = Schedule(
-            action=ScheduleActionStartWorkflow(
-                workflow_name,
-                MaintenanceInput(),
-                id=f"{name}/{task_queue}",
-                task_queue=task_queue,
-                execution_timeout=max(every, timedelta(minutes=30)),
-            ),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        )
-        try:
-            await client.create_schedule(schedule_id, schedule)
-        except ScheduleAlreadyRunningError:
-
-            def replace(_: ScheduleUpdateInput, schedule: Schedule = schedule) -> ScheduleUpdate:
-                return ScheduleUpdate(schedule=schedule)
-
-            await client.get_schedule_handle(schedule_id).update(replace)
-        ids.append(schedule_id)
-    return ids

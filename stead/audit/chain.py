@@ -19,16 +19,13 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from stead.audit.anchors import AnchorStore
 from stead.contracts.run import canonical_json
 from stead.errors import ConfigError
+from stead.keys import AUDIT, KeyStore, key_store
 from stead.settings import Settings
-
-if TYPE_CHECKING:
-    # Only the type: stead.capability's authority imports this module (decision MACs).
-    from stead.capability.keys import KeyStore
 
 GENESIS_HASH: Final = "0" * 64
 CHAIN_UNKEYED: Final = 1
@@ -48,8 +45,6 @@ class AuditChain:
     _key: bytes | None = field(default=None, init=False, repr=False)
 
     def key(self) -> bytes:
-        from stead.capability.keys import AUDIT
-
         if self._key is None:
             key = self.keys.secret(AUDIT)
             if key is None:
@@ -64,10 +59,6 @@ class AuditChain:
 
 def chain_for(settings: Settings) -> AuditChain:
     """The settings' key directory (created on the embedded stack) and anchor directory."""
-    # Imported here: stead.capability.trust pulls in the token machinery, which the
-    # audit log's importers should not pay for at import time.
-    from stead.capability.trust import key_store
-
     return AuditChain(
         keys=key_store(settings), anchors=AnchorStore(settings.resolved_audit_anchor_dir)
     )

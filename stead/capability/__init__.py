@@ -18,7 +18,6 @@ from stead.capability.errors import (
     NoAllowDecision,
     NoAuthority,
 )
-from stead.capability.keys import KeyStore
 from stead.capability.ledger import consume
 from stead.capability.verifier import CapabilityVerifier
 
@@ -37,7 +36,6 @@ __all__ = [
     "CapabilityVerifier",
     "IssuedCapability",
     "KeyRebound",
-    "KeyStore",
     "NoAllowDecision",
     "NoAuthority",
     "consume",

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from stead.capability.authority import CapabilityAuthority
-from stead.capability.keys import CAPABILITY, IDENTITY, INTEGRITY, KeyStore
 from stead.capability.verifier import CapabilityVerifier
 from stead.errors import ConfigError
 from stead.identity.tokens import PrincipalTokenVerifier
+from stead.keys import CAPABILITY, IDENTITY, INTEGRITY, key_store
 from stead.settings import Settings
 
 
@@ -34,19 +34,6 @@ class WorkerTrust:
     principals: PrincipalTokenVerifier | None
     # Seals a run's continuation state (activities/continuation.py); None: cannot seal.
     integrity: bytes | None = None
-
-
-def key_store(settings: Settings) -> KeyStore:
-    """The settings' key directory; creates the dev keys when running on the embedded stack.
-
-    Only the default directory under a dev home is filled in: an explicit
-    ``STEAD_KEYS_DIR`` is an operator's choice (an edge worker's holds public keys
-    only) and is never added to.
-    """
-    store = KeyStore(settings.resolved_keys_dir)
-    if settings.keys_dir is None and settings.stack_file.exists():
-        store.ensure_all()
-    return store
 
 
 def open_trust(settings: Settings, pool: asyncpg.Pool) -> WorkerTrust:

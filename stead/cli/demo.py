@@ -96,9 +96,8 @@ async def ensure_directory(settings: Settings, tenant: str, principals: list[str
 def start_credential(settings: Settings, tenant: str, principal: str) -> StartCredential:
     """A principal token for the demo's starter, held in memory and narrowed per start
     (what `stead run --token-file` does), so the demo runs with start tokens required."""
-    from stead.capability.keys import IDENTITY
-    from stead.capability.trust import key_store
     from stead.identity.tokens import PrincipalTokenIssuer
+    from stead.keys import IDENTITY, key_store
 
     private = key_store(settings).private(IDENTITY)
     if private is None:

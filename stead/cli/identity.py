@@ -20,8 +20,6 @@ import typer
 from rich.table import Table
 
 from stead.capability.authority import utcnow
-from stead.capability.keys import ALL_KEYS, ALL_SECRETS, IDENTITY, KeyStore
-from stead.capability.trust import key_store
 from stead.cli._common import console, fails_cleanly, print_json, settings
 from stead.contracts.approval_token import ApprovalScope, narrowing_problem
 from stead.contracts.cancel_token import cancel_narrowing_problem, cancel_scope
@@ -38,6 +36,7 @@ from stead.identity.tokens import (
     scope_to_approval,
     scope_to_cancel,
 )
+from stead.keys import ALL_KEYS, ALL_SECRETS, IDENTITY, KeyStore, key_store
 from stead.settings import Settings
 
 T = TypeVar("T")

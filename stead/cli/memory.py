@@ -26,8 +26,6 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from rich.table import Table
 
-from stead.capability.keys import INTEGRITY, KeyStore
-from stead.capability.trust import key_store
 from stead.cli._common import (
     console,
     err_console,
@@ -38,6 +36,7 @@ from stead.cli._common import (
 )
 from stead.db.pool import create_pool
 from stead.errors import ConfigError
+from stead.keys import INTEGRITY, KeyStore, key_store
 from stead.memory.contracts import (
     REINDEX_WORKFLOW,
     CompactResult,

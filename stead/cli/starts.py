@@ -17,13 +17,12 @@ from biscuit_auth import PublicKey
 from temporalio.client import Client, WorkflowHandle
 
 from stead.capability.authority import utcnow
-from stead.capability.keys import IDENTITY
-from stead.capability.trust import key_store
 from stead.contracts.run import RunInput, RunRequest, RunStatus, start_digest
 from stead.errors import ConfigError
 from stead.identity.errors import PrincipalTokenRefused
 from stead.identity.starts import StartScope, scope_to_start
 from stead.identity.tokens import PrincipalClaims, read_claims
+from stead.keys import IDENTITY, key_store
 from stead.runs.fairness import run_priority
 from stead.settings import Settings
 

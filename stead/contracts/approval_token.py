@@ -31,25 +31,22 @@ from typing import Final, Literal
 from biscuit_auth import UnverifiedBiscuit
 
 from stead.contracts.base import Closed
+from stead.contracts.cancel_token import narrows_a_cancel
+from stead.contracts.token_blocks import EXPIRY_CHECK, narrowing_values, printed_blocks
+
+# Re-exported: the workflow's approval validator (workflows/approval_input.py) bounds a
+# token's length with it before anything else.
+from stead.contracts.token_blocks import MAX_TOKEN_CHARS as MAX_TOKEN_CHARS
 
 Verdict = Literal["approve", "reject"]
 
 # The text of stead's narrowing block, with biscuit parameters.
 APPROVAL_CHECK: Final = "check if approval({workflow_id}, {step_id}, {plan_hash}, {verdict});"
-EXPIRY_CHECK: Final = "check if time($time), $time <= {expires_at};"
 APPROVAL_BLOCK: Final = f"\n{APPROVAL_CHECK}\n{EXPIRY_CHECK}\n"
 
-MAX_TOKEN_CHARS: Final = 16_384
-# A principal token has an authority block and usually one narrowing block; a few more
-# attenuations are legitimate, dozens are an attempt to make parsing expensive.
-MAX_BLOCKS: Final = 8
-_SHAPE: Final = re.compile(r"^[A-Za-z0-9_-]{16,}={0,2}$")
-# How biscuit prints the two checks (strings are printed between quotes, unescaped).
+# How biscuit prints the approval check (strings are printed between quotes, unescaped).
 _PRINTED_APPROVAL: Final = re.compile(
     r'^check if approval\("([^"\\]*)", "([^"\\]*)", "([^"\\]*)", "(approve|reject)"\);$'
-)
-_PRINTED_EXPIRY: Final = re.compile(
-    r"^check if time\(\$time\), \$time <= \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z;$"
 )
 
 NOT_NARROWED_FIX: Final = (
@@ -74,7 +71,7 @@ def narrowing_problem(token: str, scope: ApprovalScope) -> str | None:
     hash and verdict, with an expiry. Everything else (garbage, oversized, bare, or
     narrowed to another approval) gets a one-line reason that never quotes the token.
     """
-    blocks = _blocks(token)
+    blocks = printed_blocks(token)
     if isinstance(blocks, str):
         return blocks
     scopes = [s for s in (_narrowed_to(b) for b in blocks[1:]) if s is not None]
@@ -100,7 +97,7 @@ def exposed_revocation_ids(token: str) -> tuple[str, ...]:
     that narrowed derivation: its principal's own token never left their hands.
     Garbage yields nothing (it is nobody's token).
     """
-    blocks = _blocks(token)
+    blocks = printed_blocks(token)
     if isinstance(blocks, str):
         return ()
     try:
@@ -109,63 +106,18 @@ def exposed_revocation_ids(token: str) -> tuple[str, ...]:
         return ()
     # A block narrowing to a cancel (``cancel_token``) counts the same way: burning a
     # lifted cancel token must not revoke the principal's own token.
-    from stead.contracts.cancel_token import narrows_a_cancel
-
     for index, block in enumerate(blocks[1:], start=1):
         if _narrowed_to(block) is not None or narrows_a_cancel(block):
             return ids[index:]
     return ids
 
 
-def revocation_ids(token: str) -> tuple[str, ...]:
-    """All of ``token``'s revocation ids (one per block), or none for garbage."""
-    if isinstance(_blocks(token), str):
-        return ()
-    try:
-        return tuple(UnverifiedBiscuit.from_base64(token).revocation_ids)
-    except Exception:
-        return ()
-
-
-def printed_blocks(token: str) -> list[str] | str:
-    """The printed source of each block of ``token``, or why it is not one we would read
-    (no keys, no I/O; a cancel's narrowing is read the same way, ``cancel_token``)."""
-    return _blocks(token)
-
-
-def _blocks(token: str) -> list[str] | str:
-    """The printed source of each block, or why ``token`` is not a biscuit we would read."""
-    if not isinstance(token, str) or not token:
-        return "the principal token is empty"
-    if len(token) > MAX_TOKEN_CHARS:
-        return f"the principal token is longer than {MAX_TOKEN_CHARS} characters"
-    if not _SHAPE.fullmatch(token):
-        return (
-            "the principal token is not URL-safe base64; "
-            "pass the text `stead principal token` printed"
-        )
-    try:
-        parsed = UnverifiedBiscuit.from_base64(token)
-        count = parsed.block_count()
-        if count > MAX_BLOCKS:
-            return f"the principal token has {count} blocks; at most {MAX_BLOCKS} are accepted"
-        return [parsed.block_source(i) for i in range(count)]
-    except Exception:
-        return (
-            "the principal token is not a biscuit token; "
-            "pass the text `stead principal token` printed"
-        )
-
-
 def _narrowed_to(block: str) -> ApprovalScope | None:
     """The approval a block narrows to, if it is exactly stead's narrowing block."""
-    lines = [line.strip() for line in block.splitlines() if line.strip()]
-    if len(lines) != 2 or not _PRINTED_EXPIRY.fullmatch(lines[1]):
+    values = narrowing_values(block, _PRINTED_APPROVAL)
+    if values is None:
         return None
-    found = _PRINTED_APPROVAL.fullmatch(lines[0])
-    if found is None:
-        return None
-    workflow_id, step_id, plan_hash, verdict = found.groups()
+    workflow_id, step_id, plan_hash, verdict = values
     return ApprovalScope(
         workflow_id=workflow_id,
         step_id=step_id,

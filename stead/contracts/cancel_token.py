@@ -23,16 +23,12 @@ import hashlib
 import re
 from typing import Final
 
-from stead.contracts.approval_token import printed_blocks
 from stead.contracts.base import Closed
+from stead.contracts.token_blocks import EXPIRY_CHECK, narrowing_values, printed_blocks
 
 CANCEL_CHECK: Final = "check if cancel({workflow_id}, {reason_sha256});"
-EXPIRY_CHECK: Final = "check if time($time), $time <= {expires_at};"
 CANCEL_BLOCK: Final = f"\n{CANCEL_CHECK}\n{EXPIRY_CHECK}\n"
 _PRINTED_CANCEL: Final = re.compile(r'^check if cancel\("([^"\\]*)", "([0-9a-f]{64})"\);$')
-_PRINTED_EXPIRY: Final = re.compile(
-    r"^check if time\(\$time\), \$time <= \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z;$"
-)
 NOT_NARROWED_FIX: Final = (
     "cancel with `stead cancel RUN --as <principal> --token-file <file>`: it narrows the "
     "token to this one cancel"
@@ -81,11 +77,8 @@ def narrows_a_cancel(block: str) -> bool:
 
 
 def _narrowed_to(block: str) -> CancelScope | None:
-    lines = [line.strip() for line in block.splitlines() if line.strip()]
-    if len(lines) != 2 or not _PRINTED_EXPIRY.fullmatch(lines[1]):
+    values = narrowing_values(block, _PRINTED_CANCEL)
+    if values is None:
         return None
-    found = _PRINTED_CANCEL.fullmatch(lines[0])
-    if found is None:
-        return None
-    workflow_id, reason_sha256 = found.groups()
+    workflow_id, reason_sha256 = values
     return CancelScope(workflow_id=workflow_id, reason_sha256=reason_sha256)

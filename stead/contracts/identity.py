@@ -11,9 +11,9 @@ from typing import Final, Literal
 
 from pydantic import Field
 
-from stead.contracts.approval_token import MAX_TOKEN_CHARS
 from stead.contracts.base import Closed
 from stead.contracts.run import PrincipalId, StepId, TenantId, Verdict
+from stead.contracts.token_blocks import MAX_TOKEN_CHARS
 
 # The longest principal token the workflow will pass to an activity (see
 # stead.contracts.approval_token, which also decides what may enter history).

@@ -18,15 +18,13 @@ start-scoped token approves nothing.
 from __future__ import annotations
 
 from datetime import UTC, timedelta
-from typing import Any, Final
+from typing import Final
 
-from biscuit_auth import AuthorizationError, AuthorizerBuilder, Biscuit, BlockBuilder, PublicKey
+from biscuit_auth import PublicKey
 
-from stead.biscuit_limits import limited
 from stead.capability.authority import Clock, utcnow
 from stead.contracts.base import Closed
-from stead.identity.errors import PrincipalTokenNotScoped, PrincipalTokenScopeMismatch
-from stead.identity.tokens import PrincipalClaims, _parse, current_claims
+from stead.identity.tokens import PrincipalClaims, narrow, verify_narrowed
 
 START_TTL: Final = timedelta(minutes=10)
 
@@ -40,9 +38,6 @@ time({now});
 start({workflow_id}, {request_digest});
 allow if stead_token("principal", 1), principal({tenant}, $principal);
 """
-
-# A value no real workflow id or digest can take.
-_ELSEWHERE = "\x00elsewhere"
 
 
 class StartScope(Closed):
@@ -61,10 +56,7 @@ def scope_to_start(
     clock: Clock = utcnow,
 ) -> str:
     """Attenuate a principal token to one start (needs the public key, not the private one)."""
-    biscuit = _parse(token, public_key)
-    expires_at = clock().astimezone(UTC).replace(microsecond=0) + ttl
-    block = BlockBuilder(_START_BLOCK, {**scope.model_dump(), "expires_at": expires_at})
-    return biscuit.append(block).to_base64()
+    return narrow(token, public_key, _START_BLOCK, scope, ttl=ttl, clock=clock)
 
 
 def verify_start(
@@ -76,33 +68,13 @@ def verify_start(
     clock: Clock = utcnow,
 ) -> PrincipalClaims:
     """Claims of a token that proves its principal for exactly this start; raises why not."""
-    biscuit = _parse(token, public_key)
-    now = clock().astimezone(UTC)
-    claims = current_claims(biscuit, now, tenant)
-    facts = scope.model_dump()
-    problem = _problem(biscuit, now, tenant, facts)
-    if problem is not None:
-        raise PrincipalTokenScopeMismatch(
-            f"principal token of {claims.principal} does not authorize this start "
-            f"(expired, or narrowed to another workflow id or request): {problem}",
-            token_id=claims.token_id,
-        )
-    for field in facts:
-        if _problem(biscuit, now, tenant, {**facts, field: _ELSEWHERE}) is None:
-            raise PrincipalTokenNotScoped(
-                f"principal token of {claims.principal} is not narrowed to this start's "
-                f"{field}; a bare token in the run's history could be lifted by any reader. "
-                "Start with `stead run --token-file`, which narrows it",
-                token_id=claims.token_id,
-            )
-    return claims
-
-
-def _problem(biscuit: Biscuit, now: Any, tenant: str, start: dict[str, Any]) -> str | None:
-    """None when every check of every block passes for this start, else why not."""
-    params = {"now": now, "tenant": tenant, **start}
-    try:
-        limited(AuthorizerBuilder(_AUTHORIZER, params)).build(biscuit).authorize()
-    except AuthorizationError as exc:
-        return str(exc)
-    return None
+    return verify_narrowed(
+        token,
+        public_key,
+        clock().astimezone(UTC),
+        tenant,
+        _AUTHORIZER,
+        scope.model_dump(),
+        what="start",
+        fix="Start with `stead run --token-file`, which narrows it",
+    )

@@ -37,6 +37,7 @@ from stead.capability.authority import Clock, utcnow
 from stead.contracts.approval_token import APPROVAL_BLOCK, ApprovalScope
 from stead.contracts.base import Closed
 from stead.contracts.cancel_token import CANCEL_BLOCK, CancelScope
+from stead.contracts.token_blocks import MAX_TOKEN_CHARS
 from stead.identity.errors import (
     PrincipalTokenExpired,
     PrincipalTokenInvalid,
@@ -48,7 +49,6 @@ from stead.identity.errors import (
 DEFAULT_TTL: Final = timedelta(hours=8)
 MAX_TTL: Final = timedelta(days=30)
 APPROVAL_TTL: Final = timedelta(minutes=5)
-MAX_TOKEN_CHARS: Final = 16_384
 
 _PRINCIPAL_BLOCK = """
 stead_token("principal", 1);
@@ -75,7 +75,7 @@ cancel({workflow_id}, {reason_sha256});
 allow if stead_token("principal", 1), principal({tenant}, $principal);
 """
 
-# A value no real run, step, plan hash or verdict can take.
+# A value no real run, step, plan hash, verdict, reason or request digest can take.
 _ELSEWHERE = "\x00elsewhere"
 
 
@@ -126,10 +126,7 @@ def scope_to_approval(
     clock: Clock = utcnow,
 ) -> str:
     """Attenuate a principal token to one approval (needs the public key, not the private one)."""
-    biscuit = _parse(token, public_key)
-    expires_at = clock().astimezone(UTC).replace(microsecond=0) + ttl
-    block = BlockBuilder(APPROVAL_BLOCK, {**scope.model_dump(), "expires_at": expires_at})
-    return biscuit.append(block).to_base64()
+    return narrow(token, public_key, APPROVAL_BLOCK, scope, ttl=ttl, clock=clock)
 
 
 def scope_to_cancel(
@@ -141,10 +138,18 @@ def scope_to_cancel(
     clock: Clock = utcnow,
 ) -> str:
     """Attenuate a principal token to one cancel of one run, for one reason."""
+    return narrow(token, public_key, CANCEL_BLOCK, scope, ttl=ttl, clock=clock)
+
+
+def narrow(
+    token: str, public_key: PublicKey, block: str, scope: Closed, *, ttl: timedelta, clock: Clock
+) -> str:
+    """Append a narrowing ``block`` (biscuit source with ``scope``'s fields and an
+    ``expires_at`` as parameters): what every ``scope_to_*`` does, offline."""
     biscuit = _parse(token, public_key)
     expires_at = clock().astimezone(UTC).replace(microsecond=0) + ttl
-    block = BlockBuilder(CANCEL_BLOCK, {**scope.model_dump(), "expires_at": expires_at})
-    return biscuit.append(block).to_base64()
+    narrowed = BlockBuilder(block, {**scope.model_dump(), "expires_at": expires_at})
+    return biscuit.append(narrowed).to_base64()
 
 
 def read_claims(token: str, public_key: PublicKey, *, clock: Clock = utcnow) -> PrincipalClaims:
@@ -170,8 +175,10 @@ class PrincipalTokenVerifier:
 
     def verify_approval(self, token: str, *, tenant: str, scope: ApprovalScope) -> PrincipalClaims:
         """Claims of a token that proves its principal for exactly this approval; raises why not."""
-        return self._verify_narrowed(
+        return verify_narrowed(
             token,
+            self._public_key,
+            self._clock().astimezone(UTC),
             tenant,
             _AUTHORIZER,
             scope.model_dump(),
@@ -182,8 +189,10 @@ class PrincipalTokenVerifier:
 
     def verify_cancel(self, token: str, *, tenant: str, scope: CancelScope) -> PrincipalClaims:
         """Claims of a token that proves its principal for exactly this cancel; raises why not."""
-        return self._verify_narrowed(
+        return verify_narrowed(
             token,
+            self._public_key,
+            self._clock().astimezone(UTC),
             tenant,
             _CANCEL_AUTHORIZER,
             scope.model_dump(),
@@ -191,36 +200,40 @@ class PrincipalTokenVerifier:
             fix="Cancel with `stead cancel RUN --as <principal> --token-file <file>`",
         )
 
-    def _verify_narrowed(
-        self,
-        token: str,
-        tenant: str,
-        authorizer: str,
-        facts: dict[str, Any],
-        *,
-        what: str,
-        fix: str,
-    ) -> PrincipalClaims:
-        """The token passes for exactly these facts, and for no others differing in any one."""
-        biscuit = _parse(token, self._public_key)
-        now = self._clock().astimezone(UTC)
-        claims = current_claims(biscuit, now, tenant)
-        problem = _authorization_problem(biscuit, now, tenant, facts, authorizer)
-        if problem is not None:
-            raise PrincipalTokenScopeMismatch(
-                f"principal token of {claims.principal} does not authorize this {what}: {problem}",
+
+def verify_narrowed(
+    token: str,
+    public_key: PublicKey,
+    now: datetime,
+    tenant: str,
+    authorizer: str,
+    facts: dict[str, Any],
+    *,
+    what: str,
+    fix: str,
+) -> PrincipalClaims:
+    """Claims of a token that passes ``authorizer`` for exactly these ``facts`` (one
+    approval, cancel or start), and for no others differing in any one; raises why not.
+
+    The second half is what makes a bare token fail: it would pass for every value."""
+    biscuit = _parse(token, public_key)
+    claims = current_claims(biscuit, now, tenant)
+    problem = _authorization_problem(biscuit, now, tenant, facts, authorizer)
+    if problem is not None:
+        raise PrincipalTokenScopeMismatch(
+            f"principal token of {claims.principal} does not authorize this {what}: {problem}",
+            token_id=claims.token_id,
+        )
+    for field in facts:
+        elsewhere = {**facts, field: _ELSEWHERE}
+        if _authorization_problem(biscuit, now, tenant, elsewhere, authorizer) is None:
+            raise PrincipalTokenNotScoped(
+                f"principal token of {claims.principal} is not narrowed to this {what}'s "
+                f"{field}; a bare token in the run's history could be lifted and reused by "
+                f"any reader. {fix}",
                 token_id=claims.token_id,
             )
-        for field in facts:
-            elsewhere = {**facts, field: _ELSEWHERE}
-            if _authorization_problem(biscuit, now, tenant, elsewhere, authorizer) is None:
-                raise PrincipalTokenNotScoped(
-                    f"principal token of {claims.principal} is not scoped to this {what}'s "
-                    f"{field}; a bare token would stay usable by anyone who reads the run's "
-                    f"history. {fix}",
-                    token_id=claims.token_id,
-                )
-        return claims
+    return claims
 
 
 def current_claims(biscuit: Biscuit, now: datetime, tenant: str) -> PrincipalClaims:

@@ -38,6 +38,24 @@ def is_ephemeral_queue(task_queue: str) -> bool:
     return task_queue.startswith(EPHEMERAL_QUEUE_PREFIXES)
 
 
+def maintenance_schedule(
+    workflow_name: str, workflow_id: str, task_queue: str, every: timedelta
+) -> Schedule:
+    """Start ``workflow_name`` on ``task_queue`` every ``every``; a run still going when the
+    next is due makes that one skip."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            workflow_name,
+            MaintenanceInput(),
+            id=workflow_id,
+            task_queue=task_queue,
+            execution_timeout=max(every, timedelta(minutes=30)),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
 async def ensure_memory_schedules(
     client: Client,
     task_queue: str,
@@ -59,17 +77,7 @@ async def ensure_memory_schedules(
         (REINDEX_SCHEDULE, REINDEX_WORKFLOW, reindex_every),
         (PURGE_SCHEDULE, PURGE_WORKFLOW, purge_every),
     ):
-        schedule = Schedule(
-            action=ScheduleActionStartWorkflow(
-                workflow_name,
-                MaintenanceInput(),
-                id=schedule_id,
-                task_queue=task_queue,
-                execution_timeout=max(every, timedelta(minutes=30)),
-            ),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        )
+        schedule = maintenance_schedule(workflow_name, schedule_id, task_queue, every)
         try:
             await client.create_schedule(schedule_id, schedule)
         except ScheduleAlreadyRunningError:

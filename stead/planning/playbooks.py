@@ -223,7 +223,7 @@ def load_playbook(name: str, playbook_dir: Path, *, plugins: bool = True) -> Pla
 def parse_playbook(source: str, origin: str) -> Playbook:
     """Parse playbook YAML; ``origin`` (a path or ``--playbook-file``) prefixes each error.
 
-    Every playbook run parses its playbook in ``plan.create``; the same text always gives
+    Every playbook run parses its playbook in ``plan.create_decided``; the same text always gives
     the same (frozen) playbook, so recent ones are kept, and libyaml's C loader is used
     when PyYAML was built with it (~10x faster than the pure-Python one).
     """

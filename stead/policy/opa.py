@@ -34,7 +34,7 @@ import re
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Annotated, Any, Final, Literal, Protocol, Self
+from typing import Annotated, Any, Final, Literal, Protocol, Self, TypeVar
 
 import httpx
 from pydantic import (
@@ -184,6 +184,9 @@ class PlanPolicy(_OpaDocument):
     reasons: Reasons
 
 
+_Document = TypeVar("_Document", StepPolicy, PlanPolicy)
+
+
 class StepPolicyResult(StepPolicy):
     """A validated step decision plus how long OPA took to give it (client-side, ms)."""
 
@@ -312,25 +315,26 @@ class OpaClient:
 
     async def decide_step(self, input: Mapping[str, Any]) -> StepPolicyResult:
         """Allow, deny or hold one step (``data.stead.step.decision``)."""
-        started = time.perf_counter()
-        result = await self._evaluate(STEP_DECISION, input, subject="the step")
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        try:
-            parsed = StepPolicy.model_validate(result)
-        except ValidationError as exc:
-            raise PolicyUndefined(STEP_DECISION, _describe(exc), subject="the step") from None
+        parsed, elapsed_ms = await self._decide(STEP_DECISION, input, StepPolicy, "the step")
         return StepPolicyResult(**dict(parsed), eval_ms=elapsed_ms)
 
     async def decide_plan(self, input: Mapping[str, Any]) -> PlanPolicyResult:
         """Allow or deny a whole plan before any step runs (``data.stead.plan.decision``)."""
+        parsed, elapsed_ms = await self._decide(PLAN_DECISION, input, PlanPolicy, "the plan")
+        return PlanPolicyResult(**dict(parsed), eval_ms=elapsed_ms)
+
+    async def _decide(
+        self, path: str, input: Mapping[str, Any], document: type[_Document], subject: str
+    ) -> tuple[_Document, float]:
+        """The decision at ``path`` as ``document``, and how long OPA took (ms); a result
+        that does not fit is undefined, so the caller fails closed."""
         started = time.perf_counter()
-        result = await self._evaluate(PLAN_DECISION, input, subject="the plan")
+        result = await self._evaluate(path, input, subject=subject)
         elapsed_ms = (time.perf_counter() - started) * 1000
         try:
-            parsed = PlanPolicy.model_validate(result)
+            return document.model_validate(result), elapsed_ms
         except ValidationError as exc:
-            raise PolicyUndefined(PLAN_DECISION, _describe(exc), subject="the plan") from None
-        return PlanPolicyResult(**dict(parsed), eval_ms=elapsed_ms)
+            raise PolicyUndefined(path, _describe(exc), subject=subject) from None
 
     async def revision(self) -> str:
         """The loaded policy set's revision, for the audit trail; ``"unknown"`` if OPA can't say.

@@ -82,9 +82,8 @@ def case_worker(settings: Settings, task_queue: str, config: Mapping[str, str]) 
 def token_file(settings: Settings, tenant: str, principal: str, folder: Path) -> Path:
     """A principal token for ``principal`` (what `stead principal token` prints), in a
     private file for `stead approve --token-file`."""
-    from stead.capability.keys import IDENTITY
-    from stead.capability.trust import key_store
     from stead.identity.tokens import PrincipalTokenIssuer
+    from stead.keys import IDENTITY, key_store
 
     private = key_store(settings).private(IDENTITY)
     if private is None:

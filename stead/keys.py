@@ -14,6 +14,9 @@ Symmetric secrets are ``<name>.secret`` (32 random bytes as hex, mode 0600):
 unchanged (a run's continuation state, routed index calls); ``audit.secret`` keys the
 audit log's hash chain, so rows written by anyone without it do not link. Neither
 ever leaves the machines that run workers.
+
+This module sits below both the capability tokens and the audit chain (which reads
+``audit.secret``), so it imports neither.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Final, Literal
 from biscuit_auth import KeyPair, PrivateKey, PublicKey
 
 from stead.errors import ConfigError
+from stead.settings import Settings
 
 KeyName = Literal["capability", "identity"]
 CAPABILITY: Final[KeyName] = "capability"
@@ -148,6 +152,19 @@ class KeyStore:
         """Create every missing pair and secret; returns the names created now."""
         pairs: list[str] = [name for name in ALL_KEYS if self.ensure(name)]
         return pairs + [name for name in ALL_SECRETS if self.ensure_secret(name)]
+
+
+def key_store(settings: Settings) -> KeyStore:
+    """The settings' key directory; creates the dev keys when running on the embedded stack.
+
+    Only the default directory under a dev home is filled in: an explicit
+    ``STEAD_KEYS_DIR`` is an operator's choice (an edge worker's holds public keys
+    only) and is never added to.
+    """
+    store = KeyStore(settings.resolved_keys_dir)
+    if settings.keys_dir is None and settings.stack_file.exists():
+        store.ensure_all()
+    return store
 
 
 def _write_atomically(path: Path, text: str) -> None:
