@@ -36,6 +36,7 @@ from temporalio.worker import Worker
 
 from bench.bare import BareChainWorkflow, noop
 from stead.contracts.run import Budget, RunInput, RunOptions, RunRequest, RunStatus
+from stead.contracts.search_attributes import start_search_attributes
 from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack.stack import read_state, stack_down, stack_up, temporal_under_test
 from stead.identity.directory import add_principal, create_tenant
@@ -233,6 +234,7 @@ async def start_governed(
         id=workflow_id or f"bench-{tenant}-{uuid.uuid4().hex[:10]}",
         task_queue=w.stead_queue,
         result_type=RunStatus,
+        search_attributes=start_search_attributes(request),  # as `stead run` starts
     )
 
 

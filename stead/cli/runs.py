@@ -57,6 +57,7 @@ from stead.contracts.run import (
     StepResult,
     Verdict,
 )
+from stead.contracts.search_attributes import start_search_attributes
 from stead.errors import ApprovalRefused, CancelRefused, ConfigError, TemporalUnavailable
 from stead.runs.actions import ActionCount, count_actions, run_histories
 from stead.runs.fairness import run_priority
@@ -260,6 +261,8 @@ def run(
             result_type=RunStatus,
             # The tenant is the fairness key: its burst queues behind itself only.
             priority=run_priority(tenant, cfg.fairness_weights),
+            # Set at start, not upserted by the run: one Action less per run.
+            search_attributes=start_search_attributes(request),
         )
         if not wait:
             return None
