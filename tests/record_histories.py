@@ -490,15 +490,17 @@ def opening_attributes(scenario: str) -> TypedSearchAttributes:
     return start_search_attributes(RunRequest(tenant=tenant, principal=PRINCIPAL, goal="-"))
 
 
-def upserted(history: WorkflowHistory) -> list[set[str]]:
-    """The attributes each search-attribute upsert set, in order (patch versions aside)."""
+def upserted(history: WorkflowHistory) -> list[dict[str, str]]:
+    """Each search-attribute upsert in order, as {attribute: JSON value}; the patches'
+    ``TemporalChangeVersion`` upserts (not billed) left out."""
     found = []
     for event in history.events:
         if event.HasField("upsert_workflow_search_attributes_event_attributes"):
             fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
-            names = set(fields.indexed_fields) - {"TemporalChangeVersion"}
-            if names:
-                found.append(names)
+            values = {k: v.data.decode() for k, v in fields.indexed_fields.items()}
+            values.pop("TemporalChangeVersion", None)
+            if values:
+                found.append(values)
     return found
 
 
@@ -517,17 +519,24 @@ def expect_fewer_actions(history: WorkflowHistory, upserts: int) -> None:
         )
 
 
-async def fewer_actions_approved(r: Recorder) -> AnyHandle:
-    """Started as `stead run` starts (search attributes on the start request): the run
-    upserts none of them, an approval opening and closing is one upsert each (status and
-    pending flag together), and the summary is a local activity beside the final record."""
-    scenario = "fewer-actions-approved"
-    handle = await r.start_run(
+async def _started_like_stead_run(
+    r: Recorder, scenario: str, **request: Any
+) -> WorkflowHandle[Any, RunStatus]:
+    """One step held for user:bob's approval, its search attributes on the start request."""
+    return await r.start_run(
         scenario,
         {"approval_risk": "low", "approvers": ["user:bob"]},
         search_attributes=opening_attributes(scenario),
         playbook_source=PUT_ONE,
+        **request,
     )
+
+
+async def fewer_actions_approved(r: Recorder) -> AnyHandle:
+    """Started as `stead run` starts (search attributes on the start request): the run
+    upserts none of them, an approval opening and closing is one upsert each (status and
+    pending flag together), and the summary is a local activity beside the final record."""
+    handle = await _started_like_stead_run(r, "fewer-actions-approved")
     pending = await wait_pending(handle, "put")
     await handle.execute_update("approve", approval(pending, "user:bob", "approve"))
     expect(await handle.result(), "completed", "succeeded")
@@ -539,20 +548,14 @@ async def fewer_actions_approved(r: Recorder) -> AnyHandle:
 async def fewer_actions_deadline(r: Recorder) -> AnyHandle:
     """The deadline passes while a step awaits approval: the wait is cancelled with the
     pending flag still set, and the final status and the flag go out in one upsert."""
-    scenario = "fewer-actions-deadline"
-    handle = await r.start_run(
-        scenario,
-        {"approval_risk": "low", "approvers": ["user:bob"]},
-        search_attributes=opening_attributes(scenario),
-        playbook_source=PUT_ONE,
-        deadline=datetime.now(UTC) + timedelta(seconds=DEADLINE_SECONDS),
-    )
+    deadline = datetime.now(UTC) + timedelta(seconds=DEADLINE_SECONDS)
+    handle = await _started_like_stead_run(r, "fewer-actions-deadline", deadline=deadline)
     await wait_pending(handle, "put")
     expect(await handle.result(), "timed_out", "cancelled")
     history = await handle.fetch_history()
     # running, awaiting_approval + pending, timed_out + not pending
     expect_fewer_actions(history, upserts=3)
-    if upserted(history)[-1] != {"SteadStatus", "SteadPendingApproval"}:
+    if set(upserted(history)[-1]) != {"SteadStatus", "SteadPendingApproval"}:
         raise RuntimeError(f"{handle.id}: the last upsert set {upserted(history)[-1]}")
     return handle
 
@@ -575,7 +578,7 @@ async def fewer_actions_forged(r: Recorder) -> AnyHandle:
     history = await handle.fetch_history()
     # the forged three corrected, running, completed
     expect_fewer_actions(history, upserts=3)
-    if upserted(history)[0] != {"SteadTenant", "SteadStatus", "SteadPendingApproval"}:
+    if set(upserted(history)[0]) != {"SteadTenant", "SteadStatus", "SteadPendingApproval"}:
         raise RuntimeError(f"{handle.id}: the forged attributes were kept: {upserted(history)}")
     return handle
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
@@ -22,6 +21,7 @@ from stead.contracts.search_attributes import SA_PENDING, SA_STATUS, SA_TENANT
 from stead.db.pool import create_pool, tenant_transaction
 from stead.runs.actions import count_actions
 from tests.conftest import WorkerHandle
+from tests.record_histories import upserted
 from tests.runs import configure_tenant, new_tenant, playbook, wait_pending
 
 ECHO = playbook({"id": "echo", "operation": "core.echo", "args": {"value": 1}})
@@ -33,20 +33,6 @@ async def pool(worker: WorkerHandle) -> asyncpg.Pool:
     pool = await create_pool(worker.settings.postgres_dsn, max_size=2)
     yield pool
     await pool.close()
-
-
-def upserted(history: WorkflowHistory) -> list[dict[str, str]]:
-    """Each search-attribute upsert in order, as {attribute: JSON value}, patches aside."""
-    found = []
-    for event in history.events:
-        if event.event_type != EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
-            continue
-        fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
-        values = {k: v.data.decode() for k, v in fields.indexed_fields.items()}
-        values.pop("TemporalChangeVersion", None)
-        if values:
-            found.append(values)
-    return found
 
 
 def scheduled(history: WorkflowHistory) -> list[str]:
@@ -94,12 +80,10 @@ async def test_an_approved_step_sends_status_and_pending_flag_in_one_upsert_each
     pending = await wait_pending(handle, "put")
     listed = (await handle.describe()).typed_search_attributes
     assert (listed.get(SA_STATUS), listed.get(SA_PENDING)) == ("awaiting_approval", True)
-    await handle.execute_update(
-        "approve",
-        ApprovalInput(
-            step_id="put", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"
-        ),
+    vote = ApprovalInput(
+        step_id="put", plan_hash=pending.plan_hash, approver="user:bob", verdict="approve"
     )
+    await handle.execute_update("approve", vote)
     status = await handle.result()
     assert status.status == "completed"
     history = await handle.fetch_history()
