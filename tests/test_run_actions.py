@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from temporalio.client import WorkflowHistory
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from stead.audit.log import list_events
@@ -21,7 +20,7 @@ from stead.contracts.search_attributes import SA_PENDING, SA_STATUS, SA_TENANT
 from stead.db.pool import create_pool, tenant_transaction
 from stead.runs.actions import count_actions
 from tests.conftest import WorkerHandle
-from tests.record_histories import upserted
+from tests.record_histories import scheduled, upserted
 from tests.runs import configure_tenant, new_tenant, playbook, wait_pending
 
 ECHO = playbook({"id": "echo", "operation": "core.echo", "args": {"value": 1}})
@@ -35,14 +34,6 @@ async def pool(worker: WorkerHandle) -> asyncpg.Pool:
     await pool.close()
 
 
-def scheduled(history: WorkflowHistory) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
-
-
 async def test_an_allowed_one_step_run_started_like_stead_run_costs_seven_actions(
     worker: WorkerHandle, pool: asyncpg.Pool
 ) -> None:
@@ -54,7 +45,7 @@ async def test_an_allowed_one_step_run_started_like_stead_run_costs_seven_action
     history = await handle.fetch_history()
     # Tenant, "planning" and not pending came with the start: no upsert repeats them.
     assert upserted(history) == [{"SteadStatus": '"running"'}, {"SteadStatus": '"completed"'}]
-    assert scheduled(history) == ["plan.create_decided", "step.run"]
+    assert await scheduled(handle) == ["plan.create_decided", "step.run"]
     counted = count_actions([history])
     assert counted.by_kind == {
         "workflow_started": 1,
