@@ -7,7 +7,9 @@ is left of the 1-step run. The baseline is the bare chain (``bench.bare``), coun
 the same way in the same run: one activity per step, one start per run.
 
 An approved step and a denied run are measured as whole 1-step runs, less the
-allowed run's fixed cost for the approved one.
+allowed run's fixed cost for the approved one. Every run is measured twice in the same
+run of the benchmark: on today's path, and on a worker that holds back the
+``fewer-actions`` patch (``build_worker(held_patches=...)``), the path before it.
 
     .venv/bin/python -m bench.actions [--quick]
 """
@@ -15,6 +17,7 @@ allowed run's fixed cost for the approved one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,6 +46,8 @@ from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
 from stead.runs.actions import ActionCount, count_actions, run_histories
 
 GOAL = 1.2
+# The workflow patch that cut a run's Actions; a worker holding it back runs the old path.
+PATCH = "fewer-actions"
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,60 @@ def kinds(count: ActionCount) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(count.by_kind.items()))
 
 
+@dataclass(frozen=True)
+class PathCounts:
+    """One code path's runs, counted: 1 and N allowed steps, express, approved, denied."""
+
+    one: ActionCount
+    many: ActionCount
+    express_one: ActionCount
+    express_many: ActionCount
+    approved: ActionCount
+    denied: ActionCount
+    steps: int
+
+    def slope(self, one: ActionCount, many: ActionCount) -> float:
+        return (many.total - one.total) / (self.steps - 1)
+
+    @property
+    def step(self) -> float:
+        return self.slope(self.one, self.many)
+
+    @property
+    def express_step(self) -> float:
+        return self.slope(self.express_one, self.express_many)
+
+    @property
+    def fixed(self) -> float:
+        return self.one.total - self.step
+
+    @property
+    def approved_step(self) -> float:
+        return self.approved.total - self.fixed
+
+
+@dataclass(frozen=True)
+class Tenants:
+    allow: str
+    approve: str
+    deny: str
+    one: str
+    many: str
+
+
+async def path_counts(w: Workers, t: Tenants, n: int) -> PathCounts:
+    """Every run of one path, on ``w.stead_queue``."""
+    return PathCounts(
+        one=await governed_actions(w, t.allow, t.one, 1),
+        many=await governed_actions(w, t.allow, t.many, n),
+        express_one=await governed_actions(w, t.allow, t.one, 1, express=True),
+        express_many=await governed_actions(w, t.allow, t.many, n, express=True),
+        approved=await approved_run(w, t.approve, t.one),
+        denied=await denied_run(w, t.deny, t.one),
+        steps=n,
+    )
+
+
 async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     settings = stack.settings
     n = sizes.steps
@@ -120,69 +179,90 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     await configure_tenant(settings, deny, operations=["core.nothing"])
     one = write_playbook(stack.playbook_dir, f"actions-1-{allow}", echo_chain(1))
     many = write_playbook(stack.playbook_dir, f"actions-{n}-{allow}", echo_chain(n))
-    async with in_process_workers(settings) as w:
-        g1, gn = await governed_actions(w, allow, one, 1), await governed_actions(w, allow, many, n)
-        e1 = await governed_actions(w, allow, one, 1, express=True)
-        en = await governed_actions(w, allow, many, n, express=True)
+    tenants = Tenants(allow, approve, deny, one, many)
+    async with in_process_workers(settings, held_patches=(PATCH,)) as w:
+        now = await path_counts(w, tenants, n)
+        before = await path_counts(dataclasses.replace(w, stead_queue=w.held_queue), tenants, n)
         b1, bn = await bare_actions(w, 1), await bare_actions(w, n)
-        approved = await approved_run(w, approve, one)
-        denied = await denied_run(w, deny, one)
-    step = (gn.total - g1.total) / (n - 1)
-    express_step = (en.total - e1.total) / (n - 1)
     bare_step = (bn.total - b1.total) / (n - 1)
-    fixed = g1.total - step
     section = Section("8. Temporal Cloud Actions per step (counted from histories)")
     section.lines += table(
         ("run", "Actions", "by kind"),
         [
-            ("governed, 1 step", str(g1.total), kinds(g1)),
-            (f"governed, {n} steps", str(gn.total), kinds(gn)),
-            (f"express, {n} steps", str(en.total), kinds(en)),
+            ("governed, 1 step", str(now.one.total), kinds(now.one)),
+            (f"governed, {n} steps", str(now.many.total), kinds(now.many)),
+            (f"express, {n} steps", str(now.express_many.total), kinds(now.express_many)),
             (f"bare, {n} steps", str(bn.total), kinds(bn)),
-            ("approved, 1 step", str(approved.total), kinds(approved)),
-            ("denied, 1 step", str(denied.total), kinds(denied)),
+            ("approved, 1 step", str(now.approved.total), kinds(now.approved)),
+            ("denied, 1 step", str(now.denied.total), kinds(now.denied)),
+            (f"before {PATCH}: governed, 1 step", str(before.one.total), kinds(before.one)),
+            (f"before {PATCH}: approved", str(before.approved.total), kinds(before.approved)),
+            (f"before {PATCH}: denied", str(before.denied.total), kinds(before.denied)),
         ],
     )
     section.lines += [
         "",
         *table(
-            ("per", "Actions"),
+            ("per", "Actions", f"before {PATCH} (same run)"),
             [
-                ("allowed step (slope)", f"{step:.2f}"),
-                ("allowed express step (slope)", f"{express_step:.2f}"),
-                ("bare activity step (slope)", f"{bare_step:.2f}"),
-                ("a run's fixed cost (1-step run - step)", f"{fixed:.2f}"),
-                ("an approved step (1-step run - fixed)", f"{approved.total - fixed:.2f}"),
-                ("a denied 1-step run, whole", str(denied.total)),
+                ("allowed step (slope)", f"{now.step:.2f}", f"{before.step:.2f}"),
+                (
+                    "allowed express step (slope)",
+                    f"{now.express_step:.2f}",
+                    f"{before.express_step:.2f}",
+                ),
+                ("bare activity step (slope)", f"{bare_step:.2f}", ""),
+                (
+                    "a run's fixed cost (1-step run - step)",
+                    f"{now.fixed:.2f}",
+                    f"{before.fixed:.2f}",
+                ),
+                (
+                    "an approved step (1-step run - fixed)",
+                    f"{now.approved_step:.2f}",
+                    f"{before.approved_step:.2f}",
+                ),
+                ("a denied 1-step run, whole", str(now.denied.total), str(before.denied.total)),
             ],
         ),
     ]
+    was = f"before {PATCH}"
     section.rows += [
         Row(
             "8 actions",
             "Actions per allowed step",
-            f"{step:.2f}",
+            f"{now.step:.2f}",
             f"{bare_step:.2f} (bare activity)",
-            f"{step / bare_step:.2f}x",
+            f"{now.step / bare_step:.2f}x",
             f"<= {GOAL}x",
-            step / bare_step <= GOAL,
+            now.step / bare_step <= GOAL,
         ),
         Row(
             "8 actions",
             "Actions per express step",
-            f"{express_step:.2f}",
+            f"{now.express_step:.2f}",
             f"{bare_step:.2f} (bare activity)",
-            f"{express_step / bare_step:.2f}x",
+            f"{now.express_step / bare_step:.2f}x",
             "reference",
         ),
         Row(
             "8 actions",
             "a run's fixed Actions",
-            f"{fixed:.1f}",
-            f"{b1.total - bare_step:.1f} (bare)",
+            f"{now.fixed:.1f}",
+            f"{before.fixed:.1f} ({was}); {b1.total - bare_step:.1f} (bare)",
         ),
-        Row("8 actions", "approved step Actions", f"{approved.total - fixed:.1f}"),
-        Row("8 actions", "denied 1-step run Actions", str(denied.total)),
+        Row(
+            "8 actions",
+            "approved step Actions",
+            f"{now.approved_step:.1f}",
+            f"{before.approved_step:.1f} ({was})",
+        ),
+        Row(
+            "8 actions",
+            "denied 1-step run Actions",
+            str(now.denied.total),
+            f"{before.denied.total} ({was})",
+        ),
     ]
     return section
 

@@ -36,6 +36,7 @@ from temporalio.worker import Worker
 
 from bench.bare import BareChainWorkflow, noop
 from stead.contracts.run import Budget, RunInput, RunOptions, RunRequest, RunStatus
+from stead.contracts.search_attributes import start_search_attributes
 from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack.stack import read_state, stack_down, stack_up, temporal_under_test
 from stead.identity.directory import add_principal, create_tenant
@@ -128,25 +129,37 @@ class Workers:
     settings: Settings
     stead_queue: str
     bare_queue: str
+    # A Stead worker holding back ``held_patches`` (the code path before them), if asked.
+    held_queue: str = ""
 
 
 @contextlib.asynccontextmanager
-async def in_process_workers(settings: Settings) -> AsyncIterator[Workers]:
+async def in_process_workers(
+    settings: Settings, held_patches: tuple[str, ...] = ()
+) -> AsyncIterator[Workers]:
     """Both workers share one event loop, like one worker process would.
 
     The bare worker polls a queue of its own with the SDK's defaults, so what it
-    measures is Temporal's cost for a step and nothing of Stead's.
+    measures is Temporal's cost for a step and nothing of Stead's. With
+    ``held_patches`` a third, a Stead worker on the path from before those patches,
+    polls ``held_queue``: the old code's cost, measured in the same run.
     """
     client = await connect(settings)
     stead_queue = f"bench-stead-{uuid.uuid4().hex[:8]}"
     bare_queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
+    held_queue = f"bench-held-{uuid.uuid4().hex[:8]}" if held_patches else ""
     bare = Worker(client, task_queue=bare_queue, workflows=[BareChainWorkflow], activities=[noop])
     async with (
         open_resources(settings) as resources,
         build_worker(client, stead_queue, resources),
         bare,
+        contextlib.AsyncExitStack() as held,
     ):
-        yield Workers(client, settings, stead_queue, bare_queue)
+        if held_patches:
+            await held.enter_async_context(
+                build_worker(client, held_queue, resources, held_patches=held_patches)
+            )
+        yield Workers(client, settings, stead_queue, bare_queue, held_queue)
 
 
 def new_tenant(label: str) -> str:
@@ -233,6 +246,7 @@ async def start_governed(
         id=workflow_id or f"bench-{tenant}-{uuid.uuid4().hex[:10]}",
         task_queue=w.stead_queue,
         result_type=RunStatus,
+        search_attributes=start_search_attributes(request),  # as `stead run` starts
     )
 
 

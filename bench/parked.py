@@ -16,6 +16,7 @@ behind a semaphore, and each run must complete. Parked means the run's
 ``SteadPendingApproval`` search attribute is true, counted through visibility.
 
     .venv/bin/python -m bench.parked [--quick] [--runs 10000] [--concurrency 50] [--cache 1000]
+        [--max-workflow-tasks N] [--worker-log FILE]
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
+from temporalio.api.enums.v1 import TimeoutType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 
 from bench.harness import (
     APPROVER,
@@ -54,6 +58,7 @@ from bench.harness import (
     table,
     write_playbook,
 )
+from stead.cli._common import task_in_failed_state
 from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
 from stead.settings import Settings
 from stead.temporal import connect
@@ -68,6 +73,8 @@ class Sizes:
     concurrency: int
     timeout_s: float
     cache: int = 1000
+    # The worker's STEAD_WORKER_MAX_WORKFLOW_TASKS; None: the SDK's default.
+    workflow_tasks: int | None = None
 
 
 FULL = Sizes(runs=10_000, concurrency=50, timeout_s=3600)
@@ -97,9 +104,14 @@ class Rss:
 
 @contextlib.contextmanager
 def worker_process(
-    settings: Settings, task_queue: str, cache: int
+    settings: Settings,
+    task_queue: str,
+    cache: int,
+    log: Path | None = None,
+    workflow_tasks: int | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
-    """``stead worker`` on ``task_queue``, its output drained so it never blocks on a pipe."""
+    """``stead worker`` on ``task_queue``, its output drained so it never blocks on a pipe
+    (and kept in ``log`` when given: why a workflow task failed is said only there)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEAD_") or k in KEEP_ENV}
     env.update(
         STEAD_HOME=str(settings.home),
@@ -111,6 +123,8 @@ def worker_process(
         STEAD_MAX_CACHED_WORKFLOWS=str(cache),
         PYTHONPATH=str(REPO),
     )
+    if workflow_tasks is not None:
+        env["STEAD_WORKER_MAX_WORKFLOW_TASKS"] = str(workflow_tasks)
     child = subprocess.Popen(
         [sys.executable, "-m", "stead.cli", "worker", "--task-queue", task_queue],
         env=env,
@@ -129,7 +143,7 @@ def worker_process(
                 break
         else:
             raise RuntimeError("the worker exited before it was ready:\n" + "".join(tail))
-        threading.Thread(target=_drain, args=(child,), daemon=True).start()
+        threading.Thread(target=_drain, args=(child, log), daemon=True).start()
         yield child
     finally:
         if child.poll() is None:
@@ -141,10 +155,14 @@ def worker_process(
                 child.wait()
 
 
-def _drain(child: subprocess.Popen[str]) -> None:
+def _drain(child: subprocess.Popen[str], log: Path | None) -> None:
     assert child.stdout is not None
-    for _ in child.stdout:
-        pass
+    with contextlib.ExitStack() as stack:
+        out = None if log is None else stack.enter_context(log.open("a", encoding="utf-8"))
+        for line in child.stdout:
+            if out is not None:
+                out.write(line)
+                out.flush()
 
 
 async def parked_count(client: Client, tenant: str) -> int:
@@ -157,7 +175,12 @@ async def wait_parked(client: Client, tenant: str, runs: int, timeout_s: float) 
     last_print = time.monotonic()
     while True:
         parked = await parked_count(client, tenant)
-        if parked >= runs or time.monotonic() > deadline:
+        # A run that ended before it parked (denied: OPA too slow to answer under load)
+        # never will, so waiting stops once every run is parked or closed.
+        closed = await closed_count(client, tenant)
+        if parked + closed >= runs or time.monotonic() > deadline:
+            if closed:
+                print(f"  {closed} run(s) ended before parking", flush=True)
             return parked
         if time.monotonic() - last_print > 30:
             print(f"  parked {parked}/{runs}", flush=True)
@@ -165,14 +188,19 @@ async def wait_parked(client: Client, tenant: str, runs: int, timeout_s: float) 
         await asyncio.sleep(1.0)
 
 
-async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
+async def closed_count(client: Client, tenant: str) -> int:
+    query = f"SteadTenant = '{tenant}' AND ExecutionStatus != 'Running'"
+    return (await client.count_workflows(query)).count
+
+
+async def measure(stack: BenchStack, sizes: Sizes = FULL, log: Path | None = None) -> Section:
     section = Section(f"7. {sizes.runs:,} runs parked on approval, one `stead worker` process")
     settings = stack.settings
     write_playbook(stack.playbook_dir, "park", [{"id": STEP, "operation": "core.echo"}])
     tenant = new_tenant("park")
     await configure_tenant(settings, tenant, approval_risk="low", approvers=[APPROVER])
     task_queue = f"bench-park-{uuid.uuid4().hex[:8]}"
-    with worker_process(settings, task_queue, sizes.cache) as child:
+    with worker_process(settings, task_queue, sizes.cache, log, sizes.workflow_tasks) as child:
         rss = Rss(psutil.Process(child.pid))
         await asyncio.sleep(2.0)
         idle = rss.now()
@@ -184,7 +212,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
         alive = child.poll() is None
-    parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors = result
+    parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors, tasks = result
     n = sizes.runs
     section.lines += table(
         ("phase", "seconds", "runs", "worker RSS MB"),
@@ -199,12 +227,14 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     per_run = (rss_parked - idle) * 1000 / max(parked, 1)
     section.lines.append(
         f"RSS parked/idle {rss_parked / idle:.2f}x, ~{per_run:.0f} kB per parked run; "
-        f"approvals {sizes.concurrency} at a time; workflow cache {sizes.cache:,} runs; "
+        f"approvals {sizes.concurrency} at a time; workflow cache {sizes.cache:,} runs, "
+        f"workflow task slots {sizes.workflow_tasks or 'SDK default'}; "
         f"worker {'alive' if alive else 'DIED'} at the end"
     )
     done_per_s = completed / max(approve_s + complete_s, 1e-9)
     for reason in sorted(set(errors))[:3]:
         section.lines.append(f"FAILED: {errors.count(reason)}x {reason}")
+    section.lines += tasks
     section.rows += [
         Row("7 parked", f"worker RSS, {parked:,} parked (peak)", f"{rss.peak:.0f} MB",
             f"{idle:.0f} MB (idle worker)", f"{rss.peak / idle:.1f}x", f"< {GOAL_RSS_MB:.0f} MB",
@@ -221,7 +251,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
 
 async def park_and_approve(
     settings: Settings, tenant: str, task_queue: str, sizes: Sizes, rss: Rss
-) -> tuple[int, float, float, int, float, float, int, list[str]]:
+) -> tuple[int, float, float, int, float, float, int, list[str], list[str]]:
     client = await connect(settings)
     n = sizes.runs
     started = time.perf_counter()
@@ -242,15 +272,27 @@ async def park_and_approve(
         step_id=STEP, plan_hash=plan_hash, approver=APPROVER, verdict="approve"
     )
     errors: list[str] = []
+    retried: list[str] = []
 
     async def approve(handle: WorkflowHandle[Any, RunStatus]) -> bool:
-        try:
-            await handle.execute_update("approve", approval)
-            return True
-        except Exception as exc:
-            errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
-            errors.extend(await task_failures(handle))
-            return False
+        """As an approver would: a run whose workflow task has failed or timed out twice
+        in a row refuses updates before recording them, so the approval is sent again."""
+        deadline = time.monotonic() + sizes.timeout_s
+        while True:
+            try:
+                # Bounded: an update a struggling run admitted but never took waits forever.
+                left = max(deadline - time.monotonic(), 1.0)
+                await asyncio.wait_for(handle.execute_update("approve", approval), left)
+                return True
+            except RPCError as exc:
+                if not task_in_failed_state(exc) or time.monotonic() > deadline:
+                    errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
+                    return False
+                retried.append(handle.id)
+                await asyncio.sleep(2.0)
+            except Exception as exc:
+                errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
+                return False
 
     began = time.perf_counter()
     approved = sum(
@@ -272,18 +314,39 @@ async def park_and_approve(
         await bounded(sizes.concurrency * 4, [functools.partial(outcome, h) for h in handles])
     )
     complete_s = time.perf_counter() - began - approve_s
-    return parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors
+    tasks = await task_trouble(handles)
+    if retried:
+        tasks.append(
+            f"{len(retried)} approvals sent again ({len(set(retried))} runs) after "
+            "'Workflow Task in failed state'"
+        )
+    return parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors, tasks
 
 
-async def task_failures(handle: WorkflowHandle[Any, RunStatus]) -> list[str]:
-    """Why the run's workflow tasks failed, from its history: a replay after eviction
-    that fails shows up here and nowhere else (the worker's log is drained)."""
-    history = await handle.fetch_history()
-    return [
-        "workflow task failed: " + event.workflow_task_failed_event_attributes.failure.message[:200]
-        for event in history.events
-        if event.HasField("workflow_task_failed_event_attributes")
-    ][:1]
+async def task_trouble(handles: list[WorkflowHandle[Any, RunStatus]]) -> list[str]:
+    """Workflow tasks that timed out or failed, over every run, from their histories: why
+    a run could not take its approval shows up here (and in ``--worker-log``)."""
+    timed_out: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    runs = 0
+    for handle in handles:
+        history = await handle.fetch_history()
+        seen = False
+        for event in history.events:
+            if event.HasField("workflow_task_timed_out_event_attributes"):
+                kind = TimeoutType.Name(event.workflow_task_timed_out_event_attributes.timeout_type)
+                timed_out[kind] = timed_out.get(kind, 0) + 1
+                seen = True
+            elif event.HasField("workflow_task_failed_event_attributes"):
+                message = event.workflow_task_failed_event_attributes.failure.message[:120]
+                failed[message] = failed.get(message, 0) + 1
+                seen = True
+        runs += seen
+    if not runs:
+        return []
+    found = [f"workflow tasks timed out in {runs} runs: {timed_out or 'none'}"]
+    found += [f"workflow task failed {n}x: {message}" for message, n in failed.items()]
+    return found
 
 
 async def _start(
@@ -299,6 +362,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int)
     parser.add_argument("--concurrency", type=int)
     parser.add_argument("--cache", type=int, help="the worker's STEAD_MAX_CACHED_WORKFLOWS")
+    parser.add_argument("--worker-log", type=Path, help="append the worker's output to this file")
+    parser.add_argument(
+        "--max-workflow-tasks", type=int, help="the worker's STEAD_WORKER_MAX_WORKFLOW_TASKS"
+    )
     args = parser.parse_args()
     base = QUICK if args.quick else FULL
     sizes = Sizes(
@@ -306,8 +373,9 @@ def main() -> None:
         args.concurrency or base.concurrency,
         base.timeout_s,
         base.cache if args.cache is None else args.cache,
+        args.max_workflow_tasks,
     )
-    run_standalone(lambda stack: measure(stack, sizes))
+    run_standalone(lambda stack: measure(stack, sizes, args.worker_log))
 
 
 if __name__ == "__main__":

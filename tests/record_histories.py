@@ -21,11 +21,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from stead.contracts.cancel_token import cancel_scope
 from stead.contracts.hello import Greeting, GreetingRequest
@@ -38,6 +40,12 @@ from stead.contracts.run import (
     RunRequest,
     RunStatus,
     Verdict,
+)
+from stead.contracts.search_attributes import (
+    SA_PENDING,
+    SA_STATUS,
+    SA_TENANT,
+    start_search_attributes,
 )
 from stead.db.pool import create_pool, tenant_transaction
 from stead.devstack.stack import stack_down, stack_up
@@ -75,6 +83,8 @@ PUT_ONE = playbook({"id": "put", "operation": "records.put", "args": {"key": "a"
 AnyHandle = WorkflowHandle[Any, Any]
 CHAIN_STEPS = 25
 CHAIN_CONTINUE_AFTER = 10
+# Long enough for the run to reach its approval on a loaded machine.
+DEADLINE_SECONDS = 20
 
 
 def workflow_id(scenario: str) -> str:
@@ -112,6 +122,7 @@ class Recorder:
         scenario: str,
         tenant_config: dict[str, Any],
         task_queue: str = TASK_QUEUE,
+        search_attributes: TypedSearchAttributes | None = None,
         **request: Any,
     ) -> WorkflowHandle[Any, RunStatus]:
         # One tenant per scenario, so record keys and audit chains never mix.
@@ -124,6 +135,7 @@ class Recorder:
             id=workflow_id(scenario),
             task_queue=task_queue,
             result_type=RunStatus,
+            search_attributes=search_attributes,
         )
 
 
@@ -471,6 +483,136 @@ async def stored_plan(r: Recorder) -> AnyHandle:
     return handle
 
 
+def opening_attributes(scenario: str) -> TypedSearchAttributes:
+    """What `stead run` sets at start for the scenario's run (its tenant is the id)."""
+    tenant = workflow_id(scenario)
+    return start_search_attributes(RunRequest(tenant=tenant, principal=PRINCIPAL, goal="-"))
+
+
+def upserted(history: WorkflowHistory) -> list[dict[str, str]]:
+    """Each search-attribute upsert in order, as {attribute: JSON value}; the patches'
+    ``TemporalChangeVersion`` upserts (not billed) left out."""
+    found = []
+    for event in history.events:
+        if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            values = {k: v.data.decode() for k, v in fields.indexed_fields.items()}
+            values.pop("TemporalChangeVersion", None)
+            if values:
+                found.append(values)
+    return found
+
+
+def expect_fewer_actions(history: WorkflowHistory, upserts: int) -> None:
+    """The ``fewer-actions`` path: no activity for the summary, ``upserts`` upserts."""
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    seen = upserted(history)
+    if "memory.remember_run_summary" in scheduled or len(seen) != upserts:
+        raise RuntimeError(
+            f"not the fewer-actions path: activities {scheduled}, upserts {seen} "
+            f"(expected {upserts}); is the worker on today's code?"
+        )
+
+
+async def _started_like_stead_run(
+    r: Recorder, scenario: str, **request: Any
+) -> WorkflowHandle[Any, RunStatus]:
+    """One step held for user:bob's approval, its search attributes on the start request."""
+    return await r.start_run(
+        scenario,
+        {"approval_risk": "low", "approvers": ["user:bob"]},
+        search_attributes=opening_attributes(scenario),
+        playbook_source=PUT_ONE,
+        **request,
+    )
+
+
+async def fewer_actions_approved(r: Recorder) -> AnyHandle:
+    """Started as `stead run` starts (search attributes on the start request): the run
+    upserts none of them, an approval opening and closing is one upsert each (status and
+    pending flag together), and the summary is a local activity beside the final record."""
+    handle = await _started_like_stead_run(r, "fewer-actions-approved")
+    pending = await wait_pending(handle, "put")
+    await handle.execute_update("approve", approval(pending, "user:bob", "approve"))
+    expect(await handle.result(), "completed", "succeeded")
+    # running, awaiting_approval + pending, running + not pending, completed
+    expect_fewer_actions(await handle.fetch_history(), upserts=4)
+    return handle
+
+
+async def fewer_actions_deadline(r: Recorder) -> AnyHandle:
+    """The deadline passes while a step awaits approval: the wait is cancelled with the
+    pending flag still set, and the final status and the flag go out in one upsert."""
+    deadline = datetime.now(UTC) + timedelta(seconds=DEADLINE_SECONDS)
+    handle = await _started_like_stead_run(r, "fewer-actions-deadline", deadline=deadline)
+    await wait_pending(handle, "put")
+    expect(await handle.result(), "timed_out", "cancelled")
+    history = await handle.fetch_history()
+    # running, awaiting_approval + pending, timed_out + not pending
+    expect_fewer_actions(history, upserts=3)
+    if set(upserted(history)[-1]) != {"SteadStatus", "SteadPendingApproval"}:
+        raise RuntimeError(f"{handle.id}: the last upsert set {upserted(history)[-1]}")
+    return handle
+
+
+async def fewer_actions_forged(r: Recorder) -> AnyHandle:
+    """Started with search attributes that lie (another tenant, already completed, pending):
+    the run overwrites each with its own value in its first task, as if none were set."""
+    scenario = "fewer-actions-forged"
+    forged = TypedSearchAttributes(
+        [
+            SearchAttributePair(SA_TENANT, "someone-else"),
+            SearchAttributePair(SA_STATUS, "completed"),
+            SearchAttributePair(SA_PENDING, True),
+        ]
+    )
+    handle = await r.start_run(
+        scenario, {}, search_attributes=forged, playbook_source=PUT_GET, inputs={"key": "k9"}
+    )
+    expect(await handle.result(), "completed", "succeeded", "succeeded")
+    history = await handle.fetch_history()
+    # the forged three corrected, running, completed
+    expect_fewer_actions(history, upserts=3)
+    if set(upserted(history)[0]) != {"SteadTenant", "SteadStatus", "SteadPendingApproval"}:
+        raise RuntimeError(f"{handle.id}: the forged attributes were kept: {upserted(history)}")
+    return handle
+
+
+async def fewer_actions_chain(r: Recorder) -> AnyHandle:
+    """A chain that continues as new: each continued run keeps the attributes it inherited
+    (the same tenant, status and pending flag) instead of upserting them again."""
+    scenario = "fewer-actions-chain"
+    steps = [{"id": "s01", "operation": "core.echo", "args": {"value": 1}}]
+    steps += [
+        {
+            "id": f"s{n:02d}",
+            "operation": "core.echo",
+            "args": {"value": {"$ref": f"steps.s{n - 1:02d}.output.value"}},
+            "depends_on": [f"s{n - 1:02d}"],
+        }
+        for n in range(2, CHAIN_CONTINUE_AFTER + 3)
+    ]
+    handle = await r.start_run(
+        scenario,
+        {},
+        search_attributes=opening_attributes(scenario),
+        playbook_source=playbook(*steps),
+        options=RunOptions(continue_as_new_after_steps=CHAIN_CONTINUE_AFTER),
+    )
+    status = await handle.result()
+    expect(status, "completed", *["succeeded"] * len(steps))
+    if status.continued != 1:
+        raise RuntimeError(f"{handle.id}: continued as new {status.continued} times, not once")
+    # the continued run: only its final status
+    last = await r.client.get_workflow_handle(handle.id).fetch_history()
+    expect_fewer_actions(last, upserts=1)
+    return handle
+
+
 async def hello(r: Recorder) -> AnyHandle:
     handle = await r.client.start_workflow(
         "stead.hello",
@@ -505,6 +647,10 @@ SCENARIOS: dict[str, Scenario] = {
     "llm-planner": llm_planner,
     "stored-plan": stored_plan,
     "hello": hello,
+    "fewer-actions-approved": fewer_actions_approved,
+    "fewer-actions-deadline": fewer_actions_deadline,
+    "fewer-actions-forged": fewer_actions_forged,
+    "fewer-actions-chain": fewer_actions_chain,
 }
 
 

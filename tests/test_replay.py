@@ -41,6 +41,10 @@ REQUIRED_SCENARIOS = (
     "express",
     "llm-planner",
     "hello",
+    "fewer-actions-approved",
+    "fewer-actions-deadline",
+    "fewer-actions-forged",
+    "fewer-actions-chain",
 )
 CLOSING_EVENTS = (
     "workflow_execution_completed_event_attributes",

@@ -108,7 +108,8 @@ async def test_a_new_run_plans_and_decides_its_plan_in_one_recorded_audited_acti
     names = scheduled_activities(history)
     assert names.count("plan.create_decided") == 1
     assert "plan.create" not in names and "policy.decide_plan" not in names
-    assert local_activities(history) == ["runs.open", "runs.record"]
+    # The summary is local too, in the final record's workflow task (one marker Action).
+    assert local_activities(history) == ["runs.open", "runs.record", "memory.remember_run_summary"]
     async with tenant_transaction(pool, tenant) as conn:
         decisions = await conn.fetch(
             "SELECT decision_id, outcome FROM decisions WHERE workflow_id = $1 AND kind = 'plan'",
@@ -123,7 +124,7 @@ async def test_a_new_run_plans_and_decides_its_plan_in_one_recorded_audited_acti
     assert [e.data["decision_id"] for e in audited] == [decisions[0]["decision_id"]]
 
 
-async def test_a_run_upserts_each_status_once_and_meets_no_patch(worker: WorkerHandle) -> None:
+async def test_a_run_upserts_each_status_once_and_meets_one_patch(worker: WorkerHandle) -> None:
     tenant = new_tenant()
     await configure_tenant(worker.settings.opa_url, tenant, egress=["127.0.0.1"])
     handle = await start_run(
@@ -135,14 +136,19 @@ async def test_a_run_upserts_each_status_once_and_meets_no_patch(worker: WorkerH
     )
     assert (await handle.result()).status == "completed"
     history = await handle.fetch_history()
-    # The first status upsert also sets the tenant and pending=False; none repeats a value.
-    statuses = [u["SteadStatus"] for u in upserts(history) if "SteadStatus" in u]
+    # Started without search attributes (as any client may): the first status upsert also
+    # sets the tenant and pending=False; none repeats a value.
+    found = [u for u in upserts(history) if "TemporalChangeVersion" not in u]
+    statuses = [u["SteadStatus"] for u in found if "SteadStatus" in u]
     assert statuses == ['"planning"', '"running"', '"completed"']
-    assert [u for u in upserts(history) if "SteadPendingApproval" in u] == upserts(history)[:1]
-    # No patch marker (and no TemporalChangeVersion upsert): the pre-release patches are
-    # retired, and each one a run meets costs it an event and a visibility write.
-    assert patch_markers(history) == []
-    assert not [u for u in upserts(history) if "TemporalChangeVersion" in u]
+    assert [u for u in found if "SteadPendingApproval" in u] == found[:1]
+    # One patch marker (and its TemporalChangeVersion upsert, which Cloud does not bill):
+    # the pre-release patches are retired, and each patch a run meets costs it an event
+    # and a visibility write. ``fewer-actions`` is docs/workflow-changes.md's lifecycle.
+    assert patch_markers(history) == ["fewer-actions"]
+    assert [u for u in upserts(history) if "TemporalChangeVersion" in u] == [
+        {"TemporalChangeVersion": '["fewer-actions"]'}
+    ]
     described = await handle.describe()
     attributes = described.typed_search_attributes
     assert {p.key.name: p.value for p in attributes}.items() >= {

@@ -151,7 +151,17 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
         await pool.close()
 
 
-def build_worker(client: Client, task_queue: str, resources: WorkerResources) -> Worker:
+def build_worker(
+    client: Client,
+    task_queue: str,
+    resources: WorkerResources,
+    *,
+    held_patches: Collection[str] = (),
+) -> Worker:
+    """The worker for ``task_queue``. ``held_patches`` keeps new runs on the code path from
+    before those patches (``workflow.patched`` answers False where no history says
+    otherwise): for a rollout that waits, or to measure the old path beside the new."""
+    held = frozenset(held_patches)
     return Worker(
         client,
         task_queue=task_queue,
@@ -166,6 +176,7 @@ def build_worker(client: Client, task_queue: str, resources: WorkerResources) ->
         # Bounded slots keep a backlog in Temporal, where fairness between tenants applies.
         max_concurrent_activities=resources.settings.worker_max_activities,
         max_concurrent_workflow_tasks=resources.settings.worker_max_workflow_tasks,
+        patch_activation_callback=(lambda patch: patch.patch_id not in held) if held else None,
     )
 
 

@@ -103,6 +103,22 @@ def is_outage(exc: RPCError) -> bool:
     return exc.status in _OUTAGE
 
 
+def task_in_failed_state(exc: RPCError) -> bool:
+    """Temporal refused a query or an update because the run's workflow task is on its
+    third or later attempt (failed or timed out twice in a row): nothing was recorded."""
+    return "Workflow Task in failed state" in str(exc.message or exc)
+
+
+def update_not_taken(run_id: str, what: str) -> str:
+    """The one line for an update Temporal would not deliver to a struggling run."""
+    return (
+        f"{run_id} cannot take the {what} right now: its workflow task failed or timed out "
+        "twice in a row (an overloaded or failing worker; the worker log says which), so "
+        f"Temporal refused the {what} before recording it; send it again once the run's "
+        "tasks complete (`stead status` answers again)"
+    )
+
+
 def temporal_unavailable(exc: RPCError) -> TemporalUnavailable:
     """The one-line error for an RPC that Temporal did not answer."""
     detail = " ".join(str(exc.message or exc).split())[:160]

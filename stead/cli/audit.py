@@ -7,18 +7,15 @@ import json
 
 import asyncpg
 from rich.markup import escape
-from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError
 
 from stead.audit.chain import installed
 from stead.audit.log import list_events, verify_chain
 from stead.cli._common import console, err_console, print_json
+from stead.contracts.search_attributes import SA_TENANT
 from stead.db.pool import create_pool, tenant_transaction
 from stead.errors import ConfigError
 from stead.settings import Settings
-
-# The same key the run workflow upserts (workflows/run/books.py), read back here.
-SA_TENANT = SearchAttributeKey.for_keyword("SteadTenant")
 
 
 def show_run_audit(cfg: Settings, run_id: str, tenant: str | None, json_out: bool) -> None:

@@ -28,6 +28,7 @@ from temporalio.client import Client
 
 from stead.capability.authority import utcnow
 from stead.contracts.run import RunRequest, RunStatus
+from stead.contracts.search_attributes import start_search_attributes
 from stead.errors import SteadError
 from stead.identity.errors import PrincipalTokenRefused
 from stead.identity.tokens import read_claims
@@ -177,6 +178,7 @@ class SteadMcp:
             id=workflow_id,
             task_queue=self.settings.task_queue,
             result_type=RunStatus,
+            search_attributes=start_search_attributes(request),
         )
         return {"run_id": workflow_id, "tenant": tenant, "principal": principal}
 

@@ -41,8 +41,10 @@ from stead.cli._common import (
     is_outage,
     print_json,
     settings,
+    task_in_failed_state,
     temporal_unavailable,
     tenant_id,
+    update_not_taken,
     with_client,
 )
 from stead.contracts.run import (
@@ -57,6 +59,7 @@ from stead.contracts.run import (
     StepResult,
     Verdict,
 )
+from stead.contracts.search_attributes import start_search_attributes
 from stead.errors import ApprovalRefused, CancelRefused, ConfigError, TemporalUnavailable
 from stead.runs.actions import ActionCount, count_actions, run_histories
 from stead.runs.fairness import run_priority
@@ -260,6 +263,8 @@ def run(
             result_type=RunStatus,
             # The tenant is the fairness key: its burst queues behind itself only.
             priority=run_priority(tenant, cfg.fairness_weights),
+            # Set at start, not upserted by the run: one Action less per run.
+            search_attributes=start_search_attributes(request),
         )
         if not wait:
             return None
@@ -518,6 +523,8 @@ async def submit_approval(
     except RPCError as exc:
         if is_outage(exc):
             raise temporal_unavailable(exc) from None
+        if task_in_failed_state(exc):
+            raise ConfigError(update_not_taken(run_id, "approval")) from None
         raise ConfigError(f"cannot reach run {run_id}: {exc.message}") from None
     match = [p for p in waiting if p.step_id == step_id]
     if not match:
@@ -551,6 +558,10 @@ async def submit_approval(
         # One line, whether the validator or the handler refused (both audit it).
         reason = " ".join(str(getattr(cause, "message", None) or cause).split())
         raise ApprovalRefused(f"approval refused: {reason}") from None
+    except RPCError as exc:
+        if task_in_failed_state(exc):
+            raise ConfigError(update_not_taken(run_id, "approval")) from None
+        raise
     return {
         "run_id": run_id,
         "step_id": step_id,
@@ -602,6 +613,8 @@ def cancel(
             raise temporal_unavailable(exc) from None
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise ConfigError(f"run {run_id} is not running (unknown or finished)") from None
+        if task_in_failed_state(exc):
+            raise ConfigError(update_not_taken(run_id, "cancel")) from None
         raise ConfigError(f"cannot cancel {run_id}: {exc.message}") from None
     proof = "proven by token" if token else "claimed"
     console.print(

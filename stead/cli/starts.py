@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from stead.capability.authority import utcnow
 from stead.contracts.run import RunInput, RunRequest, RunStatus, start_digest
+from stead.contracts.search_attributes import start_search_attributes
 from stead.errors import ConfigError
 from stead.identity.errors import PrincipalTokenRefused
 from stead.identity.starts import StartScope, scope_to_start
@@ -145,6 +146,7 @@ async def start_governed(
     run_id = workflow_id or f"run-{request.tenant}-{uuid.uuid4().hex[:12]}"
     token = None if credential is None else credential.narrow(run_id, request)
     options.setdefault("priority", run_priority(request.tenant, fairness_weights or {}))
+    options.setdefault("search_attributes", start_search_attributes(request))
     return await client.start_workflow(
         "stead.run",
         RunInput(request=request, start_token=token),

@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
+
+from stead.contracts.search_attributes import SA_TENANT
 
 NAME = "stead_approvals_pending"
 DOC = "Runs waiting on at least one human approval (from Temporal visibility)."
-# The query `stead pending` lists with; workflows/run/books.py sets both attributes.
+# The query `stead pending` lists with (stead/contracts/search_attributes.py has both).
 PENDING_QUERY = "SteadPendingApproval = true AND ExecutionStatus = 'Running'"
-TENANT = SearchAttributeKey.for_keyword("SteadTenant")
 
 
 class PendingApprovals(Collector):
@@ -46,6 +46,6 @@ class PendingApprovals(Collector):
         """Recount from visibility (which lags the workflows by a moment)."""
         counts: dict[str, int] = {}
         async for execution in client.list_workflows(PENDING_QUERY):
-            tenant = execution.typed_search_attributes.get(TENANT) or "unknown"
+            tenant = execution.typed_search_attributes.get(SA_TENANT) or "unknown"
             counts[tenant] = counts.get(tenant, 0) + 1
         self._counts = counts

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import SearchAttributeUpdate
 
 from workflows.cancel_input import ReceivedCancel
 from workflows.run import stubs
@@ -31,10 +31,12 @@ with workflow.unsafe.imports_passed_through():
         StepResult,
         playbook_digest,
     )
+    from stead.contracts.search_attributes import SA_PENDING, SA_STATUS, SA_TENANT
 
-SA_TENANT = SearchAttributeKey.for_keyword("SteadTenant")
-SA_STATUS = SearchAttributeKey.for_keyword("SteadStatus")
-SA_PENDING = SearchAttributeKey.for_bool("SteadPendingApproval")
+# The patch that cut a run's fixed and per-approval Actions: search attributes the starter
+# set are not upserted again, a status change and the pending flag share one upsert, and
+# the run's memory summary is a local activity in the final record's workflow task.
+FEWER_ACTIONS = "fewer-actions"
 
 
 class RunBooks:
@@ -69,8 +71,11 @@ class RunBooks:
         # Results a replan dropped from the carry, for updates still answering about them.
         self._replaced: dict[str, StepResult] = {}
         # The search-attribute values last upserted (see _upsert).
+        self._sa_tenant: str | None = None
         self._sa_status: str | None = None
         self._sa_pending: bool | None = None
+        # Set by ``_check_patches`` in the run's first workflow task.
+        self._fewer_actions = False
 
     def _votes_of(self, step_id: str) -> tuple[ApprovalRecord, ...]:
         return tuple(self._votes.get(step_id, ()))
@@ -78,9 +83,29 @@ class RunBooks:
     def _input_request(self) -> RunRequest:
         return self._request
 
-    def _set_status(self, status: RunState, reasons: tuple[str, ...] = ()) -> None:
+    def _check_patches(self) -> None:
+        """Which code paths this run takes; called first thing, before any local activity
+        (a patch checked after one in the first task can land in another task on replay).
+
+        On the new path the run starts from the search attributes its start (or the run
+        it continued) set, so ``_upsert`` sends only what differs from them: a value
+        is compared with what the run itself would write, never trusted for anything else.
+        """
+        self._fewer_actions = workflow.patched(FEWER_ACTIONS)
+        if not self._fewer_actions:
+            return
+        current = workflow.info().typed_search_attributes
+        self._sa_tenant = current.get(SA_TENANT)
+        self._sa_status = current.get(SA_STATUS)
+        self._sa_pending = current.get(SA_PENDING)
+
+    def _set_status(
+        self, status: RunState, reasons: tuple[str, ...] = (), *, pending: bool | None = None
+    ) -> None:
+        """The run's status, and its search attributes in one upsert (with the pending
+        flag when given)."""
         self._run.set_status(status, reasons)
-        self._upsert(status=status)
+        self._upsert(status=status, pending=pending)
 
     def _upsert(
         self,
@@ -91,12 +116,14 @@ class RunBooks:
     ) -> None:
         """Upsert the run's search attributes (what ``stead runs`` and the UI filter on).
 
-        Each upsert is a command, an event in history and a visibility write for the
-        Temporal server, so only values that changed are sent (the tenant, when given).
+        Each upsert is a command, an event in history, a visibility write for the
+        Temporal server and a billed Temporal Cloud Action, so only values that changed
+        are sent (before ``fewer-actions``, the tenant whenever given).
         """
         updates: list[SearchAttributeUpdate[Any]] = []
-        if tenant is not None:
+        if tenant is not None and not (self._fewer_actions and tenant == self._sa_tenant):
             updates.append(SA_TENANT.value_set(tenant))
+            self._sa_tenant = tenant
         if status is not None and status != self._sa_status:
             updates.append(SA_STATUS.value_set(status))
             self._sa_status = status

@@ -314,7 +314,13 @@ class RunApprovals(RunPlanning):
         self._refresh_pending_flag()
 
     def _refresh_pending_flag(self) -> None:
+        """Status and pending flag follow the desk, since ``fewer-actions`` in one upsert
+        (before it in two: two Actions more per approval)."""
         waiting = bool(self._pending)
-        if not self._ended():
+        if self._ended():
+            self._upsert(pending=waiting)
+        elif self._fewer_actions:
+            self._set_status("awaiting_approval" if waiting else "running", pending=waiting)
+        else:
             self._set_status("awaiting_approval" if waiting else "running")
-        self._upsert(pending=waiting)
+            self._upsert(pending=waiting)

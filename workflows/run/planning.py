@@ -99,7 +99,8 @@ class RunPlanning(RunOpening):
                     planner_model=plan.planner.model if plan else None,
                     prompt_hash=plan.planner.prompt_hash if plan else None,
                     plan_hash=plan.plan_hash if plan else None,
-                )
+                ),
+                local=self._fewer_actions,
             )
         except ActivityError:
             return

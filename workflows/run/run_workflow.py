@@ -33,6 +33,7 @@ class RunWorkflow(RunScheduler):
     @workflow.run
     async def run(self, inp: RunInput) -> RunStatus:
         request = inp.request
+        self._check_patches()
         if inp.carry is None:
             self._upsert(tenant=request.tenant, status=self._run.status, pending=False)
             refusal = await self._open_run()
@@ -78,8 +79,11 @@ class RunWorkflow(RunScheduler):
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._run.mark_not_run()
         self._pending.clear()
-        self._set_status(self._run.status)
-        self._upsert(pending=False)
+        if self._fewer_actions:
+            self._set_status(self._run.status, pending=False)
+        else:
+            self._set_status(self._run.status)
+            self._upsert(pending=False)
         if self._owns_record:
             await self._record_run(self._run.status, finished=True)
         if not self._refused_at_door:

@@ -150,9 +150,23 @@ async def recall(inp: RecallInput) -> list[RecalledMemory]:
     )
 
 
-async def remember_run_summary(inp: RunSummaryInput) -> None:
-    # A regular activity even though it is bookkeeping: embedding can queue behind other
-    # runs' summaries, and a local activity would hold the workflow task open.
+async def remember_run_summary(inp: RunSummaryInput, *, local: bool) -> None:
+    """The run's memory summary, its last write.
+
+    Local since ``fewer-actions``: it follows the final ``runs.record`` in the same
+    workflow task, so their markers are billed as one Action instead of the summary
+    costing an activity of its own. It holds that last task open while it embeds (the
+    SDK heartbeats a task whose local activity outlasts the task timeout), where the
+    regular activity cost the run two task round trips instead.
+    """
+    if local:
+        await workflow.execute_local_activity(
+            names.MEMORY_REMEMBER_RUN_SUMMARY,
+            inp,
+            start_to_close_timeout=SECONDS_30,
+            retry_policy=QUICK,
+        )
+        return
     await workflow.execute_activity(
         names.MEMORY_REMEMBER_RUN_SUMMARY,
         inp,
