@@ -11,6 +11,7 @@ import typer
 from temporalio.client import Client
 
 from stead.cli import (
+    bulk_approve,
     catalog,
     codec,
     dev,
@@ -39,6 +40,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(temporal_setup.app, name="temporal")
 app.add_typer(schedules.app, name="schedules")
 runs.register(app)
+bulk_approve.register(app)
 slo.register(app)
 codec.register(app)
 

@@ -432,8 +432,14 @@ def pending(
         )
 
 
-async def list_pending(client: Client, tenant: str | None) -> list[PendingApproval]:
-    """Runs flagged in visibility, then each run's own answer (visibility lags the workflow)."""
+async def list_pending(
+    client: Client, tenant: str | None, *, concurrency: int = 16
+) -> list[PendingApproval]:
+    """Runs flagged in visibility, then each run's own answer (visibility lags the workflow).
+
+    The runs are asked ``concurrency`` at a time: a run evicted from its worker's cache
+    replays to answer, and thousands asked one by one would take minutes.
+    """
     query = "SteadPendingApproval = true AND ExecutionStatus = 'Running'"
     if tenant:
         query += f" AND SteadTenant = '{_quote(tenant)}'"
@@ -443,18 +449,22 @@ async def list_pending(client: Client, tenant: str | None) -> list[PendingApprov
         if is_outage(exc):
             raise temporal_unavailable(exc) from None
         raise ConfigError(f"cannot list runs from Temporal visibility: {exc.message}") from None
-    found: list[PendingApproval] = []
-    for execution in listed:
-        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        try:
-            waiting: list[PendingApproval] = await handle.query(
-                "pending_approvals", result_type=list[PendingApproval]
-            )
-        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-            # Closed or unreachable since the listing: it is not waiting on anyone here.
-            continue
-        found.extend(waiting)
-    return found
+    gate = asyncio.Semaphore(concurrency)
+
+    async def waiting_on(workflow_id: str, run_id: str | None) -> list[PendingApproval]:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        async with gate:
+            try:
+                answer: list[PendingApproval] = await handle.query(
+                    "pending_approvals", result_type=list[PendingApproval]
+                )
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+                # Closed or unreachable since the listing: it is not waiting on anyone here.
+                return []
+        return answer
+
+    answers = await asyncio.gather(*(waiting_on(e.id, e.run_id) for e in listed))
+    return [p for waiting in answers for p in waiting]
 
 
 @fails_cleanly
@@ -508,8 +518,6 @@ async def submit_approval(
 ) -> dict[str, Any]:
     """What ``stead approve`` and the MCP ``approve`` tool send: the step must be waiting,
     and the principal token (if any) is narrowed to this one approval before it is sent."""
-    from stead.cli.identity import approval_token
-
     handle = client.get_workflow_handle(run_id)
     try:
         waiting: list[PendingApproval] = await handle.query(
@@ -522,6 +530,32 @@ async def submit_approval(
     match = [p for p in waiting if p.step_id == step_id]
     if not match:
         raise ConfigError(f"step {step_id} of {run_id} is not awaiting approval")
+    return await send_approval(
+        client,
+        cfg,
+        match[0],
+        principal=principal,
+        verdict=verdict,
+        comment=comment,
+        raw_token=raw_token,
+    )
+
+
+async def send_approval(
+    client: Client,
+    cfg: Settings,
+    pending: PendingApproval,
+    *,
+    principal: str,
+    verdict: Verdict,
+    comment: str,
+    raw_token: str | None,
+) -> dict[str, Any]:
+    """One vote on one waiting step, through the ``approve`` update (its validator and
+    handler check the approver, the plan hash and the token, and audit a refusal)."""
+    from stead.cli.identity import approval_token
+
+    run_id, step_id = pending.workflow_id, pending.step_id
     # Scoped to this one approval: the copy that lands in history approves nothing else.
     scoped = None
     if raw_token is not None:
@@ -530,13 +564,13 @@ async def submit_approval(
             raw_token,
             run_id=run_id,
             step_id=step_id,
-            plan_hash=match[0].plan_hash,
+            plan_hash=pending.plan_hash,
             verdict=verdict,
         )
     try:
         approval = ApprovalInput(
             step_id=step_id,
-            plan_hash=match[0].plan_hash,
+            plan_hash=pending.plan_hash,
             approver=principal,
             verdict=verdict,
             comment=comment,
@@ -544,6 +578,7 @@ async def submit_approval(
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid approval: {_pydantic_errors(exc)}") from None
+    handle = client.get_workflow_handle(run_id)
     try:
         result = await handle.execute_update("approve", approval, result_type=StepResult)
     except WorkflowUpdateFailedError as exc:
