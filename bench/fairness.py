@@ -46,7 +46,8 @@ from bench.harness import (
 )
 from stead.cli.starts import start_governed
 from stead.contracts.run import Budget, RunRequest, RunStatus
-from workers.main import build_worker, connect, open_resources
+from stead.temporal import connect
+from workers.main import build_worker, open_resources
 
 STEPS = 3
 SLOTS = 4

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +22,7 @@ from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRej
 from temporalio.service import RPCError
 
 from stead.cli._common import console, fails_cleanly, print_json, settings, tenant_id, with_client
+from stead.cli.runs import ApproverToken, ApproverTokenFile, list_pending, send_approval
 from stead.contracts.run import PendingApproval, Plan, Verdict
 from stead.errors import SteadError
 from stead.settings import Settings
@@ -76,10 +76,8 @@ def approve_all(
     concurrency: Annotated[
         int, typer.Option(min=1, max=256, help="Runs asked and voted on at a time.")
     ] = 32,
-    token: Annotated[
-        str | None, typer.Option(help="Principal token; else --token-file, STEAD_PRINCIPAL_TOKEN.")
-    ] = None,
-    token_file: Annotated[Path | None, typer.Option(help="File with the principal token.")] = None,
+    token: ApproverToken = None,
+    token_file: ApproverTokenFile = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Approve (or --reject) every matching waiting step of a tenant, one proven vote per run.
@@ -139,8 +137,6 @@ async def select_pending(
     client: Client, selection: Selection, concurrency: int
 ) -> list[PendingApproval]:
     """The tenant's waiting steps that match, each answered by its own run."""
-    from stead.cli.runs import list_pending
-
     waiting = [
         p
         for p in await list_pending(client, selection.tenant, concurrency=concurrency)
@@ -177,8 +173,6 @@ async def vote_on_each(
     concurrency: int,
 ) -> list[Vote]:
     """Send every chosen step its own vote, ``concurrency`` at a time."""
-    from stead.cli.runs import send_approval
-
     gate = asyncio.Semaphore(concurrency)
 
     async def one(pending: PendingApproval) -> Vote:

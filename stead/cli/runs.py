@@ -72,6 +72,12 @@ EXIT_CODES: dict[str, int] = {
 }
 EXIT_REFUSED = 2
 
+# How an approver proves who they are, for `stead approve` and `stead approve-all`.
+ApproverToken = Annotated[
+    str | None, typer.Option(help="Principal token; else --token-file, STEAD_PRINCIPAL_TOKEN.")
+]
+ApproverTokenFile = Annotated[Path | None, typer.Option(help="File with the principal token.")]
+
 # A run whose workflow Temporal itself closed (terminated, timed out) never
 # returned a RunStatus; its last snapshot is relabelled with what happened.
 _CUT_SHORT = frozenset({RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN})
@@ -474,10 +480,8 @@ def approve(
     principal: Annotated[str, typer.Option("--as", help="The approver, e.g. user:alice.")],
     reject: Annotated[bool, typer.Option(help="Reject instead of approve.")] = False,
     comment: Annotated[str, typer.Option(help="Why.")] = "",
-    token: Annotated[
-        str | None, typer.Option(help="Principal token; else --token-file, STEAD_PRINCIPAL_TOKEN.")
-    ] = None,
-    token_file: Annotated[Path | None, typer.Option(help="File with the principal token.")] = None,
+    token: ApproverToken = None,
+    token_file: ApproverTokenFile = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Approve (or --reject) a pending step; refused approvals say why and change nothing."""
