@@ -12,20 +12,21 @@ park, and once all are parked. The tenant holds every step at or above risk
 ``low`` for approval, so each run's single ``core.echo`` step waits for a human.
 
 Starts are paced: at most ``window`` runs (half the cache, at most twice the
-concurrency, by default) are started but not yet parked. Starting all 10,000 at once thrashes the cache instead: the
-worker takes each run's first workflow task in start order, so a run is evicted by
-later starts before it parks and its next task queues, uncached, behind thousands
-of first tasks (measured: 289 of 10,000 parked after 12 minutes, a backlog of 9,691
-workflow tasks dispatched at ~0.9/s); and 500 in flight on a worker that got ~15%
-of a core (load 15) took 8-10 s per workflow task, past the 10 s task timeout. Runs
-arriving over time, as they do in use, never pile up like that.
+concurrency, by default) are started but not yet parked. Starting all 10,000 at once
+thrashes the cache instead: the worker takes each run's first workflow task in start
+order, so a run is evicted by later starts before it parks and its next task queues,
+uncached, behind thousands of first tasks (measured: 289 of 10,000 parked after 12
+minutes, a backlog of 9,691 workflow tasks dispatched at ~0.9/s); and 500 in flight on
+a worker that got ~15% of a core (load 15) took 8-10 s per workflow task, past the 10 s
+task timeout. Runs arriving over time, as they do in use, never pile up like that.
 
-Then every run is approved through the ``approve`` workflow update, concurrently
-behind a semaphore, and each run must complete. Parked means the run's
+Then every run is approved as ``stead approve-all`` approves (``vote_on_matching``:
+each flagged run asked what waits, then sent its own ``approve`` update, ``concurrency``
+runs at a time), and each run must complete. Parked means the run's
 ``SteadPendingApproval`` search attribute is true, counted through visibility.
 
     .venv/bin/python -m bench.parked [--quick] [--runs 10000] [--concurrency 50] [--cache 1000]
-        [--window 500]
+        [--window 100]
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ from bench.harness import (
     table,
     write_playbook,
 )
-from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
+from stead.cli.bulk_approve import Ballot, Selection, vote_on_matching
+from stead.contracts.run import RunStatus
 from stead.settings import Settings
 from stead.temporal import connect
 
@@ -207,7 +209,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
         [
             ("worker idle (baseline)", "", "", f"{idle:.0f}"),
             ("start and park", f"{park_s:.1f}", f"{parked}/{n} parked", f"{rss_parked:.0f}"),
-            ("bulk approve (updates)", f"{approve_s:.1f}", f"{approved}/{n} accepted", ""),
+            ("bulk approve (approve-all)", f"{approve_s:.1f}", f"{approved}/{n} accepted", ""),
             ("approve to all complete", f"{complete_s:.1f}", f"{completed}/{n} completed", ""),
             ("peak while sampling", "", "", f"{rss.peak:.0f}"),
         ],
@@ -247,26 +249,18 @@ async def park_and_approve(
     park_s = time.perf_counter() - started
     await asyncio.sleep(2.0)
     rss_parked = rss.now()
-    pending = await handles[0].query("pending_approvals", result_type=list[PendingApproval])
-    plan_hash = pending[0].plan_hash
-    approval = ApprovalInput(
-        step_id=STEP, plan_hash=plan_hash, approver=APPROVER, verdict="approve"
-    )
     errors: list[str] = []
-
-    async def approve(handle: WorkflowHandle[Any, RunStatus]) -> bool:
-        try:
-            await handle.execute_update("approve", approval)
-            return True
-        except Exception as exc:
-            errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
-            errors.extend(await task_failures(handle))
-            return False
-
+    # What `stead approve-all --tenant T --as APPROVER` does: each run asked, then its
+    # own approve update, a run at a time per slot.
+    ballot = Ballot(principal=APPROVER, verdict="approve", comment="", raw_token=None)
     began = time.perf_counter()
-    approved = sum(
-        await bounded(sizes.concurrency, [functools.partial(approve, h) for h in handles])
+    _, votes = await vote_on_matching(
+        client, settings, Selection(tenant), ballot, sizes.concurrency
     )
+    approved = sum(v.error is None for v in votes)
+    for refused in [v for v in votes if v.error is not None][:3]:
+        errors.append(f"approve: {refused.error}"[:200])
+        errors.extend(await task_failures(client.get_workflow_handle(refused.run_id)))
     approve_s = time.perf_counter() - began
 
     async def outcome(handle: WorkflowHandle[Any, RunStatus]) -> bool:

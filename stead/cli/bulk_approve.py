@@ -18,11 +18,22 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from temporalio.client import Client, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.service import RPCError
 
 from stead.cli._common import console, fails_cleanly, print_json, settings, tenant_id, with_client
-from stead.cli.runs import ApproverToken, ApproverTokenFile, list_pending, send_approval
+from stead.cli.runs import (
+    ApproverToken,
+    ApproverTokenFile,
+    flagged_runs,
+    pending_of,
+    send_approval,
+)
 from stead.contracts.run import PendingApproval, Plan, Verdict
 from stead.errors import SteadError
 from stead.settings import Settings
@@ -91,16 +102,10 @@ def approve_all(
     selection = Selection(tenant, operation, step, playbook)
     verdict: Verdict = "reject" if reject else "approve"
 
-    async def go(client: Client) -> tuple[list[PendingApproval], list[Vote]]:
-        chosen = await select_pending(client, selection, concurrency)
-        if dry_run:
-            return chosen, []
-        votes = await vote_on_each(
-            client, cfg, chosen, principal, verdict, comment, raw_token, concurrency
-        )
-        return chosen, votes
-
-    chosen, votes = with_client(go)
+    ballot = None if dry_run else Ballot(principal, verdict, comment, raw_token)
+    chosen, votes = with_client(
+        lambda client: vote_on_matching(client, cfg, selection, ballot, concurrency)
+    )
     refused = [v for v in votes if v.error is not None]
     if json_out:
         print_json(
@@ -133,64 +138,74 @@ def approve_all(
         raise typer.Exit(1)
 
 
-async def select_pending(
-    client: Client, selection: Selection, concurrency: int
-) -> list[PendingApproval]:
-    """The tenant's waiting steps that match, each answered by its own run."""
-    waiting = [
-        p
-        for p in await list_pending(client, selection.tenant, concurrency=concurrency)
-        if p.tenant == selection.tenant and selection.matches(p)
-    ]
-    if selection.playbook is None:
-        return waiting
-    gate = asyncio.Semaphore(concurrency)
+@dataclass(frozen=True)
+class Ballot:
+    """The one vote every chosen step gets, and who casts it."""
 
-    async def planned_from(run_id: str) -> str | None:
-        async with gate:
-            try:
-                # A run waiting on a step has a plan: it was planned before any step.
-                plan: Plan = await client.get_workflow_handle(run_id).query(
-                    "plan", result_type=Plan
-                )
-            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-                return None
-        return plan.planner.playbook
-
-    runs = sorted({p.workflow_id for p in waiting})
-    playbooks = dict(zip(runs, await asyncio.gather(*map(planned_from, runs)), strict=True))
-    return [p for p in waiting if playbooks[p.workflow_id] == selection.playbook]
+    principal: str
+    verdict: Verdict
+    comment: str
+    raw_token: str | None
 
 
-async def vote_on_each(
+async def vote_on_matching(
     client: Client,
     cfg: Settings,
-    chosen: list[PendingApproval],
-    principal: str,
-    verdict: Verdict,
-    comment: str,
-    raw_token: str | None,
+    selection: Selection,
+    ballot: Ballot | None,
     concurrency: int,
-) -> list[Vote]:
-    """Send every chosen step its own vote, ``concurrency`` at a time."""
+) -> tuple[list[PendingApproval], list[Vote]]:
+    """Ask each flagged run of the tenant what waits, and vote on what matches right
+    away, ``concurrency`` runs at a time; with no ``ballot`` only list what matches.
+
+    Asking and voting back to back means a run evicted from its worker's cache replays
+    once, to answer, and is still cached when its vote arrives; listing all runs first
+    and voting after would replay each of thousands twice.
+    """
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(pending: PendingApproval) -> Vote:
+    async def one(handle: WorkflowHandle[Any, Any]) -> tuple[list[PendingApproval], list[Vote]]:
         async with gate:
-            try:
-                await send_approval(
-                    client,
-                    cfg,
-                    pending,
-                    principal=principal,
-                    verdict=verdict,
-                    comment=comment,
-                    raw_token=raw_token,
-                )
-            except SteadError as exc:
-                return Vote(pending.workflow_id, pending.step_id, exc.message)
-            except RPCError as exc:
-                return Vote(pending.workflow_id, pending.step_id, f"Temporal: {exc.message}")
-        return Vote(pending.workflow_id, pending.step_id)
+            chosen = [
+                p
+                for p in await pending_of(handle)
+                if p.tenant == selection.tenant and selection.matches(p)
+            ]
+            playbook = selection.playbook
+            if chosen and playbook is not None and await planned_from(handle) != playbook:
+                chosen = []
+            if ballot is None:
+                return chosen, []
+            return chosen, [await vote(client, cfg, p, ballot) for p in chosen]
 
-    return list(await asyncio.gather(*map(one, chosen)))
+    answers = await asyncio.gather(*map(one, await flagged_runs(client, selection.tenant)))
+    return [p for chosen, _ in answers for p in chosen], [v for _, votes in answers for v in votes]
+
+
+async def planned_from(handle: WorkflowHandle[Any, Any]) -> str | None:
+    """The playbook the run was planned from (None for an LLM plan)."""
+    try:
+        # A run waiting on a step has a plan: it was planned before any step.
+        plan: Plan = await handle.query("plan", result_type=Plan)
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        return None
+    return plan.planner.playbook
+
+
+async def vote(client: Client, cfg: Settings, pending: PendingApproval, ballot: Ballot) -> Vote:
+    """One run's vote through ``stead approve``'s own path; a refusal is the run's answer."""
+    try:
+        await send_approval(
+            client,
+            cfg,
+            pending,
+            principal=ballot.principal,
+            verdict=ballot.verdict,
+            comment=ballot.comment,
+            raw_token=ballot.raw_token,
+        )
+    except SteadError as exc:
+        return Vote(pending.workflow_id, pending.step_id, exc.message)
+    except RPCError as exc:
+        return Vote(pending.workflow_id, pending.step_id, f"Temporal: {exc.message}")
+    return Vote(pending.workflow_id, pending.step_id)

@@ -25,6 +25,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
@@ -446,31 +447,42 @@ async def list_pending(
     The runs are asked ``concurrency`` at a time: a run evicted from its worker's cache
     replays to answer, and thousands asked one by one would take minutes.
     """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def ask(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval]:
+        async with gate:
+            return await pending_of(handle)
+
+    answers = await asyncio.gather(*map(ask, await flagged_runs(client, tenant)))
+    return [p for waiting in answers for p in waiting]
+
+
+async def flagged_runs(client: Client, tenant: str | None) -> list[WorkflowHandle[Any, Any]]:
+    """Running runs whose ``SteadPendingApproval`` search attribute is set."""
     query = "SteadPendingApproval = true AND ExecutionStatus = 'Running'"
     if tenant:
         query += f" AND SteadTenant = '{_quote(tenant)}'"
     try:
-        listed = [e async for e in client.list_workflows(query)]
+        return [
+            client.get_workflow_handle(e.id, run_id=e.run_id)
+            async for e in client.list_workflows(query)
+        ]
     except RPCError as exc:
         if is_outage(exc):
             raise temporal_unavailable(exc) from None
         raise ConfigError(f"cannot list runs from Temporal visibility: {exc.message}") from None
-    gate = asyncio.Semaphore(concurrency)
 
-    async def waiting_on(workflow_id: str, run_id: str | None) -> list[PendingApproval]:
-        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-        async with gate:
-            try:
-                answer: list[PendingApproval] = await handle.query(
-                    "pending_approvals", result_type=list[PendingApproval]
-                )
-            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-                # Closed or unreachable since the listing: it is not waiting on anyone here.
-                return []
-        return answer
 
-    answers = await asyncio.gather(*(waiting_on(e.id, e.run_id) for e in listed))
-    return [p for waiting in answers for p in waiting]
+async def pending_of(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval]:
+    """The run's own list of waiting steps; none if it closed or cannot answer."""
+    try:
+        waiting: list[PendingApproval] = await handle.query(
+            "pending_approvals", result_type=list[PendingApproval]
+        )
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        # Closed or unreachable since the listing: it is not waiting on anyone here.
+        return []
+    return waiting
 
 
 @fails_cleanly
