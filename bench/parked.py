@@ -11,12 +11,23 @@ read with psutil: idle after start (the baseline, same run), sampled while runs
 park, and once all are parked. The tenant holds every step at or above risk
 ``low`` for approval, so each run's single ``core.echo`` step waits for a human.
 
-Then every run is approved through the ``approve`` workflow update, concurrently
-behind a semaphore, and each run must complete. Parked means the run's
+Starts are paced: at most ``window`` runs (half the cache, at most twice the
+concurrency, by default) are started but not yet parked. Starting all 10,000 at once
+thrashes the cache instead: the worker takes each run's first workflow task in start
+order, so a run is evicted by later starts before it parks and its next task queues,
+uncached, behind thousands of first tasks (measured: 289 of 10,000 parked after 12
+minutes, a backlog of 9,691 workflow tasks dispatched at ~0.9/s); and 500 in flight on
+a worker that got ~15% of a core (load 15) took 8-10 s per workflow task, past the 10 s
+task timeout. Runs arriving over time, as they do in use, never pile up like that.
+
+Then every run is approved as ``stead approve-all`` approves (``vote_on_matching``:
+each flagged run asked what waits, then sent its own ``approve`` update, ``concurrency``
+runs at a time), and each run must complete. Parked means the run's
 ``SteadPendingApproval`` search attribute is true, counted through visibility.
 
     .venv/bin/python -m bench.parked [--quick] [--runs 10000] [--concurrency 50] [--cache 1000]
         [--max-workflow-tasks N] [--worker-log FILE]
+        [--window 100]
 """
 
 from __future__ import annotations
@@ -39,7 +50,6 @@ from typing import Any
 import psutil
 from temporalio.api.enums.v1 import TimeoutType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError
 
 from bench.harness import (
     APPROVER,
@@ -58,8 +68,8 @@ from bench.harness import (
     table,
     write_playbook,
 )
-from stead.cli._common import task_in_failed_state
-from stead.contracts.run import ApprovalInput, PendingApproval, RunStatus
+from stead.cli.bulk_approve import Ballot, Selection, vote_on_matching
+from stead.contracts.run import RunStatus
 from stead.settings import Settings
 from stead.temporal import connect
 
@@ -75,6 +85,12 @@ class Sizes:
     cache: int = 1000
     # The worker's STEAD_WORKER_MAX_WORKFLOW_TASKS; None: the SDK's default.
     workflow_tasks: int | None = None
+    window: int | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Most runs started but not yet parked: half the cache, at most two batches."""
+        return self.window or max(1, min(self.cache // 2, 2 * self.concurrency))
 
 
 FULL = Sizes(runs=10_000, concurrency=50, timeout_s=3600)
@@ -219,7 +235,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL, log: Path | None = Non
         [
             ("worker idle (baseline)", "", "", f"{idle:.0f}"),
             ("start and park", f"{park_s:.1f}", f"{parked}/{n} parked", f"{rss_parked:.0f}"),
-            ("bulk approve (updates)", f"{approve_s:.1f}", f"{approved}/{n} accepted", ""),
+            ("bulk approve (approve-all)", f"{approve_s:.1f}", f"{approved}/{n} accepted", ""),
             ("approve to all complete", f"{complete_s:.1f}", f"{completed}/{n} completed", ""),
             ("peak while sampling", "", "", f"{rss.peak:.0f}"),
         ],
@@ -229,6 +245,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL, log: Path | None = Non
         f"RSS parked/idle {rss_parked / idle:.2f}x, ~{per_run:.0f} kB per parked run; "
         f"approvals {sizes.concurrency} at a time; workflow cache {sizes.cache:,} runs, "
         f"workflow task slots {sizes.workflow_tasks or 'SDK default'}; "
+        f"at most {sizes.in_flight:,} runs started and not parked; "
         f"worker {'alive' if alive else 'DIED'} at the end"
     )
     done_per_s = completed / max(approve_s + complete_s, 1e-9)
@@ -255,49 +272,23 @@ async def park_and_approve(
     client = await connect(settings)
     n = sizes.runs
     started = time.perf_counter()
-    handles: list[WorkflowHandle[Any, RunStatus]] = await bounded(
-        sizes.concurrency,
-        [
-            functools.partial(_start, client, settings, tenant, task_queue, f"park-{tenant}-{i}")
-            for i in range(n)
-        ],
-    )
+    handles = await start_paced(client, settings, tenant, task_queue, sizes)
     parked = await wait_parked(client, tenant, n, sizes.timeout_s)
     park_s = time.perf_counter() - started
     await asyncio.sleep(2.0)
     rss_parked = rss.now()
-    pending = await handles[0].query("pending_approvals", result_type=list[PendingApproval])
-    plan_hash = pending[0].plan_hash
-    approval = ApprovalInput(
-        step_id=STEP, plan_hash=plan_hash, approver=APPROVER, verdict="approve"
-    )
     errors: list[str] = []
-    retried: list[str] = []
-
-    async def approve(handle: WorkflowHandle[Any, RunStatus]) -> bool:
-        """As an approver would: a run whose workflow task has failed or timed out twice
-        in a row refuses updates before recording them, so the approval is sent again."""
-        deadline = time.monotonic() + sizes.timeout_s
-        while True:
-            try:
-                # Bounded: an update a struggling run admitted but never took waits forever.
-                left = max(deadline - time.monotonic(), 1.0)
-                await asyncio.wait_for(handle.execute_update("approve", approval), left)
-                return True
-            except RPCError as exc:
-                if not task_in_failed_state(exc) or time.monotonic() > deadline:
-                    errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
-                    return False
-                retried.append(handle.id)
-                await asyncio.sleep(2.0)
-            except Exception as exc:
-                errors.append(f"approve: {type(exc).__name__}: {exc}"[:200])
-                return False
-
+    # What `stead approve-all --tenant T --as APPROVER` does: each run asked, then its
+    # own approve update, a run at a time per slot.
+    ballot = Ballot(principal=APPROVER, verdict="approve", comment="", raw_token=None)
     began = time.perf_counter()
-    approved = sum(
-        await bounded(sizes.concurrency, [functools.partial(approve, h) for h in handles])
+    _, votes = await vote_on_matching(
+        client, settings, Selection(tenant), ballot, sizes.concurrency
     )
+    approved = sum(v.error is None for v in votes)
+    for refused in [v for v in votes if v.error is not None][:3]:
+        errors.append(f"approve: {refused.error}"[:200])
+        errors.extend(await task_failures(client.get_workflow_handle(refused.run_id)))
     approve_s = time.perf_counter() - began
 
     async def outcome(handle: WorkflowHandle[Any, RunStatus]) -> bool:
@@ -315,11 +306,6 @@ async def park_and_approve(
     )
     complete_s = time.perf_counter() - began - approve_s
     tasks = await task_trouble(handles)
-    if retried:
-        tasks.append(
-            f"{len(retried)} approvals sent again ({len(set(retried))} runs) after "
-            "'Workflow Task in failed state'"
-        )
     return parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors, tasks
 
 
@@ -349,6 +335,42 @@ async def task_trouble(handles: list[WorkflowHandle[Any, RunStatus]]) -> list[st
     return found
 
 
+async def start_paced(
+    client: Client, settings: Settings, tenant: str, task_queue: str, sizes: Sizes
+) -> list[WorkflowHandle[Any, RunStatus]]:
+    """Start ``sizes.runs`` runs, ``sizes.concurrency`` at a time, keeping at most
+    ``sizes.in_flight`` of them started and not yet parked."""
+    handles: list[WorkflowHandle[Any, RunStatus]] = []
+    parked = 0
+    last_print = time.monotonic()
+    while len(handles) < sizes.runs:
+        room = sizes.in_flight - (len(handles) - parked)
+        if room <= 0:
+            await asyncio.sleep(0.5)
+            parked = await parked_count(client, tenant)
+            if time.monotonic() - last_print > 30:
+                print(f"  started {len(handles)}, parked {parked}/{sizes.runs}", flush=True)
+                last_print = time.monotonic()
+            continue
+        first = len(handles)
+        batch = range(first, first + min(room, sizes.concurrency, sizes.runs - first))
+        handles += await asyncio.gather(
+            *(_start(client, settings, tenant, task_queue, f"park-{tenant}-{i}") for i in batch)
+        )
+    return handles
+
+
+async def task_failures(handle: WorkflowHandle[Any, RunStatus]) -> list[str]:
+    """Why the run's workflow tasks failed, from its history: a replay after eviction
+    that fails shows up here and nowhere else (the worker's log is drained)."""
+    history = await handle.fetch_history()
+    return [
+        "workflow task failed: " + event.workflow_task_failed_event_attributes.failure.message[:200]
+        for event in history.events
+        if event.HasField("workflow_task_failed_event_attributes")
+    ][:1]
+
+
 async def _start(
     client: Client, settings: Settings, tenant: str, task_queue: str, workflow_id: str
 ) -> WorkflowHandle[Any, RunStatus]:
@@ -366,6 +388,7 @@ def main() -> None:
     parser.add_argument(
         "--max-workflow-tasks", type=int, help="the worker's STEAD_WORKER_MAX_WORKFLOW_TASKS"
     )
+    parser.add_argument("--window", type=int, help="most runs started and not yet parked")
     args = parser.parse_args()
     base = QUICK if args.quick else FULL
     sizes = Sizes(
@@ -374,6 +397,7 @@ def main() -> None:
         base.timeout_s,
         base.cache if args.cache is None else args.cache,
         args.max_workflow_tasks,
+        args.window,
     )
     run_standalone(lambda stack: measure(stack, sizes, args.worker_log))
 

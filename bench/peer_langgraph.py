@@ -57,16 +57,16 @@ def unavailable_reason() -> str | None:
     return None
 
 
-async def peer_dsn(admin_dsn: str) -> str:
-    """A database of its own, so LangGraph's tables never touch Stead's schema."""
+async def peer_dsn(admin_dsn: str, database: str = DATABASE) -> str:
+    """A database of its own, so a peer's tables never touch Stead's schema."""
     conn = await asyncpg.connect(admin_dsn)
     try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
-            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
     base, _, _ = admin_dsn.rpartition("/")
-    return f"{base}/{DATABASE}"
+    return f"{base}/{database}"
 
 
 def chain_graph(steps: int, checkpointer: Any = None) -> Any:

@@ -30,7 +30,9 @@ from bench import (
     locomo,
     long_run,
     parked,
+    peer_dbos,
     peer_langgraph,
+    sandbox_cost,
     sequential,
     throughput,
     wft_wait,
@@ -69,6 +71,9 @@ def benchmarks(quick: bool, locomo_path: Path | None = None) -> dict[str, Bench]
         "peer": lambda s: peer_langgraph.measure(
             s, pick(peer_langgraph.FULL, peer_langgraph.QUICK)
         ),
+        "peer_dbos": lambda s: peer_dbos.measure(s, pick(peer_dbos.FULL, peer_dbos.QUICK)),
+        # Replays committed histories in this process; needs no stack.
+        "sandbox_cost": lambda s: sandbox_cost.measure(pick(sandbox_cost.FULL, sandbox_cost.QUICK)),
         "long_run": lambda s: long_run.measure(s, pick(long_run.FULL, long_run.QUICK)),
         "parked": lambda s: parked.measure(s, pick(parked.FULL, parked.QUICK)),
         "fairness": lambda s: fairness.measure(s, pick(fairness.FULL, fairness.QUICK)),

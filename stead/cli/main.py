@@ -11,6 +11,7 @@ import typer
 from temporalio.client import Client
 
 from stead.cli import (
+    bulk_approve,
     catalog,
     codec,
     dev,
@@ -40,6 +41,7 @@ app.add_typer(temporal_setup.app, name="temporal")
 app.add_typer(schedules.app, name="schedules")
 app.add_typer(upgrade.app, name="upgrade")
 runs.register(app)
+bulk_approve.register(app)
 slo.register(app)
 codec.register(app)
 # Command groups from installed packages (the field cases add `stead webhook`).

@@ -25,6 +25,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
@@ -74,6 +75,12 @@ EXIT_CODES: dict[str, int] = {
     "timed_out": 3,
 }
 EXIT_REFUSED = 2
+
+# How an approver proves who they are, for `stead approve` and `stead approve-all`.
+ApproverToken = Annotated[
+    str | None, typer.Option(help="Principal token; else --token-file, STEAD_PRINCIPAL_TOKEN.")
+]
+ApproverTokenFile = Annotated[Path | None, typer.Option(help="File with the principal token.")]
 
 # A run whose workflow Temporal itself closed (terminated, timed out) never
 # returned a RunStatus; its last snapshot is relabelled with what happened.
@@ -437,29 +444,50 @@ def pending(
         )
 
 
-async def list_pending(client: Client, tenant: str | None) -> list[PendingApproval]:
-    """Runs flagged in visibility, then each run's own answer (visibility lags the workflow)."""
+async def list_pending(
+    client: Client, tenant: str | None, *, concurrency: int = 16
+) -> list[PendingApproval]:
+    """Runs flagged in visibility, then each run's own answer (visibility lags the workflow).
+
+    The runs are asked ``concurrency`` at a time: a run evicted from its worker's cache
+    replays to answer, and thousands asked one by one would take minutes.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def ask(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval]:
+        async with gate:
+            return await pending_of(handle)
+
+    answers = await asyncio.gather(*map(ask, await flagged_runs(client, tenant)))
+    return [p for waiting in answers for p in waiting]
+
+
+async def flagged_runs(client: Client, tenant: str | None) -> list[WorkflowHandle[Any, Any]]:
+    """Running runs whose ``SteadPendingApproval`` search attribute is set."""
     query = "SteadPendingApproval = true AND ExecutionStatus = 'Running'"
     if tenant:
         query += f" AND SteadTenant = '{_quote(tenant)}'"
     try:
-        listed = [e async for e in client.list_workflows(query)]
+        return [
+            client.get_workflow_handle(e.id, run_id=e.run_id)
+            async for e in client.list_workflows(query)
+        ]
     except RPCError as exc:
         if is_outage(exc):
             raise temporal_unavailable(exc) from None
         raise ConfigError(f"cannot list runs from Temporal visibility: {exc.message}") from None
-    found: list[PendingApproval] = []
-    for execution in listed:
-        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        try:
-            waiting: list[PendingApproval] = await handle.query(
-                "pending_approvals", result_type=list[PendingApproval]
-            )
-        except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-            # Closed or unreachable since the listing: it is not waiting on anyone here.
-            continue
-        found.extend(waiting)
-    return found
+
+
+async def pending_of(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval]:
+    """The run's own list of waiting steps; none if it closed or cannot answer."""
+    try:
+        waiting: list[PendingApproval] = await handle.query(
+            "pending_approvals", result_type=list[PendingApproval]
+        )
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        # Closed or unreachable since the listing: it is not waiting on anyone here.
+        return []
+    return waiting
 
 
 @fails_cleanly
@@ -469,10 +497,8 @@ def approve(
     principal: Annotated[str, typer.Option("--as", help="The approver, e.g. user:alice.")],
     reject: Annotated[bool, typer.Option(help="Reject instead of approve.")] = False,
     comment: Annotated[str, typer.Option(help="Why.")] = "",
-    token: Annotated[
-        str | None, typer.Option(help="Principal token; else --token-file, STEAD_PRINCIPAL_TOKEN.")
-    ] = None,
-    token_file: Annotated[Path | None, typer.Option(help="File with the principal token.")] = None,
+    token: ApproverToken = None,
+    token_file: ApproverTokenFile = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Approve (or --reject) a pending step; refused approvals say why and change nothing."""
@@ -513,8 +539,6 @@ async def submit_approval(
 ) -> dict[str, Any]:
     """What ``stead approve`` and the MCP ``approve`` tool send: the step must be waiting,
     and the principal token (if any) is narrowed to this one approval before it is sent."""
-    from stead.cli.identity import approval_token
-
     handle = client.get_workflow_handle(run_id)
     try:
         waiting: list[PendingApproval] = await handle.query(
@@ -529,6 +553,32 @@ async def submit_approval(
     match = [p for p in waiting if p.step_id == step_id]
     if not match:
         raise ConfigError(f"step {step_id} of {run_id} is not awaiting approval")
+    return await send_approval(
+        client,
+        cfg,
+        match[0],
+        principal=principal,
+        verdict=verdict,
+        comment=comment,
+        raw_token=raw_token,
+    )
+
+
+async def send_approval(
+    client: Client,
+    cfg: Settings,
+    pending: PendingApproval,
+    *,
+    principal: str,
+    verdict: Verdict,
+    comment: str,
+    raw_token: str | None,
+) -> dict[str, Any]:
+    """One vote on one waiting step, through the ``approve`` update (its validator and
+    handler check the approver, the plan hash and the token, and audit a refusal)."""
+    from stead.cli.identity import approval_token
+
+    run_id, step_id = pending.workflow_id, pending.step_id
     # Scoped to this one approval: the copy that lands in history approves nothing else.
     scoped = None
     if raw_token is not None:
@@ -537,13 +587,13 @@ async def submit_approval(
             raw_token,
             run_id=run_id,
             step_id=step_id,
-            plan_hash=match[0].plan_hash,
+            plan_hash=pending.plan_hash,
             verdict=verdict,
         )
     try:
         approval = ApprovalInput(
             step_id=step_id,
-            plan_hash=match[0].plan_hash,
+            plan_hash=pending.plan_hash,
             approver=principal,
             verdict=verdict,
             comment=comment,
@@ -551,6 +601,7 @@ async def submit_approval(
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid approval: {_pydantic_errors(exc)}") from None
+    handle = client.get_workflow_handle(run_id)
     try:
         result = await handle.execute_update("approve", approval, result_type=StepResult)
     except WorkflowUpdateFailedError as exc:

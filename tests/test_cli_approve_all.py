@@ -1,0 +1,129 @@
+"""``stead approve-all``: one vote per waiting run of one tenant, each proven on its own.
+
+The CLI runs as a child process against a real ``stead worker`` (the ``cli`` fixture of
+tests/test_cli_runs.py); assertions are on exit codes, the JSON it prints, the runs'
+outcomes and the audit rows each run wrote for its own vote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest_asyncio
+
+from stead.audit.log import list_events
+from stead.capability.keys import IDENTITY
+from stead.capability.trust import key_store
+from stead.db.pool import create_pool, tenant_transaction
+from stead.identity import directory
+from stead.identity.tokens import PrincipalTokenIssuer
+from tests.runs import configure_tenant, new_tenant
+from tests.test_cli_runs import (  # noqa: F401 (cli is the module's fixture)
+    Cli,
+    approval_tenant,
+    cli,
+    start_put,
+    wait_for_status,
+    wait_for_step,
+)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def pool(cli: Cli) -> AsyncIterator[asyncpg.Pool]:  # noqa: F811
+    pool = await create_pool(cli.settings.postgres_dsn, max_size=2)
+    yield pool
+    await pool.close()
+
+
+async def parked(cli: Cli, tenant: str, runs: int) -> list[str]:  # noqa: F811
+    started = [await start_put(cli, tenant) for _ in range(runs)]
+    for run_id in started:
+        await wait_for_step(cli, run_id, "put", "awaiting_approval")
+    return started
+
+
+async def listed(cli: Cli, tenant: str, runs: int) -> dict[str, object]:  # noqa: F811
+    """The dry run's JSON once visibility lists all ``runs`` (it lags the workflows)."""
+    for _ in range(50):
+        result = await cli("approve-all", "--tenant", tenant, "--as", "user:bob", "--dry-run",
+                           "--json")  # fmt: skip
+        assert result.code == 0, result
+        if result.json()["matched"] == runs:
+            return dict(result.json())
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"visibility never listed {runs} waiting runs of {tenant}")
+
+
+async def test_approve_all_votes_once_on_each_waiting_run_of_the_tenant_only(
+    cli: Cli,  # noqa: F811
+) -> None:
+    tenant, other = await approval_tenant(cli), await approval_tenant(cli)
+    mine = await parked(cli, tenant, 2)
+    [theirs] = await parked(cli, other, 1)
+    dry = await listed(cli, tenant, 2)
+    assert sorted(r["run_id"] for r in dry["runs"]) == sorted(mine)  # type: ignore[attr-defined]
+
+    result = await cli("approve-all", "--tenant", tenant, "--as", "user:bob", "--json")
+    assert result.code == 0, result
+    report = result.json()
+    assert (report["matched"], report["accepted"], report["refused"]) == (2, 2, 0), result
+    for run_id in mine:
+        status = await wait_for_status(cli, run_id, "completed")
+        assert status["steps"][0]["status"] == "succeeded"
+    # The other tenant's run was never voted on: it still waits.
+    status = await cli.status(theirs)
+    assert status["status"] == "awaiting_approval" or status["pending_approvals"], status
+
+
+async def test_a_non_approver_is_refused_by_every_run_and_nothing_runs(
+    cli: Cli,  # noqa: F811
+) -> None:
+    tenant = await approval_tenant(cli)
+    runs = await parked(cli, tenant, 2)
+    await listed(cli, tenant, 2)
+    result = await cli("approve-all", "--tenant", tenant, "--as", "user:eve", "--json")
+    assert result.code == 1, result
+    report = result.json()
+    assert (report["accepted"], report["refused"]) == (0, 2), result
+    assert all("not an approver" in r["error"] for r in report["runs"]), result
+    for run_id in runs:
+        status = await cli.status(run_id)
+        assert [s["status"] for s in status["steps"]] == ["awaiting_approval"], status
+
+
+async def test_with_tokens_each_run_counts_its_own_narrowed_token(
+    cli: Cli,  # noqa: F811
+    pool: asyncpg.Pool,
+) -> None:
+    """A tenant that needs tokens: the one principal token given is narrowed to each
+    run's approval before it is sent, and every run audits an authenticated vote."""
+    tenant = new_tenant()
+    async with tenant_transaction(pool, tenant) as conn:
+        await directory.create_tenant(conn, tenant)
+        for principal in ("user:ann", "user:bob"):
+            await directory.add_principal(conn, tenant, principal)
+    await configure_tenant(
+        cli.settings.opa_url,
+        tenant,
+        approval_risk="low",
+        approvers=["user:bob"],
+        approval_authentication="token",
+    )
+    private = key_store(cli.settings).private(IDENTITY)
+    assert private is not None
+    issued = PrincipalTokenIssuer(private).issue(tenant, "user:bob")
+    runs = await parked(cli, tenant, 2)
+    await listed(cli, tenant, 2)
+
+    result = await cli(
+        "approve-all", "--tenant", tenant, "--as", "user:bob", "--json", "--token", issued.token
+    )
+    assert result.code == 0, result
+    for run_id in runs:
+        await wait_for_status(cli, run_id, "completed")
+        async with tenant_transaction(pool, tenant) as conn:
+            accepted = [e for e in await list_events(conn, tenant, run_id)
+                        if e.kind == "approval_accepted"]  # fmt: skip
+        assert [(e.actor, e.data["authenticated"]) for e in accepted] == [("user:bob", True)]
