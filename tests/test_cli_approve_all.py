@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest_asyncio
+from stead.capability.keys import IDENTITY
 
 from stead.audit.log import list_events
-from stead.capability.keys import IDENTITY
 from stead.capability.trust import key_store
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity import directory
