@@ -12,13 +12,12 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest_asyncio
-from stead.capability.keys import IDENTITY
 
 from stead.audit.log import list_events
-from stead.capability.trust import key_store
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity import directory
 from stead.identity.tokens import PrincipalTokenIssuer
+from stead.keys import IDENTITY, key_store
 from tests.runs import configure_tenant, new_tenant
 from tests.test_cli_runs import (  # noqa: F401 (cli is the module's fixture)
     Cli,
