@@ -564,6 +564,25 @@ def machine_line() -> str:
     )
 
 
+def on_stack(prefix: str, measure: Callable[[Settings, Path], Coroutine[Any, Any, Any]]) -> None:
+    """A fresh embedded stack in a temporary home for a standalone benchmark that talks to
+    the services directly (no worker): up, measure, and down even when the measure fails."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        home = {
+            "home": work / "home",
+            "policy_dir": REPO / "policies",
+            "playbook_dir": REPO / "playbooks",
+        }
+        cfg = load_settings(_env_file=None, **home)
+        stack_up(cfg)
+        try:
+            # Reload: stack_up records the endpoints it chose in the home's stack file.
+            asyncio.run(measure(load_settings(_env_file=None, **home), work))
+        finally:
+            stack_down(cfg)
+
+
 def quick_flag(description: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -21,21 +21,18 @@ No embeddings are needed, so it runs at full size in a minute or two:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from bench.harness import on_stack
 from bench.locomo import TS_RANK
-from bench.memory_recall import REPO, corpus, load_postgres, questions
+from bench.memory_recall import corpus, load_postgres, questions
 from stead.db.pool import create_pool, tenant_transaction
-from stead.devstack.stack import stack_down, stack_up
 from stead.memory import store
-from stead.settings import Settings, load_settings
+from stead.settings import Settings
 
 BEFORE = """
 WITH q AS (
@@ -140,18 +137,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stead-bench-lexical-") as tmp:
-        home = {
-            "home": Path(tmp) / "home",
-            "policy_dir": REPO / "policies",
-            "playbook_dir": REPO / "playbooks",
-        }
-        cfg = load_settings(_env_file=None, **home)
-        stack_up(cfg)
-        try:
-            asyncio.run(measure(load_settings(_env_file=None, **home), args))
-        finally:
-            stack_down(cfg)
+    on_stack("stead-bench-lexical-", lambda settings, _work: measure(settings, args))
 
 
 if __name__ == "__main__":

@@ -21,12 +21,10 @@ indexed; both indexes get the same points by batched upserts.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import hashlib
 import random
 import statistics
-import tempfile
 import time
 import uuid
 import warnings
@@ -38,12 +36,12 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from bench.harness import on_stack
 from stead.db.pool import create_pool
-from stead.devstack.stack import stack_down, stack_up
 from stead.embeddings import MiniLmEmbedder
 from stead.memory import RecallQuery
 from stead.memory.service import MemoryService
-from stead.settings import Settings, load_settings
+from stead.settings import Settings
 from stead.vector import EdgeVectorIndex, QdrantServerIndex, VectorIndex, VectorPayload, VectorPoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -381,20 +379,7 @@ def main() -> None:
     # is exactly what makes it the baseline.
     warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
     warnings.filterwarnings("ignore", message="Local mode is not recommended")
-    with tempfile.TemporaryDirectory(prefix="stead-bench-memory-") as tmp:
-        work = Path(tmp)
-        home = {
-            "home": work / "home",
-            "policy_dir": REPO / "policies",
-            "playbook_dir": REPO / "playbooks",
-        }
-        cfg = load_settings(_env_file=None, **home)
-        stack_up(cfg)
-        try:
-            # Reload: stack_up records the endpoints it chose in the home's stack file.
-            asyncio.run(measure(load_settings(_env_file=None, **home), args, work))
-        finally:
-            stack_down(cfg)
+    on_stack("stead-bench-memory-", lambda settings, work: measure(settings, args, work))
 
 
 if __name__ == "__main__":

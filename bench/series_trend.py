@@ -11,21 +11,17 @@ Prints p50/p95 in ms and ratios; run with ``python -m bench.series_trend``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+from bench.harness import on_stack
 from stead.db.pool import create_pool
-from stead.devstack.stack import stack_down, stack_up
 from stead.memory import Provenance
 from stead.memory.contracts import ObserveRequest, SeriesQuery
 from stead.memory.series import SeriesStore
-from stead.settings import Settings, load_settings
+from stead.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
 WHO = Provenance(principal="service:bench")
 TENANT = "bench-trend"
 
@@ -116,18 +112,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=30)
     parser.add_argument("--writes", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stead-bench-series-") as tmp:
-        home = {
-            "home": Path(tmp) / "home",
-            "policy_dir": REPO / "policies",
-            "playbook_dir": REPO / "playbooks",
-        }
-        cfg = load_settings(_env_file=None, **home)
-        stack_up(cfg)
-        try:
-            asyncio.run(measure(load_settings(_env_file=None, **home), args))
-        finally:
-            stack_down(cfg)
+    on_stack("stead-bench-series-", lambda settings, _work: measure(settings, args))
 
 
 if __name__ == "__main__":
