@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.capability import CapabilityActivities
 from activities.continuation import ContinuationActivities
@@ -153,16 +153,14 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
 
 
 # Every run the worker has not cached (a new run, or a parked run evicted from a full
-# cache whose approval arrives) gets a fresh sandbox, and by default the sandbox
-# re-imports every workflow module into it: ~145 ms of CPU to replay a 63-event approved
-# run, ~41 ms with modules passed through, ~25 ms unsandboxed (bench/sandbox_cost.py).
-# Passing modules through keeps the sandbox's run-time guard (a workflow that calls
-# time, random or I/O is still refused); what it gives up is a fresh copy of each
-# workflow module per run, so workflow modules keep no module-level mutable state
-# and import nothing with side effects (tests/test_architecture.py guards the imports).
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-)
+# cache whose approval arrives) gets a fresh sandbox that re-imports the workflow modules:
+# ~120 ms of CPU to replay a 63-event approved run, against ~40 ms with every module
+# passed through (bench/sandbox_cost.py). Passing the workflow modules through would
+# also take away the sandbox's run-time guard: their `time`, `random` and `open` are
+# then the real ones, and a workflow reading the clock completes instead of failing
+# its task (tests/test_worker_sandbox.py). The guard is worth the CPU; a bounded cache
+# (`STEAD_MAX_CACHED_WORKFLOWS`) keeps misses rare.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner()
 
 
 def build_worker(
