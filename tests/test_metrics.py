@@ -523,8 +523,10 @@ async def test_stead_worker_serves_its_metrics_and_the_sdks_on_the_next_port(
     )
     assert stead.value("stead_run_duration_seconds_count", tenant=tenant, status="completed") == 1
     assert "process_resident_memory_bytes" in stead.names()
+    # At least the run's opening and its step ran as activities (the close and the run's
+    # summary are local activities since the fewer-actions patch).
     assert (
-        sdk.total("temporal_activity_execution_latency_seconds_count", task_queue=task_queue) >= 3
+        sdk.total("temporal_activity_execution_latency_seconds_count", task_queue=task_queue) >= 2
     )
     assert sdk.total("temporal_workflow_completed_total", task_queue=task_queue) >= 1
 

@@ -218,8 +218,10 @@ async def test_incompatible_change_is_caught_by_upgrade_check_before_deploy(
     code, out, err = await stead(worker.settings, *check, cwd=candidate)
     assert code == 1
     assert f"BREAKS  {handle.id} (stead.run, running): [TMPRL1100] Nondeterminism" in out
-    # The reason names the recorded event the changed code no longer matches, nothing more.
-    assert "does not handle this event: HistoryEvent(" in out and "force_cause" not in out
+    # The reason is Temporal's own (which event or patch marker no longer matches; that
+    # depends on what else the history holds), one line without the event dump; then the
+    # summary and the advice.
+    assert "force_cause" not in out and len(out.splitlines()) == 3, out
     assert "Failing workflow task" not in err
     assert "1 run(s) on task queue" in out and "0 ok, 1 would break" in out
 
@@ -237,9 +239,10 @@ async def test_replay_check_from_outside_the_cli_sees_open_and_recently_closed_r
 ) -> None:
     handle = await parked_run(worker.client, worker.settings, worker.task_queue)
     report = await replay_runs(worker.client, WORKFLOWS, task_queue=worker.task_queue)
-    assert [(r.workflow_id, r.status, r.failure) for r in report.runs] == [
-        (handle.id, "running", None)
-    ]
+    # Other runs of this module's queue may still be open (a test that failed midway).
+    assert [
+        (r.workflow_id, r.status, r.failure) for r in report.runs if r.workflow_id == handle.id
+    ] == [(handle.id, "running", None)]
     assert (await approve(handle)).status == "completed"
     await wait_listed(worker.client, handle.id, "ExecutionStatus = 'Completed'")
     closed = await replay_runs(

@@ -198,5 +198,21 @@ def tenant_id(value: str | None) -> str | None:
     return value
 
 
+def principal_id(value: str) -> str:
+    """An ``--as`` callback: a value that is no principal id is a usage error (exit 2)
+    before anything is asked, even when nothing would have been voted on."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from stead.contracts.run import PrincipalId
+
+    try:
+        return TypeAdapter(PrincipalId).validate_python(value)
+    except ValidationError:
+        raise typer.BadParameter(
+            f"{value!r} is not a principal id (user:, agent:, service: or group: and a name "
+            "of letters, digits and ._@+-)"
+        ) from None
+
+
 def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str, sort_keys=True))

@@ -26,7 +26,15 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from stead.cli._common import console, fails_cleanly, print_json, settings, tenant_id, with_client
+from stead.cli._common import (
+    console,
+    fails_cleanly,
+    principal_id,
+    print_json,
+    settings,
+    tenant_id,
+    with_client,
+)
 from stead.cli.runs import (
     ApproverToken,
     ApproverTokenFile,
@@ -73,7 +81,9 @@ def register(app: typer.Typer) -> None:
 @fails_cleanly
 def approve_all(
     tenant: Annotated[str, typer.Option(help="The tenant whose runs wait.", callback=tenant_id)],
-    principal: Annotated[str, typer.Option("--as", help="The approver, e.g. user:alice.")],
+    principal: Annotated[
+        str, typer.Option("--as", help="The approver, e.g. user:alice.", callback=principal_id)
+    ],
     operation: Annotated[str | None, typer.Option(help="Only steps of this operation.")] = None,
     step: Annotated[str | None, typer.Option(help="Only steps with this step id.")] = None,
     playbook: Annotated[
