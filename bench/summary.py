@@ -20,7 +20,7 @@ from bench.harness import Row, table
 # What benchmarks append to a measure when something went wrong in that run.
 RUN_NOTE = re.compile(r" \((\d+ failed runs retried|\d+ runs FAILED)\)$")
 # "44.9 (bare activity)" -> "44.9", "bare activity"
-BASELINE = re.compile(r"^(?P<value>[^()]*?) \((?P<what>.+)\)$")
+BASELINE = re.compile(r"^(?P<value>[^()]*?) \((?P<what>[^()]+)\)$")
 ABSENT = "-"
 
 

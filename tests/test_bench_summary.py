@@ -13,7 +13,7 @@ import sys
 
 from bench import run_all
 from bench.harness import Row
-from bench.summary import Measured, markdown, side_by_side
+from bench.summary import Measured, markdown, side_by_side, split_baseline
 
 
 def governed(server: str, value: str, base: str, ratio: str, met: bool, note: str = "") -> Measured:
@@ -98,3 +98,10 @@ def test_an_unknown_server_is_refused_before_anything_starts() -> None:
     )
     assert done.returncode == 2
     assert "--servers takes distinct names of ['dev', 'cluster']" in done.stderr
+
+
+def test_a_baseline_splits_into_its_number_and_what_it_is_only_when_that_is_unambiguous() -> None:
+    assert split_baseline("44.9 (bare activity)") == ("44.9", "bare activity")
+    assert split_baseline("245 MB (idle worker)") == ("245 MB", "idle worker")
+    mixed = "8.0 (before fewer-actions); 1.0 (bare)"
+    assert split_baseline(mixed) == (mixed, "")
