@@ -216,10 +216,16 @@ def notes(chosen: dict[str, Bench], servers: list[str]) -> list[str]:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every stack and cluster is stopped by its ``finally``."""
+    """SIGTERM unwinds like Ctrl-C, so every stack and cluster is stopped by its ``finally``.
+
+    It is passed on as SIGINT: inside ``asyncio.run`` that cancels the running benchmark,
+    whose workers then shut down on a live event loop (an exception raised from here
+    instead left the workers' shutdown waiting on a loop that was closing); outside it,
+    SIGINT raises KeyboardInterrupt. A second signal interrupts whatever is still waiting.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        signal.raise_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -297,5 +303,5 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt as exc:
-        sys.exit(f"interrupted ({exc}); every stack started was stopped")
+    except KeyboardInterrupt:
+        sys.exit("interrupted; every stack and cluster this run started was stopped")
