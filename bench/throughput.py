@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from bench.harness import (
     SERVICES,
     BenchStack,
-    Meter,
     Row,
     Section,
     Usage,
@@ -106,7 +105,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
         names = list(calls)
         for name in names:
             await calls[name]()
-        meter = Meter(stack.settings)
+        meter = stack.meter()
         batches = {name: Batch() for name in names}
         for rep in range(sizes.repeats):
             for name in names[rep % len(names) :] + names[: rep % len(names)]:

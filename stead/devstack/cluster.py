@@ -162,6 +162,10 @@ class TemporalCluster:
     def pid(self, service: ServiceName) -> int:
         return self._records[service].pid
 
+    def pids(self) -> tuple[int, ...]:
+        """Every process running now, its Postgres included: what a benchmark meters."""
+        return tuple(record.pid for record in self._records.values())
+
     def is_serving(self, service: ServiceName) -> bool:
         return asyncio.run(
             _serving(f"{LOOPBACK}:{self.ports[service].grpc}", HEALTH_NAMES[service])
