@@ -5,7 +5,9 @@ The run schedules ``step.run`` and ``adapter.execute`` with a heartbeat timeout
 lost, Temporal retries the step once heartbeats stop for that long, instead of after
 the step's whole start-to-close timeout. The retry is safe: the effect ledger keeps
 one effect per step. Local activities (the express lane) have no heartbeats; there
-``activity.info().heartbeat_timeout`` is None and nothing is started.
+``activity.info().heartbeat_timeout`` is None and nothing is started. The first beat
+comes one interval after the start (the server's heartbeat timer already runs from
+there), so the usual short step never heartbeats at all.
 """
 
 from __future__ import annotations
@@ -46,9 +48,13 @@ async def heartbeating() -> AsyncIterator[None]:
 
 
 async def _beat(every: timedelta) -> None:
+    """The first beat waits one interval: Temporal's heartbeat timer runs from the
+    attempt's start, so a step that ends sooner needs no beat, and Core sends the first
+    heartbeat of an attempt at once: a server round trip and a mutable-state write per
+    step, for nothing."""
     while True:
-        activity.heartbeat()
         await asyncio.sleep(every.total_seconds())
+        activity.heartbeat()
 
 
 def heartbeats(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:

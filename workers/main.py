@@ -21,7 +21,6 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.capability import CapabilityActivities
 from activities.continuation import ContinuationActivities
@@ -55,6 +54,7 @@ from stead.runs.scope import configure_scope
 from stead.secrets import open_secret_store
 from stead.settings import Settings, secret_environment
 from stead.temporal import connect
+from stead.temporal.sandbox import CompiledSandboxRunner
 from stead.temporal.versioning import deployment_config
 from workers.edge import build_edge_worker, open_edge_resources
 from workers.refusals import auditing_validator_refusals
@@ -159,8 +159,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
 # also take away the sandbox's run-time guard: their `time`, `random` and `open` are
 # then the real ones, and a workflow reading the clock completes instead of failing
 # its task (tests/test_worker_sandbox.py). The guard is worth the CPU; a bounded cache
-# (`STEAD_MAX_CACHED_WORKFLOWS`) keeps misses rare.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner()
+# (`STEAD_MAX_CACHED_WORKFLOWS`) keeps misses rare. The runner is the SDK's sandbox with
+# its per-call glue code compiled once (stead/temporal/sandbox.py).
+WORKFLOW_RUNNER = CompiledSandboxRunner()
 
 
 def build_worker(
