@@ -47,7 +47,9 @@ from workers.main import build_worker, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
 # Like tests/conftest.py: a stray export must not point a benchmark at a real cluster.
-KEEP_ENV = {"STEAD_OPA_BIN"}
+# STEAD_TEMPORAL_DEV_DYNAMIC_CONFIG: the bench stack's dev server with other dynamic config
+# (e.g. Temporal's own transfer-queue reader rate, to measure before and after in turn).
+KEEP_ENV = {"STEAD_OPA_BIN", "STEAD_TEMPORAL_DEV_DYNAMIC_CONFIG"}
 PRINCIPAL = "user:ann"
 APPROVER = "user:bob"
 

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     memory_reindex_every_seconds: int = Field(default=600, ge=10, description="Reindex schedule.")
     memory_purge_every_seconds: int = Field(default=3600, ge=60, description="TTL purge schedule.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Worker /metrics port; 0 off.")
+    temporal_dev_dynamic_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Dynamic config of the embedded dev server (`stead dev up`), key to value,"
+        " over Stead's (stead.devstack.temporal.DYNAMIC_CONFIG); JSON.",
+    )
     temporal_metrics_port: int | None = Field(
         default=None,
         ge=0,

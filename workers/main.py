@@ -54,11 +54,11 @@ from stead.runs.scope import configure_scope
 from stead.secrets import open_secret_store
 from stead.settings import Settings, secret_environment
 from stead.temporal import connect
-from stead.temporal.sandbox import CompiledSandboxRunner
 from stead.temporal.versioning import deployment_config
 from workers.edge import build_edge_worker, open_edge_resources
 from workers.refusals import auditing_validator_refusals
 from workers.registered import WORKFLOWS
+from workers.sandbox import WorkerSandbox
 
 log = logging.getLogger("stead.worker")
 
@@ -153,15 +153,14 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
 
 
 # Every run the worker has not cached (a new run, or a parked run evicted from a full
-# cache whose approval arrives) gets a fresh sandbox that re-imports the workflow modules:
-# ~120 ms of CPU to replay a 63-event approved run, against ~40 ms with every module
-# passed through (bench/sandbox_cost.py). Passing the workflow modules through would
-# also take away the sandbox's run-time guard: their `time`, `random` and `open` are
-# then the real ones, and a workflow reading the clock completes instead of failing
-# its task (tests/test_worker_sandbox.py). The guard is worth the CPU; a bounded cache
-# (`STEAD_MAX_CACHED_WORKFLOWS`) keeps misses rare. The runner is the SDK's sandbox with
-# its per-call glue code compiled once (stead/temporal/sandbox.py).
-WORKFLOW_RUNNER = CompiledSandboxRunner()
+# cache whose approval arrives) gets a fresh sandbox that re-executes the workflow
+# modules. Passing them through instead would take away the sandbox's run-time guard:
+# their `time`, `random` and `open` are then the real ones, and a workflow reading the
+# clock completes instead of failing its task (tests/test_worker_sandbox.py). So they
+# are re-executed, from code compiled once per worker process (workers/sandbox.py):
+# what a cache miss costs is in bench/sandbox_cost.py; a bounded cache
+# (`STEAD_MAX_CACHED_WORKFLOWS`) keeps misses rare.
+WORKFLOW_RUNNER = WorkerSandbox()
 
 
 def build_worker(
