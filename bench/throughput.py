@@ -136,7 +136,8 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     )  # fmt: skip
     section.lines.append(
         f"{sizes.repeats} repeat(s), variants rotated; steps/s = completed runs x {s} / wall; "
-        "one tenant; in-process worker with the SDK's default slots"
+        "one tenant; in-process workers: Stead's with its default slots (4 workflow tasks), "
+        "the bare one with the SDK's"
     )
     for name, b in batches.items():
         for reason in sorted(set(b.reasons))[:3]:

@@ -272,8 +272,13 @@ class Settings(BaseSettings):
     worker_max_activities: int | None = Field(
         default=None, ge=1, description="Activity tasks one worker runs at once; unset: SDK's."
     )
+    # Workflow activations share one interpreter (one GIL): taking on the SDK's 100 tasks
+    # at once, 50 new runs' sandboxes starve the event loop (steps, local activities,
+    # heartbeats) until tasks overrun their 10 s timeout and are replayed, doubling the
+    # worker's CPU per step; bounded, the backlog waits in Temporal, outside any timeout
+    # (bench/README.md, "Worker CPU per step", issue 16).
     worker_max_workflow_tasks: int | None = Field(
-        default=None, ge=1, description="Workflow tasks one worker runs at once; unset: SDK's."
+        default=4, ge=1, description="Workflow tasks one worker runs at once (None: SDK's)."
     )
     plan_inline_max_steps: int = Field(
         default=500,
