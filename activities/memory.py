@@ -104,7 +104,8 @@ class MemoryActivities:
             result = await self._service.recall(query)
         if result.degraded:
             log.warning(
-                "recall for %s answered by full-text search (index unavailable)", req.workflow_id
+                "recall for %s answered by exact terms only (index or model unavailable)",
+                req.workflow_id,
             )
         freshness = freshness_note(result)
         return tuple(

@@ -140,7 +140,8 @@ class RecallItem(Closed):
 class RecallResult(Closed):
     items: tuple[RecallItem, ...]
     degraded: bool = Field(
-        description="True: the vector index was unavailable; full-text search answered."
+        description="True: meaning was not ranked (the vector index or the embedding model was "
+        "unavailable); exact terms answered (Postgres full text when the index was down)."
     )
     withheld: int = Field(
         default=0, description="Hits dropped because the reader may not see them."

@@ -517,7 +517,10 @@ class MemoryService:
 
 def _degraded(tenant: str, reason: str, message: str) -> None:
     DEGRADED_RECALLS.labels(reason=reason).inc()
-    log.warning("memory recall for tenant %s degraded (%s): %s", tenant, reason, message)
+    answers = "full-text search" if reason == "index_unavailable" else "exact terms"
+    log.warning(
+        "memory recall for tenant %s degraded to %s (%s): %s", tenant, answers, reason, message
+    )
 
 
 def _in_scope(row: Any, q: RecallQuery, since: datetime | None) -> bool:
