@@ -31,14 +31,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.harness import on_stack
 from bench.locomo import TS_RANK
-from bench.memory_recall import corpus, load_postgres, questions
+from bench.memory_recall import corpus, load_index, load_postgres, questions
 from stead.db.pool import create_pool, tenant_transaction
 from stead.memory import store
 from stead.settings import Settings
-from stead.vector import EdgeVectorIndex, VectorPayload, VectorPoint
-from stead.vector.terms import document_terms, query_terms
+from stead.vector import EdgeVectorIndex
+from stead.vector.terms import query_terms
 
 LEVELS = ["public", "internal"]
 DEPTH = 50
@@ -51,31 +53,6 @@ async def timed(call: Any) -> tuple[float, Any]:
     return (time.perf_counter() - started) * 1000, result
 
 
-async def load_terms(index: EdgeVectorIndex, texts: list[str], points: list[Any]) -> float:
-    started = time.perf_counter()
-    await index.ensure_collection(len(PLACEHOLDER))
-    batch = 1000
-    for start in range(0, len(points), batch):
-        await index.upsert(
-            [
-                VectorPoint(
-                    id=pid,
-                    vector=PLACEHOLDER,
-                    payload=VectorPayload(
-                        tenant=tenant,
-                        namespace=ns,
-                        memory_id=mid,
-                        version=1,
-                        sensitivity="internal",
-                    ),
-                    terms=document_terms(texts[start + j]),
-                )
-                for j, (pid, tenant, ns, mid) in enumerate(points[start : start + batch])
-            ]
-        )
-    return time.perf_counter() - started
-
-
 async def measure(cfg: Settings, args: argparse.Namespace, work: Path) -> None:
     tenants = [f"bench{t:02d}" for t in range(args.tenants)]
     texts = corpus(args.memories, args.seed)
@@ -83,7 +60,8 @@ async def measure(cfg: Settings, args: argparse.Namespace, work: Path) -> None:
     points = await load_postgres(cfg.postgres_admin_dsn or "", texts, tenants)
     print(f"postgres: COPY of {args.memories} versions in {time.perf_counter() - started:.1f} s")
     index = EdgeVectorIndex(work / "qdrant")
-    took = await load_terms(index, texts, points)
+    placeholders = np.tile(np.asarray(PLACEHOLDER, dtype=np.float32), (len(points), 1))
+    took = await load_index(index, points, placeholders, texts)
     print(f"edge: {len(points)} points with term vectors upserted in {took:.1f} s")
     pool = await create_pool(cfg.postgres_dsn, min_size=2, max_size=4)
     asked = questions(args.queries + args.warmup, args.seed)

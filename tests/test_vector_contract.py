@@ -298,6 +298,15 @@ async def test_set_terms_backfills_a_point_and_skips_others_and_missing(
     assert (await index.hybrid("globex", None, lexical_query("wombat"), k=5)).lexical == ()
 
 
+async def assert_upgraded(upgraded: VectorIndex, stored: VectorPoint) -> None:
+    """Opened like any index, the old store gains term vectors and keeps its point."""
+    await upgraded.ensure_collection(DIM)
+    await upgraded.set_terms("acme", {stored.id: document_terms("wombat ledger")})
+    found = await upgraded.hybrid("acme", EAST, lexical_query("wombat"), k=5)
+    assert [h.id for h in found.dense] == [stored.id]
+    assert [h.id for h in found.lexical] == [stored.id]
+
+
 async def test_a_shard_from_before_term_vectors_gains_them_in_place(tmp_path: Path) -> None:
     stored = point("acme", EAST)
     old = EdgeShard.create(
@@ -314,11 +323,7 @@ async def test_a_shard_from_before_term_vectors_gains_them_in_place(tmp_path: Pa
 
     upgraded = EdgeVectorIndex(tmp_path / "qdrant")
     try:
-        await upgraded.ensure_collection(DIM)
-        await upgraded.set_terms("acme", {stored.id: document_terms("wombat ledger")})
-        found = await upgraded.hybrid("acme", EAST, lexical_query("wombat"), k=5)
-        assert [h.id for h in found.dense] == [stored.id]
-        assert [h.id for h in found.lexical] == [stored.id]
+        await assert_upgraded(upgraded, stored)
     finally:
         await upgraded.close()
 
@@ -342,10 +347,6 @@ async def test_a_collection_from_before_term_vectors_gains_them_in_place() -> No
                 )
             ],
         )
-        await upgraded.ensure_collection(DIM)
-        await upgraded.set_terms("acme", {stored.id: document_terms("wombat ledger")})
-        found = await upgraded.hybrid("acme", EAST, lexical_query("wombat"), k=5)
-        assert [h.id for h in found.dense] == [stored.id]
-        assert [h.id for h in found.lexical] == [stored.id]
+        await assert_upgraded(upgraded, stored)
     finally:
         await upgraded.close()

@@ -34,7 +34,6 @@ from qdrant_edge import (
     Query,
     QueryBatchRequest,
     QueryRequest,
-    ScoredPoint,
     SearchParams,
     SparseVector,
     UpdateOperation,
@@ -50,11 +49,11 @@ from stead.vector.index import (
     VectorHit,
     VectorIndexMismatch,
     VectorIndexUnavailable,
-    VectorPayload,
     VectorPoint,
     canonical_ids,
     check_k,
     check_tenant,
+    hits_from,
 )
 
 if TYPE_CHECKING:
@@ -156,8 +155,8 @@ class EdgeVectorIndex:
             return HybridHits()
         batch = QueryBatchRequest(requests)
         answers = await self._run(lambda shard: shard.query_batch(batch))
-        dense = _hits(answers.pop(0)) if vector is not None else ()
-        lexical = _hits(answers.pop(0)) if terms is not None else ()
+        dense = hits_from(answers.pop(0)) if vector is not None else ()
+        lexical = hits_from(answers.pop(0)) if terms is not None else ()
         return HybridHits(dense=dense, lexical=lexical)
 
     async def set_terms(self, tenant: str, terms: Mapping[str, TermVector]) -> list[str]:
@@ -258,17 +257,6 @@ def _vectors(point: VectorPoint) -> Vector:
 
 def _sparse(terms: TermVector) -> SparseVector:
     return SparseVector(list(terms.indices), list(terms.values))
-
-
-def _hits(scored: Sequence[ScoredPoint]) -> tuple[VectorHit, ...]:
-    return tuple(
-        VectorHit(
-            id=str(point.id),
-            score=point.score,
-            payload=VectorPayload.model_validate(point.payload or {}),
-        )
-        for point in scored
-    )
 
 
 def _tenant_condition(tenant: str) -> ConditionType:

@@ -9,8 +9,8 @@ never after the fact and never from caller-supplied payload.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
@@ -152,6 +152,19 @@ class VectorIndex(Protocol):
     async def close(self) -> None:
         """Release the engine or connection; idempotent."""
         ...
+
+
+def hits_from(scored: Iterable[Any]) -> tuple[VectorHit, ...]:
+    """An engine's scored points (either backend's type: id, score, payload) as hits,
+    each payload re-validated against the contract."""
+    return tuple(
+        VectorHit(
+            id=str(point.id),
+            score=point.score,
+            payload=VectorPayload.model_validate(point.payload or {}),
+        )
+        for point in scored
+    )
 
 
 def check_tenant(tenant: str) -> str:

@@ -24,11 +24,11 @@ from stead.vector.index import (
     VectorHit,
     VectorIndexMismatch,
     VectorIndexUnavailable,
-    VectorPayload,
     VectorPoint,
     canonical_ids,
     check_k,
     check_tenant,
+    hits_from,
 )
 
 _INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
@@ -148,7 +148,7 @@ class QdrantServerIndex:
             return HybridHits()
         async with self._reachable():
             answers = await self._client.query_batch_points(self._collection, requests=requests)
-        ranked = [_hits(answer.points) for answer in answers]
+        ranked = [hits_from(answer.points) for answer in answers]
         return HybridHits(
             dense=ranked.pop(0) if vector is not None else (),
             lexical=ranked.pop(0) if terms is not None else (),
@@ -254,17 +254,6 @@ def _vectors(point: VectorPoint) -> models.VectorStruct:
 
 def _sparse(terms: TermVector) -> models.SparseVector:
     return models.SparseVector(indices=list(terms.indices), values=list(terms.values))
-
-
-def _hits(points: Sequence[models.ScoredPoint]) -> tuple[VectorHit, ...]:
-    return tuple(
-        VectorHit(
-            id=str(point.id),
-            score=point.score,
-            payload=VectorPayload.model_validate(point.payload or {}),
-        )
-        for point in points
-    )
 
 
 def _tenant_condition(tenant: str) -> models.FieldCondition:
