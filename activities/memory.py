@@ -47,6 +47,7 @@ from stead.memory.sealing import SEAL_REFUSED, SealMemo, seal_problem
 from stead.memory.service import MemoryService
 from stead.runs.scope import ScopeClaim, tenant_scoped
 from stead.vector import VectorIndexMismatch, VectorIndexUnavailable, VectorPoint
+from stead.vector.index import TermVector
 
 RUNS_NAMESPACE = RUN_SUMMARIES
 # What the Schedules start (workflows/memory.py): every tenant, incremental, unsealed.
@@ -103,7 +104,8 @@ class MemoryActivities:
             result = await self._service.recall(query)
         if result.degraded:
             log.warning(
-                "recall for %s answered by full-text search (index unavailable)", req.workflow_id
+                "recall for %s answered by exact terms only (index or model unavailable)",
+                req.workflow_id,
             )
         freshness = freshness_note(result)
         return tuple(
@@ -181,6 +183,18 @@ class MemoryActivities:
                 await index.delete(_tenant(req), req.ids)
             elif req.op == "count":
                 return IndexOpResult(count=await index.count(_tenant(req)))
+            elif req.op == "hybrid":
+                terms = None if req.terms is None else TermVector.model_validate(req.terms)
+                found = await index.hybrid(
+                    _tenant(req), req.vector or None, terms, req.k, req.namespaces
+                )
+                return IndexOpResult(
+                    hits=tuple(h.model_dump(mode="json") for h in found.dense),
+                    lexical=tuple(h.model_dump(mode="json") for h in found.lexical),
+                )
+            elif req.op == "set_terms":
+                wanted = {i: TermVector.model_validate(t) for i, t in req.term_points.items()}
+                return IndexOpResult(ids=tuple(await index.set_terms(_tenant(req), wanted)))
             else:
                 hits = await index.query(_tenant(req), req.vector, req.k, req.namespaces)
                 return IndexOpResult(hits=tuple(h.model_dump(mode="json") for h in hits))
@@ -213,7 +227,7 @@ SUMMARY_STEPS = 100
 def freshness_note(result: RecallResult) -> str:
     """One line for the planner on how current its recalled context is."""
     if result.degraded:
-        return "degraded: vector index unavailable, found by full-text search only"
+        return "degraded: meaning not ranked (index or model unavailable), exact terms only"
     if result.consistency == "fresh":
         return f"fresh: every current write ranked ({result.unindexed} not yet indexed)"
     if result.unindexed:

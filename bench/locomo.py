@@ -50,6 +50,7 @@ from stead.memory import Provenance, RecallQuery, RememberRequest, cues, store, 
 from stead.memory.fusion import Fusion
 from stead.memory.service import MemoryService
 from stead.vector import EdgeVectorIndex
+from stead.vector.terms import query_terms
 
 NAMESPACE = "conversation"
 CATEGORIES = {1: "single-hop", 2: "temporal", 3: "multi-hop", 4: "open-domain"}
@@ -343,19 +344,12 @@ async def ask_all(
 async def candidates(
     service: MemoryService, tenant: str, q: Question, qvec: list[float]
 ) -> Candidates:
-    """The two candidate lists recall fuses (same calls, same depth), for `--tune`."""
+    """The two candidate lists recall fuses (the same index call, same depth), for `--tune`."""
     depth = service.fusion.depth
-    hits = await service.index.query(tenant, qvec, k=depth)
+    found = await service.index.hybrid(tenant, qvec, query_terms(q.text), depth)
+    hits = list(found.dense)
+    lexical = [(h.id, h.score) for h in found.lexical]
     async with tenant_transaction(service.pool, tenant) as conn:
-        lexical = await store.lexical(
-            conn,
-            tenant,
-            q.text,
-            namespaces=None,
-            since=None,
-            sensitivities=["public", "internal"],
-            limit=depth,
-        )
         ids = list(dict.fromkeys([h.id for h in hits] + [i for i, _ in lexical]))
         rows = {r["id"]: r for r in await store.versions_by_id(conn, tenant, ids)}
     periods = when.windows(q.text)

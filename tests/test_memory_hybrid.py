@@ -1,10 +1,11 @@
 """Hybrid recall on the real stack: exact terms, meaning, periods, and what never surfaces.
 
-Each claim is checked against the path it is about: `store.lexical` (BM25 in Postgres,
-as the app role under row-level security) and `index.query` (the vector shard) are
-asked directly next to `recall`, so "found only through its exact term" means the
-vector path alone did not put it first, and "only through meaning" means the
-lexical path had nothing at all.
+Each claim is checked against the path it is about: the index's term ranking
+(`index.hybrid` with the question's term vector: what recall uses), `store.lexical`
+(BM25 in Postgres, as the app role under row-level security: what recall uses when the
+index cannot answer) and the index's nearest points are asked directly next to
+`recall`, so "found only through its exact term" means the vector path alone did not
+put it first, and "only through meaning" means neither lexical path had anything.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from stead.memory.fusion import DEFAULT_FUSION
 from stead.memory.service import MemoryService
 from stead.settings import Settings
 from stead.vector import EdgeVectorIndex, QdrantServerIndex, VectorPayload, VectorPoint
-from tests.test_memory_support import EMBEDDER, new_tenant, open_service, query, remember, utcnow
+from stead.vector.terms import TERMS_MODEL, document_terms, query_terms
+from tests.test_memory_support import (
+    EMBEDDER,
+    admin_fetch,
+    new_tenant,
+    open_service,
+    query,
+    remember,
+    utcnow,
+)
 
 LEVELS = ["public", "internal"]
 
@@ -44,6 +54,18 @@ async def lexical_keys(service: MemoryService, tenant: str, text: str) -> list[s
         rows = await store.versions_by_id(conn, tenant, [i for i, _ in found])
     key = {r["id"]: r["key"] for r in rows}
     return [key[i] for i, _ in found]
+
+
+async def term_keys(service: MemoryService, tenant: str, text: str) -> list[str]:
+    """The index's exact-term ranking, as recall asks it (live versions only)."""
+    terms = query_terms(text)
+    if terms is None:
+        return []
+    found = await service.index.hybrid(tenant, None, terms, k=10)
+    async with tenant_transaction(service.pool, tenant) as conn:
+        rows = await store.versions_by_id(conn, tenant, [h.id for h in found.lexical])
+    key = {r["id"]: r["key"] for r in rows if r["live"]}
+    return [key[h.id] for h in found.lexical if h.id in key]
 
 
 async def vector_keys(service: MemoryService, tenant: str, text: str) -> list[str]:
@@ -79,6 +101,7 @@ async def test_a_question_answered_only_through_its_exact_term(service: MemorySe
 
     # To the embedding, 88132 is nearer than 88123 itself: the vector path alone misses it.
     assert by_meaning[0] != "inv-c"
+    assert (await term_keys(service, tenant, question))[0] == "inv-c"
     assert (await lexical_keys(service, tenant, question))[0] == "inv-c"
     assert result.items[0].key == "inv-c" and not result.degraded
 
@@ -95,6 +118,7 @@ async def test_a_question_answered_only_through_meaning(service: MemoryService) 
     result = await service.recall(query(tenant, question, k=1))
 
     assert await lexical_keys(service, tenant, question) == []  # no word in common
+    assert await term_keys(service, tenant, question) == []
     assert [i.key for i in result.items] == ["oncall"]
 
 
@@ -134,7 +158,7 @@ async def test_a_question_naming_a_subject_prefers_memories_about_it(
     result = await service.recall(query(tenant, question, k=3))
 
     # Term matching alone prefers the turn that repeats the words; it is Melanie's.
-    assert (await lexical_keys(service, tenant, question))[0] == "t2"
+    assert (await term_keys(service, tenant, question))[0] == "t2"
     assert result.items[0].key == "t1"
 
 
@@ -163,7 +187,7 @@ async def test_the_turn_after_a_matching_question_comes_back_as_its_neighbour(
     result = await service.recall(query(tenant, question, k=2))
     alone = await without.recall(query(tenant, question, k=2))
 
-    assert "S1:2" not in await lexical_keys(service, tenant, question)  # no word in common
+    assert "S1:2" not in await term_keys(service, tenant, question)  # no word in common
     assert [i.key for i in alone.items] != ["S1:1", "S1:2"]  # the cue is what finds it
     assert [i.key for i in result.items] == ["S1:1", "S1:2"]
 
@@ -185,20 +209,28 @@ async def test_stale_and_erased_versions_never_surface_through_either_path(
             expires_at=utcnow() - timedelta(seconds=1),
         )
     )
-    # Put the superseded and erased points back, as a lagging or restored index holds them.
+    # Put the superseded and erased points back, with their terms, as a lagging or
+    # restored index holds them: both of the index's rankings propose them.
     for version, text in ((old.version, "door code quokka-7731"), (gone.version, "safe code")):
         [vector] = await EMBEDDER.embed([text])
         payload = VectorPayload(
             tenant=tenant, namespace="codes", memory_id="x", version=1, sensitivity="internal"
         )
-        await service.index.upsert([VectorPoint(id=version.id, vector=vector, payload=payload)])
+        await service.index.upsert(
+            [VectorPoint(id=version.id, vector=vector, payload=payload, terms=document_terms(text))]
+        )
     question = "What is the quokka code?"
+    terms = query_terms(question)
+    assert terms is not None
+    proposed = await service.index.hybrid(tenant, None, terms, k=10)
 
     result = await service.recall(query(tenant, question, k=10))
     async with open_service(stack, QdrantServerIndex(url="http://127.0.0.1:9")) as offline:
         degraded = await offline.recall(query(tenant, question, k=10))
 
-    assert await lexical_keys(service, tenant, question) == ["door"]  # v2, by "code"
+    assert {old.version.id, gone.version.id} <= {h.id for h in proposed.lexical}
+    assert await term_keys(service, tenant, question) == ["door"]  # v2, by "code"
+    assert await lexical_keys(service, tenant, question) == ["door"]
     assert [i.key for i in result.items] == ["door"] and result.items[0].version == 2
     assert result.stale == 3  # door v1, the erased safe, the expired gate
     assert degraded.degraded and [i.key for i in degraded.items] == ["door"]
@@ -211,8 +243,22 @@ async def test_the_lexical_path_is_tenant_isolated(service: MemoryService) -> No
     await service.remember(remember(victim, "plans", "falcon", "Project Falcon launches 3 May."))
     await service.remember(remember(attacker, "plans", "lunch", "Lunch is at noon."))
 
-    result = await service.recall(query(attacker, "When does Project Falcon launch?", k=10))
+    question = "When does Project Falcon launch?"
+    terms = query_terms(question)
+    assert terms is not None
+    scored = (await service.index.hybrid(victim, None, terms, k=5)).lexical
+    before = await service.recall(query(victim, question, k=1))
+    result = await service.recall(query(attacker, question, k=10))
     assert [i.key for i in result.items] == ["lunch"]
+    assert await term_keys(service, attacker, "Falcon") == []
+    # The index's term statistics are per tenant: the attacker flooding its own memory
+    # with the word moves nothing in the victim's ranking (no probing through scores).
+    for n in range(12):
+        await service.remember(remember(attacker, "plans", f"f{n}", f"Falcon decoy {n}."))
+    after = await service.recall(query(victim, question, k=1))
+    rescored = (await service.index.hybrid(victim, None, terms, k=5)).lexical
+    assert [i.key for i in after.items] == [i.key for i in before.items] == ["falcon"]
+    assert [h.score for h in rescored] == pytest.approx([h.score for h in scored])
     # As SQL from the app role: the attacker's session naming the victim's tenant in the
     # query still sees nothing (row-level security), and no tenant at all sees nothing.
     async with tenant_transaction(service.pool, attacker) as conn:
@@ -237,3 +283,55 @@ async def test_an_unindexed_write_is_found_through_its_terms(stack: Settings) ->
 
     assert not written.indexed
     assert result.degraded and [i.key for i in result.items] == ["runbook"]
+
+
+async def test_a_lagging_index_leaves_exact_terms_to_postgres_until_it_catches_up(
+    service: MemoryService, stack: Settings
+) -> None:
+    tenant = new_tenant()
+    await service.remember(remember(tenant, "ops", "menu", "The canteen serves soup on Fridays."))
+    async with open_service(stack, QdrantServerIndex(url="http://127.0.0.1:9")) as offline:
+        written = await offline.remember(
+            remember(tenant, "ops", "runbook", "Restart the billing cron nightly.")
+        )
+    question = "billing cron restart"
+
+    lagging = await service.recall(query(tenant, question, k=1))
+    assert not written.indexed and await term_keys(service, tenant, question) == []
+    assert [i.key for i in lagging.items] == ["runbook"] and not lagging.degraded
+    await service.reindex(tenant)
+    caught_up = await service.recall(query(tenant, question, k=1))
+    assert await term_keys(service, tenant, question) == ["runbook"]
+    assert [i.key for i in caught_up.items] == ["runbook"] and caught_up.unindexed == 0
+
+
+async def test_versions_indexed_before_term_vectors_get_them_from_reindex(
+    service: MemoryService, stack: Settings
+) -> None:
+    tenant = new_tenant()
+    written = await service.remember(
+        remember(tenant, "ops", "vault", "The vault key rotates every quarter.")
+    )
+    # The state migration 0012 leaves a version indexed by an earlier release in: its
+    # point has the embedding but no term vector.
+    row = written.version
+    [vector] = await EMBEDDER.embed([row.content or ""])
+    payload = VectorPayload(
+        tenant=tenant, namespace="ops", memory_id="m", version=1, sensitivity="internal"
+    )
+    await service.index.upsert([VectorPoint(id=row.id, vector=vector, payload=payload)])
+    await admin_fetch(
+        stack, "UPDATE memory_versions SET index_state = 'terms' WHERE id = $1::uuid", row.id
+    )
+
+    before = await service.recall(query(tenant, "vault key rotation", k=1))
+    assert await term_keys(service, tenant, "vault key") == []
+    assert [i.key for i in before.items] == ["vault"]  # ranked in Postgres meanwhile
+    done = await service.reindex(tenant)
+    [state] = await admin_fetch(
+        stack, "SELECT index_state, indexed_model FROM memory_versions WHERE id = $1::uuid", row.id
+    )
+    assert done.indexed == 1 and state["index_state"] == "indexed"
+    assert state["indexed_model"].endswith("+" + TERMS_MODEL)
+    assert await term_keys(service, tenant, "vault key") == ["vault"]
+    assert [h.id for h in await service.index.query(tenant, vector, k=1)] == [row.id]

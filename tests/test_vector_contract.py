@@ -14,10 +14,14 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from qdrant_client import models
+from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Point, UpdateOperation
 
 from stead.vector import (
     EdgeVectorIndex,
+    HybridHits,
     QdrantServerIndex,
+    TermVector,
     VectorIndex,
     VectorIndexMismatch,
     VectorIndexUnavailable,
@@ -25,6 +29,7 @@ from stead.vector import (
     VectorPoint,
     open_vector_index,
 )
+from stead.vector.terms import document_terms, query_terms
 
 # qdrant-client's local mode (the "server-local" backend) has no payload indexes and
 # warns on every create_payload_index; the real server builds them, so ignore only that.
@@ -225,3 +230,123 @@ def test_points_reject_unknown_fields_and_non_uuid_ids() -> None:
         VectorPayload.model_validate({**payload, "text": "leaked content"})
     with pytest.raises(ValidationError):
         VectorPoint(id="memory-1", vector=EAST, payload=VectorPayload.model_validate(payload))
+
+
+# ------------------------------------------------------------------ term vectors
+
+
+def with_terms(p: VectorPoint, text: str) -> VectorPoint:
+    return p.model_copy(update={"terms": document_terms(text)})
+
+
+def lexical_query(text: str) -> TermVector:
+    terms = query_terms(text)
+    assert terms is not None
+    return terms
+
+
+async def test_hybrid_ranks_exact_terms_within_the_tenant_only(index: VectorIndex) -> None:
+    disputed = with_terms(point("acme", NORTH), "Invoice 88123 was disputed by the customer.")
+    paid = with_terms(point("acme", EAST), "Invoice 55012 was paid by the customer.")
+    await index.upsert([disputed, paid])
+    question = lexical_query("Which invoice is 88123?")
+
+    alone = await index.hybrid("acme", EAST, question, k=5)
+    # Another tenant full of the same rare term: acme's IDF (and so its scores) must not
+    # move, or a tenant could probe another's corpus through its own scores.
+    await index.upsert(
+        [with_terms(point("globex", EAST), f"Invoice 88123 copy {n}") for n in range(20)]
+    )
+    crowded = await index.hybrid("acme", EAST, question, k=5)
+
+    assert [h.id for h in alone.dense] == [paid.id, disputed.id]
+    assert [h.id for h in alone.lexical] == [disputed.id, paid.id]  # "invoice" is in both
+    assert [h.score for h in crowded.lexical] == pytest.approx([h.score for h in alone.lexical])
+    assert {h.payload.tenant for h in crowded.lexical} == {"acme"}
+    assert (await index.hybrid("initech", None, question, k=5)).lexical == ()
+
+
+async def test_hybrid_without_a_vector_ranks_terms_only(index: VectorIndex) -> None:
+    note = with_terms(point("acme", EAST, namespace="notes"), "The quokka is friendly.")
+    task = with_terms(point("acme", EAST, namespace="tasks"), "Feed the quokka.")
+    await index.upsert([note, task])
+
+    found = await index.hybrid("acme", None, lexical_query("quokka"), k=5, namespaces=["tasks"])
+
+    assert found.dense == () and [h.id for h in found.lexical] == [task.id]
+    assert await index.hybrid("acme", None, lexical_query("quokka"), k=5, namespaces=[]) == (
+        HybridHits()
+    )
+
+
+async def test_set_terms_backfills_a_point_and_skips_others_and_missing(
+    index: VectorIndex,
+) -> None:
+    old = point("acme", EAST)  # written before term vectors existed
+    foreign = point("globex", EAST)
+    await index.upsert([old, foreign])
+    terms = document_terms("The wombat ledger was closed.")
+    missing = str(uuid.uuid4())
+
+    before = await index.hybrid("acme", None, lexical_query("wombat ledger"), k=5)
+    done = await index.set_terms("acme", {old.id: terms, foreign.id: terms, missing: terms})
+    after = await index.hybrid("acme", EAST, lexical_query("wombat ledger"), k=5)
+
+    assert before.lexical == () and done == [old.id]
+    assert [h.id for h in after.lexical] == [old.id]
+    assert [h.id for h in after.dense] == [old.id]  # its embedding stayed
+    assert (await index.hybrid("globex", None, lexical_query("wombat"), k=5)).lexical == ()
+
+
+async def assert_upgraded(upgraded: VectorIndex, stored: VectorPoint) -> None:
+    """Opened like any index, the old store gains term vectors and keeps its point."""
+    await upgraded.ensure_collection(DIM)
+    await upgraded.set_terms("acme", {stored.id: document_terms("wombat ledger")})
+    found = await upgraded.hybrid("acme", EAST, lexical_query("wombat"), k=5)
+    assert [h.id for h in found.dense] == [stored.id]
+    assert [h.id for h in found.lexical] == [stored.id]
+
+
+async def test_a_shard_from_before_term_vectors_gains_them_in_place(tmp_path: Path) -> None:
+    stored = point("acme", EAST)
+    old = EdgeShard.create(
+        str(tmp_path / "qdrant"),
+        EdgeConfig(vectors=EdgeVectorParams(size=DIM, distance=Distance.Cosine)),
+    )
+    old.update(
+        UpdateOperation.upsert_points(
+            [Point(stored.id, list(stored.vector), stored.payload.model_dump(mode="json"))]
+        )
+    )
+    old.flush()
+    old.close()
+
+    upgraded = EdgeVectorIndex(tmp_path / "qdrant")
+    try:
+        await assert_upgraded(upgraded, stored)
+    finally:
+        await upgraded.close()
+
+
+async def test_a_collection_from_before_term_vectors_gains_them_in_place() -> None:
+    stored = point("acme", EAST)
+    upgraded = QdrantServerIndex(location=":memory:")
+    client = upgraded._client  # the collection as the previous release created it
+    try:
+        await client.create_collection(
+            "stead_memory",
+            vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        )
+        await client.upsert(
+            "stead_memory",
+            points=[
+                models.PointStruct(
+                    id=stored.id,
+                    vector=list(stored.vector),
+                    payload=stored.payload.model_dump(mode="json"),
+                )
+            ],
+        )
+        await assert_upgraded(upgraded, stored)
+    finally:
+        await upgraded.close()

@@ -319,7 +319,7 @@ def search(
         print_json({"via": via, **result.model_dump(mode="json")})
         return
     table = Table(
-        title=f"recall for {tenant}" + (" (degraded: full-text)" if result.degraded else "")
+        title=f"recall for {tenant}" + (" (degraded: exact terms only)" if result.degraded else "")
     )
     for col in ("score", "memory", "v", "sensitivity", "content"):
         table.add_column(col)

@@ -140,7 +140,8 @@ class RecallItem(Closed):
 class RecallResult(Closed):
     items: tuple[RecallItem, ...]
     degraded: bool = Field(
-        description="True: the vector index was unavailable; full-text search answered."
+        description="True: meaning was not ranked (the vector index or the embedding model was "
+        "unavailable); exact terms answered (Postgres full text when the index was down)."
     )
     withheld: int = Field(
         default=0, description="Hits dropped because the reader may not see them."
@@ -264,12 +265,16 @@ class IndexOp(Closed):
     Temporal history on this path (the CLI reads and writes Postgres itself).
     """
 
-    op: Literal["ensure", "upsert", "query", "delete", "count"]
+    op: Literal["ensure", "upsert", "query", "hybrid", "set_terms", "delete", "count"]
     embedder: str = Field(description="The caller's model name; the worker refuses a mismatch.")
     dim: int = Field(ge=1)
     tenant: TenantId | None = None
     points: tuple[dict[str, JsonValue], ...] = ()
     vector: tuple[float, ...] = ()
+    # hybrid: the question's term vector ({"indices": [...], "values": [...]}), None for
+    # none; set_terms: point id -> term vector. Hashed token ids only, never the text.
+    terms: dict[str, JsonValue] | None = None
+    term_points: dict[str, dict[str, JsonValue]] = Field(default_factory=dict)
     k: int = Field(default=10, ge=1, le=1_000)
     namespaces: tuple[str, ...] | None = None
     ids: tuple[str, ...] = ()
@@ -280,6 +285,8 @@ class IndexOp(Closed):
 
 class IndexOpResult(Closed):
     hits: tuple[dict[str, JsonValue], ...] = ()
+    lexical: tuple[dict[str, JsonValue], ...] = ()
+    ids: tuple[str, ...] = ()
     count: int = 0
 
 

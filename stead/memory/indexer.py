@@ -22,6 +22,7 @@ from stead.memory.db import db_errors
 from stead.memory.metrics import UNINDEXED_WRITES
 from stead.vector import VectorIndex, VectorIndexUnavailable, VectorPayload, VectorPoint
 from stead.vector.index import VectorIndexMismatch
+from stead.vector.terms import TERMS_MODEL, document_terms
 
 BATCH = 128
 MAX_PASSES = 10_000
@@ -106,12 +107,15 @@ class Indexer:
         for _ in range(MAX_PASSES):
             with db_errors("reindex"):
                 async with tenant_transaction(self._pool, tenant) as conn:
-                    pending, stale = await store.index_work(conn, tenant, BATCH)
-            if not pending and not stale:
+                    pending, terms, stale = await store.index_work(conn, tenant, BATCH)
+            if not pending and not terms and not stale:
                 break
             if pending:
                 await self._upsert(tenant, pending)
                 indexed += len(pending)
+            if terms:
+                await self._backfill_terms(tenant, terms)
+                indexed += len(terms)
             if stale:
                 await self.index.delete(tenant, stale)
                 with db_errors("reindex"):
@@ -120,20 +124,45 @@ class Indexer:
                 removed += len(stale)
         return indexed, removed
 
+    @property
+    def model(self) -> str:
+        """What a point is built with, recorded in Postgres (`indexed_model`)."""
+        return f"{self.embedder.name}+{TERMS_MODEL}"
+
     async def _upsert(self, tenant: str, rows: Sequence[Any]) -> None:
         vectors = await self.embedder.embed(
             [embedding_text(row["namespace"], row["content"]) for row in rows]
         )
         await self.ensure()
+        # Terms of the whole content (a run summary's step lines too), as Postgres full
+        # text had them; only the embedding is limited to the headline.
         points = [
             VectorPoint(
-                id=row["id"], vector=vector, payload=VectorPayload(**store.payload_fields(row))
+                id=row["id"],
+                vector=vector,
+                payload=VectorPayload(**store.payload_fields(row)),
+                terms=document_terms(row["content"]),
             )
             for row, vector in zip(rows, vectors, strict=True)
         ]
         await self.index.upsert(points)
+        await self._mark_indexed(tenant, rows)
+
+    async def _backfill_terms(self, tenant: str, rows: Sequence[Any]) -> None:
+        """Points indexed before term vectors: add theirs, keep their embedding (no
+        model call), which is what makes the upgrade cheap. A row whose point is gone
+        (a lost shard) is indexed from scratch instead."""
+        done = set(
+            await self.index.set_terms(
+                tenant, {row["id"]: document_terms(row["content"]) for row in rows}
+            )
+        )
+        await self._mark_indexed(tenant, [row for row in rows if row["id"] in done])
+        lost = [row for row in rows if row["id"] not in done]
+        if lost:
+            await self._upsert(tenant, lost)
+
+    async def _mark_indexed(self, tenant: str, rows: Sequence[Any]) -> None:
         with db_errors("index bookkeeping"):
             async with tenant_transaction(self._pool, tenant) as conn:
-                await store.mark_indexed(
-                    conn, tenant, [row["id"] for row in rows], self.embedder.name
-                )
+                await store.mark_indexed(conn, tenant, [row["id"] for row in rows], self.model)

@@ -12,7 +12,7 @@ exactly as an unreachable Qdrant server would.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -26,6 +26,7 @@ from temporalio.service import RPCError
 from stead.memory.contracts import INDEX_OP_WORKFLOW, IndexOp, IndexOpResult
 from stead.memory.sealing import INDEX_OP_TTL, SEAL_REFUSED, seal
 from stead.vector import VectorHit, VectorIndexMismatch, VectorIndexUnavailable, VectorPoint
+from stead.vector.index import HybridHits, TermVector
 
 EMBEDDER_MISMATCH = "EmbedderMismatch"
 
@@ -76,6 +77,37 @@ class WorkerRoutedIndex:
             )
         )
         return [VectorHit.model_validate(hit) for hit in result.hits]
+
+    async def hybrid(
+        self,
+        tenant: str,
+        vector: Sequence[float] | None,
+        terms: TermVector | None,
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> HybridHits:
+        result = await self._call(
+            self._op(
+                "hybrid",
+                tenant=tenant,
+                vector=tuple(vector or ()),
+                terms=None if terms is None else terms.model_dump(mode="json"),
+                k=k,
+                namespaces=None if namespaces is None else tuple(namespaces),
+            )
+        )
+        return HybridHits(
+            dense=tuple(VectorHit.model_validate(hit) for hit in result.hits),
+            lexical=tuple(VectorHit.model_validate(hit) for hit in result.lexical),
+        )
+
+    async def set_terms(self, tenant: str, terms: Mapping[str, TermVector]) -> list[str]:
+        if not terms:
+            return []
+        points = {i: t.model_dump(mode="json") for i, t in terms.items()}
+        return list(
+            (await self._call(self._op("set_terms", tenant=tenant, term_points=points))).ids
+        )
 
     async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
         if point_ids:
@@ -181,6 +213,19 @@ class UnavailableIndex:
         k: int,
         namespaces: Sequence[str] | None = None,
     ) -> list[VectorHit]:
+        raise self._fail()
+
+    async def hybrid(
+        self,
+        tenant: str,
+        vector: Sequence[float] | None,
+        terms: TermVector | None,
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> HybridHits:
+        raise self._fail()
+
+    async def set_terms(self, tenant: str, terms: Mapping[str, TermVector]) -> list[str]:
         raise self._fail()
 
     async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:

@@ -49,6 +49,8 @@ from stead.memory.state import StateStore
 from stead.memory.views import recall_item, shown
 from stead.policy.opa import OpaClient, PolicyUnavailable, PolicyUndefined
 from stead.vector import VectorIndex, VectorIndexUnavailable
+from stead.vector.index import HybridHits, TermVector
+from stead.vector.terms import query_terms
 
 SYSTEM_ACTOR = "service:stead-memory"
 CONSISTENCY_DECISION = "stead/memory/consistency"
@@ -345,28 +347,44 @@ class MemoryService:
     async def recall(self, q: RecallQuery) -> RecallResult:
         """Top-k versions for `q.query`, best first, that `q.principal` may read.
 
-        Hybrid: the vector index (meaning) and BM25 over Postgres full text (exact
-        terms) each propose candidates, fused (`fusion.py`), with a bonus for event
-        times in a period the question names (`when.py`), for a subject label the
-        question names, and a share of a sequence neighbour's score (`cues.py`); the
-        embedding and vector search overlap the lexical query. Every candidate of either
-        path is checked against Postgres in the same transaction: only versions of this
-        tenant current now (or at `q.as_of`) leave. With the index or the model
-        unavailable the lexical path answers alone and the result says `degraded`.
-        Under a 'fresh' consistency policy, writes the index has not caught up with
-        are ranked by meaning here too (`_unindexed`)."""
+        Hybrid: meaning (the embedding's nearest points) and exact terms (BM25) each
+        propose candidates, fused (`fusion.py`), with a bonus for event times in a period
+        the question names (`when.py`), for a subject label the question names, and a
+        share of a sequence neighbour's score (`cues.py`). Both rankings come from the
+        index in one call (`VectorIndex.hybrid`: the term vectors of `vector/terms.py`,
+        IDF over this tenant's points); Postgres only checks the candidates' rows.
+        Exact terms are ranked in Postgres instead (`store.lexical`) when the index
+        cannot hold the answer: a read of the past (`as_of`) or of an event-time window
+        (`max_age`, `valid_at`), a tenant with versions the index has no terms for yet
+        (`store.terms_lag`), or no index at all. Every candidate of either path is
+        checked against Postgres in the same transaction: only versions of this tenant
+        current now (or at `q.as_of`) leave. With the index or the model unavailable the
+        result says `degraded`. Under a 'fresh' consistency policy, writes the index has
+        not caught up with are ranked by meaning here too (`_unindexed`)."""
         since = datetime.now(UTC) - q.max_age if q.max_age is not None else None
         gate = ReadGate(
             self._opa, tenant=q.tenant, principal=q.principal, agent=q.agent, clearance=q.clearance
         )
         depth = max(self.fusion.depth, q.k * 4 + 8)
         consistency = await self.consistency(q.tenant, q.namespaces)
+        exact_filters = q.as_of is not None or since is not None or q.valid_at is not None
+        terms = None if exact_filters else query_terms(q.query)
         with db_errors("recall"):
             async with tenant_transaction(self._pool, q.tenant) as conn:
-                # The query's embedding and vector search run while Postgres ranks the
-                # lexical candidates: the two paths overlap instead of adding up.
-                nearest = asyncio.create_task(self._nearest(q, depth))
+                # The embedding and the index run while Postgres looks for a backlog.
+                searched = asyncio.create_task(self._search(q, depth, terms))
                 try:
+                    pending = (
+                        await store.unindexed(conn, q.tenant, q.namespaces, FRESH_LIMIT)
+                        if q.as_of is None
+                        else []
+                    )
+                    lagging = bool(pending) or await store.terms_lag(conn, q.tenant)
+                finally:
+                    vector, found = await searched
+                if found is not None and terms is not None and not lagging:
+                    lexical = [(h.id, h.score) for h in found.lexical]
+                else:
                     lexical = await store.lexical(
                         conn,
                         q.tenant,
@@ -378,31 +396,27 @@ class MemoryService:
                         valid_at=q.valid_at,
                         as_of=q.as_of,
                     )
-                    pending = (
-                        await store.unindexed(conn, q.tenant, q.namespaces, FRESH_LIMIT)
-                        if q.as_of is None
-                        else []
-                    )
-                finally:
-                    vector, hits = await nearest
+                hits = [] if found is None else [*found.dense, *found.lexical]
                 wanted = list(dict.fromkeys([h.id for h in hits] + [i for i, _ in lexical]))
                 rows = {
                     r["id"]: r
                     for r in await store.versions_by_id(conn, q.tenant, wanted, as_of=q.as_of)
                 }
-        stale = 0
-        ranked_vector: list[tuple[str, float]] = []
-        for hit in hits:
-            row = rows.get(hit.id)
-            # A point Postgres does not know for this tenant, or one whose version is no
-            # longer live, is the stale index talking: never an answer.
-            if row is None or hit.payload.tenant != q.tenant or not row["live"]:
-                stale += 1
-            else:
-                ranked_vector.append((hit.id, hit.score))
+        # A point Postgres does not know for this tenant, or one whose version is no
+        # longer live, is the stale index talking: never an answer, through either path.
+        stale = {
+            h.id
+            for h in hits
+            if h.id not in rows or h.payload.tenant != q.tenant or not rows[h.id]["live"]
+        }
+        ranked_vector = [
+            (h.id, h.score) for h in (found.dense if found else ()) if h.id not in stale
+        ]
         if consistency == "fresh" and vector is not None and pending:
             ranked_vector = await self._with_unindexed(ranked_vector, vector, pending, rows)
-        ranked_lexical = [(i, score) for i, score in lexical if i in rows and rows[i]["live"]]
+        ranked_lexical = [
+            (i, score) for i, score in lexical if i not in stale and i in rows and rows[i]["live"]
+        ]
         periods = when.windows(q.query)
         question = cues.words(q.query)
         candidates = {i for i, _ in (*ranked_vector, *ranked_lexical)}
@@ -423,35 +437,32 @@ class MemoryService:
                 items.append(recall_item(row, score))
         return RecallResult(
             items=tuple(items),
-            degraded=vector is None,
+            degraded=vector is None or found is None,
             withheld=withheld,
-            stale=stale,
+            stale=len(stale),
             consistency=consistency,
             unindexed=len(pending),
             as_of=q.as_of,
         )
 
-    async def _nearest(self, q: RecallQuery, depth: int) -> tuple[list[float] | None, list[Any]]:
-        """The query vector and the index's nearest points; (None, []) when degraded."""
+    async def _search(
+        self, q: RecallQuery, depth: int, terms: TermVector | None
+    ) -> tuple[list[float] | None, HybridHits | None]:
+        """The query vector and both of the index's rankings. Without the model: no
+        vector, and the index still ranks exact terms; without the index: (vector, None).
+        Either way the recall is degraded, and the log and metric say why."""
+        vector: list[float] | None = None
         try:
             [vector] = await self.embedder.embed([q.query])
+        except EmbeddingUnavailable as exc:
+            _degraded(q.tenant, "embedding_unavailable", exc.message)
+        try:
             await self._indexer.ensure()
-            hits = await self.index.query(q.tenant, vector, k=depth, namespaces=q.namespaces)
-        except (VectorIndexUnavailable, EmbeddingUnavailable) as exc:
-            reason = (
-                "index_unavailable"
-                if isinstance(exc, VectorIndexUnavailable)
-                else "embedding_unavailable"
-            )
-            DEGRADED_RECALLS.labels(reason=reason).inc()
-            log.warning(
-                "memory recall for tenant %s degraded to full-text search (%s): %s",
-                q.tenant,
-                reason,
-                exc.message,
-            )
-            return None, []
-        return vector, hits
+            found = await self.index.hybrid(q.tenant, vector, terms, depth, q.namespaces)
+        except VectorIndexUnavailable as exc:
+            _degraded(q.tenant, "index_unavailable", exc.message)
+            return vector, None
+        return vector, found
 
     async def _with_unindexed(
         self,
@@ -502,6 +513,14 @@ class MemoryService:
         with db_errors("tenant directory"):
             async with self._pool.acquire() as conn:
                 return await store.directory_tenants(conn)
+
+
+def _degraded(tenant: str, reason: str, message: str) -> None:
+    DEGRADED_RECALLS.labels(reason=reason).inc()
+    answers = "full-text search" if reason == "index_unavailable" else "exact terms"
+    log.warning(
+        "memory recall for tenant %s degraded to %s (%s): %s", tenant, answers, reason, message
+    )
 
 
 def _in_scope(row: Any, q: RecallQuery, since: datetime | None) -> bool:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from stead.vector import EdgeVectorIndex, VectorHit, VectorIndexUnavailable, VectorPoint
+from stead.vector.index import HybridHits, TermVector
 
 WAL_DIR = "wal"
 
@@ -80,6 +81,25 @@ class GuardedEdgeIndex:
         hits = await self._inner.query(tenant, vector, k, namespaces)
         self._open = True
         return hits
+
+    async def hybrid(
+        self,
+        tenant: str,
+        vector: Sequence[float] | None,
+        terms: TermVector | None,
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> HybridHits:
+        self._guard()
+        hits = await self._inner.hybrid(tenant, vector, terms, k, namespaces)
+        self._open = True
+        return hits
+
+    async def set_terms(self, tenant: str, terms: Mapping[str, TermVector]) -> list[str]:
+        self._guard()
+        done = await self._inner.set_terms(tenant, terms)
+        self._open = True
+        return done
 
     async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
         self._guard()

@@ -395,7 +395,7 @@ async def mark_indexed(
     longer wants its point: it becomes 'stale', so the next pass deletes the point."""
     await conn.execute(
         "UPDATE memory_versions SET indexed_model = $3,"
-        " index_state = CASE WHEN index_state = 'pending' AND erased_at IS NULL"
+        " index_state = CASE WHEN index_state IN ('pending', 'terms') AND erased_at IS NULL"
         " AND superseded_at IS NULL THEN 'indexed' ELSE 'stale' END"
         " WHERE tenant = $1 AND id = ANY($2::uuid[])",
         tenant,
@@ -415,26 +415,43 @@ async def mark_absent(conn: asyncpg.Connection, tenant: str, ids: Sequence[str])
 
 async def index_work(
     conn: asyncpg.Connection, tenant: str, limit: int
-) -> tuple[list[asyncpg.Record], list[str]]:
-    """Live versions waiting for a point, and ids whose point must go."""
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record], list[str]]:
+    """Live versions waiting for a point, live versions whose point lacks its term
+    vector (indexed before term vectors existed), and ids whose point must go."""
     await conn.execute(
         "UPDATE memory_versions v SET index_state = 'stale'"
-        f" WHERE v.tenant = $1 AND v.index_state = 'pending' AND NOT ({LIVE})",
+        f" WHERE v.tenant = $1 AND v.index_state IN ('pending', 'terms') AND NOT ({LIVE})",
         tenant,
     )
-    pending: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND v.index_state = 'pending'"
-        " ORDER BY v.recorded_at LIMIT $2",
-        tenant,
-        limit,
-    )
+    waiting = [
+        await conn.fetch(
+            f"SELECT {VERSION_COLUMNS} {_FROM} WHERE v.tenant = $1 AND v.index_state = $3"
+            " ORDER BY v.recorded_at LIMIT $2",
+            tenant,
+            limit,
+            state,
+        )
+        for state in ("pending", "terms")
+    ]
     stale = await conn.fetch(
         "SELECT id::text AS id FROM memory_versions WHERE tenant = $1 AND index_state = 'stale'"
         " LIMIT $2",
         tenant,
         limit,
     )
-    return pending, [r["id"] for r in stale]
+    return waiting[0], waiting[1], [r["id"] for r in stale]
+
+
+async def terms_lag(conn: asyncpg.Connection, tenant: str) -> bool:
+    """Whether some live version of `tenant` cannot be found by its terms in the index
+    (not indexed yet, or indexed before term vectors): then recall ranks exact terms in
+    Postgres instead, so a lagging index never hides a match."""
+    lagging: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM memory_versions v WHERE v.tenant = $1"
+        f" AND v.index_state IN ('pending', 'terms') AND {LIVE})",
+        tenant,
+    )
+    return lagging
 
 
 async def mark_all_pending(conn: asyncpg.Connection, tenant: str) -> int:

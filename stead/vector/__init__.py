@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from stead.vector.edge import EdgeVectorIndex
 from stead.vector.factory import open_vector_index
 from stead.vector.index import (
+    HybridHits,
     Sensitivity,
+    TermVector,
     VectorHit,
     VectorIndex,
     VectorIndexMismatch,
@@ -32,8 +34,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "EdgeVectorIndex",
+    "HybridHits",
     "QdrantServerIndex",
     "Sensitivity",
+    "TermVector",
     "VectorHit",
     "VectorIndex",
     "VectorIndexMismatch",

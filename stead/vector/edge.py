@@ -9,7 +9,7 @@ Share an index between processes through a Qdrant server instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -18,17 +18,24 @@ from qdrant_edge import (
     Distance,
     EdgeConfig,
     EdgeShard,
+    EdgeSparseVectorParams,
     EdgeVectorParams,
     FieldCondition,
     Filter,
     HasIdCondition,
+    IdfParams,
     KeywordIndexParams,
     MatchAny,
     MatchValue,
+    Modifier,
     PayloadSchemaType,
     Point,
+    PointVectors,
     Query,
+    QueryBatchRequest,
     QueryRequest,
+    SearchParams,
+    SparseVector,
     UpdateOperation,
 )
 
@@ -36,19 +43,22 @@ from stead.vector.index import (
     MEMORY_ID_FIELD,
     NAMESPACE_FIELD,
     TENANT_FIELD,
+    TERMS_VECTOR,
+    HybridHits,
+    TermVector,
     VectorHit,
     VectorIndexMismatch,
     VectorIndexUnavailable,
-    VectorPayload,
     VectorPoint,
     canonical_ids,
     check_k,
     check_tenant,
+    hits_from,
 )
 
 if TYPE_CHECKING:
     # Aliases that exist only in the engine's type stubs, not at runtime.
-    from qdrant_edge import ConditionType, PayloadSchemaParams, PointId
+    from qdrant_edge import ConditionType, PayloadSchemaParams, PointId, Vector
 
 T = TypeVar("T")
 
@@ -86,12 +96,12 @@ class EdgeVectorIndex:
             if self._shard is None:
                 self._shard = await asyncio.to_thread(self._open, dim)
                 self._dim = dim
-            await asyncio.to_thread(_ensure_indexes, self._shard)
+            await asyncio.to_thread(_ensure_schema, self._shard)
 
     async def upsert(self, points: Sequence[VectorPoint]) -> None:
         if not points:
             return
-        batch = [Point(p.id, list(p.vector), p.payload.model_dump(mode="json")) for p in points]
+        batch = [Point(p.id, _vectors(p), p.payload.model_dump(mode="json")) for p in points]
         await self._run(lambda shard: _write(shard, UpdateOperation.upsert_points(batch)))
 
     async def query(
@@ -101,26 +111,75 @@ class EdgeVectorIndex:
         k: int,
         namespaces: Sequence[str] | None = None,
     ) -> list[VectorHit]:
+        return list((await self.hybrid(tenant, vector, None, k, namespaces)).dense)
+
+    async def hybrid(
+        self,
+        tenant: str,
+        vector: Sequence[float] | None,
+        terms: TermVector | None,
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> HybridHits:
         conditions = [_tenant_condition(tenant)]
         if namespaces is not None:
             if not namespaces:
-                return []
+                return HybridHits()
             conditions.append(FieldCondition(NAMESPACE_FIELD, match=MatchAny(list(namespaces))))
-        request = QueryRequest(
-            limit=check_k(k),
-            query=Query.Nearest(list(vector)),
-            filter=Filter(must=conditions),
-            with_payload=True,
-        )
-        scored = await self._run(lambda shard: shard.query(request))
-        return [
-            VectorHit(
-                id=str(point.id),
-                score=point.score,
-                payload=VectorPayload.model_validate(point.payload or {}),
+        scope = Filter(must=conditions)
+        requests = []
+        if vector is not None:
+            requests.append(
+                QueryRequest(
+                    limit=check_k(k),
+                    query=Query.Nearest(list(vector)),
+                    filter=scope,
+                    with_payload=True,
+                )
             )
-            for point in scored
-        ]
+        if terms is not None:
+            # IDF over this tenant's points only: another tenant's corpus never moves a
+            # score (and so cannot be probed through one).
+            requests.append(
+                QueryRequest(
+                    limit=check_k(k),
+                    query=Query.Nearest(_sparse(terms), using=TERMS_VECTOR),
+                    filter=scope,
+                    params=SearchParams(
+                        idf=IdfParams(corpus=Filter(must=[_tenant_condition(tenant)]))
+                    ),
+                    with_payload=True,
+                )
+            )
+        if not requests:
+            return HybridHits()
+        batch = QueryBatchRequest(requests)
+        answers = await self._run(lambda shard: shard.query_batch(batch))
+        dense = hits_from(answers.pop(0)) if vector is not None else ()
+        lexical = hits_from(answers.pop(0)) if terms is not None else ()
+        return HybridHits(dense=dense, lexical=lexical)
+
+    async def set_terms(self, tenant: str, terms: Mapping[str, TermVector]) -> list[str]:
+        wanted = dict(zip(canonical_ids(list(terms)), terms.values(), strict=True))
+        if not wanted:
+            return []
+        scope = Filter(must=[_tenant_condition(tenant)])
+
+        def backfill(shard: EdgeShard) -> list[str]:
+            # Only points that exist and are this tenant's: the engine refuses a whole
+            # batch for one missing id (a point deleted meanwhile).
+            ids: list[PointId] = list(wanted)
+            present = shard.retrieve(ids, True, False)
+            vectors = [
+                PointVectors(r.id, {TERMS_VECTOR: _sparse(wanted[str(r.id)])})
+                for r in present
+                if (r.payload or {}).get(TENANT_FIELD) == tenant
+            ]
+            if vectors:
+                _write(shard, UpdateOperation.update_vectors(vectors, scope))
+            return [str(v.id) for v in vectors]
+
+        return await self._run(backfill)
 
     async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
         ids: set[PointId] = set(canonical_ids(point_ids))
@@ -154,11 +213,10 @@ class EdgeVectorIndex:
             raise VectorIndexUnavailable(f"the vector index at {self._path} was closed")
 
     def _open(self, dim: int | None) -> EdgeShard:
-        config = None if dim is None else _config(dim)
         where = str(self._path)
         if (self._path / _CONFIG_FILE).exists():
             try:
-                return EdgeShard.load(where, config)
+                return EdgeShard.load(where, None if dim is None else _config(dim, terms=False))
             except Exception as exc:  # the engine raises bare Exception for everything
                 if "incompatible" in str(exc):
                     raise VectorIndexMismatch(
@@ -169,33 +227,52 @@ class EdgeVectorIndex:
                     f"cannot open the vector shard at {where} ({exc}); if another process "
                     "holds it, stop that process or point STEAD_QDRANT_URL at a Qdrant server"
                 ) from exc
-        if config is None:
+        if dim is None:
             raise VectorIndexUnavailable(
                 f"no vector shard at {where} yet; call ensure_collection(dim) to create it"
             )
         try:
-            return EdgeShard.create(where, config)
+            return EdgeShard.create(where, _config(dim, terms=True))
         except Exception as exc:
             raise VectorIndexUnavailable(
                 f"cannot create the vector shard at {where} ({exc}); is the dir writable?"
             ) from exc
 
 
-def _config(dim: int) -> EdgeConfig:
-    return EdgeConfig(vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine))
+def _config(dim: int, *, terms: bool) -> EdgeConfig:
+    """`terms`: declare the sparse vector (a new shard). An existing shard is loaded
+    without declaring it, which inherits what it has (a shard from before term vectors
+    fails a load that declares them); `_ensure_schema` adds it then."""
+    sparse = {TERMS_VECTOR: EdgeSparseVectorParams(modifier=Modifier.Idf)} if terms else None
+    return EdgeConfig(
+        vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine), sparse_vectors=sparse
+    )
+
+
+def _vectors(point: VectorPoint) -> Vector:
+    if point.terms is None:
+        return list(point.vector)
+    return {"": list(point.vector), TERMS_VECTOR: _sparse(point.terms)}
+
+
+def _sparse(terms: TermVector) -> SparseVector:
+    return SparseVector(list(terms.indices), list(terms.values))
 
 
 def _tenant_condition(tenant: str) -> ConditionType:
     return FieldCondition(TENANT_FIELD, match=MatchValue(check_tenant(tenant)))
 
 
-def _ensure_indexes(shard: EdgeShard) -> None:
+def _ensure_schema(shard: EdgeShard) -> None:
+    """Payload indexes, and the sparse term vector on a shard made before it existed
+    (the engine adds it in place and ignores a repeat; its points get their terms from
+    `stead memory reindex`)."""
     existing = shard.info().payload_schema
     missing = [field for field in _INDEXES if field not in existing]
     for field in missing:
         shard.update(UpdateOperation.create_field_index(field, _INDEXES[field]))
-    if missing:
-        shard.flush()
+    shard.update(UpdateOperation.create_sparse_vector(TERMS_VECTOR, Modifier.Idf))
+    shard.flush()
 
 
 def _write(shard: EdgeShard, operation: UpdateOperation) -> None:

@@ -9,8 +9,8 @@ never after the fact and never from caller-supplied payload.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Annotated, Literal, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
@@ -22,6 +22,9 @@ Sensitivity = Literal["public", "internal", "pii", "secret"]
 TENANT_FIELD = "tenant"
 NAMESPACE_FIELD = "namespace"
 MEMORY_ID_FIELD = "memory_id"
+# The sparse (BM25-style) vector stored beside the dense one in the same point; the
+# engine applies the IDF modifier at query time, over the querying tenant's points only.
+TERMS_VECTOR = "terms"
 
 
 def _canonical_uuid(value: str) -> str:
@@ -47,12 +50,24 @@ class VectorPayload(Closed):
     expires_at: AwareDatetime | None = None
 
 
+class TermVector(Closed):
+    """A text's terms as a sparse vector: hashed token ids and their weights (term
+    frequency, saturated and length-normalised, for a document; 1.0 each for a query).
+    Hashes only: like the payload, it never carries the content itself."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+
 class VectorPoint(Closed):
-    """One embedding to store; the id is a UUID because both engines require one."""
+    """One embedding to store; the id is a UUID because both engines require one.
+
+    `terms` makes the point findable by its exact terms too (`VectorIndex.hybrid`)."""
 
     id: PointId
     vector: list[float] = Field(min_length=1)
     payload: VectorPayload
+    terms: TermVector | None = None
 
 
 class VectorHit(Closed):
@@ -62,6 +77,13 @@ class VectorHit(Closed):
     id: PointId
     score: float
     payload: VectorPayload
+
+
+class HybridHits(Closed):
+    """Both rankings of one `hybrid` call, each best first, fused by the caller."""
+
+    dense: tuple[VectorHit, ...] = ()
+    lexical: tuple[VectorHit, ...] = ()
 
 
 class VectorIndexUnavailable(SteadError):
@@ -100,6 +122,25 @@ class VectorIndex(Protocol):
         listed (an empty list matches nothing, `None` matches all)."""
         ...
 
+    async def hybrid(
+        self,
+        tenant: str,
+        vector: Sequence[float] | None,
+        terms: TermVector | None,
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> HybridHits:
+        """In one engine call, the `k` nearest points of `tenant` by `vector` and the `k`
+        best by `terms` (BM25: the engine's IDF over this tenant's points only, so
+        another tenant's corpus never shifts a score); either may be None (no ranking)."""
+        ...
+
+    async def set_terms(self, tenant: str, terms: Mapping[str, TermVector]) -> list[str]:
+        """Give existing points of `tenant` their term vector, keeping the dense one: the
+        backfill for points written before term vectors existed. Returns the ids done;
+        a missing point, or another tenant's, is skipped (and not returned)."""
+        ...
+
     async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
         """Remove the listed points that belong to `tenant`; others' ids are ignored."""
         ...
@@ -111,6 +152,19 @@ class VectorIndex(Protocol):
     async def close(self) -> None:
         """Release the engine or connection; idempotent."""
         ...
+
+
+def hits_from(scored: Iterable[Any]) -> tuple[VectorHit, ...]:
+    """An engine's scored points (either backend's type: id, score, payload) as hits,
+    each payload re-validated against the contract."""
+    return tuple(
+        VectorHit(
+            id=str(point.id),
+            score=point.score,
+            payload=VectorPayload.model_validate(point.payload or {}),
+        )
+        for point in scored
+    )
 
 
 def check_tenant(tenant: str) -> str:

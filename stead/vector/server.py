@@ -7,7 +7,7 @@ warns that it does, which is harmless for correctness.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
@@ -18,14 +18,17 @@ from stead.vector.index import (
     MEMORY_ID_FIELD,
     NAMESPACE_FIELD,
     TENANT_FIELD,
+    TERMS_VECTOR,
+    HybridHits,
+    TermVector,
     VectorHit,
     VectorIndexMismatch,
     VectorIndexUnavailable,
-    VectorPayload,
     VectorPoint,
     canonical_ids,
     check_k,
     check_tenant,
+    hits_from,
 )
 
 _INDEXES: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
@@ -65,12 +68,17 @@ class QdrantServerIndex:
                         vectors_config=models.VectorParams(
                             size=dim, distance=models.Distance.COSINE
                         ),
+                        sparse_vectors_config={
+                            TERMS_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                        },
                     )
                 except UnexpectedResponse as exc:
                     if exc.status_code != 409:  # 409: another worker created it first
                         raise
             info = await self._client.get_collection(self._collection)
             self._check_shape(info, dim)
+            if TERMS_VECTOR not in (info.config.params.sparse_vectors or {}):
+                await self._add_terms_vector()
             for field, schema in _INDEXES.items():
                 if field not in info.payload_schema:
                     await self._client.create_payload_index(
@@ -82,7 +90,7 @@ class QdrantServerIndex:
             return
         batch = [
             models.PointStruct(
-                id=p.id, vector=list(p.vector), payload=p.payload.model_dump(mode="json")
+                id=p.id, vector=_vectors(p), payload=p.payload.model_dump(mode="json")
             )
             for p in points
         ]
@@ -96,31 +104,74 @@ class QdrantServerIndex:
         k: int,
         namespaces: Sequence[str] | None = None,
     ) -> list[VectorHit]:
+        return list((await self.hybrid(tenant, vector, None, k, namespaces)).dense)
+
+    async def hybrid(
+        self,
+        tenant: str,
+        vector: Sequence[float] | None,
+        terms: TermVector | None,
+        k: int,
+        namespaces: Sequence[str] | None = None,
+    ) -> HybridHits:
         conditions: list[models.Condition] = [_tenant_condition(tenant)]
         if namespaces is not None:
             if not namespaces:
-                return []
+                return HybridHits()
             conditions.append(
                 models.FieldCondition(
                     key=NAMESPACE_FIELD, match=models.MatchAny(any=list(namespaces))
                 )
             )
+        scope = models.Filter(must=conditions)
+        requests = []
+        if vector is not None:
+            requests.append(
+                models.QueryRequest(
+                    query=list(vector), filter=scope, limit=check_k(k), with_payload=True
+                )
+            )
+        if terms is not None:
+            # IDF over this tenant's points only (see stead/vector/terms.py).
+            corpus = models.Filter(must=[_tenant_condition(tenant)])
+            requests.append(
+                models.QueryRequest(
+                    query=_sparse(terms),
+                    using=TERMS_VECTOR,
+                    filter=scope,
+                    limit=check_k(k),
+                    with_payload=True,
+                    params=models.SearchParams(idf=models.IdfCorpusParams(corpus=corpus)),
+                )
+            )
+        if not requests:
+            return HybridHits()
         async with self._reachable():
-            response = await self._client.query_points(
-                self._collection,
-                query=list(vector),
-                limit=check_k(k),
-                query_filter=models.Filter(must=conditions),
-                with_payload=True,
+            answers = await self._client.query_batch_points(self._collection, requests=requests)
+        ranked = [hits_from(answer.points) for answer in answers]
+        return HybridHits(
+            dense=ranked.pop(0) if vector is not None else (),
+            lexical=ranked.pop(0) if terms is not None else (),
+        )
+
+    async def set_terms(self, tenant: str, terms: Mapping[str, TermVector]) -> list[str]:
+        wanted = dict(zip(canonical_ids(list(terms)), terms.values(), strict=True))
+        if not wanted:
+            return []
+        async with self._reachable():
+            # Only points that exist and are this tenant's: the server refuses a whole
+            # batch for one missing id (a point deleted meanwhile).
+            present = await self._client.retrieve(
+                self._collection, ids=list(wanted), with_payload=True, with_vectors=False
             )
-        return [
-            VectorHit(
-                id=str(point.id),
-                score=point.score,
-                payload=VectorPayload.model_validate(point.payload or {}),
-            )
-            for point in response.points
-        ]
+            vectors = [
+                models.PointVectors(id=r.id, vector={TERMS_VECTOR: _sparse(wanted[str(r.id)])})
+                for r in present
+                if (r.payload or {}).get(TENANT_FIELD) == tenant
+            ]
+            if vectors:
+                await self._client.update_vectors(self._collection, points=vectors, wait=True)
+        return [str(v.id) for v in vectors]
 
     async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
         ids: list[models.ExtendedPointId] = list(canonical_ids(point_ids))
@@ -144,6 +195,18 @@ class QdrantServerIndex:
 
     async def close(self) -> None:
         await self._client.close()
+
+    async def _add_terms_vector(self) -> None:
+        """A collection from before term vectors: add the sparse vector in place (its
+        points get their terms from `stead memory reindex`)."""
+        config = models.SparseVectorNameConfig(
+            sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF)
+        )
+        try:
+            await self._client.create_vector_name(self._collection, TERMS_VECTOR, config)
+        except UnexpectedResponse as exc:
+            if exc.status_code not in (400, 409):  # another worker added it first
+                raise
 
     def _check_shape(self, info: models.CollectionInfo, dim: int) -> None:
         params = info.config.params.vectors
@@ -181,6 +244,16 @@ class QdrantServerIndex:
             f"Qdrant at {self._where} did not answer ({exc}); recall degrades to Postgres "
             "only. Is the server running, and is STEAD_QDRANT_URL right?"
         )
+
+
+def _vectors(point: VectorPoint) -> models.VectorStruct:
+    if point.terms is None:
+        return list(point.vector)
+    return {"": list(point.vector), TERMS_VECTOR: _sparse(point.terms)}
+
+
+def _sparse(terms: TermVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(terms.indices), values=list(terms.values))
 
 
 def _tenant_condition(tenant: str) -> models.FieldCondition:
