@@ -267,8 +267,15 @@ class Settings(BaseSettings):
     worker_max_activities: int | None = Field(
         default=None, ge=1, description="Activity tasks one worker runs at once; unset: SDK's."
     )
+    # One worker runs its workflow activations on one interpreter: tasks beyond a few
+    # only share its CPU, and on a starved worker (thousands of parked runs waking, a
+    # shared machine) the SDK's 100 all slow down together past the 10 s workflow-task
+    # timeout and are retried as full replays. A bound keeps the backlog queued in
+    # Temporal, where waiting does not count against a task (bench/README.md, row 7).
     worker_max_workflow_tasks: int | None = Field(
-        default=None, ge=1, description="Workflow tasks one worker runs at once; unset: SDK's."
+        default=8,
+        ge=1,
+        description="Workflow tasks one worker runs at once (unset: the SDK's 100).",
     )
     plan_inline_max_steps: int = Field(
         default=500,
