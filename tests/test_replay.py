@@ -5,7 +5,8 @@ against the real stack. A change to ``workflows/`` that would break a run parked
 production (a reordered activity, a new timer, a removed signal) fails here, naming the
 history. Fix it with ``workflow.patched``, or re-record only when no run of the old code
 can exist (docs/workflow-changes.md says which, and how).
-No services are needed: the Replayer runs the workflow code against the recorded events.
+No services are needed: the Replayer runs the workflow code against the recorded events,
+in the worker's own sandbox (``workers.main.WORKFLOW_RUNNER``), as a cache miss would.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.record_histories import HISTORIES, SCENARIOS, history_workflow_id
+from workers.main import WORKFLOW_RUNNER
 from workflows.hello import HelloWorkflow
 from workflows.run import RunWorkflow
 
@@ -71,7 +73,9 @@ async def test_history_replays_without_nondeterminism(path: Path) -> None:
         f"{path.name} does not end with the run completing or continuing as new; re-record it"
     )
     replayer = Replayer(
-        workflows=[RunWorkflow, HelloWorkflow], data_converter=pydantic_data_converter
+        workflows=[RunWorkflow, HelloWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=WORKFLOW_RUNNER,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure!r}"

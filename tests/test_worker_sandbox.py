@@ -1,20 +1,48 @@
-"""The worker's sandbox passes workflow modules through (a cache miss does not re-import
-them, bench/sandbox_cost.py) but keeps its run-time guard: a workflow that reads the
-clock, draws a random number or opens a file has its workflow task failed, so nothing it
-decided that way is ever recorded. If the guard went with the re-import, these fail."""
+"""The worker's sandbox keeps its run-time guard, and builds from code compiled once.
+
+A workflow that reads the clock, draws a random number or opens a file has its workflow
+task failed, so nothing it decided that way is ever recorded: the worker re-executes
+workflow modules in each sandbox instead of passing them through (a passed-through
+module holds the real ``time``, and the guard is gone). ``workers/sandbox.py`` serves
+those modules from code compiled once per process (bench/sandbox_cost.py): the careless
+workflow here is served the same way, so the guard is proven on that path, and a source
+file edited under a running worker does not change what its next sandbox runs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import uuid
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from tests.careless_workflow import Careless
 from tests.conftest import WorkerHandle
 from tests.test_cli_runs import eventually
 from workers.main import WORKFLOW_RUNNER
+from workers.sandbox import WORKFLOW_PACKAGES, WorkerSandbox
+
+# The worker's own runner, serving this test's careless module like it serves workflows/.
+CARELESS_RUNNER = dataclasses.replace(
+    WORKFLOW_RUNNER,
+    workflow_packages=(*WORKFLOW_RUNNER.workflow_packages, Careless.__module__),
+)
+
+VERSIONED = """
+from temporalio import workflow
+
+
+@workflow.defn(name="{name}")
+class Versioned:
+    @workflow.run
+    async def run(self) -> str:
+        return "{version}"
+"""
 
 
 async def failed_task_message(client: Client, workflow_id: str) -> str | None:
@@ -25,6 +53,12 @@ async def failed_task_message(client: Client, workflow_id: str) -> str | None:
     return None
 
 
+def test_the_worker_runs_the_sdk_sandbox_with_its_default_restrictions() -> None:
+    assert isinstance(WORKFLOW_RUNNER, WorkerSandbox)
+    assert WORKFLOW_RUNNER.restrictions == SandboxRestrictions.default
+    assert WORKFLOW_RUNNER.workflow_packages == WORKFLOW_PACKAGES == ("workflows",)
+
+
 @pytest.mark.parametrize("what", ["clock", "random", "file"])
 async def test_the_worker_sandbox_still_refuses_nondeterminism(
     worker: WorkerHandle, what: str
@@ -32,7 +66,7 @@ async def test_the_worker_sandbox_still_refuses_nondeterminism(
     client = worker.client
     queue = f"sandbox-{uuid.uuid4().hex[:8]}"
     async with Worker(
-        client, task_queue=queue, workflows=[Careless], workflow_runner=WORKFLOW_RUNNER
+        client, task_queue=queue, workflows=[Careless], workflow_runner=CARELESS_RUNNER
     ):
         handle = await client.start_workflow(
             Careless.run, what, id=f"{queue}-{what}", task_queue=queue
@@ -46,3 +80,39 @@ async def test_the_worker_sandbox_still_refuses_nondeterminism(
         finally:
             await handle.terminate("test done")
     assert "restricted" in message.lower() or "cannot access" in message.lower(), message
+
+
+async def run_new(client: Client, queue: str, name: str) -> str:
+    """A new run: its first workflow task builds a fresh sandbox on the worker."""
+    result: str = await client.execute_workflow(
+        name, id=f"{queue}-{uuid.uuid4().hex[:6]}", task_queue=queue, result_type=str
+    )
+    return result
+
+
+async def test_a_source_edited_under_a_running_worker_does_not_change_its_next_sandbox(
+    worker: WorkerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = f"pinned_{uuid.uuid4().hex[:8]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    source = tmp_path / package / "flow.py"
+    source.write_text(VERSIONED.format(name=package, version="first"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    versioned = importlib.import_module(f"{package}.flow").Versioned
+    client = worker.client
+    runner = dataclasses.replace(WORKFLOW_RUNNER, workflow_packages=(package,))
+    queue = f"pinned-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[versioned], workflow_runner=runner):
+        assert await run_new(client, queue, package) == "first"
+        source.write_text(VERSIONED.format(name=package, version="edited while running"))
+        assert await run_new(client, queue, package) == "first"
+    # The SDK's own sandbox reads the file again for each one: the edit would have run.
+    sdk_queue = f"unpinned-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=sdk_queue,
+        workflows=[versioned],
+        workflow_runner=SandboxedWorkflowRunner(),
+    ):
+        assert await run_new(client, sdk_queue, package) == "edited while running"

@@ -21,7 +21,6 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.capability import CapabilityActivities
 from activities.continuation import ContinuationActivities
@@ -59,6 +58,7 @@ from stead.temporal.versioning import deployment_config
 from workers.edge import build_edge_worker, open_edge_resources
 from workers.refusals import auditing_validator_refusals
 from workers.registered import WORKFLOWS
+from workers.sandbox import WorkerSandbox
 
 log = logging.getLogger("stead.worker")
 
@@ -153,14 +153,14 @@ async def open_resources(settings: Settings) -> AsyncIterator[WorkerResources]:
 
 
 # Every run the worker has not cached (a new run, or a parked run evicted from a full
-# cache whose approval arrives) gets a fresh sandbox that re-imports the workflow modules:
-# ~120 ms of CPU to replay a 63-event approved run, against ~40 ms with every module
-# passed through (bench/sandbox_cost.py). Passing the workflow modules through would
-# also take away the sandbox's run-time guard: their `time`, `random` and `open` are
-# then the real ones, and a workflow reading the clock completes instead of failing
-# its task (tests/test_worker_sandbox.py). The guard is worth the CPU; a bounded cache
+# cache whose approval arrives) gets a fresh sandbox that re-executes the workflow
+# modules. Passing them through instead would take away the sandbox's run-time guard:
+# their `time`, `random` and `open` are then the real ones, and a workflow reading the
+# clock completes instead of failing its task (tests/test_worker_sandbox.py). So they
+# are re-executed, from code compiled once per worker process (workers/sandbox.py):
+# what a cache miss costs is in bench/sandbox_cost.py; a bounded cache
 # (`STEAD_MAX_CACHED_WORKFLOWS`) keeps misses rare.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner()
+WORKFLOW_RUNNER = WorkerSandbox()
 
 
 def build_worker(
