@@ -102,12 +102,16 @@ demo: cases opa
 	$(BIN)/stead demo commerce
 
 # Benchmarks print ratios against baselines measured in the same run; no test asserts a time.
+# Every row runs on the dev server and on a real multi-service Temporal cluster that
+# bench.run_all starts and stops itself (BENCH_SERVERS=dev for the dev server alone).
 # LOCOMO=path/to/locomo10-part1.json adds the retrieval benchmark (the data is CC BY-NC and
 # not in this repository); without an existing file its row says skipped.
 LOCOMO ?=
-bench: venv opa
+BENCH_SERVERS ?= dev,cluster
+bench: venv opa $(if $(findstring cluster,$(BENCH_SERVERS)),temporal-cluster-bin)
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m bench.run_all $(if $(wildcard $(LOCOMO)),--locomo $(LOCOMO)) $(BENCH_ARGS)
+	$(BIN)/python -m bench.run_all --servers $(BENCH_SERVERS) \
+		$(if $(wildcard $(LOCOMO)),--locomo $(LOCOMO)) $(BENCH_ARGS)
 
 LINTED := stead workflows activities adapters workers tests bench examples
 

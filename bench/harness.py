@@ -38,7 +38,13 @@ from bench.bare import BareChainWorkflow, noop
 from stead.contracts.run import Budget, RunInput, RunOptions, RunRequest, RunStatus
 from stead.contracts.search_attributes import start_search_attributes
 from stead.db.pool import create_pool, tenant_transaction
-from stead.devstack.stack import read_state, stack_down, stack_up, temporal_under_test
+from stead.devstack.stack import (
+    ExternalTemporal,
+    read_state,
+    stack_down,
+    stack_up,
+    temporal_under_test,
+)
 from stead.identity.directory import add_principal, create_tenant
 from stead.policy.admin import OpaAdmin
 from stead.settings import Settings, load_settings
@@ -47,7 +53,9 @@ from workers.main import build_worker, open_resources
 
 REPO = Path(__file__).resolve().parents[1]
 # Like tests/conftest.py: a stray export must not point a benchmark at a real cluster.
-KEEP_ENV = {"STEAD_OPA_BIN"}
+# STEAD_TEMPORAL_DEV_DYNAMIC_CONFIG: the bench stack's dev server with other dynamic config
+# (e.g. Temporal's own transfer-queue reader rate, to measure before and after in turn).
+KEEP_ENV = {"STEAD_OPA_BIN", "STEAD_TEMPORAL_DEV_DYNAMIC_CONFIG"}
 PRINCIPAL = "user:ann"
 APPROVER = "user:bob"
 
@@ -79,28 +87,51 @@ def settings_for(home: Path, playbook_dir: Path | None = None) -> Settings:
 
 
 @dataclass(frozen=True)
+class TemporalTarget:
+    """The Temporal a bench stack uses: its own dev server (``external`` None) or a cluster.
+
+    ``pids`` are the cluster's processes (its services and their database), so the CPU
+    per step tables count the cluster as "temporal" the way they count a dev server.
+    """
+
+    server: str = "dev"
+    external: ExternalTemporal | None = None
+    pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class BenchStack:
     """A running embedded stack and the temp dirs that belong to it."""
 
     settings: Settings
     work: Path
+    target: TemporalTarget = field(default_factory=TemporalTarget)
 
     @property
     def playbook_dir(self) -> Path:
         return self.settings.playbook_dir
 
+    def meter(self) -> Meter:
+        return Meter(self.settings, self.target.pids)
+
 
 @contextlib.contextmanager
-def bench_stack(prefix: str = "stead-bench-") -> Iterator[BenchStack]:
+def bench_stack(
+    prefix: str = "stead-bench-", target: TemporalTarget | None = None
+) -> Iterator[BenchStack]:
     """Postgres, Temporal and OPA on free loopback ports in a temp ``STEAD_HOME``.
 
-    With ``STEAD_TEST_TEMPORAL_ADDRESS`` (and ``STEAD_TEST_TEMPORAL_NAMESPACE``) set,
-    Temporal is that cluster instead of a dev server; its CPU is then not counted.
+    ``target`` says which Temporal; without one, ``STEAD_TEST_TEMPORAL_ADDRESS`` (and
+    ``STEAD_TEST_TEMPORAL_NAMESPACE``) may point it at a cluster someone runs (whose CPU
+    is then not counted), else the stack starts a dev server.
 
     Playbooks come from a temp dir the benchmarks write into: generated plans of
     thousands of steps do not fit ``playbook_source`` (512 kB) and need no repo file.
     """
-    external = temporal_under_test(os.environ)
+    if target is None:
+        env = temporal_under_test(os.environ)
+        target = TemporalTarget("cluster" if env else "dev", env)
+    external = target.external
     scrub_environment()
     work = Path(tempfile.mkdtemp(prefix=prefix))
     playbooks = work / "playbooks"
@@ -114,7 +145,7 @@ def bench_stack(prefix: str = "stead-bench-") -> Iterator[BenchStack]:
             f"embedded stack up in {time.perf_counter() - started:.1f} s ({base.home}, {temporal})"
         )
         try:
-            yield BenchStack(settings_for(work / "home", playbooks), work)
+            yield BenchStack(settings_for(work / "home", playbooks), work, target)
         finally:
             stack_down(base)
     finally:
@@ -420,21 +451,28 @@ class Meter:
     disk (fsync) or for a CPU another process holds.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, temporal_pids: Sequence[int] = ()) -> None:
         state = read_state(settings.home.resolve())
         if state is None:
             raise RuntimeError(f"no stack recorded in {settings.home}")
         self._roots = {
-            name: psutil.Process(record.pid)
+            name: [psutil.Process(record.pid)]
             for name, record in state.services.items()
             if name in SERVICES
         }
-        self._roots["worker"] = psutil.Process()
+        if temporal_pids:
+            # A cluster beside the stack: its services and its own Postgres are "temporal".
+            self._roots["temporal"] = [psutil.Process(pid) for pid in temporal_pids]
+        self._roots["worker"] = [psutil.Process()]
 
     def _sample(self) -> dict[str, dict[int, float]]:
         out: dict[str, dict[int, float]] = {}
-        for name, root in self._roots.items():
-            procs = [root] if name == "worker" else [root, *root.children(recursive=True)]
+        for name, roots in self._roots.items():
+            procs = list(roots)
+            if name != "worker":
+                for root in roots:
+                    with contextlib.suppress(psutil.Error):
+                        procs += root.children(recursive=True)
             seen: dict[int, float] = {}
             for proc in procs:
                 with contextlib.suppress(psutil.Error):

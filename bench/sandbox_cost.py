@@ -6,10 +6,11 @@ sandbox that re-executes every module under ``workflows/`` (that is what keeps t
 run-time guard against clocks, randomness and I/O in workflow code:
 tests/test_worker_sandbox.py), then replayed from its history.
 
-Four modes, interleaved: the SDK's default ``SandboxedWorkflowRunner()`` (what the worker
-ran before ``workers/sandbox.py``), the worker's ``WorkerSandbox`` (the same sandbox,
-workflow modules compiled once per process), every module passed through (no guard)
-and the unsandboxed runner (no sandbox at all: the baseline). Each is measured with
+Five modes, interleaved: the SDK's default ``SandboxedWorkflowRunner()`` (what the worker
+ran before ``workers/sandbox.py``); ``WorkerSandbox`` with workflow modules compiled once
+per process but serialization contexts still asked through the sandbox; the worker's
+``WorkerSandbox`` as it runs (contexts read directly too); every module passed through
+(no guard); and the unsandboxed runner (no sandbox at all: the baseline). Each is measured with
 and without the workflow modules' bytecode on disk: a ``pip install``ed image has it,
 a checkout run with ``PYTHONDONTWRITEBYTECODE`` (this machine, the Dockerfile's env for
 anything not pip-compiled) or read-only has not, and then the SDK's sandbox compiles
@@ -28,6 +29,7 @@ sandbox, the CPU a worker spends on one cache miss of that run. No stack needed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import py_compile
 import sys
 import tempfile
@@ -49,11 +51,13 @@ from workflows.run import RunWorkflow
 
 HISTORIES = ("approved", "chain.1")
 SDK = "SDK default sandbox (before)"
-WORKER = "worker's sandbox (compiled once)"
+COMPILED = "compiled once, contexts via sandbox"
+WORKER = "worker's sandbox (+ direct contexts)"
 PASSED = "modules passed through (no guard)"
 BASE = "unsandboxed (baseline)"
 MODES: dict[str, WorkflowRunner] = {
     SDK: SandboxedWorkflowRunner(),
+    COMPILED: dataclasses.replace(WORKFLOW_RUNNER, direct_contexts=False),
     WORKER: WORKFLOW_RUNNER,
     PASSED: SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_all_modules()

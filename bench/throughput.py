@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from bench.harness import (
     SERVICES,
     BenchStack,
-    Meter,
     Row,
     Section,
     Usage,
@@ -106,7 +105,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
         names = list(calls)
         for name in names:
             await calls[name]()
-        meter = Meter(stack.settings)
+        meter = stack.meter()
         batches = {name: Batch() for name in names}
         for rep in range(sizes.repeats):
             for name in names[rep % len(names) :] + names[: rep % len(names)]:
@@ -137,7 +136,8 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
     )  # fmt: skip
     section.lines.append(
         f"{sizes.repeats} repeat(s), variants rotated; steps/s = completed runs x {s} / wall; "
-        "one tenant; in-process worker with the SDK's default slots"
+        "one tenant; in-process workers: Stead's with its default slots (4 workflow tasks), "
+        "the bare one with the SDK's"
     )
     for name, b in batches.items():
         for reason in sorted(set(b.reasons))[:3]:

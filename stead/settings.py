@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     memory_reindex_every_seconds: int = Field(default=600, ge=10, description="Reindex schedule.")
     memory_purge_every_seconds: int = Field(default=3600, ge=60, description="TTL purge schedule.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Worker /metrics port; 0 off.")
+    temporal_dev_dynamic_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Dynamic config of the embedded dev server (`stead dev up`), key to value,"
+        " over Stead's (stead.devstack.temporal.DYNAMIC_CONFIG); JSON.",
+    )
     temporal_metrics_port: int | None = Field(
         default=None,
         ge=0,
@@ -267,15 +272,13 @@ class Settings(BaseSettings):
     worker_max_activities: int | None = Field(
         default=None, ge=1, description="Activity tasks one worker runs at once; unset: SDK's."
     )
-    # One worker runs its workflow activations on one interpreter: tasks beyond a few
-    # only share its CPU, and on a starved worker (thousands of parked runs waking, a
-    # shared machine) the SDK's 100 all slow down together past the 10 s workflow-task
-    # timeout and are retried as full replays. A bound keeps the backlog queued in
-    # Temporal, where waiting does not count against a task (bench/README.md, row 7).
+    # Workflow activations share one interpreter (one GIL): taking on the SDK's 100 tasks
+    # at once, 50 new runs' sandboxes starve the event loop (steps, local activities,
+    # heartbeats) until tasks overrun their 10 s timeout and are replayed, doubling the
+    # worker's CPU per step; bounded, the backlog waits in Temporal, outside any timeout
+    # (bench/README.md, "Worker CPU per step", issue 16).
     worker_max_workflow_tasks: int | None = Field(
-        default=8,
-        ge=1,
-        description="Workflow tasks one worker runs at once (unset: the SDK's 100).",
+        default=4, ge=1, description="Workflow tasks one worker runs at once (None: SDK's)."
     )
     plan_inline_max_steps: int = Field(
         default=500,

@@ -232,6 +232,28 @@ async def test_concurrent_appends_produce_a_gapless_valid_chain(pool: asyncpg.Po
     assert result.checked == 20
 
 
+async def test_an_append_after_another_writer_links_to_the_real_head(
+    pool: asyncpg.Pool, stack: Settings
+) -> None:
+    """A worker remembers the head it last committed and inserts on it in one round trip;
+    when another writer (here a second pool, as another worker process) appended since,
+    that insert writes nothing and the append reads the head: the chain stays gapless."""
+    tenant = new_tenant()
+    await append_many(pool, tenant, 2)
+    other = await create_pool(stack.postgres_dsn, min_size=1, max_size=1)
+    try:
+        async with other.acquire() as conn, conn.transaction():
+            # Not through tenant_transaction: nothing of it reaches this process's memory.
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+            await append_event(conn, event(tenant, 2))
+    finally:
+        await other.close()
+    records = await append_many(pool, tenant, 2)
+    assert [r.seq for r in records] == [4, 5]
+    result = await verify(pool, tenant)
+    assert result.ok and result.checked == 5, result
+
+
 async def test_append_refuses_a_transaction_for_another_tenant(pool: asyncpg.Pool) -> None:
     tenant, other = new_tenant(), new_tenant()
     with pytest.raises(AuditTenantMismatch, match=other):

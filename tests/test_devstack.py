@@ -21,6 +21,7 @@ import pytest
 
 from stead.contracts.hello import GreetingRequest
 from stead.devstack.stack import read_state
+from stead.devstack.temporal import DYNAMIC_CONFIG
 from tests.conftest import REPO, subprocess_env
 
 STEAD = [sys.executable, "-m", "stead.cli"]
@@ -73,11 +74,38 @@ def test_data_survives_down_and_up_and_down_leaves_no_process(home: Path) -> Non
     assert stead(home, "dev", "up").returncode == 0
     state = read_state(home)
     assert state is not None
+    # Without Temporal's 20-a-second cap on the transfer queue's reader, which made every
+    # workflow task of a sequential chain wait for its turn (bench.wft_wait).
+    assert dynamic_config(home) == DYNAMIC_CONFIG
     assert asyncio.run(
         _row_and_workflow_exist(
             state.endpoints["postgres_dsn"], state.endpoints["temporal_address"], workflow_id
         )
     )
+
+
+def dynamic_config(home: Path) -> dict[str, str]:
+    """The ``--dynamic-config-value`` pairs the running dev server was started with."""
+    state = read_state(home)
+    assert state is not None
+    argv = psutil.Process(state.services["temporal"].pid).cmdline()
+    pairs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--dynamic-config-value"]
+    keys = [pair.split("=", 1)[0] for pair in pairs]
+    assert len(keys) == len(set(keys)), pairs
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_dev_server_dynamic_config_takes_overrides(home: Path) -> None:
+    reader = "history.transferProcessorMaxPollRPS"
+    overrides = {reader: "20", "limit.maxIDLength": "255"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STEAD_")},
+        "STEAD_OPA_BIN": os.environ.get("STEAD_OPA_BIN", ""),
+        "STEAD_TEMPORAL_DEV_DYNAMIC_CONFIG": json.dumps(overrides),
+    }
+    up = stead(home, "dev", "up", env=env)
+    assert up.returncode == 0, up.stderr
+    assert dynamic_config(home) == {**DYNAMIC_CONFIG, **overrides}
 
 
 def test_up_twice_is_harmless(home: Path) -> None:

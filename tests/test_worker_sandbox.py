@@ -6,7 +6,8 @@ workflow modules in each sandbox instead of passing them through (a passed-throu
 module holds the real ``time``, and the guard is gone). ``workers/sandbox.py`` serves
 those modules from code compiled once per process (bench/sandbox_cost.py): the careless
 workflow here is served the same way, so the guard is proven on that path, and a source
-file edited under a running worker does not change what its next sandbox runs.
+file edited under a running worker does not change what its next sandbox runs. It also
+reads serialization contexts without entering the sandbox: the same answers, checked.
 """
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ import uuid
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
+from temporalio.api.common.v1 import Payloads
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.converter import DataConverter
+from temporalio.worker import Worker, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox._runner import _fake_info
 
 from tests.careless_workflow import Careless
 from tests.conftest import WorkerHandle
 from tests.test_cli_runs import eventually
 from workers.main import WORKFLOW_RUNNER
-from workers.sandbox import WORKFLOW_PACKAGES, WorkerSandbox
+from workers.sandbox import WORKFLOW_PACKAGES, WorkerSandbox, _DirectContexts
+from workflows.hello import HelloWorkflow
 
 # The worker's own runner, serving this test's careless module like it serves workflows/.
 CARELESS_RUNNER = dataclasses.replace(
@@ -57,6 +64,32 @@ def test_the_worker_runs_the_sdk_sandbox_with_its_default_restrictions() -> None
     assert isinstance(WORKFLOW_RUNNER, WorkerSandbox)
     assert WORKFLOW_RUNNER.restrictions == SandboxRestrictions.default
     assert WORKFLOW_RUNNER.workflow_packages == WORKFLOW_PACKAGES == ("workflows",)
+
+
+async def test_serialization_contexts_are_read_directly_and_match_the_sdks_answer() -> None:
+    """On this SDK the shortcut is taken (a later SDK that moves its internals fails here,
+    not silently slower), and it answers what the SDK's way through the sandbox does."""
+    details = WorkflowInstanceDetails(
+        payload_converter_factory=DataConverter.default._new_payload_converter,
+        failure_converter_class=DataConverter.default.failure_converter_class,
+        interceptor_classes=[],
+        defn=workflow._Definition.must_from_class(HelloWorkflow),
+        info=_fake_info,
+        randomness_seed=-1,
+        extern_functions={},
+        disable_eager_activity_execution=False,
+        worker_level_failure_exception_types=[],
+        patch_activation_callback=None,
+        last_completion_result=Payloads(),
+        last_failure=Failure(),
+    )
+    direct = WORKFLOW_RUNNER.create_instance(details)
+    assert isinstance(direct, _DirectContexts)
+    sdk = dataclasses.replace(WORKFLOW_RUNNER, direct_contexts=False).create_instance(details)
+    assert not isinstance(sdk, _DirectContexts)
+    assert direct.get_serialization_context(None) == sdk.get_serialization_context(None)
+    assert direct.get_external_store_context(None) == sdk.get_external_store_context(None)
+    assert direct.get_info() == sdk.get_info()
 
 
 @pytest.mark.parametrize("what", ["clock", "random", "file"])

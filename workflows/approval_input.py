@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -38,9 +37,12 @@ _STEP: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 UNKNOWN_ACTOR: Final = "unknown:malformed-approval"
 
 
-@dataclass(frozen=True)
-class Received:
-    """One approval attempt as received: the approval, or why it is malformed."""
+class Received(NamedTuple):
+    """One approval attempt as received: the approval, or why it is malformed.
+
+    A NamedTuple, not a frozen dataclass: every sandbox (every workflow-cache miss)
+    creates this class again, and a dataclass generates its methods through exec.
+    """
 
     approval: ApprovalInput | None
     problem: str | None

@@ -16,8 +16,7 @@ an activity, recorded as ``token``; anything else is refused and the run keeps g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -31,9 +30,12 @@ MALFORMED: Final = "unknown:malformed-cancel"
 Attribution = Literal["claimed", "unattributed", "malformed", "token"]
 
 
-@dataclass(frozen=True)
-class ReceivedCancel:
-    """One cancel as received: who (as claimed), why, and how far that is attributed."""
+class ReceivedCancel(NamedTuple):
+    """One cancel as received: who (as claimed), why, and how far that is attributed.
+
+    A NamedTuple, not a frozen dataclass: every sandbox (every workflow-cache miss)
+    creates this class again, and a dataclass generates its methods through exec.
+    """
 
     actor: str
     reason: str

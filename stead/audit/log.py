@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from pydantic import JsonValue
@@ -135,14 +136,69 @@ async def append_event(
             f"{head['tenant']!r}; use tenant_transaction(pool, {event.tenant!r})"
         )
     stored_data = json.loads(head["data"])
-    last = await conn.fetchrow(
-        "SELECT seq, hash FROM audit_events WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
-        event.tenant,
-    )
-    seq = 1 if last is None else int(last["seq"]) + 1
-    prev_hash = GENESIS_HASH if last is None else str(last["hash"])
     recorded_at = datetime.now(UTC)
-    fields = hashed_fields(
+    tenant = event.tenant
+    row = None
+    known = _HEADS.get(tenant)
+    if known is not None:
+        # The head this process last committed: one round trip when it is still the head.
+        seq, prev_hash = known[0] + 1, known[1]
+        mac = keyed_mac(key, prev_hash, _fields(event, seq, stored_data, recorded_at))
+        row = await conn.fetchrow(
+            _INSERT_AFTER_KNOWN_HEAD, *_values(event, seq, stored_data, recorded_at, prev_hash, mac)
+        )
+    if row is None:
+        last = await conn.fetchrow(
+            "SELECT seq, hash FROM audit_events WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
+            tenant,
+        )
+        seq = 1 if last is None else int(last["seq"]) + 1
+        prev_hash = GENESIS_HASH if last is None else str(last["hash"])
+        mac = keyed_mac(key, prev_hash, _fields(event, seq, stored_data, recorded_at))
+        row = await conn.fetchrow(
+            _INSERT, *_values(event, seq, stored_data, recorded_at, prev_hash, mac)
+        )
+    # The anchor and the known head move only once the row is committed; outside
+    # tenant_transaction there is no commit to wait for, so both lag until the next append.
+    after_commit(conn, f"audit-anchor:{tenant}", lambda: _committed(chain, key, tenant, seq, mac))
+    return _record(row)
+
+
+_INSERT = (
+    "INSERT INTO audit_events (tenant, seq, workflow_id, run_id, step_id, kind, actor,"
+    " data, recorded_at, prev_hash, hash, chain_version)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12)"
+    f" RETURNING {_COLUMNS}"
+)
+# The same row, written only if the chain's head is still the row it links to: under
+# the tenant's append lock (taken by an earlier statement, so this statement's snapshot
+# sees every committed append) nothing else can move the head meanwhile. No row back:
+# another process appended since; read the head and insert as above.
+_INSERT_AFTER_KNOWN_HEAD = (
+    "INSERT INTO audit_events (tenant, seq, workflow_id, run_id, step_id, kind, actor,"
+    " data, recorded_at, prev_hash, hash, chain_version)"
+    " SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::text, $7::text,"
+    " $8::text::jsonb, $9::timestamptz, $10::text, $11::text, $12::smallint"
+    " WHERE EXISTS (SELECT 1 FROM audit_events"
+    "   WHERE tenant = $1::text AND seq = $2::bigint - 1 AND hash = $10::text)"
+    " AND NOT EXISTS (SELECT 1 FROM audit_events WHERE tenant = $1::text AND seq >= $2::bigint)"
+    f" RETURNING {_COLUMNS}"
+)
+# Each tenant's chain head (seq, hash) as this process last committed it. Only a hint:
+# the insert above checks it against the table under the lock, so a stale one (another
+# worker appended, a transaction rolled back) costs the one read it saves, nothing more.
+_HEADS: dict[str, tuple[int, str]] = {}
+
+
+def _committed(chain: AuditChain, key: bytes, tenant: str, seq: int, mac: str) -> None:
+    known = _HEADS.get(tenant)
+    if known is None or known[0] < seq:
+        _HEADS[tenant] = (seq, mac)
+    chain.anchors.advance(key, tenant, seq, mac)
+
+
+def _fields(event: AuditEvent, seq: int, data: object, recorded_at: datetime) -> dict[str, Any]:
+    return hashed_fields(
         tenant=event.tenant,
         seq=seq,
         workflow_id=event.workflow_id,
@@ -150,15 +206,15 @@ async def append_event(
         step_id=event.step_id,
         kind=event.kind,
         actor=event.actor,
-        data=stored_data,
+        data=data,
         recorded_at=recorded_at,
     )
-    mac = keyed_mac(key, prev_hash, fields)
-    row = await conn.fetchrow(
-        "INSERT INTO audit_events (tenant, seq, workflow_id, run_id, step_id, kind, actor,"
-        " data, recorded_at, prev_hash, hash, chain_version)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12)"
-        f" RETURNING {_COLUMNS}",
+
+
+def _values(
+    event: AuditEvent, seq: int, data: object, recorded_at: datetime, prev_hash: str, mac: str
+) -> tuple[object, ...]:
+    return (
         event.tenant,
         seq,
         event.workflow_id,
@@ -166,19 +222,12 @@ async def append_event(
         event.step_id,
         event.kind,
         event.actor,
-        canonical_json(stored_data),
+        canonical_json(data),
         recorded_at,
         prev_hash,
         mac,
         CHAIN_KEYED,
     )
-    # The anchor moves only once the row is committed; outside tenant_transaction
-    # there is no commit to wait for, so the anchor lags until the next append.
-    tenant = event.tenant
-    after_commit(
-        conn, f"audit-anchor:{tenant}", lambda: chain.anchors.advance(key, tenant, seq, mac)
-    )
-    return _record(row)
 
 
 async def verify_chain(

@@ -59,8 +59,14 @@ HEALTH_NAMES: dict[ServiceName, str] = {
 READY_TIMEOUT = 120.0
 HEALTH_TIMEOUT = timedelta(seconds=2)
 # As in infra/temporal/dynamicconfig (compose): the SQL schema keeps ids in VARCHAR(255),
-# so longer ids get a clear error at the frontend instead of a database error.
-DYNAMIC_DEFAULTS: dict[str, Any] = {"limit.maxIDLength": 255}
+# so longer ids get a clear error at the frontend instead of a database error. The
+# transfer queue's reader is capped at 20 loads a second per history shard by default,
+# which caps a sequential chain (all on one shard) at ~20 steps a second; as on the dev
+# server (stead.devstack.temporal.TRANSFER_QUEUE_DYNAMIC_CONFIG), not here.
+DYNAMIC_DEFAULTS: dict[str, Any] = {
+    "limit.maxIDLength": 255,
+    "history.transferProcessorMaxPollRPS": 1000,
+}
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,10 @@ class TemporalCluster:
 
     def pid(self, service: ServiceName) -> int:
         return self._records[service].pid
+
+    def pids(self) -> tuple[int, ...]:
+        """Every process running now, its Postgres included: what a benchmark meters."""
+        return tuple(record.pid for record in self._records.values())
 
     def is_serving(self, service: ServiceName) -> bool:
         return asyncio.run(

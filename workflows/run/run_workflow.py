@@ -10,9 +10,11 @@ The layers, each using only those before it: ``books`` (fields, status, records,
 audit) → ``opening`` (admission, sealed continuation) → ``planning`` → ``desk``
 (approvals) → ``stopping`` (cancels) → ``lanes`` (express, fused, governed steps) →
 ``scheduler`` → this module (the entry point and the handlers Temporal sees).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the SDK reads the handlers' type hints
+when ``@workflow.defn`` runs, once per sandbox (every cache miss), and evaluating
+them from strings cost a compile and an eval each (bench/sandbox_cost.py).
+"""
 
 from typing import Any
 

@@ -18,7 +18,6 @@ audit never calls such a cancel proven. Only ``attribution: token`` is proven.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from typing import Any
 
 from temporalio import workflow
@@ -127,7 +126,7 @@ class RunStopping(RunApprovals):
         counts, and the first accepted cancel is the one the run's reason names.
         """
         if check is not None and check.authenticated:
-            received = dataclasses.replace(received, attribution="token", token=None)
+            received = received._replace(attribution="token", token=None)
         self._cancel_requested = True
         if self._cancel is None:
             self._cancel = received
