@@ -27,7 +27,11 @@ runs at a time), and each run must complete. Parked means the run's
 
     .venv/bin/python -m bench.parked [--quick] [--runs 10000] [--concurrency 50] [--cache 1000]
         [--max-workflow-tasks N] [--worker-log FILE]
-        [--window 100]
+        [--window 100] [--park-for SECONDS]
+
+Every 30 s it prints a progress line (runs parked or closed, the rate, the worker's RSS
+and the load), so a run stopped early still reports how far it got; ``--park-for``
+stops starting runs after that many seconds and goes on to approve those started.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ from bench.harness import (
     table,
     write_playbook,
 )
-from stead.cli.bulk_approve import Ballot, Selection, vote_on_matching
+from stead.cli.bulk_approve import ATTEMPTS, Ballot, Selection, vote_on_matching
 from stead.contracts.run import RunStatus
 from stead.settings import Settings
 from stead.temporal import connect
@@ -86,6 +90,9 @@ class Sizes:
     # The worker's STEAD_WORKER_MAX_WORKFLOW_TASKS; None: the SDK's default.
     workflow_tasks: int | None = None
     window: int | None = None
+    # Wall-clock seconds after which no new run is started: the runs started by then
+    # park and are approved, so a run cut short still reports every phase.
+    park_for_s: float | None = None
 
     @property
     def in_flight(self) -> int:
@@ -103,6 +110,8 @@ class Rss:
 
     process: psutil.Process
     peak: float = 0.0
+    # The worker's CPU seconds (user + system) when idle, before any run.
+    cpu_idle: float = 0.0
     samples: list[float] = field(default_factory=list)
 
     def now(self) -> float:
@@ -181,14 +190,51 @@ def _drain(child: subprocess.Popen[str], log: Path | None) -> None:
                 out.flush()
 
 
+class Progress:
+    """A line every ``every`` seconds while runs park or complete: the RSS curve and
+    the rate, so a run stopped before its end still says how far it got."""
+
+    def __init__(self, rss: Rss, every: float = 30.0) -> None:
+        self.rss = rss
+        self.every = every
+        self.began = time.monotonic()
+        self.last = self.began
+        self.last_count = 0
+        self.curve: list[tuple[float, int, float]] = []
+
+    def phase(self) -> None:
+        """A new count starts (parked, then closed): rates are of the new count."""
+        self.last, self.last_count = time.monotonic(), 0
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.every
+
+    def line(self, what: str, count: int, extra: str = "") -> None:
+        now = time.monotonic()
+        rate = (count - self.last_count) / max(now - self.last, 1e-9)
+        with contextlib.suppress(psutil.Error):
+            self.rss.now()
+        mb = self.rss.samples[-1] if self.rss.samples else 0.0
+        self.curve.append((now - self.began, count, mb))
+        load = os.getloadavg()[0]
+        print(
+            f"  {time.strftime('%H:%M:%S', time.gmtime())} UTC +{now - self.began:.0f}s "
+            f"{what} {count}{extra} ({rate:.2f}/s last {now - self.last:.0f}s) "
+            f"worker RSS {mb:.0f} MB (peak {self.rss.peak:.0f}) load {load:.1f}",
+            flush=True,
+        )
+        self.last, self.last_count = now, count
+
+
 async def parked_count(client: Client, tenant: str) -> int:
     query = f"SteadTenant = '{tenant}' AND SteadPendingApproval = true"
     return (await client.count_workflows(query)).count
 
 
-async def wait_parked(client: Client, tenant: str, runs: int, timeout_s: float) -> int:
+async def wait_parked(
+    client: Client, tenant: str, runs: int, timeout_s: float, progress: Progress
+) -> int:
     deadline = time.monotonic() + timeout_s
-    last_print = time.monotonic()
     while True:
         parked = await parked_count(client, tenant)
         # A run that ended before it parked (denied: OPA too slow to answer under load)
@@ -198,9 +244,8 @@ async def wait_parked(client: Client, tenant: str, runs: int, timeout_s: float) 
             if closed:
                 print(f"  {closed} run(s) ended before parking", flush=True)
             return parked
-        if time.monotonic() - last_print > 30:
-            print(f"  parked {parked}/{runs}", flush=True)
-            last_print = time.monotonic()
+        if progress.due():
+            progress.line("parked", parked, f"/{runs}")
         await asyncio.sleep(1.0)
 
 
@@ -220,6 +265,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL, log: Path | None = Non
         rss = Rss(psutil.Process(child.pid))
         await asyncio.sleep(2.0)
         idle = rss.now()
+        rss.cpu_idle = sum(rss.process.cpu_times()[:2])
         sampler = asyncio.ensure_future(rss.sample_every(0.5))
         try:
             result = await park_and_approve(settings, tenant, task_queue, sizes, rss)
@@ -228,8 +274,13 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL, log: Path | None = Non
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
         alive = child.poll() is None
-    parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors, tasks = result
-    n = sizes.runs
+    n, parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors, tasks = (
+        result
+    )
+    if n < sizes.runs:
+        section.lines.append(
+            f"CUT SHORT: {n:,} of {sizes.runs:,} runs started (--park-for {sizes.park_for_s:.0f} s)"
+        )
     section.lines += table(
         ("phase", "seconds", "runs", "worker RSS MB"),
         [
@@ -244,7 +295,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL, log: Path | None = Non
     section.lines.append(
         f"RSS parked/idle {rss_parked / idle:.2f}x, ~{per_run:.0f} kB per parked run; "
         f"approvals {sizes.concurrency} at a time; workflow cache {sizes.cache:,} runs, "
-        f"workflow task slots {sizes.workflow_tasks or 'SDK default'}; "
+        f"workflow task slots {sizes.workflow_tasks or 'the worker default'}; "
         f"at most {sizes.in_flight:,} runs started and not parked; "
         f"worker {'alive' if alive else 'DIED'} at the end"
     )
@@ -268,45 +319,77 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL, log: Path | None = Non
 
 async def park_and_approve(
     settings: Settings, tenant: str, task_queue: str, sizes: Sizes, rss: Rss
-) -> tuple[int, float, float, int, float, float, int, list[str], list[str]]:
+) -> tuple[int, int, float, float, int, float, float, int, list[str], list[str]]:
     client = await connect(settings)
-    n = sizes.runs
+    progress = Progress(rss)
     started = time.perf_counter()
-    handles = await start_paced(client, settings, tenant, task_queue, sizes)
-    parked = await wait_parked(client, tenant, n, sizes.timeout_s)
+    handles = await start_paced(client, settings, tenant, task_queue, sizes, progress)
+    n = len(handles)
+    parked = await wait_parked(client, tenant, n, sizes.timeout_s, progress)
     park_s = time.perf_counter() - started
+    progress.line("parked", parked, f"/{n} (all started runs parked or closed)")
     await asyncio.sleep(2.0)
     rss_parked = rss.now()
     errors: list[str] = []
     # What `stead approve-all --tenant T --as APPROVER` does: each run asked, then its
-    # own approve update, a run at a time per slot.
+    # own approve update, a run at a time per slot; a vote Temporal answered instead of
+    # the run (unknown outcome) asked again and resent, as approve-all does.
     ballot = Ballot(principal=APPROVER, verdict="approve", comment="", raw_token=None)
     began = time.perf_counter()
-    _, votes = await vote_on_matching(
-        client, settings, Selection(tenant), ballot, sizes.concurrency
-    )
-    approved = sum(v.error is None for v in votes)
-    for refused in [v for v in votes if v.error is not None][:3]:
-        errors.append(f"approve: {refused.error}"[:200])
-        errors.extend(await task_failures(client.get_workflow_handle(refused.run_id)))
-    approve_s = time.perf_counter() - began
+    cpu_parked = rss.process.cpu_times()
+    progress.phase()
+    reporter = asyncio.ensure_future(report_closed(client, tenant, n, progress))
+    try:
+        _, votes = await vote_on_matching(
+            client, settings, Selection(tenant), ballot, sizes.concurrency, ATTEMPTS
+        )
+        approved = sum(v.error is None for v in votes)
+        retried = sum(v.attempts > 1 for v in votes)
+        for refused in [v for v in votes if v.error is not None][:3]:
+            errors.append(f"approve: {refused.error}"[:200])
+            errors.extend(await task_failures(client.get_workflow_handle(refused.run_id)))
+        approve_s = time.perf_counter() - began
 
-    async def outcome(handle: WorkflowHandle[Any, RunStatus]) -> bool:
-        try:
-            status = await asyncio.wait_for(handle.result(), timeout=sizes.timeout_s)
-        except Exception as exc:
-            errors.append(f"result: {type(exc).__name__}: {exc}"[:200])
-            return False
-        if status.status != "completed":
-            errors.append(f"run {status.status}: {'; '.join(status.reasons)}"[:200])
-        return status.status == "completed"
+        async def outcome(handle: WorkflowHandle[Any, RunStatus]) -> bool:
+            try:
+                status = await asyncio.wait_for(handle.result(), timeout=sizes.timeout_s)
+            except Exception as exc:
+                errors.append(f"result: {type(exc).__name__}: {exc}"[:200])
+                return False
+            if status.status != "completed":
+                errors.append(f"run {status.status}: {'; '.join(status.reasons)}"[:200])
+            return status.status == "completed"
 
-    completed = sum(
-        await bounded(sizes.concurrency * 4, [functools.partial(outcome, h) for h in handles])
-    )
+        completed = sum(
+            await bounded(sizes.concurrency * 4, [functools.partial(outcome, h) for h in handles])
+        )
+    finally:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
     complete_s = time.perf_counter() - began - approve_s
+    progress.line("completed", completed, f"/{n}")
+    cpu_done = rss.process.cpu_times()
+    park_cpu = cpu_parked.user + cpu_parked.system - rss.cpu_idle
+    wake_cpu = cpu_done.user + cpu_done.system - cpu_parked.user - cpu_parked.system
     tasks = await task_trouble(handles)
-    return parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors, tasks
+    tasks.append(
+        f"worker CPU: {park_cpu * 1000 / max(parked, 1):.0f} ms per run started and parked, "
+        f"{wake_cpu * 1000 / max(completed, 1):.0f} ms per run approved and completed"
+    )
+    if retried:
+        tasks.append(f"votes resent after an unknown outcome: {retried}")
+    return (
+        n, parked, park_s, rss_parked, approved, approve_s, complete_s, completed, errors, tasks
+    )  # fmt: skip
+
+
+async def report_closed(client: Client, tenant: str, runs: int, progress: Progress) -> None:
+    """The approve phase's progress line: runs closed so far."""
+    while True:
+        await asyncio.sleep(progress.every)
+        with contextlib.suppress(Exception):
+            progress.line("closed", await closed_count(client, tenant), f"/{runs}")
 
 
 async def task_trouble(handles: list[WorkflowHandle[Any, RunStatus]]) -> list[str]:
@@ -336,21 +419,28 @@ async def task_trouble(handles: list[WorkflowHandle[Any, RunStatus]]) -> list[st
 
 
 async def start_paced(
-    client: Client, settings: Settings, tenant: str, task_queue: str, sizes: Sizes
+    client: Client,
+    settings: Settings,
+    tenant: str,
+    task_queue: str,
+    sizes: Sizes,
+    progress: Progress,
 ) -> list[WorkflowHandle[Any, RunStatus]]:
     """Start ``sizes.runs`` runs, ``sizes.concurrency`` at a time, keeping at most
-    ``sizes.in_flight`` of them started and not yet parked."""
+    ``sizes.in_flight`` of them started and not yet parked; none after ``park_for_s``."""
     handles: list[WorkflowHandle[Any, RunStatus]] = []
     parked = 0
-    last_print = time.monotonic()
+    stop_at = None if sizes.park_for_s is None else time.monotonic() + sizes.park_for_s
     while len(handles) < sizes.runs:
+        if stop_at is not None and time.monotonic() >= stop_at:
+            print(f"  --park-for reached: {len(handles)} of {sizes.runs} started", flush=True)
+            break
         room = sizes.in_flight - (len(handles) - parked)
         if room <= 0:
             await asyncio.sleep(0.5)
             parked = await parked_count(client, tenant)
-            if time.monotonic() - last_print > 30:
-                print(f"  started {len(handles)}, parked {parked}/{sizes.runs}", flush=True)
-                last_print = time.monotonic()
+            if progress.due():
+                progress.line("parked", parked, f", started {len(handles)}/{sizes.runs}")
             continue
         first = len(handles)
         batch = range(first, first + min(room, sizes.concurrency, sizes.runs - first))
@@ -389,6 +479,9 @@ def main() -> None:
         "--max-workflow-tasks", type=int, help="the worker's STEAD_WORKER_MAX_WORKFLOW_TASKS"
     )
     parser.add_argument("--window", type=int, help="most runs started and not yet parked")
+    parser.add_argument(
+        "--park-for", type=float, help="seconds after which no new run is started (then approve)"
+    )
     args = parser.parse_args()
     base = QUICK if args.quick else FULL
     sizes = Sizes(
@@ -398,6 +491,7 @@ def main() -> None:
         base.cache if args.cache is None else args.cache,
         args.max_workflow_tasks,
         args.window,
+        args.park_for,
     )
     run_standalone(lambda stack: measure(stack, sizes, args.worker_log))
 

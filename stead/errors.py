@@ -59,6 +59,11 @@ class MigrationError(StackError):
     code = ErrorCode.MIGRATION
 
 
+class UpdateNotTaken(ConfigError):
+    """Temporal, not the run, refused an update (the run's workflow task failed or timed
+    out twice in a row): whether it was recorded is unknown; re-list, then send again."""
+
+
 class ApprovalRefused(SteadError):
     """The run refused an approval (``stead approve`` exits 1); the message says why."""
 

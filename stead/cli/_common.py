@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
@@ -105,17 +106,26 @@ def is_outage(exc: RPCError) -> bool:
 
 def task_in_failed_state(exc: RPCError) -> bool:
     """Temporal refused a query or an update because the run's workflow task is on its
-    third or later attempt (failed or timed out twice in a row): nothing was recorded."""
-    return "Workflow Task in failed state" in str(exc.message or exc)
+    third or later attempt (failed or timed out twice in a row): ``FAILED_PRECONDITION``
+    carrying a ``WorkflowNotReadyFailure``, told apart by type, not by its wording.
+
+    For an update this says nothing about whether it was recorded: the server checks the
+    attempt before it looks the update id up, so the SDK's own re-send of an update the
+    run had already accepted gets this answer too (tests/test_approval_unknown_outcome.py).
+    """
+    if exc.status != RPCStatusCode.FAILED_PRECONDITION:
+        return False
+    return any(d.Is(WorkflowNotReadyFailure.DESCRIPTOR) for d in exc.grpc_status.details)
 
 
 def update_not_taken(run_id: str, what: str) -> str:
-    """The one line for an update Temporal would not deliver to a struggling run."""
+    """The one line for an update Temporal answered with "workflow task in failed state"."""
     return (
-        f"{run_id} cannot take the {what} right now: its workflow task failed or timed out "
-        "twice in a row (an overloaded or failing worker; the worker log says which), so "
-        f"Temporal refused the {what} before recording it; send it again once the run's "
-        "tasks complete (`stead status` answers again)"
+        f"{run_id} did not answer the {what}: its workflow task failed or timed out twice "
+        "in a row (an overloaded or failing worker; the worker log says which), and Temporal "
+        f"refused the request. Whether the {what} was recorded is unknown (one the run had "
+        "already accepted gets this answer too): `stead status` or `stead pending` says "
+        f"what still waits once the run's tasks complete; sending it again is safe"
     )
 
 

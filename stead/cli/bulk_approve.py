@@ -14,7 +14,8 @@ vote does not stop the others, and the exit code says whether any was refused.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import typer
@@ -23,15 +24,19 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from stead.cli._common import (
     console,
+    err_console,
     fails_cleanly,
+    is_outage,
     principal_id,
     print_json,
     settings,
+    task_in_failed_state,
     tenant_id,
     with_client,
 )
@@ -39,12 +44,18 @@ from stead.cli.runs import (
     ApproverToken,
     ApproverTokenFile,
     flagged_runs,
-    pending_of,
     send_approval,
 )
 from stead.contracts.run import PendingApproval, Plan, Verdict
-from stead.errors import SteadError
+from stead.errors import SteadError, UpdateNotTaken
 from stead.settings import Settings
+
+# A vote Temporal answered instead of the run is sent again, at most this many times in
+# all, with a pause that doubles (1, 2, 4, 8 s): enough for an overloaded worker to
+# catch up on a run's workflow tasks, bounded so the command ends with a report.
+ATTEMPTS = 5
+FIRST_PAUSE_S = 1.0
+MAX_PAUSE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -64,14 +75,30 @@ class Selection:
 
 @dataclass(frozen=True)
 class Vote:
-    """What one run answered to its vote: ``error`` is None when the update was accepted."""
+    """What one run answered to its vote: ``error`` is None when the update was accepted.
+
+    ``unknown``: Temporal, not the run, answered (the run's workflow task failing or
+    timing out, Temporal too slow or away), so whether the vote was recorded is not
+    known; ``moved_on``: after such an answer the step no longer waited when it was
+    listed again (the vote was recorded, or someone else's decided it).
+    """
 
     run_id: str
     step_id: str
     error: str | None = None
+    unknown: bool = False
+    attempts: int = 1
+    moved_on: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "step_id": self.step_id, "error": self.error}
+        return {
+            "run_id": self.run_id,
+            "step_id": self.step_id,
+            "error": self.error,
+            "unknown": self.unknown,
+            "attempts": self.attempts,
+            "moved_on": self.moved_on,
+        }
 
 
 def register(app: typer.Typer) -> None:
@@ -97,13 +124,26 @@ def approve_all(
     concurrency: Annotated[
         int, typer.Option(min=1, max=256, help="Runs asked and voted on at a time.")
     ] = 32,
+    attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            help="Rounds in all for votes Temporal answered instead of the run (unknown "
+            "outcome); each round lists again what still waits.",
+        ),
+    ] = ATTEMPTS,
     token: ApproverToken = None,
     token_file: ApproverTokenFile = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Approve (or --reject) every matching waiting step of a tenant, one proven vote per run.
 
-    Exits 0 when every vote was accepted (or nothing matched), 1 when any was refused.
+    A vote Temporal answered instead of the run (an overloaded worker's run whose workflow
+    task timed out twice, Temporal slow) has an unknown outcome: the run is asked again
+    what still waits and the vote resent, for up to --attempts rounds. Exits 0 when every
+    vote was accepted or its step no longer waits (or nothing matched), 1 when any was
+    refused by its run or is still unknown after the last round.
     """
     from stead.cli.identity import principal_token_input
 
@@ -114,9 +154,14 @@ def approve_all(
 
     ballot = None if dry_run else Ballot(principal, verdict, comment, raw_token)
     chosen, votes = with_client(
-        lambda client: vote_on_matching(client, cfg, selection, ballot, concurrency)
+        lambda client: vote_on_matching(
+            client, cfg, selection, ballot, concurrency, attempts, on_round=said_again
+        )
     )
-    refused = [v for v in votes if v.error is not None]
+    refused = [v for v in votes if v.error is not None and not v.unknown]
+    unknown = [v for v in votes if v.unknown]
+    moved_on = [v for v in votes if v.moved_on]
+    accepted = len(votes) - len(refused) - len(unknown) - len(moved_on)
     if json_out:
         print_json(
             {
@@ -124,8 +169,11 @@ def approve_all(
                 "verdict": verdict,
                 "dry_run": dry_run,
                 "matched": len(chosen),
-                "accepted": len(votes) - len(refused),
+                "accepted": accepted,
                 "refused": len(refused),
+                "unknown": len(unknown),
+                "no_longer_waiting": len(moved_on),
+                "retried": sum(v.attempts > 1 for v in votes),
                 "runs": [v.as_json() for v in votes]
                 if not dry_run
                 else [{"run_id": p.workflow_id, "step_id": p.step_id} for p in chosen],
@@ -138,14 +186,31 @@ def approve_all(
     else:
         for v in refused:
             console.print(f"refused: {v.run_id} {v.step_id}: {v.error}", highlight=False)
+        for v in unknown:
+            console.print(
+                f"unknown after {v.attempts} attempt(s): {v.run_id} {v.step_id}: {v.error}",
+                highlight=False,
+            )
         console.print(
-            f"{verdict}d {len(votes) - len(refused)} of {len(chosen)} waiting steps of "
-            f"{tenant} as {principal}" + (f"; {len(refused)} refused" if refused else ""),
+            f"{verdict}d {accepted} of {len(chosen)} waiting steps of {tenant} as {principal}"
+            + (f"; {len(moved_on)} no longer waiting after a retry" if moved_on else "")
+            + (f"; {len(refused)} refused" if refused else "")
+            + (f"; {len(unknown)} unknown (list them: stead pending)" if unknown else ""),
             highlight=False,
             markup=False,
         )
-    if refused:
+    if refused or unknown:
         raise typer.Exit(1)
+
+
+def said_again(attempt: int, runs: int, pause: float) -> None:
+    """One line on stderr per round that ends with unknown outcomes (stdout stays JSON)."""
+    err_console.print(
+        f"round {attempt}: {runs} run(s) with an unknown outcome (Temporal answered, not "
+        f"the run); asking them again in {pause:.0f} s",
+        highlight=False,
+        markup=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -164,6 +229,9 @@ async def vote_on_matching(
     selection: Selection,
     ballot: Ballot | None,
     concurrency: int,
+    attempts: int = 1,
+    first_pause_s: float = FIRST_PAUSE_S,
+    on_round: Callable[[int, int, float], None] | None = None,
 ) -> tuple[list[PendingApproval], list[Vote]]:
     """Ask each flagged run of the tenant what waits, and vote on what matches right
     away, ``concurrency`` runs at a time; with no ``ballot`` only list what matches.
@@ -171,16 +239,23 @@ async def vote_on_matching(
     Asking and voting back to back means a run evicted from its worker's cache replays
     once, to answer, and is still cached when its vote arrives; listing all runs first
     and voting after would replay each of thousands twice.
+
+    A vote whose outcome is unknown (Temporal answered, not the run) is retried, up to
+    ``attempts`` rounds in all: each round first asks the run again what still waits, so
+    a vote that was recorded after all is not sent twice (and if it were, the run would
+    refuse a second vote by the same approver: votes are idempotent). ``on_round`` hears
+    (round, runs to ask again, pause in seconds) before each pause.
     """
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(handle: WorkflowHandle[Any, Any]) -> tuple[list[PendingApproval], list[Vote]]:
+    async def one(
+        handle: WorkflowHandle[Any, Any],
+    ) -> tuple[list[PendingApproval] | None, list[Vote]]:
         async with gate:
-            chosen = [
-                p
-                for p in await pending_of(handle)
-                if p.tenant == selection.tenant and selection.matches(p)
-            ]
+            waiting = await asked(handle)
+            if waiting is None:
+                return None, []
+            chosen = [p for p in waiting if p.tenant == selection.tenant and selection.matches(p)]
             playbook = selection.playbook
             if chosen and playbook is not None and await planned_from(handle) != playbook:
                 chosen = []
@@ -188,8 +263,66 @@ async def vote_on_matching(
                 return chosen, []
             return chosen, [await vote(client, cfg, p, ballot) for p in chosen]
 
-    answers = await asyncio.gather(*map(one, await flagged_runs(client, selection.tenant)))
-    return [p for chosen, _ in answers for p in chosen], [v for _, votes in answers for v in votes]
+    handles = await flagged_runs(client, selection.tenant)
+    chosen: dict[tuple[str, str], PendingApproval] = {}
+    final: dict[tuple[str, str], Vote] = {}
+    for attempt in range(1, max(attempts, 1) + 1):
+        again: list[WorkflowHandle[Any, Any]] = []
+        for handle, (waiting, votes) in zip(
+            handles, await asyncio.gather(*map(one, handles)), strict=True
+        ):
+            if waiting is None:
+                final[(handle.id, "")] = Vote(
+                    handle.id, "", "Temporal did not let the run answer what waits",
+                    unknown=True, attempts=attempt,
+                )  # fmt: skip
+                again.append(handle)
+                continue
+            final.pop((handle.id, ""), None)
+            still = {(p.workflow_id, p.step_id) for p in waiting}
+            for key, earlier in list(final.items()):
+                if key[0] == handle.id and earlier.unknown and key not in still:
+                    final[key] = replace(earlier, error=None, unknown=False, moved_on=True)
+            for p in waiting:
+                chosen.setdefault((p.workflow_id, p.step_id), p)
+            for v in votes:
+                final[(v.run_id, v.step_id)] = replace(v, attempts=attempt)
+            if any(v.unknown for v in votes):
+                again.append(handle)
+        if ballot is None or not again or attempt == attempts:
+            break
+        pause = min(first_pause_s * 2 ** (attempt - 1), MAX_PAUSE_S)
+        if on_round is not None:
+            on_round(attempt, len(again), pause)
+        await asyncio.sleep(pause)
+        handles = again
+    if ballot is None:
+        return list(chosen.values()), []
+    return list(chosen.values()), list(final.values())
+
+
+async def asked(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval] | None:
+    """The run's own list of waiting steps; none if it closed, None if Temporal would not
+    let it answer right now (its workflow task failing, Temporal slow or away)."""
+    try:
+        waiting: list[PendingApproval] = await handle.query(
+            "pending_approvals", result_type=list[PendingApproval]
+        )
+    except RPCError as exc:
+        return None if transient(exc) else []
+    except (WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        return []
+    return waiting
+
+
+def transient(exc: RPCError) -> bool:
+    """Temporal answered instead of the run, for a reason that passes: by status and
+    error type, never by the message's wording."""
+    return (
+        is_outage(exc)
+        or exc.status == RPCStatusCode.RESOURCE_EXHAUSTED
+        or (task_in_failed_state(exc))
+    )
 
 
 async def planned_from(handle: WorkflowHandle[Any, Any]) -> str | None:
@@ -214,8 +347,16 @@ async def vote(client: Client, cfg: Settings, pending: PendingApproval, ballot: 
             comment=ballot.comment,
             raw_token=ballot.raw_token,
         )
+    except UpdateNotTaken as exc:
+        return Vote(pending.workflow_id, pending.step_id, exc.message, unknown=True)
     except SteadError as exc:
         return Vote(pending.workflow_id, pending.step_id, exc.message)
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        why = "Temporal did not answer in time; the vote may have been recorded"
+        return Vote(pending.workflow_id, pending.step_id, why, unknown=True)
     except RPCError as exc:
-        return Vote(pending.workflow_id, pending.step_id, f"Temporal: {exc.message}")
+        return Vote(
+            pending.workflow_id, pending.step_id, f"Temporal: {exc.message}",
+            unknown=transient(exc),
+        )  # fmt: skip
     return Vote(pending.workflow_id, pending.step_id)

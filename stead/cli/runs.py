@@ -61,7 +61,13 @@ from stead.contracts.run import (
     Verdict,
 )
 from stead.contracts.search_attributes import start_search_attributes
-from stead.errors import ApprovalRefused, CancelRefused, ConfigError, TemporalUnavailable
+from stead.errors import (
+    ApprovalRefused,
+    CancelRefused,
+    ConfigError,
+    TemporalUnavailable,
+    UpdateNotTaken,
+)
 from stead.runs.actions import ActionCount, count_actions, run_histories
 from stead.runs.fairness import run_priority
 from stead.settings import Settings
@@ -548,7 +554,7 @@ async def submit_approval(
         if is_outage(exc):
             raise temporal_unavailable(exc) from None
         if task_in_failed_state(exc):
-            raise ConfigError(update_not_taken(run_id, "approval")) from None
+            raise UpdateNotTaken(update_not_taken(run_id, "approval")) from None
         raise ConfigError(f"cannot reach run {run_id}: {exc.message}") from None
     match = [p for p in waiting if p.step_id == step_id]
     if not match:
@@ -611,7 +617,7 @@ async def send_approval(
         raise ApprovalRefused(f"approval refused: {reason}") from None
     except RPCError as exc:
         if task_in_failed_state(exc):
-            raise ConfigError(update_not_taken(run_id, "approval")) from None
+            raise UpdateNotTaken(update_not_taken(run_id, "approval")) from None
         raise
     return {
         "run_id": run_id,
@@ -665,7 +671,7 @@ def cancel(
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise ConfigError(f"run {run_id} is not running (unknown or finished)") from None
         if task_in_failed_state(exc):
-            raise ConfigError(update_not_taken(run_id, "cancel")) from None
+            raise UpdateNotTaken(update_not_taken(run_id, "cancel")) from None
         raise ConfigError(f"cannot cancel {run_id}: {exc.message}") from None
     proof = "proven by token" if token else "claimed"
     console.print(
