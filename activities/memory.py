@@ -43,7 +43,13 @@ from stead.memory.contracts import (
 from stead.memory.errors import MemoryConflict, MemoryUnavailable
 from stead.memory.indexer import RUN_SUMMARIES
 from stead.memory.routed import EMBEDDER_MISMATCH
-from stead.memory.sealing import SEAL_REFUSED, SealMemo, seal_problem
+from stead.memory.sealing import (
+    SEAL_REFUSED,
+    SealedTermsRefused,
+    SealMemo,
+    open_terms,
+    seal_problem,
+)
 from stead.memory.service import MemoryService
 from stead.runs.scope import ScopeClaim, tenant_scoped
 from stead.vector import VectorIndexMismatch, VectorIndexUnavailable, VectorPoint
@@ -164,6 +170,7 @@ class MemoryActivities:
     async def index_op(self, req: IndexOp) -> IndexOpResult:
         """One index call for a process that cannot open the embedded shard itself."""
         self._require_seal(INDEX_OP_WORKFLOW, req)
+        query_terms, point_terms = self._open_terms(req)
         embedder = self._service.embedder
         if req.embedder != embedder.name or req.dim != embedder.dim:
             raise ApplicationError(
@@ -178,27 +185,48 @@ class MemoryActivities:
             if req.op == "ensure":
                 await index.ensure_collection(req.dim)
             elif req.op == "upsert":
-                await index.upsert([VectorPoint.model_validate(p) for p in req.points])
+                await index.upsert(
+                    [
+                        VectorPoint.model_validate({**p, "terms": point_terms.get(str(p["id"]))})
+                        for p in req.points
+                    ]
+                )
             elif req.op == "delete":
                 await index.delete(_tenant(req), req.ids)
             elif req.op == "count":
                 return IndexOpResult(count=await index.count(_tenant(req)))
             elif req.op == "hybrid":
-                terms = None if req.terms is None else TermVector.model_validate(req.terms)
                 found = await index.hybrid(
-                    _tenant(req), req.vector or None, terms, req.k, req.namespaces
+                    _tenant(req), req.vector or None, query_terms, req.k, req.namespaces
                 )
                 return IndexOpResult(
                     hits=tuple(h.model_dump(mode="json") for h in found.dense),
                     lexical=tuple(h.model_dump(mode="json") for h in found.lexical),
                 )
             elif req.op == "set_terms":
-                wanted = {i: TermVector.model_validate(t) for i, t in req.term_points.items()}
-                return IndexOpResult(ids=tuple(await index.set_terms(_tenant(req), wanted)))
+                return IndexOpResult(ids=tuple(await index.set_terms(_tenant(req), point_terms)))
             else:
                 hits = await index.query(_tenant(req), req.vector, req.k, req.namespaces)
                 return IndexOpResult(hits=tuple(h.model_dump(mode="json") for h in hits))
         return IndexOpResult()
+
+    def _open_terms(self, req: IndexOp) -> tuple[TermVector | None, dict[str, TermVector]]:
+        """The question's and the points' term vectors, which travel sealed (`seal_terms`)."""
+        if req.sealed_terms is None:
+            return None, {}
+        workflow_id = (activity.info().workflow_id or "") if activity.in_activity() else ""
+        try:
+            opened = open_terms(self._integrity or b"", workflow_id, req.sealed_terms)
+            query, points = opened.get("query"), opened.get("points") or {}
+            if not isinstance(points, dict):
+                raise ValueError("the sealed terms' points are not an object")
+            return (
+                None if query is None else TermVector.model_validate(query),
+                {i: TermVector.model_validate(t) for i, t in points.items()},
+            )
+        except (SealedTermsRefused, ValueError) as exc:
+            log.warning("refused %s: %s", INDEX_OP_WORKFLOW, exc)
+            raise ApplicationError(str(exc), type=SEAL_REFUSED, non_retryable=True) from None
 
     def _require_seal(self, purpose: str, req: IndexOp | MaintenanceInput) -> None:
         """Refuse (non-retryable, nothing done) an input not sealed for this workflow.

@@ -10,6 +10,7 @@ refused with a clear reason, execute nothing, and leave the victim's data intact
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -48,14 +49,24 @@ from stead.memory.contracts import (
     ReindexResult,
 )
 from stead.memory.routed import WorkerRoutedIndex
-from stead.memory.sealing import INDEX_OP_TTL, SEAL_REFUSED, SealMemo, seal, seal_problem
+from stead.memory.sealing import (
+    INDEX_OP_TTL,
+    SEAL_REFUSED,
+    SealedTermsRefused,
+    SealMemo,
+    open_terms,
+    seal,
+    seal_problem,
+    seal_terms,
+)
 from stead.memory.service import MemoryService
 from stead.runs.scope import SCOPE_REFUSED, RunScope, ScopeClaim
 from stead.settings import Settings
 from stead.temporal import connect
 from stead.vector import EdgeVectorIndex, VectorIndexUnavailable
+from stead.vector.terms import document_terms, query_terms
 from tests.conftest import WorkerHandle
-from tests.runs import configure_tenant, playbook, start_run
+from tests.runs import POLL_INTERVAL, POLL_SECONDS, configure_tenant, playbook, start_run
 from tests.scope_support import admit_run, integrity_secret
 from tests.test_memory_support import EMBEDDER, new_tenant, open_service, query, remember, utcnow
 from workflows.memory import MemoryIndexOpWorkflow, MemoryPurgeWorkflow, MemoryReindexWorkflow
@@ -819,3 +830,71 @@ async def test_attacker_workflow_code_cannot_have_a_victims_continuation_sealed(
                 execution_timeout=timedelta(seconds=60),
             )
             assert outcome.startswith(f"{SCOPE_REFUSED}: ") and expected in outcome, outcome
+
+
+async def test_routed_term_vectors_reach_history_sealed_never_in_the_clear(
+    memory_worker: MemoryWorker, stack: Settings
+) -> None:
+    """Hashed token ids are words to anyone with a dictionary: the question's and the
+    points' term vectors cross Temporal history only encrypted, and the worker opens them."""
+    victim = await victim_with_memories(memory_worker)
+    routed = WorkerRoutedIndex(
+        memory_worker.client,
+        memory_worker.task_queue,
+        embedder=EMBEDDER.name,
+        dim=EMBEDDER.dim,
+        integrity=integrity_secret(stack),
+    )
+    terms = query_terms("when are salaries paid")
+    assert terms is not None
+    found = await routed.hybrid(victim, None, terms, 10)
+    assert found.lexical, "the worker ranked the exact terms it opened"
+    fact = document_terms("salaries are paid on the 25th")
+    assert await routed.set_terms(victim, {str(uuid.uuid4()): fact}) == []
+
+    inputs = await index_op_inputs(memory_worker, want=2)
+    sealed = [op for op in inputs if op.sealed_terms]
+    assert len(sealed) >= 2
+    hashed = {*terms.indices, *fact.indices}
+    for op in inputs:
+        assert not hashed & integers_in(op.model_dump(mode="json")), op
+
+
+def integers_in(value: object) -> set[int]:
+    """Every integer in a JSON value (a term id in the clear would be one)."""
+    if isinstance(value, bool):
+        return set()
+    if isinstance(value, int):
+        return {value}
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return set().union(*(integers_in(v) for v in value))
+    return set()
+
+
+async def index_op_inputs(memory_worker: MemoryWorker, *, want: int) -> list[IndexOp]:
+    """Every ``memory.index_op`` input on the worker's queue, as Temporal recorded it."""
+    query_text = (
+        f"WorkflowType = '{INDEX_OP_WORKFLOW}' AND TaskQueue = '{memory_worker.task_queue}'"
+    )
+    for _ in range(int(POLL_SECONDS / POLL_INTERVAL)):
+        ids = [w.id async for w in memory_worker.client.list_workflows(query_text)]
+        if len(ids) >= want:
+            break
+        await asyncio.sleep(POLL_INTERVAL)
+    inputs: list[IndexOp] = []
+    for wid in ids:
+        history = await memory_worker.client.get_workflow_handle(wid).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        inputs.append(IndexOp.model_validate_json(started.input.payloads[0].data))
+    return inputs
+
+
+def test_sealed_terms_open_only_for_their_workflow_and_key() -> None:
+    secret, other = b"\x02" * 32, b"\x03" * 32
+    sealed = seal_terms(secret, "memory-index-a", {"query": None, "points": {}})
+    assert open_terms(secret, "memory-index-a", sealed) == {"query": None, "points": {}}
+    for key, wid in ((secret, "memory-index-b"), (other, "memory-index-a")):
+        with pytest.raises(SealedTermsRefused):
+            open_terms(key, wid, sealed)

@@ -271,10 +271,10 @@ class IndexOp(Closed):
     tenant: TenantId | None = None
     points: tuple[dict[str, JsonValue], ...] = ()
     vector: tuple[float, ...] = ()
-    # hybrid: the question's term vector ({"indices": [...], "values": [...]}), None for
-    # none; set_terms: point id -> term vector. Hashed token ids only, never the text.
-    terms: dict[str, JsonValue] | None = None
-    term_points: dict[str, dict[str, JsonValue]] = Field(default_factory=dict)
+    # The question's term vector (hybrid) and point id -> term vector (upsert, set_terms),
+    # as {"query": ..., "points": {...}}, encrypted by `stead.memory.sealing.seal_terms`:
+    # hashed token ids are words to anyone with a dictionary, and this input is history.
+    sealed_terms: str | None = None
     k: int = Field(default=10, ge=1, le=1_000)
     namespaces: tuple[str, ...] | None = None
     ids: tuple[str, ...] = ()

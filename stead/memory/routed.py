@@ -3,8 +3,9 @@
 The embedded Qdrant engine lets one process open a shard. The CLI therefore asks
 the worker to make each index call for it: a short workflow on the worker's task
 queue runs the `memory.index_op` activity against the worker's own index. Only
-vectors and content-free payloads travel (the CLI reads and writes Postgres itself),
-so memory content never enters Temporal history on this path. No worker answering
+vectors and content-free payloads travel in the clear (the CLI reads and writes
+Postgres itself), and term vectors sealed (`seal_terms`), so memory content never
+enters Temporal history on this path. No worker answering
 makes the index unavailable, which degrades recall and leaves writes for reindex,
 exactly as an unreachable Qdrant server would.
 """
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from pydantic import JsonValue
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -24,7 +26,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError
 
 from stead.memory.contracts import INDEX_OP_WORKFLOW, IndexOp, IndexOpResult
-from stead.memory.sealing import INDEX_OP_TTL, SEAL_REFUSED, seal
+from stead.memory.sealing import INDEX_OP_TTL, SEAL_REFUSED, seal, seal_terms
 from stead.vector import VectorHit, VectorIndexMismatch, VectorIndexUnavailable, VectorPoint
 from stead.vector.index import HybridHits, TermVector
 
@@ -57,8 +59,9 @@ class WorkerRoutedIndex:
 
     async def upsert(self, points: Sequence[VectorPoint]) -> None:
         if points:
-            dumped = tuple(p.model_dump(mode="json") for p in points)
-            await self._call(self._op("upsert", points=dumped))
+            dumped = tuple(p.model_dump(mode="json", exclude={"terms"}) for p in points)
+            terms = {str(p.id): p.terms.model_dump(mode="json") for p in points if p.terms}
+            await self._call(self._op("upsert", points=dumped), points=terms)
 
     async def query(
         self,
@@ -91,10 +94,10 @@ class WorkerRoutedIndex:
                 "hybrid",
                 tenant=tenant,
                 vector=tuple(vector or ()),
-                terms=None if terms is None else terms.model_dump(mode="json"),
                 k=k,
                 namespaces=None if namespaces is None else tuple(namespaces),
-            )
+            ),
+            query=None if terms is None else terms.model_dump(mode="json"),
         )
         return HybridHits(
             dense=tuple(VectorHit.model_validate(hit) for hit in result.hits),
@@ -105,9 +108,7 @@ class WorkerRoutedIndex:
         if not terms:
             return []
         points = {i: t.model_dump(mode="json") for i, t in terms.items()}
-        return list(
-            (await self._call(self._op("set_terms", tenant=tenant, term_points=points))).ids
-        )
+        return list((await self._call(self._op("set_terms", tenant=tenant), points=points)).ids)
 
     async def delete(self, tenant: str, point_ids: Sequence[str]) -> None:
         if point_ids:
@@ -124,13 +125,25 @@ class WorkerRoutedIndex:
             {"op": op, "embedder": self._embedder, "dim": self._dim, **fields}
         )
 
-    async def _call(self, op: IndexOp) -> IndexOpResult:
+    async def _call(
+        self,
+        op: IndexOp,
+        *,
+        query: dict[str, JsonValue] | None = None,
+        points: Mapping[str, dict[str, JsonValue]] | None = None,
+    ) -> IndexOpResult:
+        """Run ``op`` on the worker; term vectors (``query``, ``points``) go sealed."""
         where = f"the worker on task queue {self._task_queue!r}"
         try:
             if not self._checked:
                 await self._require_poller(where)
                 self._checked = True
             workflow_id = f"memory-index-{uuid.uuid4().hex}"
+            if query is not None or points:
+                terms: dict[str, JsonValue] = {"query": query, "points": dict(points or {})}
+                op = op.model_copy(
+                    update={"sealed_terms": seal_terms(self._integrity, workflow_id, terms)}
+                )
             # Sealed for this workflow id: the worker refuses an index call nobody
             # holding the integrity secret made (stead/memory/sealing.py).
             sealed = seal(

@@ -18,13 +18,19 @@ that holds the embedded shard also remembers each seal's run until it expires
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
+import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Final, TypeVar
 
-from pydantic import BaseModel
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, JsonValue
 
 from stead.contracts.run import canonical_json
 from stead.memory.contracts import IndexOp, IntegritySeal, MaintenanceInput
@@ -33,6 +39,8 @@ INDEX_OP_TTL: Final = timedelta(minutes=2)
 MAINTENANCE_TTL: Final = timedelta(minutes=10)
 SEAL_REFUSED: Final = "SealRefused"
 _LABEL: Final = b"stead.memory.sealed-input/v1"
+_TERMS_LABEL: Final = b"stead.memory.index-op-terms/v1"
+_NONCE: Final = 12
 _MEMO_ENTRIES: Final = 65_536
 
 Sealable = TypeVar("Sealable", IndexOp, MaintenanceInput)
@@ -132,3 +140,42 @@ class SealMemo:
             f"the seal for workflow {sealed.workflow_id!r} was already used by run {first[0]!r}; "
             "a sealed input is good for one run"
         )
+
+
+class SealedTermsRefused(ValueError):
+    """The sealed terms of an index call do not open with this worker's secret."""
+
+
+def _terms_cipher(secret: bytes) -> AESGCM:
+    return AESGCM(hmac.new(secret, _TERMS_LABEL, hashlib.sha256).digest())
+
+
+def seal_terms(secret: bytes, workflow_id: str, terms: Mapping[str, JsonValue]) -> str:
+    """``terms`` encrypted for the worker, bound to ``workflow_id``.
+
+    Term vectors are hashed token ids: anyone with a dictionary of hashed words reads a
+    memory's bag of words (or a question's) back from them. The routed index call's
+    input is workflow history, so they travel encrypted under a key derived from the
+    integrity secret both ends already hold; the embedding beside them does not.
+    """
+    nonce = os.urandom(_NONCE)
+    plain = canonical_json(dict(terms)).encode()
+    return base64.b64encode(
+        nonce + _terms_cipher(secret).encrypt(nonce, plain, workflow_id.encode())
+    ).decode()
+
+
+def open_terms(secret: bytes, workflow_id: str, sealed: str) -> dict[str, JsonValue]:
+    """What ``seal_terms`` sealed for ``workflow_id``; SealedTermsRefused otherwise."""
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+        plain = _terms_cipher(secret).decrypt(raw[:_NONCE], raw[_NONCE:], workflow_id.encode())
+    except (ValueError, InvalidTag):
+        raise SealedTermsRefused(
+            f"the index call's terms do not open for workflow {workflow_id!r}: "
+            "sealed with another key or for another workflow"
+        ) from None
+    opened = json.loads(plain)
+    if not isinstance(opened, dict):
+        raise SealedTermsRefused("the index call's sealed terms are not an object")
+    return opened
