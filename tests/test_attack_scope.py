@@ -128,6 +128,17 @@ def index_op(op: str, tenant: str, **fields: Any) -> IndexOp:
     )
 
 
+def routed_index(memory_worker: MemoryWorker, integrity: bytes) -> WorkerRoutedIndex:
+    """The CLI's way to the worker's shard, sealing with ``integrity``."""
+    return WorkerRoutedIndex(
+        memory_worker.client,
+        memory_worker.task_queue,
+        embedder=EMBEDDER.name,
+        dim=EMBEDDER.dim,
+        integrity=integrity,
+    )
+
+
 async def refusal(client: Client, task_queue: str, name: str, arg: Any, wid: str) -> str:
     """Start ``name`` directly on Temporal; the ApplicationError that failed it."""
     with pytest.raises(WorkflowFailureError) as failed:
@@ -303,13 +314,7 @@ async def test_routing_with_the_wrong_integrity_secret_degrades_instead_of_answe
     memory_worker: MemoryWorker,
 ) -> None:
     victim = await victim_with_memories(memory_worker)
-    routed = WorkerRoutedIndex(
-        memory_worker.client,
-        memory_worker.task_queue,
-        embedder=EMBEDDER.name,
-        dim=EMBEDDER.dim,
-        integrity=b"\x01" * 32,
-    )
+    routed = routed_index(memory_worker, b"\x01" * 32)
 
     with pytest.raises(VectorIndexUnavailable, match=r"refused the index call.*does not match"):
         await routed.query(victim, EMBEDDER.embed_sync(["salaries"])[0], 10)
@@ -320,13 +325,7 @@ async def test_routed_calls_with_the_workers_secret_still_work(
     memory_worker: MemoryWorker, stack: Settings
 ) -> None:
     victim = await victim_with_memories(memory_worker)
-    routed = WorkerRoutedIndex(
-        memory_worker.client,
-        memory_worker.task_queue,
-        embedder=EMBEDDER.name,
-        dim=EMBEDDER.dim,
-        integrity=integrity_secret(stack),
-    )
+    routed = routed_index(memory_worker, integrity_secret(stack))
     async with open_service(stack, routed) as cli_side:
         found = await cli_side.recall(query(victim, "when are salaries paid"))
 
@@ -838,13 +837,7 @@ async def test_routed_term_vectors_reach_history_sealed_never_in_the_clear(
     """Hashed token ids are words to anyone with a dictionary: the question's and the
     points' term vectors cross Temporal history only encrypted, and the worker opens them."""
     victim = await victim_with_memories(memory_worker)
-    routed = WorkerRoutedIndex(
-        memory_worker.client,
-        memory_worker.task_queue,
-        embedder=EMBEDDER.name,
-        dim=EMBEDDER.dim,
-        integrity=integrity_secret(stack),
-    )
+    routed = routed_index(memory_worker, integrity_secret(stack))
     terms = query_terms("when are salaries paid")
     assert terms is not None
     found = await routed.hybrid(victim, None, terms, 10)
