@@ -32,9 +32,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TaskQueueKind
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import PollWorkflowTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from stead.audit.log import list_events
 from stead.cli._common import task_in_failed_state
@@ -118,9 +120,41 @@ async def parked_run(stack: Settings) -> AsyncIterator[Parked]:
 
 async def stuck(run: Parked) -> None:
     """With the worker frozen: an event the run needs a workflow task for (a signal it
-    ignores), then wait until its task is on the third attempt (updates refused)."""
+    ignores), then wait until its task is on the third attempt (updates refused).
+
+    The frozen worker alone cannot be relied on to start those attempts: only polls it
+    had open before SIGSTOP can take a task, and how many it had (none, once they were
+    answered) is the worker's scheduling. A fresh clone's CI run stopped at attempt 2
+    and waited out the bound. So this test also polls the run's queue itself and never
+    answers what it takes: every attempt is started and times out (1 s) for certain."""
     await run.handle.signal("nudge")
-    await until(lambda: in_failed_state(run.handle), "a third workflow-task attempt")
+    thief = asyncio.ensure_future(take_and_drop_tasks(run.client, run.queue))
+    try:
+        await until(lambda: in_failed_state(run.handle), "a third workflow-task attempt")
+    finally:
+        thief.cancel()
+        await asyncio.gather(thief, return_exceptions=True)
+
+
+async def take_and_drop_tasks(client: Client, queue: str) -> None:
+    """Poll ``queue`` for workflow tasks like a worker that hangs on each one.
+
+    A task sticky to the frozen worker reaches this normal queue once its sticky
+    schedule-to-start timeout passes. Each poll asks for at most 5 s (the server's
+    shortest long poll is 2 s), so a poll left open by the cancel ends soon after."""
+    request = PollWorkflowTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+        identity="test: takes workflow tasks and never answers",
+    )
+    while True:
+        try:
+            await client.workflow_service.poll_workflow_task_queue(
+                request, retry=False, timeout=timedelta(seconds=5)
+            )
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                raise
 
 
 def vote(client: Client, settings: Settings, pending: PendingApproval) -> Awaitable[Any]:
