@@ -49,6 +49,7 @@ def check(
     """
     # The worker's own list and the package it comes from: run this from the new build.
     import workflows
+    from workers.main import WORKFLOW_RUNNER
     from workers.registered import WORKFLOWS
 
     # Replaying a breaking run makes the SDK core log "Failing workflow task"; the
@@ -59,7 +60,10 @@ def check(
     closed = timedelta(hours=closed_hours) if closed_hours else None
 
     async def go(client: Client) -> ReplayReport:
-        return await replay_runs(client, WORKFLOWS, task_queue=queue, closed_within=closed)
+        return await replay_runs(
+            client, WORKFLOWS, task_queue=queue, closed_within=closed,
+            workflow_runner=WORKFLOW_RUNNER,
+        )  # fmt: skip
 
     report = with_client(go, cfg)
     code = str(Path(workflows.__file__).resolve().parent)
