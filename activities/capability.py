@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncpg
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.execution import CAPABILITY_REFUSED, refusal_event
+from activities.execution import refusal_event, refused_error
 from stead.audit.log import append_event
 from stead.capability import (
     MAX_TTL,
@@ -50,11 +49,7 @@ class CapabilityActivities:
         except CapabilityRefused as exc:
             async with tenant_transaction(self._pool, req.tenant) as conn:
                 await append_event(conn, refusal_event(req, exc))
-            raise ApplicationError(
-                f"capability refused ({exc.reason}): {exc.message}",
-                type=CAPABILITY_REFUSED,
-                non_retryable=True,
-            ) from None
+            raise refused_error(exc) from None
         async with tenant_transaction(self._pool, req.tenant) as conn:
             await store_grant(
                 conn,

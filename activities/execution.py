@@ -86,10 +86,29 @@ class ExecutionActivities:
 
     @activity.defn(name=names.ADAPTER_EXECUTE)
     @tenant_scoped(lambda req: ScopeClaim(req.tenant, (req.run.workflow_id,)))
+    async def execute(self, req: ExecuteStepInput) -> ExecuteStepOutput:
+        return await self.execute_admitted(req, None)
+
+    @property
+    def mints_inline(self) -> bool:
+        """This worker holds the authority: it mints on the transaction that spends."""
+        return isinstance(self._issuer, CapabilityAuthority)
+
     @observed_step  # step metrics and the step log line: stead/observability/steps.py
     @heartbeats
-    async def execute(self, req: ExecuteStepInput) -> ExecuteStepOutput:
+    async def execute_admitted(
+        self, req: ExecuteStepInput, admitted: effects.LedgerEntry | Exception | None
+    ) -> ExecuteStepOutput:
+        """Execute the step; ``admitted`` is what the caller's own transaction made of its
+        admission (``admit_in``: the fused step admits on its decision's transaction),
+        the error it raised, or None to admit here in a transaction of its own."""
         op, args = self._parse(req)
+        if admitted is None:
+            entry = await self._admit(req, op)
+        elif isinstance(admitted, Exception):
+            raise admitted
+        else:
+            entry = admitted
         ctx = OperationContext(
             tenant=req.tenant,
             principal=req.principal,
@@ -98,7 +117,6 @@ class ExecutionActivities:
             idempotency_key=req.idempotency_key,
             resources=self._resources,
         )
-        entry = await self._admit(req, op)
         if entry.status == "completed":
             return ExecuteStepOutput(
                 output=entry.result, replayed=True, usage=reported_usage(op, entry.result)
@@ -129,6 +147,24 @@ class ExecutionActivities:
         if usage is not None:
             observe_step_usage(req.tenant, req.step.operation, usage.tokens, usage.usd)
         return ExecuteStepOutput(output=output, usage=usage)
+
+    async def admit_in(
+        self, conn: asyncpg.Connection, req: ExecuteStepInput
+    ) -> effects.LedgerEntry:
+        """Mint, verify and spend the step's capability and record its intent, all on the
+        caller's ``tenant_transaction`` (which holds the step's just-recorded allow).
+
+        Only where ``mints_inline``. Raises ``CapabilityRefused`` (the caller audits it
+        once its transaction has rolled back: ``refusal_event``, ``refused_error``),
+        ``ApplicationError`` for a ledger conflict, ``UnknownOperation``.
+        """
+        assert isinstance(self._issuer, CapabilityAuthority)
+        # The arguments are parsed (and refused) by ``execute_admitted``; only the
+        # operation's side effect matters here.
+        op = self._catalog.get(req.step.operation)
+        scope = CapabilityScope.for_step(req)
+        token = await self._issuer.issue_in(conn, scope)
+        return await self._spend_and_begin(conn, req, op, scope, token)
 
     async def _adapter_failed(self, req: ExecuteStepInput, exc: AdapterError) -> NoReturn:
         """Retry what the adapter says may succeed; record anything else as the step's end."""
@@ -170,43 +206,52 @@ class ExecutionActivities:
         """Get, verify and spend the step's capability, and commit the intent with it.
 
         With the in-process authority, the decision check, the spend and the intent
-        share one transaction. The intent of a read with native idempotency needs no
-        fsync of its own: the completion's durable commit follows.
+        share one transaction.
         """
         scope = CapabilityScope.for_step(req)
-        inline = req.capability_grant is None and isinstance(self._issuer, CapabilityAuthority)
+        inline = req.capability_grant is None and self.mints_inline
         try:
             token = None if inline else await self._token(req, scope)
             async with tenant_transaction(self._pool, req.tenant) as conn:
                 if token is None:
                     assert isinstance(self._issuer, CapabilityAuthority)
                     token = await self._issuer.issue_in(conn, scope)
-                claims = await self._verify(conn, token, scope)
-                if op.side_effect == "read" and op.idempotency == "native":
-                    await commit_without_waiting_for_disk(conn)
-                await consume(conn, claims)
-                try:
-                    return await effects.begin(
-                        conn,
-                        tenant=req.tenant,
-                        key=req.idempotency_key,
-                        workflow_id=req.run.workflow_id,
-                        step_id=req.step.id,
-                        operation=req.step.operation,
-                        args_hash=scope.args_hash,
-                        decision_id=req.decision_id,
-                    )
-                except LedgerConflict as exc:
-                    raise ApplicationError(
-                        str(exc), type=LEDGER_CONFLICT, non_retryable=True
-                    ) from exc
+                return await self._spend_and_begin(conn, req, op, scope, token)
         except CapabilityRefused as exc:
             await self._refused(req, exc)
-            raise ApplicationError(
-                f"capability refused ({exc.reason}): {exc.message}",
-                type=CAPABILITY_REFUSED,
-                non_retryable=True,
-            ) from None
+            raise refused_error(exc) from None
+
+    async def _spend_and_begin(
+        self,
+        conn: asyncpg.Connection,
+        req: ExecuteStepInput,
+        op: Operation[Any, Any],
+        scope: CapabilityScope,
+        token: str,
+    ) -> effects.LedgerEntry:
+        """Verify and spend ``token`` and record the intent, on the caller's transaction.
+
+        The intent of a read with native idempotency needs no fsync of its own: the
+        completion's durable commit follows. Any other intent commits durably, before
+        the adapter acts.
+        """
+        claims = await self._verify(conn, token, scope)
+        if op.side_effect == "read" and op.idempotency == "native":
+            await commit_without_waiting_for_disk(conn)
+        await consume(conn, claims)
+        try:
+            return await effects.begin(
+                conn,
+                tenant=req.tenant,
+                key=req.idempotency_key,
+                workflow_id=req.run.workflow_id,
+                step_id=req.step.id,
+                operation=req.step.operation,
+                args_hash=scope.args_hash,
+                decision_id=req.decision_id,
+            )
+        except LedgerConflict as exc:
+            raise ApplicationError(str(exc), type=LEDGER_CONFLICT, non_retryable=True) from exc
 
     async def _token(self, req: ExecuteStepInput, scope: CapabilityScope) -> str:
         """The grant the authority minted ahead (edge steps), else a token minted now."""
@@ -289,6 +334,15 @@ def step_event(req: ExecuteStepInput, kind: str, extra: dict[str, JsonValue]) ->
             "args_hash": sha256_hex(req.step.args),
             **extra,
         },
+    )
+
+
+def refused_error(exc: CapabilityRefused) -> ApplicationError:
+    """What the step fails with once a refusal is audited: never retried."""
+    return ApplicationError(
+        f"capability refused ({exc.reason}): {exc.message}",
+        type=CAPABILITY_REFUSED,
+        non_retryable=True,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -114,6 +115,21 @@ class PolicyActivities:
         on the decision it just recorded. OPA is asked while the transaction is open
         but before the audit append takes the tenant's lock, so no lock waits on OPA.
         """
+        made = await self.evaluate_step_in(conn, req)
+        await made.record(conn)
+        made.observe()
+        return made.decision
+
+    async def evaluate_step_in(
+        self, conn: asyncpg.Connection, req: DecideStepInput
+    ) -> MadeDecision:
+        """Ask policy about one step, reading on the caller's transaction; nothing written.
+
+        The caller records the result (``MadeDecision.record``) in that transaction, or,
+        like the fused step (``activities/step.py``), writes the row, admits the effect on
+        it and appends the audit event last, so the tenant's append lock is held only
+        until the commit.
+        """
         started = time.perf_counter()
         problem, egress = self._inspect(req)
         opa_input: dict[str, Any] = {
@@ -167,20 +183,17 @@ class PolicyActivities:
                     approval=approval,
                     policy_revision=await self._opa.revision(),
                 )
-        eval_ms = (time.perf_counter() - started) * 1000
-        await _record_on(
-            conn,
-            req.tenant,
-            req.run.workflow_id,
-            req.run.run_id,
-            req.step.id,
-            "step",
-            decision,
-            opa_input,
-            eval_ms,
+        return MadeDecision(
+            tenant=req.tenant,
+            workflow_id=req.run.workflow_id,
+            run_id=req.run.run_id,
+            step_id=req.step.id,
+            kind="step",
+            decision=decision,
+            opa_input=opa_input,
+            eval_ms=(time.perf_counter() - started) * 1000,
+            operation=req.step.operation,
         )
-        observe_decision(req.tenant, "step", req.step.operation, decision, eval_ms / 1000)
-        return decision
 
     async def _tenant_spent(self, tenant: str, workflow_id: str) -> dict[str, Any]:
         """The tenant's month-to-date spend for its budget rules, read fresh for each decision."""
@@ -274,36 +287,86 @@ async def _record_on(
     eval_ms: float,
 ) -> None:
     """The decision row and its audit event, on the caller's transaction."""
-    await record_decision(
-        conn,
+    await MadeDecision(
         tenant=tenant,
         workflow_id=workflow_id,
+        run_id=run_id,
         step_id=step_id,
         kind=kind,
         decision=decision,
-        input_hash=sha256_hex(opa_input),
+        opa_input=opa_input,
         eval_ms=eval_ms,
-    )
-    await append_event(
-        conn,
-        AuditEvent(
-            tenant=tenant,
-            workflow_id=workflow_id,
-            run_id=run_id,
-            step_id=step_id,
-            kind=f"{kind}_decision",
-            actor="system:opa",
-            data={
-                "decision_id": decision.decision_id,
-                "outcome": decision.outcome,
-                "reasons": list(decision.reasons),
-                "blocked": decision.blocked,
-                "policy_revision": decision.policy_revision,
-                # What was decided: the audit names the plan, not only the outcome.
-                **_plan_hash(kind, opa_input),
-            },
-        ),
-    )
+    ).record(conn)
+
+
+@dataclass(frozen=True)
+class MadeDecision:
+    """A decision policy made, not yet recorded, with what its row and audit event need.
+
+    ``record`` writes both on the caller's transaction; the fused step writes the row
+    first (the capability authority reads it back before it mints), admits the effect
+    and appends the event last, and if that transaction rolls back it records the
+    decision again in one of its own (``record_row`` is idempotent per decision id).
+    """
+
+    tenant: str
+    workflow_id: str
+    run_id: str
+    step_id: str | None
+    kind: DecisionKind
+    decision: Decision
+    opa_input: dict[str, Any]
+    eval_ms: float
+    operation: str | None = None
+
+    @property
+    def allows_now(self) -> bool:
+        """An immediate allow: the step may execute on it without anyone's approval."""
+        return self.decision.outcome == "allow" and self.decision.blocked is None
+
+    async def record(self, conn: asyncpg.Connection) -> None:
+        await self.record_row(conn)
+        await self.append_event(conn)
+
+    async def record_row(self, conn: asyncpg.Connection) -> bool:
+        """The decision row; False when it was already stored (a retried transaction)."""
+        return await record_decision(
+            conn,
+            tenant=self.tenant,
+            workflow_id=self.workflow_id,
+            step_id=self.step_id,
+            kind=self.kind,
+            decision=self.decision,
+            input_hash=sha256_hex(self.opa_input),
+            eval_ms=self.eval_ms,
+        )
+
+    async def append_event(self, conn: asyncpg.Connection) -> None:
+        decision = self.decision
+        await append_event(
+            conn,
+            AuditEvent(
+                tenant=self.tenant,
+                workflow_id=self.workflow_id,
+                run_id=self.run_id,
+                step_id=self.step_id,
+                kind=f"{self.kind}_decision",
+                actor="system:opa",
+                data={
+                    "decision_id": decision.decision_id,
+                    "outcome": decision.outcome,
+                    "reasons": list(decision.reasons),
+                    "blocked": decision.blocked,
+                    "policy_revision": decision.policy_revision,
+                    # What was decided: the audit names the plan, not only the outcome.
+                    **_plan_hash(self.kind, self.opa_input),
+                },
+            ),
+        )
+
+    def observe(self) -> None:
+        """The decision's metrics, once it is recorded."""
+        observe_decision(self.tenant, self.kind, self.operation, self.decision, self.eval_ms / 1000)
 
 
 def _plan_hash(kind: DecisionKind, opa_input: dict[str, Any]) -> dict[str, object]:

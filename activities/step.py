@@ -4,11 +4,15 @@ The regular path costs two activity tasks per step (``policy.decide_step``, then
 ``adapter.execute``), each a round trip through the task queue and two more events in
 history. ``step.run`` does both on the run's own task queue, and governs exactly as
 they do, because it *is* their code: OPA is asked and the decision recorded and
-audited (``PolicyActivities.decide_step_in``), then the step executes through
-``ExecutionActivities.execute`` (a capability token minted for the recorded allow,
-verified and spent with the ledger intent, the effect exactly once per idempotency
-key, the completion audited). Anything but an immediate allow is returned to the
-workflow, which continues on the regular approval/decide/execute path.
+audited (``PolicyActivities.evaluate_step_in``, ``MadeDecision``), then the step
+executes through ``ExecutionActivities.execute_admitted`` (a capability token minted for
+the recorded allow, verified and spent with the ledger intent, the effect exactly once
+per idempotency key, the completion audited). Where the worker holds the capability
+authority the decision and that admission are one transaction: two per step in all
+(decision + intent, then completion) instead of three, and a decision is still never
+lost when the admission fails (``_decide_and_admit``). Anything but an immediate allow
+is returned to the workflow, which continues on the regular approval/decide/execute
+path.
 
 A retry (activity attempt > 1) first looks in the effect ledger. An intent there was
 written by an earlier attempt, and only ever after a recorded allow, so the effect may
@@ -35,15 +39,17 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.execution import ExecutionActivities
+from activities.execution import ExecutionActivities, refusal_event, refused_error
 from activities.heartbeat import heartbeats
-from activities.policy import PolicyActivities
+from activities.policy import MadeDecision, PolicyActivities
 from stead.audit.chain import decision_row_verified
 from stead.audit.log import AuditEvent, append_event
+from stead.capability import CapabilityRefused
 from stead.contracts import activity_names as names
 from stead.contracts.activities import ExecuteStepInput, ExpressStepInput, ExpressStepOutput
 from stead.contracts.run import Decision, sha256_hex
 from stead.db.pool import commit_without_waiting_for_disk, tenant_transaction
+from stead.ledger import effects
 from stead.runs.scope import ScopeClaim, tenant_scoped
 
 POLICY_UNAVAILABLE = "PolicyUnavailable"
@@ -65,26 +71,45 @@ class StepActivities:
     @tenant_scoped(_step_claim)
     @heartbeats
     async def run(self, req: ExpressStepInput) -> ExpressStepOutput:
-        return await execute_if_allowed(self._execution, req, await self._decide(req))
+        try:
+            return await decide_and_execute(self._pool, self._policy, self._execution, req)
+        except _PolicyOutage as outage:
+            # Not retried here: the workflow decides again on the regular path.
+            exc = outage.error
+            raise ApplicationError(
+                exc.message, type=POLICY_UNAVAILABLE, non_retryable=True
+            ) from exc
 
     @activity.defn(name=names.EXPRESS_STEP)
     @tenant_scoped(_step_claim)
     async def run_express(self, req: ExpressStepInput) -> ExpressStepOutput:
         """The local-activity form: a policy outage is retried by the local activity's own
         retry policy, and after it the workflow decides again on the regular path."""
-        decision = await decide_for_execution(self._pool, self._policy, req)
-        return await execute_if_allowed(self._execution, req, decision)
-
-    async def _decide(self, req: ExpressStepInput) -> Decision:
         try:
-            return await decide_for_execution(self._pool, self._policy, req)
-        except ApplicationError as exc:
-            if exc.type != POLICY_UNAVAILABLE:
-                raise
-            # Not retried here: the workflow decides again on the regular path.
-            raise ApplicationError(
-                exc.message, type=POLICY_UNAVAILABLE, non_retryable=True
-            ) from exc
+            return await decide_and_execute(self._pool, self._policy, self._execution, req)
+        except _PolicyOutage as outage:
+            raise outage.error from outage.error.__cause__
+
+
+class _PolicyOutage(Exception):
+    """OPA could not be asked (``PolicyUnavailable``); each lane says what that means."""
+
+    def __init__(self, error: ApplicationError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def execution_input(req: ExpressStepInput, decision: Decision) -> ExecuteStepInput:
+    d = req.decide
+    return ExecuteStepInput(
+        tenant=d.tenant,
+        principal=d.principal,
+        run=d.run,
+        plan_hash=d.plan_hash,
+        step=d.step,
+        decision_id=decision.decision_id,
+        idempotency_key=req.idempotency_key,
+    )
 
 
 async def execute_if_allowed(
@@ -94,42 +119,124 @@ async def execute_if_allowed(
     workflow, which continues on the regular approval/decide/execute path."""
     if decision.outcome != "allow" or decision.blocked is not None:
         return ExpressStepOutput(decision=decision)
-    d = req.decide
-    output = await execution.execute(
-        ExecuteStepInput(
-            tenant=d.tenant,
-            principal=d.principal,
-            run=d.run,
-            plan_hash=d.plan_hash,
-            step=d.step,
-            decision_id=decision.decision_id,
-            idempotency_key=req.idempotency_key,
-        )
-    )
+    output = await execution.execute(execution_input(req, decision))
     return ExpressStepOutput(decision=decision, executed=True, output=output)
 
 
-async def decide_for_execution(
-    pool: asyncpg.Pool, policy: PolicyActivities, req: ExpressStepInput
-) -> Decision:
-    """Decide and record a step that executes right after on an allow (``step.run``, the
-    express lane). An allow's transaction does not wait for its fsync: the execution's
-    intent or completion commits durably right after and flushes this WAL with it; if
-    the worker dies first, the workflow never saw the decision and the retry decides
-    again. Any other outcome is returned to the workflow, so it commits durably.
+async def decide_and_execute(
+    pool: asyncpg.Pool,
+    policy: PolicyActivities,
+    execution: ExecutionActivities,
+    req: ExpressStepInput,
+) -> ExpressStepOutput:
+    """Decide the step, and on an immediate allow execute it (``step.run``, the express lane).
 
+    Where this worker holds the capability authority, the decision and the admission
+    share one transaction (``_decide_and_admit``): one BEGIN/COMMIT fewer per step.
+    Elsewhere the decision commits on its own and the execution admits in its own.
     A retry whose effect was already begun reuses the allow that began it
     (``reused_allow``): the step's decision must be the one the effect happened under.
     """
     if activity.info().attempt > 1:
         reused = await reused_allow(pool, req)
         if reused is not None:
-            return reused
+            return await execute_if_allowed(execution, req, reused)
+    if not execution.mints_inline:
+        return await execute_if_allowed(
+            execution, req, await decide_for_execution(pool, policy, req)
+        )
+    decision, admitted = await _decide_and_admit(pool, policy, execution, req)
+    if admitted is None:
+        return ExpressStepOutput(decision=decision)
+    output = await execution.execute_admitted(execution_input(req, decision), admitted)
+    return ExpressStepOutput(decision=decision, executed=True, output=output)
+
+
+async def _decide_and_admit(
+    pool: asyncpg.Pool,
+    policy: PolicyActivities,
+    execution: ExecutionActivities,
+    req: ExpressStepInput,
+) -> tuple[Decision, effects.LedgerEntry | Exception | None]:
+    """Decide, record, and on an allow admit the effect, in one transaction.
+
+    The decision row is written first (the authority reads it back before it mints),
+    then the capability is minted, verified and spent and the intent recorded
+    (``ExecutionActivities.admit_in``), and the decision's audit event is appended
+    last, so the tenant's append lock is held only until the commit. The commit is
+    durable unless the intent is a native-idempotent read's, as the admission's own
+    transaction was.
+
+    A decision is never lost to a failed admission: if that transaction rolls back
+    (a refused capability, a ledger conflict, a lost connection), a fallback
+    transaction records the decision row and its audit event (and, for a refusal, the
+    ``capability_refused`` event), and the failure is handed to the execution, which
+    raises it as the step's outcome. Anything but an immediate allow commits its
+    decision and is returned with no admission (None). OPA unreachable writes nothing
+    and raises ``_PolicyOutage``.
+    """
+    d = req.decide
+    made: MadeDecision | None = None
+    try:
+        async with tenant_transaction(pool, d.tenant) as conn:
+            try:
+                made = await policy.evaluate_step_in(conn, d)
+            except ApplicationError as exc:
+                if exc.type == POLICY_UNAVAILABLE:
+                    raise _PolicyOutage(exc) from exc
+                raise
+            await made.record_row(conn)
+            if not made.allows_now:
+                await made.append_event(conn)
+                admitted: effects.LedgerEntry | Exception | None = None
+            else:
+                admitted = await execution.admit_in(conn, execution_input(req, made.decision))
+                await made.append_event(conn)
+    except Exception as exc:
+        if made is None or not made.allows_now:
+            raise
+        admitted = await _record_after_rollback(pool, req, made, exc)
+    made.observe()
+    return made.decision, admitted
+
+
+async def _record_after_rollback(
+    pool: asyncpg.Pool, req: ExpressStepInput, made: MadeDecision, exc: Exception
+) -> Exception:
+    """The fused transaction rolled back after policy allowed the step: record the
+    decision (and a refusal) in a transaction of its own; returns what the step fails
+    with. If the rolled-back COMMIT did in fact land, the row is there and nothing is
+    appended twice."""
     async with tenant_transaction(pool, req.decide.tenant) as conn:
-        decision = await policy.decide_step_in(conn, req.decide)
-        if decision.outcome == "allow" and decision.blocked is None:
-            await commit_without_waiting_for_disk(conn)
-        return decision
+        if await made.record_row(conn):
+            await made.append_event(conn)
+        if isinstance(exc, CapabilityRefused):
+            step = execution_input(req, made.decision)
+            await append_event(conn, refusal_event(step, exc))
+            return refused_error(exc)
+    return exc
+
+
+async def decide_for_execution(
+    pool: asyncpg.Pool, policy: PolicyActivities, req: ExpressStepInput
+) -> Decision:
+    """Decide and record a step on its own transaction, for a worker that does not mint
+    inline (the execution then gets its token and admits in a transaction of its own).
+    An allow's transaction does not wait for its fsync: the execution's intent or
+    completion commits durably right after and flushes this WAL with it; if the worker
+    dies first, the workflow never saw the decision and the retry decides again. Any
+    other outcome is returned to the workflow, so it commits durably.
+    """
+    try:
+        async with tenant_transaction(pool, req.decide.tenant) as conn:
+            decision = await policy.decide_step_in(conn, req.decide)
+            if decision.outcome == "allow" and decision.blocked is None:
+                await commit_without_waiting_for_disk(conn)
+            return decision
+    except ApplicationError as exc:
+        if exc.type == POLICY_UNAVAILABLE:
+            raise _PolicyOutage(exc) from exc
+        raise
 
 
 async def reused_allow(pool: asyncpg.Pool, req: ExpressStepInput) -> Decision | None:

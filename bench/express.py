@@ -152,10 +152,11 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
             "(Postgres commit counting skipped with --quick)"
         )
     section.lines.append(
-        "Per express step, 3 tenant transactions (BEGIN + set_config in one round trip, "
-        "statements, COMMIT): the spend read + decision + audit event, the decision check + "
-        "capability spend + ledger intent, the completion + audit event; for a read with "
-        "native idempotency only the last waits for its fsync (and flushes the others)."
+        "Per express step, 2 tenant transactions (BEGIN + set_config in one round trip, "
+        "statements, COMMIT): the spend read + decision + decision check + capability spend "
+        "+ ledger intent + the decision's audit event, then the completion + audit event; "
+        "for a read with native idempotency only the last waits for its fsync (and flushes "
+        "the first)."
     )
     section.rows.append(
         Row(

@@ -184,7 +184,7 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL) -> Section:
         "Why governed > bare: a governed step is one activity (step.run: decide, then "
         "execute on an immediate allow) and one workflow task, like the bare chain's step "
         f"({bare.per_step_ms:.1f} ms here: dispatch, run and persist, by the dev server on "
-        "the same cores); inside it, an OPA call, 3 Postgres transactions (1-2 waiting for "
+        "the same cores); inside it, an OPA call, 2 Postgres transactions (1-2 waiting for "
         "an fsync), a capability token signed and verified, and a bigger workflow task.",
         "express_reads runs decide + execute + audit as one local activity: no task round "
         "trip per step, so it can beat the bare activity chain; against bare local "

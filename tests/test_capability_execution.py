@@ -199,6 +199,37 @@ async def test_a_bad_capability_is_refused_audited_and_never_reaches_the_adapter
     assert await events(pool, tenant, workflow_id, "effect") == []
 
 
+async def test_a_refused_capability_never_loses_the_decision_it_was_refused_under(
+    stack: Settings, pool: asyncpg.Pool
+) -> None:
+    """The fused step records its decision and admits the effect in one transaction; a
+    refusal rolls that transaction back, and the decision is recorded on its own before
+    the refusal is audited. Read as the app role: the allow is there once, its audit
+    event precedes the refusal, and nothing was spent or begun under it."""
+    tenant, workflow_id, status = await run_with(stack, forged, PUT)
+    assert status.status == "failed"
+    async with tenant_transaction(pool, tenant) as conn:
+        decisions = await conn.fetch(
+            "SELECT decision_id, outcome, blocked FROM decisions"
+            " WHERE workflow_id = $1 AND kind = 'step' AND step_id = 'put'",
+            workflow_id,
+        )
+        spent = await conn.fetchval(
+            "SELECT count(*) FROM capability_uses WHERE workflow_id = $1", workflow_id
+        )
+        begun = await conn.fetchval(
+            "SELECT count(*) FROM effects WHERE workflow_id = $1", workflow_id
+        )
+        trail = [e for e in await list_events(conn, tenant, workflow_id) if e.step_id == "put"]
+    assert [(r["outcome"], r["blocked"]) for r in decisions] == [("allow", None)]
+    decision_id = decisions[0]["decision_id"]
+    assert [(e.kind, e.data["decision_id"]) for e in trail] == [
+        ("step_decision", decision_id),
+        ("capability_refused", decision_id),
+    ]
+    assert (spent, begun) == (0, 0)
+
+
 async def test_a_token_replayed_for_another_step_is_refused_and_audited(
     stack: Settings, pool: asyncpg.Pool
 ) -> None:

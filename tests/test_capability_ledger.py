@@ -123,12 +123,18 @@ async def test_a_key_spent_on_one_effect_refuses_tokens_for_other_arguments_or_s
         scope_for(tenant, "wf-1", "get", "d").model_copy(update={"idempotency_key": "wf-1/put"})
     ).claims
     for claims, differs in ((changed_args, "args_hash"), (other_step, "step_id")):
+        # The refusal is caught and the transaction commits: a refused spend wrote nothing.
         async with tenant_transaction(pool, tenant) as conn:
             with pytest.raises(KeyRebound, match=differs):
                 await consume(conn, claims)
     retry = authority.sign(scope_for(tenant, "wf-1", "put", "d", args="a")).claims
     async with tenant_transaction(pool, tenant) as conn:
         assert await consume(conn, retry) is True
+        spent = await conn.fetch(
+            "SELECT token_id FROM capability_uses WHERE idempotency_key = 'wf-1/put'"
+            " ORDER BY used_at, token_id"
+        )
+    assert {r["token_id"] for r in spent} == {first.token_id, retry.token_id}
 
 
 async def test_spent_tokens_and_grants_are_invisible_to_other_tenants(

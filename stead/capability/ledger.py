@@ -23,6 +23,25 @@ from stead.capability.claims import CapabilityClaims
 from stead.capability.errors import CapabilityInvalid, KeyRebound
 
 _BOUND = ("workflow_id", "step_id", "operation", "args_hash")
+_SPEND = (
+    "WITH first AS ("
+    " SELECT workflow_id, step_id, operation, args_hash FROM capability_uses"
+    " WHERE tenant = $2::text AND idempotency_key = $3::text"
+    " ORDER BY used_at, token_id LIMIT 1),"
+    " spent AS ("
+    " INSERT INTO capability_uses (token_id, tenant, idempotency_key, workflow_id, run_id,"
+    " step_id, operation, args_hash, decision_id, issued_at, expires_at)"
+    " SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text,"
+    " $9::text, $10::timestamptz, $11::timestamptz"
+    " WHERE NOT EXISTS (SELECT 1 FROM first WHERE (first.workflow_id, first.step_id,"
+    " first.operation, first.args_hash) IS DISTINCT FROM ($4::text, $6::text, $7::text,"
+    " $8::text))"
+    " ON CONFLICT (token_id) DO NOTHING RETURNING 1)"
+    " SELECT first.workflow_id AS first_workflow_id, first.step_id AS first_step_id,"
+    " first.operation AS first_operation, first.args_hash AS first_args_hash,"
+    " EXISTS (SELECT 1 FROM spent) AS inserted"
+    " FROM (SELECT 1) AS one LEFT JOIN first ON true"
+)
 
 
 async def consume(conn: asyncpg.Connection, claims: CapabilityClaims) -> bool:
@@ -35,25 +54,12 @@ async def consume(conn: asyncpg.Connection, claims: CapabilityClaims) -> bool:
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
         f"capability:{claims.tenant}/{claims.idempotency_key}",
     )
-    first = await conn.fetchrow(
-        "SELECT workflow_id, step_id, operation, args_hash FROM capability_uses"
-        " WHERE tenant = $1 AND idempotency_key = $2 ORDER BY used_at, token_id LIMIT 1",
-        claims.tenant,
-        claims.idempotency_key,
-    )
-    if first is not None:
-        differs = [name for name in _BOUND if first[name] != getattr(claims, name)]
-        if differs:
-            raise KeyRebound(
-                f"idempotency key {claims.idempotency_key!r} was first spent on another effect "
-                f"({', '.join(differs)} differ); a key may only ever mean one effect",
-                token_id=claims.token_id,
-            )
-    inserted = await conn.fetchval(
-        "INSERT INTO capability_uses (token_id, tenant, idempotency_key, workflow_id, run_id,"
-        " step_id, operation, args_hash, decision_id, issued_at, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        " ON CONFLICT (token_id) DO NOTHING RETURNING 1",
+    # The key's first use and the spend in one round trip. The first use is read from
+    # the statement's snapshot, i.e. before this insert, as the separate SELECT did; the
+    # insert happens only if that first use (if any) is this effect, so a rebound key
+    # writes nothing even for a caller that catches ``KeyRebound`` and commits.
+    row = await conn.fetchrow(
+        _SPEND,
         claims.token_id,
         claims.tenant,
         claims.idempotency_key,
@@ -66,13 +72,22 @@ async def consume(conn: asyncpg.Connection, claims: CapabilityClaims) -> bool:
         claims.issued_at,
         claims.expires_at,
     )
-    if inserted is None and await spent_on(conn, claims.token_id) is None:
+    if row["first_workflow_id"] is not None:
+        differs = [name for name in _BOUND if row[f"first_{name}"] != getattr(claims, name)]
+        if differs:
+            raise KeyRebound(
+                f"idempotency key {claims.idempotency_key!r} was first spent on another effect "
+                f"({', '.join(differs)} differ); a key may only ever mean one effect",
+                token_id=claims.token_id,
+            )
+    inserted = bool(row["inserted"])
+    if not inserted and await spent_on(conn, claims.token_id) is None:
         # The id is taken, but not in this tenant: not a token of ours to spend here.
         raise CapabilityInvalid(
             f"capability token {claims.token_id} is not spendable in tenant {claims.tenant}",
             token_id=claims.token_id,
         )
-    return inserted is not None
+    return inserted
 
 
 async def spent_on(conn: asyncpg.Connection, token_id: str) -> str | None:

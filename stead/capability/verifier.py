@@ -10,11 +10,12 @@ re-aim it; checks it appends still bind.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, Final
 
 from biscuit_auth import (
     AuthorizationError,
+    Authorizer,
     AuthorizerBuilder,
     Biscuit,
     BiscuitValidationError,
@@ -52,10 +53,19 @@ class CapabilityVerifier:
         self._clock = clock
 
     def verify(self, token: str, expected: CapabilityScope) -> CapabilityClaims:
-        """The token's claims when it grants exactly ``expected`` now; raises why not."""
+        """The token's claims when it grants exactly ``expected`` now; raises why not.
+
+        One authorizer (the time fact and the allow policy for ``expected``) both reads
+        the claims and, once they are checked field by field, authorizes: building a
+        second one just to read the claims cost a Datalog parse per step and checked
+        nothing more (a query runs no policy).
+        """
         biscuit = self._parse(token)
         now = self._clock().astimezone(UTC)
-        claims = _claims(biscuit, now)
+        authorizer = limited(
+            AuthorizerBuilder(_AUTHORIZER, {"now": now, **expected.model_dump()})
+        ).build(biscuit)
+        claims = _claims(authorizer)
         different = claims.mismatches(expected)
         if different:
             raise CapabilityMismatch(
@@ -74,9 +84,6 @@ class CapabilityVerifier:
                 f"capability token {claims.token_id} expired at {claims.expires_at.isoformat()}",
                 token_id=claims.token_id,
             )
-        authorizer = limited(
-            AuthorizerBuilder(_AUTHORIZER, {"now": now, **expected.model_dump()})
-        ).build(biscuit)
         try:
             authorizer.authorize()
         except AuthorizationError as exc:
@@ -98,9 +105,8 @@ class CapabilityVerifier:
             ) from None
 
 
-def _claims(biscuit: Biscuit, now: datetime) -> CapabilityClaims:
+def _claims(authorizer: Authorizer) -> CapabilityClaims:
     """Read the authority block's claims; anything but exactly one complete set is invalid."""
-    authorizer = limited(AuthorizerBuilder("time({now});", {"now": now})).build(biscuit)
     found = authorizer.query(_CLAIMS)
     if len(found) != 1:
         raise CapabilityInvalid(

@@ -3,10 +3,12 @@
 The protocol for an activity that performs an effect under key ``k``
 (``<workflow id>/<step id>``):
 
-1. ``begin`` in a transaction of its own, and **commit** it before touching the
-   target system. The committed ``in_flight`` row is the record that an attempt
-   may have started; if the worker dies after the effect but before ``complete``,
-   the retry finds that row instead of a clean slate.
+1. ``begin`` in a transaction that commits right after it (the fused step's also
+   records the step's decision, its capability spend and the decision's audit
+   event), and **commit** it before touching the target system. The committed
+   ``in_flight`` row is the record that an attempt may have started; if the
+   worker dies after the effect but before ``complete``, the retry finds that row
+   instead of a clean slate.
 2. If ``begin`` returned ``completed``, return the stored ``result`` without
    acting. If it returned ``failed``, surface the stored ``error``.
 3. If it returned ``in_flight`` with ``attempts > 1``, an earlier attempt may have
@@ -103,7 +105,7 @@ async def begin(
 ) -> LedgerEntry:
     """Record the intent to perform an effect, or return what the key already recorded.
 
-    Run in its own ``tenant_transaction`` and let it commit before acting (see the
+    Run in a ``tenant_transaction`` and let it commit before acting (see the
     module docstring). The row is locked ``FOR UPDATE`` until then, so two workers
     racing on one key are serialized and the second sees ``attempts == 2``.
     """

@@ -1,9 +1,9 @@
 """Step metrics and the step log line, recorded around the execution activity.
 
-:func:`observed_step` decorates ``ExecutionActivities.execute`` so every way out of
-it (a result, an answer replayed from the effect ledger, any error) is counted the
-same way, whether Temporal runs it as ``adapter.execute`` or the express lane calls
-it inside its local activity.
+:func:`observed_step` decorates ``ExecutionActivities.execute_admitted`` so every way
+out of it (a result, an answer replayed from the effect ledger, any error) is counted
+the same way, whether Temporal runs it as ``adapter.execute`` or the fused step and the
+express lane call it inside theirs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -30,14 +30,17 @@ from stead.observability.metrics import (
 
 log = logging.getLogger("stead.steps")
 S = TypeVar("S")
-Execute = Callable[[S, ExecuteStepInput], Awaitable[ExecuteStepOutput]]
+P = ParamSpec("P")
+Execute = Callable[Concatenate[S, ExecuteStepInput, P], Awaitable[ExecuteStepOutput]]
 
 
-def observed_step(fn: Execute[S]) -> Execute[S]:
-    """Count, time and log each execution attempt of a step (under ``@activity.defn``)."""
+def observed_step(fn: Execute[S, P]) -> Execute[S, P]:
+    """Count, time and log each execution attempt of a step (its input comes first)."""
 
     @functools.wraps(fn)
-    async def execute(self: S, req: ExecuteStepInput) -> ExecuteStepOutput:
+    async def execute(
+        self: S, req: ExecuteStepInput, /, *args: P.args, **kwargs: P.kwargs
+    ) -> ExecuteStepOutput:
         tenant, operation, step_id = req.tenant, req.step.operation, req.step.id
         info = activity.info()
         if info.attempt > 1:
@@ -45,7 +48,7 @@ def observed_step(fn: Execute[S]) -> Execute[S]:
         started = time.perf_counter()
         with log_context(tenant=tenant, run_id=req.run.workflow_id, step_id=step_id):
             try:
-                result = await fn(self, req)
+                result = await fn(self, req, *args, **kwargs)
             except asyncio.CancelledError:
                 observe_step(tenant, operation, "cancelled", time.perf_counter() - started)
                 raise

@@ -203,10 +203,11 @@ async def record_decision(
     decision: Decision,
     input_hash: str,
     eval_ms: float | None,
-) -> None:
+) -> bool:
     """Store a policy decision once; a retry with the same ``decision_id`` is a no-op.
 
-    ``step_id`` is None exactly when ``kind`` is ``"plan"`` (a database check).
+    ``step_id`` is None exactly when ``kind`` is ``"plan"`` (a database check). Returns
+    whether this call stored it (False: it was stored before).
     """
     approval = decision.approval
     approval_json = None if approval is None else canonical_json(approval.model_dump(mode="json"))
@@ -242,7 +243,7 @@ async def record_decision(
         mac,
     )
     if inserted is not None:
-        return
+        return True
     # ON CONFLICT DO NOTHING also swallows a clash with a row RLS hides from us.
     visible = await conn.fetchval(
         "SELECT 1 FROM decisions WHERE decision_id = $1", decision.decision_id
@@ -252,6 +253,7 @@ async def record_decision(
             f"decision {decision.decision_id!r} is already stored for another tenant; "
             "decision ids must be globally unique"
         )
+    return False
 
 
 async def get_run(conn: asyncpg.Connection, workflow_id: str) -> RunRecord | None:
