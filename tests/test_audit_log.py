@@ -15,6 +15,7 @@ import pytest_asyncio
 from stead.audit import (
     GENESIS_HASH,
     AuditEvent,
+    AuditKeyConflict,
     AuditRecord,
     AuditTenantMismatch,
     VerifyResult,
@@ -309,11 +310,20 @@ async def test_an_append_with_a_key_is_written_once_per_tenant(
         async with app.transaction():
             await app.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
             with pytest.raises(asyncpg.UniqueViolationError):
-                await app.execute(
-                    "INSERT INTO audit_events (tenant, seq, kind, actor, data, prev_hash, hash,"
-                    " chain_version, idempotency_key) VALUES ($1, 3, 'x', 'y', '{}', '', '', 2,"
-                    " 'activity:wf-1/run-1/1')",
-                    tenant,
-                )
+                await app.execute(PLANT, tenant, 3, "activity:wf-1/run-1/1")
+        # A row planted without the audit key under a key a later call will use (keys are
+        # predictable) does not stand in for that call's event: the append refuses.
+        async with app.transaction():
+            await app.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+            await app.execute(PLANT, tenant, 3, "activity:wf-1/run-1/7")
     finally:
         await app.close()
+    with pytest.raises(AuditKeyConflict):
+        await keyed(tenant, 0, "activity:wf-1/run-1/7")
+
+
+PLANT = (
+    "INSERT INTO audit_events (tenant, seq, workflow_id, run_id, step_id, kind, actor, data,"
+    " prev_hash, hash, chain_version, idempotency_key)"
+    " VALUES ($1, $2, 'wf-1', 'run-1', 's0', 'step.executed', 'user:alice', '{}', '', '', 2, $3)"
+)

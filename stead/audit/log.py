@@ -85,6 +85,11 @@ class AuditTenantMismatch(SteadError):
     """The connection is not in a transaction for the event's tenant."""
 
 
+class AuditKeyConflict(SteadError):
+    """The row holding an append's idempotency key is not this event's, or its MAC does
+    not verify: someone wrote it without the audit key to stand in for the event."""
+
+
 def _record(row: asyncpg.Record) -> AuditRecord:
     return AuditRecord(
         tenant=row["tenant"],
@@ -166,13 +171,14 @@ async def append_event(
             if written is not None and last is not None:
                 # This call's row is already in the chain: nothing to append. The anchor
                 # goes to the head, which ``last`` is (read under the append lock).
+                found = _own_row(key, event, written)
                 head_seq, head_mac = int(last["seq"]), str(last["hash"])
                 after_commit(
                     conn,
                     f"audit-anchor:{tenant}",
                     lambda: _committed(chain, key, tenant, head_seq, head_mac),
                 )
-                return _record(written)
+                return found
         seq = 1 if last is None else int(last["seq"]) + 1
         prev_hash = GENESIS_HASH if last is None else str(last["hash"])
         mac = keyed_mac(key, prev_hash, _fields(event, seq, stored_data, recorded_at))
@@ -215,6 +221,27 @@ _INSERT_AFTER_KNOWN_HEAD = (
 # the insert above checks it against the table under the lock, so a stale one (another
 # worker appended, a transaction rolled back) costs the one read it saves, nothing more.
 _HEADS: dict[str, tuple[int, str]] = {}
+
+
+def _own_row(key: bytes, event: AuditEvent, row: asyncpg.Record) -> AuditRecord:
+    """The row found under the key, once it is shown to be this event's: same run, step,
+    kind and actor, and a MAC that verifies (a row planted with a predicted key by a
+    writer without the audit key must not stand in for the event)."""
+    found = _record(row)
+    same = (found.workflow_id, found.run_id, found.step_id, found.kind, found.actor) == (
+        event.workflow_id,
+        event.run_id,
+        event.step_id,
+        event.kind,
+        event.actor,
+    )
+    mac = keyed_mac(key, found.prev_hash, _fields(found, found.seq, found.data, found.recorded_at))
+    if not same or not hmac.compare_digest(mac, found.hash):
+        raise AuditKeyConflict(
+            f"audit row seq {found.seq} of tenant {found.tenant} holds this append's key but "
+            "is not its event (or its MAC does not verify); nothing appended"
+        )
+    return found
 
 
 def _committed(chain: AuditChain, key: bytes, tenant: str, seq: int, mac: str) -> None:

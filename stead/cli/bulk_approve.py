@@ -53,7 +53,7 @@ from stead.cli.runs import (
     send_approval,
 )
 from stead.contracts.run import PendingApproval, Plan, Verdict
-from stead.errors import SteadError, UpdateNotTaken
+from stead.errors import ApprovalRepeated, SteadError, UpdateNotTaken
 from stead.settings import Settings
 
 # A vote Temporal answered instead of the run is sent again, at most this many times in
@@ -86,7 +86,9 @@ class Vote:
     ``unknown``: Temporal, not the run, answered (the run's workflow task failing or
     timing out, Temporal too slow or away), so whether the vote was recorded is not
     known; ``moved_on``: after such an answer the step no longer waited when it was
-    listed again (the vote was recorded, or someone else's decided it).
+    listed again (the vote was recorded, or someone else's decided it); ``already``:
+    the run refused the vote as a repeat, it holds this principal's vote on the step
+    already (or is writing its audit row: a vote counts once that row is written).
     """
 
     run_id: str
@@ -95,6 +97,7 @@ class Vote:
     unknown: bool = False
     attempts: int = 1
     moved_on: bool = False
+    already: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +107,7 @@ class Vote:
             "unknown": self.unknown,
             "attempts": self.attempts,
             "moved_on": self.moved_on,
+            "already_voted": self.already,
         }
 
 
@@ -194,7 +198,8 @@ def approve_all(
     refused = [v for v in votes if v.error is not None and not v.unknown]
     unknown = [v for v in votes if v.unknown]
     moved_on = [v for v in votes if v.moved_on]
-    accepted = len(votes) - len(refused) - len(unknown) - len(moved_on)
+    already = [v for v in votes if v.already]
+    accepted = len(votes) - len(refused) - len(unknown) - len(moved_on) - len(already)
     if json_out:
         print_json(
             {
@@ -206,6 +211,7 @@ def approve_all(
                 "refused": len(refused),
                 "unknown": len(unknown),
                 "no_longer_waiting": len(moved_on),
+                "already_voted": len(already),
                 "retried": sum(v.attempts > 1 for v in votes),
                 "missed": len(missed),
                 "missed_runs": [m.as_json() for m in missed],
@@ -235,6 +241,7 @@ def approve_all(
         console.print(
             f"{verdict}d {accepted} of {len(chosen)} waiting steps of {tenant} as {principal}"
             + (f"; {len(moved_on)} no longer waiting after a retry" if moved_on else "")
+            + (f"; {len(already)} held its vote already" if already else "")
             + (f"; {len(refused)} refused" if refused else "")
             + (f"; {len(unknown)} unknown (list them: stead pending)" if unknown else "")
             + (
@@ -462,6 +469,8 @@ async def vote(client: Client, cfg: Settings, pending: PendingApproval, ballot: 
         )
     except UpdateNotTaken as exc:
         return Vote(pending.workflow_id, pending.step_id, exc.message, unknown=True)
+    except ApprovalRepeated:
+        return Vote(pending.workflow_id, pending.step_id, already=True)
     except SteadError as exc:
         return Vote(pending.workflow_id, pending.step_id, exc.message)
     except WorkflowUpdateRPCTimeoutOrCancelledError:

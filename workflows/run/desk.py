@@ -42,8 +42,11 @@ with workflow.unsafe.imports_passed_through():
 VOTE_AFTER_AUDIT = "vote-after-audit"
 
 
-def _refused(reason: str) -> ApplicationError:
-    return ApplicationError(reason, type="ApprovalRefused", non_retryable=True)
+def _refused(reason: str, *, repeat: bool = False) -> ApplicationError:
+    """``repeat``: the approver's vote is already in (or on its way into) the run, which
+    a client resending after an unknown outcome needs to tell from a refusal."""
+    kind = "ApprovalRepeated" if repeat else "ApprovalRefused"
+    return ApplicationError(reason, type=kind, non_retryable=True)
 
 
 class RunApprovals(RunPlanning):
@@ -120,10 +123,10 @@ class RunApprovals(RunPlanning):
         problem = self._approval_problem(approval)
         if problem is not None:
             await self._approval_refused(received, problem, via="update")
-            raise _refused(problem)
+            raise _refused(problem, repeat=self._has_voted(approval))
         check = await self._authenticate(approval, via="update")
         if not check.accepted:
-            raise _refused(check.reason or "approval refused")
+            raise _refused(check.reason or "approval refused", repeat=self._has_voted(approval))
         await self._accept(approval, check)
         return self._result_for_voter(approval.step_id)
 
@@ -282,11 +285,16 @@ class RunApprovals(RunPlanning):
             return f"{approval.approver} started this run and may not approve its steps"
         if approval.approver not in eligible:
             return f"{approval.approver} is not an approver for step {approval.step_id}"
-        if any(v.approver == approval.approver for v in self._votes.get(approval.step_id, ())) or (
-            (approval.step_id, approval.approver) in self._voting
-        ):
+        if self._has_voted(approval):
             return f"{approval.approver} already voted on step {approval.step_id}"
         return None
+
+    def _has_voted(self, approval: ApprovalInput) -> bool:
+        """The approver's vote on the step is counted, or its audit row is being written."""
+        step_votes = self._votes.get(approval.step_id, ())
+        return any(v.approver == approval.approver for v in step_votes) or (
+            (approval.step_id, approval.approver) in self._voting
+        )
 
     async def _accept(self, approval: ApprovalInput, check: ApprovalCheck) -> None:
         """Count the vote once its ``approval_accepted`` row is written.
