@@ -171,3 +171,25 @@ async def test_a_run_that_waited_at_the_start_and_got_no_vote_is_named_and_fails
     with worker_process(cli.settings, orphan_queue):
         assert (await wait_pending(orphan, "put")).step_id == "put"
     await orphan.terminate("test over")
+
+
+async def test_a_step_the_approver_already_voted_on_is_counted_as_held_not_refused(
+    cli: Cli,  # noqa: F811
+) -> None:
+    """Two approvals needed; bob voted with ``stead approve``. ``approve-all`` as bob gets
+    the run's repeat refusal (``ApprovalRepeated``): bob's vote is held, so it is neither
+    a refusal nor a missed step, and the command exits 0 with the step still waiting."""
+    tenant = new_tenant()
+    await configure_tenant(cli.settings.opa_url, tenant, approval_risk="low",
+                           approvers=["user:bob", "user:cat"], min_approvals=2)  # fmt: skip
+    [run_id] = await parked(cli, tenant, 1)
+    await listed(cli, tenant, 1)
+    first = await cli("approve", run_id, "put", "--as", "user:bob")
+    assert first.code == 0, first
+    result = await cli("approve-all", "--tenant", tenant, "--as", "user:bob", "--json")
+    assert result.code == 0, result
+    report = result.json()
+    assert (report["accepted"], report["already_voted"], report["refused"]) == (0, 1, 0), report
+    assert (report["missed"], report["runs"][0]["already_voted"]) == (0, True), report
+    status = await cli.status(run_id)
+    assert [s["status"] for s in status["steps"]] == ["awaiting_approval"], status
