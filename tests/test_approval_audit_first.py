@@ -11,7 +11,6 @@ held; then the lock goes and the log must hold the approval before the effect.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import asyncpg
@@ -21,8 +20,7 @@ from temporalio.client import WorkflowHandle
 from stead.contracts.run import PendingApproval, RunStatus
 from stead.errors import ApprovalRepeated
 from stead.settings import Settings
-from stead.temporal import connect
-from tests.runs import configure_tenant, new_tenant, start_run, wait_pending
+from tests.runs import bob_approves, start_run, wait_pending
 from tests.test_approval_unknown_outcome import (
     ACCEPTED,
     ECHO,
@@ -58,10 +56,7 @@ async def waiting_steps(handle: WorkflowHandle[Any, RunStatus]) -> list[str]:
 async def test_the_step_waits_for_its_approval_row_and_a_repeat_vote_is_refused(
     stack: Settings,
 ) -> None:
-    tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant, approval_risk="low", approvers=["user:bob"])
-    client = await connect(stack)
-    queue = f"audit-first-{uuid.uuid4().hex[:8]}"
+    tenant, client, queue = await bob_approves(stack, "audit-first")
     assert stack.postgres_admin_dsn
     with worker_process(stack, queue):
         handle = await start_run(

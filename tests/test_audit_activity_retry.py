@@ -16,15 +16,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import uuid
 from pathlib import Path
-
-import asyncpg
 
 from stead.audit import installed
 from stead.settings import Settings
-from stead.temporal import connect
-from tests.runs import configure_tenant, new_tenant, start_run, wait_pending
+from tests.runs import bob_approves, start_run, wait_pending
 from tests.test_approval_unknown_outcome import (
     ACCEPTED,
     ECHO,
@@ -37,26 +33,10 @@ from tests.test_attack_database import stead
 from tests.workers import start_worker, stop_worker, worker_process
 
 
-async def head_seq(settings: Settings, tenant: str) -> int:
-    assert settings.postgres_admin_dsn
-    conn = await asyncpg.connect(settings.postgres_admin_dsn)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT coalesce(max(seq), 0) FROM audit_events WHERE tenant = $1", tenant
-            )
-        )
-    finally:
-        await conn.close()
-
-
 async def test_an_audit_row_committed_by_a_worker_killed_before_completing_is_written_once(
     stack: Settings,
 ) -> None:
-    tenant = new_tenant()
-    await configure_tenant(stack.opa_url, tenant, approval_risk="low", approvers=["user:bob"])
-    client = await connect(stack)
-    queue = f"audit-retry-{uuid.uuid4().hex[:8]}"
+    tenant, client, queue = await bob_approves(stack, "audit-retry")
     anchor: Path = installed().anchors.path(tenant)
     first = start_worker(stack, queue)
     try:
@@ -71,7 +51,9 @@ async def test_an_audit_row_committed_by_a_worker_killed_before_completing_is_wr
             if described.raw_description.pending_activities or not anchor.exists():
                 return False
             anchored = installed().anchors.read(tenant, installed().key())
-            return anchored is not None and anchored.seq == await head_seq(stack, tenant)
+            # A fresh tenant: its chain is this run's rows, and its head their count.
+            head = len(await audit_kinds(stack, tenant, None))
+            return anchored is not None and anchored.seq == head
 
         await until(settled, "the parked run's audit rows anchored")
         saved = anchor.read_bytes()

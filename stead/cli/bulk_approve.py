@@ -367,12 +367,13 @@ async def never_voted(
     """List again what waits and name each matching step that waited when the command
     started yet got no vote from it.
 
-    A step waited at the start when its run was in the first listing or its own
-    ``since`` is not after ``started_at``; one that began to wait later was never asked
-    about and is not named. A run whose answer was already reported as unknown is not
-    named again. A run that was in the first listing, still waits according to
-    Temporal's listing and cannot say what (its worker down, Temporal answering for it)
-    is named with an empty step: nobody can say it was voted on.
+    A step waited at the start when its own ``since`` (the run's clock, Temporal's) is
+    not after ``started_at`` (this host's); one that began to wait later (the next step
+    of a run just approved) was never asked about and is not named. A run whose answer
+    was already reported as unknown is not named again. A run that was in the first
+    listing, still waits according to Temporal's listing and cannot say on what (its
+    worker down, Temporal answering for it) is named with an empty step: nobody can say
+    it was voted on.
     """
     voted = {(v.run_id, v.step_id) for v in votes}
     unasked = {v.run_id for v in votes if not v.step_id}
@@ -394,7 +395,7 @@ async def never_voted(
                 if p.tenant == selection.tenant
                 and selection.matches(p)
                 and (p.workflow_id, p.step_id) not in voted
-                and (handle.id in listed or p.since <= started_at)
+                and p.since <= started_at
             ]
             if (
                 chosen
