@@ -63,6 +63,14 @@ def _record_claim(req: RunRecordInput) -> ScopeClaim:
     return ScopeClaim(req.tenant, (req.workflow_id,), need)
 
 
+def _activity_key() -> str:
+    """Who is appending: the same on every retry of one scheduled activity, different for
+    every other (an activity id is unique within its run, a run id within its workflow).
+    Derived here, on the worker, so no workflow code changes and no input can forge it."""
+    info = activity.info()
+    return f"activity:{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
+
+
 class RecordActivities:
     """``identity`` admits runs for ``runs.open``; without it only ``runs.record`` works."""
 
@@ -108,6 +116,9 @@ class RecordActivities:
     @activity.defn(name=names.AUDIT_APPEND)
     @tenant_scoped(_audit_claim)
     async def append_audit(self, req: AuditInput) -> None:
+        """Append the workflow's event, at most once per scheduled activity: a retry after
+        the row committed (the worker died, or its completion was lost, before Temporal
+        recorded it) finds its row by the activity's key and appends nothing."""
         verdict = _approval_verdict(req)
         waited: float | None = None
         async with tenant_transaction(self._pool, req.tenant) as conn:
@@ -122,6 +133,7 @@ class RecordActivities:
                     actor=req.actor,
                     data=req.data,
                 ),
+                idempotency_key=_activity_key(),
             )
             if verdict is not None and req.step_id is not None:
                 waited = await _approval_wait_seconds(conn, req.workflow_id, req.step_id)

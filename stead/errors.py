@@ -70,6 +70,12 @@ class ApprovalRefused(SteadError):
     code = ErrorCode.APPROVAL_REFUSED
 
 
+class ApprovalRepeated(ApprovalRefused):
+    """Refused as a repeat: the run already holds this approver's vote on the step, or
+    is writing its audit row. For a resend after an unknown outcome that means the
+    first one was recorded (``stead approve-all`` counts it so)."""
+
+
 class CancelRefused(SteadError):
     """The run refused a cancel (``stead cancel`` exits 1) and keeps going; the message says why."""
 

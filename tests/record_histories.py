@@ -39,6 +39,7 @@ from stead.contracts.run import (
     RunOptions,
     RunRequest,
     RunStatus,
+    StepResult,
     Verdict,
 )
 from stead.contracts.search_attributes import (
@@ -194,6 +195,28 @@ async def approved(r: Recorder) -> AnyHandle:
         approval(pending, "user:bob", "approve"),
     )
     expect(await handle.result(), "completed", "succeeded")
+    return handle
+
+
+async def vote_after_audit(r: Recorder) -> AnyHandle:
+    """Patch ``vote-after-audit``: the vote counts once its approval_accepted row is
+    written, and the approver's answer already names it (the step may still wait)."""
+    handle = await _approval(r, "vote-after-audit", approvers=["user:bob"])
+    pending = await wait_pending(handle, "put")
+    answer = await handle.execute_update(
+        "approve", approval(pending, "user:bob", "approve"), result_type=StepResult
+    )
+    if [a.approver for a in answer.approvals] != ["user:bob"]:
+        raise RuntimeError(f"{handle.id}: the answer does not name the vote: {answer}")
+    expect(await handle.result(), "completed", "succeeded")
+    markers = [
+        e.marker_recorded_event_attributes.details["patch-data"]
+        for e in (await handle.fetch_history()).events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    if not any(b"vote-after-audit" in p.data for m in markers for p in m.payloads):
+        raise RuntimeError(f"{handle.id}: the run did not take the vote-after-audit path")
     return handle
 
 
@@ -651,6 +674,7 @@ SCENARIOS: dict[str, Scenario] = {
     "fewer-actions-deadline": fewer_actions_deadline,
     "fewer-actions-forged": fewer_actions_forged,
     "fewer-actions-chain": fewer_actions_chain,
+    "vote-after-audit": vote_after_audit,
 }
 
 

@@ -11,6 +11,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from stead.contracts.run import PendingApproval, RunInput, RunRequest, RunStatus, start_digest
 from stead.settings import Settings
+from stead.temporal import connect
 from tests.opa_auth import admin_headers
 
 
@@ -51,6 +52,14 @@ async def start_run(
         task_queue=task_queue,
         result_type=RunStatus,
     )
+
+
+async def bob_approves(settings: Settings, queue_prefix: str) -> tuple[str, Client, str]:
+    """A fresh tenant whose low-risk steps wait for user:bob, a client, and a task queue
+    of its own (for a ``stead worker`` the test starts and stops)."""
+    tenant = new_tenant()
+    await configure_tenant(settings.opa_url, tenant, approval_risk="low", approvers=["user:bob"])
+    return tenant, await connect(settings), f"{queue_prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def playbook(*steps: dict[str, Any], inputs: dict[str, Any] | None = None) -> str:

@@ -165,7 +165,9 @@ def vote(client: Client, settings: Settings, pending: PendingApproval) -> Awaita
     )  # fmt: skip
 
 
-async def audit_kinds(settings: Settings, tenant: str, run_id: str) -> list[tuple[str, str]]:
+async def audit_kinds(settings: Settings, tenant: str, run_id: str | None) -> list[tuple[str, str]]:
+    """(kind, actor) of the run's audit rows in chain order; every row of the tenant
+    when ``run_id`` is None."""
     assert settings.postgres_admin_dsn
     conn = await asyncpg.connect(settings.postgres_admin_dsn)
     try:

@@ -15,6 +15,7 @@ import pytest_asyncio
 from stead.audit import (
     GENESIS_HASH,
     AuditEvent,
+    AuditKeyConflict,
     AuditRecord,
     AuditTenantMismatch,
     VerifyResult,
@@ -278,3 +279,51 @@ async def test_list_events_filters_by_workflow_in_chain_order(pool: asyncpg.Pool
     assert {r.workflow_id for r in only_a} == {"wf-a"}
     assert len(everything) == 5
     assert only_a[1].data == {"n": 2, "note": "héllo", "nested": {"a": True, "b": [1, 2.5, None]}}
+
+
+async def test_an_append_with_a_key_is_written_once_per_tenant(
+    pool: asyncpg.Pool, stack: Settings
+) -> None:
+    """A retried activity appends with the key of its first attempt: the second append
+    returns the first row whether this process knows the head or another writer moved it,
+    the chain stays valid, and the same key in another tenant is another row."""
+    tenant, other = new_tenant(), new_tenant()
+
+    async def keyed(t: str, n: int, key: str) -> AuditRecord:
+        async with tenant_transaction(pool, t) as conn:
+            return await append_event(conn, event(t, n), idempotency_key=key)
+
+    first = await keyed(tenant, 0, "activity:wf-1/run-1/1")
+    again = await keyed(tenant, 0, "activity:wf-1/run-1/1")  # the head is known here
+    assert again == first
+    await append_many(pool, tenant, 1)  # without a key: always appended
+    late = await keyed(tenant, 0, "activity:wf-1/run-1/1")  # the head moved on since
+    assert late == first
+    assert (await keyed(other, 0, "activity:wf-1/run-1/1")).seq == 1
+    async with tenant_transaction(pool, tenant) as conn:
+        assert [r.seq for r in await list_events(conn, tenant)] == [1, 2]
+    result = await verify(pool, tenant)
+    assert result.ok and result.checked == 2, result
+    # The constraint holds for a writer that skips the check (SQL as the app role).
+    app = await asyncpg.connect(stack.postgres_dsn)
+    try:
+        async with app.transaction():
+            await app.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await app.execute(PLANT, tenant, 3, "activity:wf-1/run-1/1")
+        # A row planted without the audit key under a key a later call will use (keys are
+        # predictable) does not stand in for that call's event: the append refuses.
+        async with app.transaction():
+            await app.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+            await app.execute(PLANT, tenant, 3, "activity:wf-1/run-1/7")
+    finally:
+        await app.close()
+    with pytest.raises(AuditKeyConflict):
+        await keyed(tenant, 0, "activity:wf-1/run-1/7")
+
+
+PLANT = (
+    "INSERT INTO audit_events (tenant, seq, workflow_id, run_id, step_id, kind, actor, data,"
+    " prev_hash, hash, chain_version, idempotency_key)"
+    " VALUES ($1, $2, 'wf-1', 'run-1', 's0', 'step.executed', 'user:alice', '{}', '', '', 2, $3)"
+)

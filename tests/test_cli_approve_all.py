@@ -8,18 +8,24 @@ outcomes and the audit rows each run wrote for its own vote.
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest_asyncio
 
 from stead.audit.log import list_events
+from stead.cli.runs import flagged_runs
 from stead.db.pool import create_pool, tenant_transaction
 from stead.identity import directory
 from stead.identity.tokens import PrincipalTokenIssuer
 from stead.keys import IDENTITY, key_store
-from tests.runs import configure_tenant, new_tenant
+from stead.temporal import connect
+from tests.runs import configure_tenant, new_tenant, start_run, wait_pending
+from tests.test_approval_unknown_outcome import until
 from tests.test_cli_runs import (  # noqa: F401 (cli is the module's fixture)
+    PUT_ONLY,
     Cli,
     approval_tenant,
     cli,
@@ -27,6 +33,7 @@ from tests.test_cli_runs import (  # noqa: F401 (cli is the module's fixture)
     wait_for_status,
     wait_for_step,
 )
+from tests.workers import worker_process
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -126,3 +133,63 @@ async def test_with_tokens_each_run_counts_its_own_narrowed_token(
             accepted = [e for e in await list_events(conn, tenant, run_id)
                         if e.kind == "approval_accepted"]  # fmt: skip
         assert [(e.actor, e.data["authenticated"]) for e in accepted] == [("user:bob", True)]
+
+
+async def test_a_run_that_waited_at_the_start_and_got_no_vote_is_named_and_fails_the_command(
+    cli: Cli,  # noqa: F811
+) -> None:
+    """A run parked on a queue whose worker is gone cannot say what waits: Temporal answers
+    its query "no poller seen" (FAILED_PRECONDITION), which the bulk vote took for "closed"
+    and skipped without a word. Listing again after the last round names it, and the
+    command exits 1; the run it could vote on is approved."""
+    tenant = await approval_tenant(cli)
+    [mine] = await parked(cli, tenant, 1)
+    await listed(cli, tenant, 1)
+    client = await connect(cli.settings)
+    orphan_queue = f"orphan-{uuid.uuid4().hex[:8]}"
+    with worker_process(cli.settings, orphan_queue):
+        orphan = await start_run(
+            client, orphan_queue, tenant=tenant, principal="user:ann", playbook_source=PUT_ONLY
+        )
+        await wait_pending(orphan, "put")
+
+    async def orphan_listed() -> bool:
+        return orphan.id in {h.id for h in await flagged_runs(client, tenant)}
+
+    await until(orphan_listed, "visibility to list the orphan as waiting")
+
+    child = await cli.start("approve-all", "--tenant", tenant, "--as", "user:bob",
+                            "--attempts", "1", "--json")  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), timeout=240)
+    assert child.returncode == 1, (out, err)
+    report = json.loads(out)
+    assert (report["accepted"], report["refused"], report["unknown"]) == (1, 0, 0), report
+    assert [(m["run_id"], m["step_id"]) for m in report["missed_runs"]] == [(orphan.id, "")]
+    assert "no poller" in report["missed_runs"][0]["reason"], report
+    assert (await wait_for_status(cli, mine, "completed"))["steps"][0]["status"] == "succeeded"
+    # The orphan was never voted on: once a worker serves its queue again it still waits.
+    with worker_process(cli.settings, orphan_queue):
+        assert (await wait_pending(orphan, "put")).step_id == "put"
+    await orphan.terminate("test over")
+
+
+async def test_a_step_the_approver_already_voted_on_is_counted_as_held_not_refused(
+    cli: Cli,  # noqa: F811
+) -> None:
+    """Two approvals needed; bob voted with ``stead approve``. ``approve-all`` as bob gets
+    the run's repeat refusal (``ApprovalRepeated``): bob's vote is held, so it is neither
+    a refusal nor a missed step, and the command exits 0 with the step still waiting."""
+    tenant = new_tenant()
+    await configure_tenant(cli.settings.opa_url, tenant, approval_risk="low",
+                           approvers=["user:bob", "user:cat"], min_approvals=2)  # fmt: skip
+    [run_id] = await parked(cli, tenant, 1)
+    await listed(cli, tenant, 1)
+    first = await cli("approve", run_id, "put", "--as", "user:bob")
+    assert first.code == 0, first
+    result = await cli("approve-all", "--tenant", tenant, "--as", "user:bob", "--json")
+    assert result.code == 0, result
+    report = result.json()
+    assert (report["accepted"], report["already_voted"], report["refused"]) == (0, 1, 0), report
+    assert (report["missed"], report["runs"][0]["already_voted"]) == (0, True), report
+    status = await cli.status(run_id)
+    assert [s["status"] for s in status["steps"]] == ["awaiting_approval"], status

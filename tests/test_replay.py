@@ -47,6 +47,7 @@ REQUIRED_SCENARIOS = (
     "fewer-actions-deadline",
     "fewer-actions-forged",
     "fewer-actions-chain",
+    "vote-after-audit",
 )
 CLOSING_EVENTS = (
     "workflow_execution_completed_event_attributes",

@@ -11,6 +11,7 @@ from stead.audit.chain import (
 )
 from stead.audit.log import (
     AuditEvent,
+    AuditKeyConflict,
     AuditRecord,
     AuditTenantMismatch,
     VerifyResult,
@@ -25,6 +26,7 @@ __all__ = [
     "AnchorStore",
     "AuditChain",
     "AuditEvent",
+    "AuditKeyConflict",
     "AuditKeyMissing",
     "AuditRecord",
     "AuditTenantMismatch",

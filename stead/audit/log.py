@@ -85,6 +85,11 @@ class AuditTenantMismatch(SteadError):
     """The connection is not in a transaction for the event's tenant."""
 
 
+class AuditKeyConflict(SteadError):
+    """The row holding an append's idempotency key is not this event's, or its MAC does
+    not verify: someone wrote it without the audit key to stand in for the event."""
+
+
 def _record(row: asyncpg.Record) -> AuditRecord:
     return AuditRecord(
         tenant=row["tenant"],
@@ -102,9 +107,20 @@ def _record(row: asyncpg.Record) -> AuditRecord:
 
 
 async def append_event(
-    conn: asyncpg.Connection, event: AuditEvent, *, chain: AuditChain | None = None
+    conn: asyncpg.Connection,
+    event: AuditEvent,
+    *,
+    chain: AuditChain | None = None,
+    idempotency_key: str | None = None,
 ) -> AuditRecord:
     """Append ``event`` to its tenant's chain; call inside ``tenant_transaction(event.tenant)``.
+
+    ``idempotency_key`` makes the append happen at most once per key and tenant: a
+    caller that may run again after its row committed (an activity retried because its
+    worker died before Temporal recorded the completion) passes the same key each time,
+    and an append that finds the key already in the chain returns that row, appends
+    nothing and moves the anchor to the head (the first call may have died before it
+    wrote the anchor).
 
     The lock is held until that transaction ends, so commit promptly: every other
     append for the tenant waits on it. If the transaction rolls back, the event
@@ -145,18 +161,29 @@ async def append_event(
         seq, prev_hash = known[0] + 1, known[1]
         mac = keyed_mac(key, prev_hash, _fields(event, seq, stored_data, recorded_at))
         row = await conn.fetchrow(
-            _INSERT_AFTER_KNOWN_HEAD, *_values(event, seq, stored_data, recorded_at, prev_hash, mac)
+            _INSERT_AFTER_KNOWN_HEAD,
+            *_values(event, seq, stored_data, recorded_at, prev_hash, mac, idempotency_key),
         )
     if row is None:
-        last = await conn.fetchrow(
-            "SELECT seq, hash FROM audit_events WHERE tenant = $1 ORDER BY seq DESC LIMIT 1",
-            tenant,
-        )
+        last = await conn.fetchrow(_HEAD, tenant)
+        if idempotency_key is not None:
+            written = await conn.fetchrow(_WRITTEN, tenant, idempotency_key)
+            if written is not None and last is not None:
+                # This call's row is already in the chain: nothing to append. The anchor
+                # goes to the head, which ``last`` is (read under the append lock).
+                found = _own_row(key, event, written)
+                head_seq, head_mac = int(last["seq"]), str(last["hash"])
+                after_commit(
+                    conn,
+                    f"audit-anchor:{tenant}",
+                    lambda: _committed(chain, key, tenant, head_seq, head_mac),
+                )
+                return found
         seq = 1 if last is None else int(last["seq"]) + 1
         prev_hash = GENESIS_HASH if last is None else str(last["hash"])
         mac = keyed_mac(key, prev_hash, _fields(event, seq, stored_data, recorded_at))
         row = await conn.fetchrow(
-            _INSERT, *_values(event, seq, stored_data, recorded_at, prev_hash, mac)
+            _INSERT, *_values(event, seq, stored_data, recorded_at, prev_hash, mac, idempotency_key)
         )
     # The anchor and the known head move only once the row is committed; outside
     # tenant_transaction there is no commit to wait for, so both lag until the next append.
@@ -164,30 +191,57 @@ async def append_event(
     return _record(row)
 
 
+_HEAD = "SELECT seq, hash FROM audit_events WHERE tenant = $1 ORDER BY seq DESC LIMIT 1"
+# The row an earlier call with the same key wrote (unique per tenant, migration 0013).
+_WRITTEN = f"SELECT {_COLUMNS} FROM audit_events WHERE tenant = $1 AND idempotency_key = $2"
 _INSERT = (
     "INSERT INTO audit_events (tenant, seq, workflow_id, run_id, step_id, kind, actor,"
-    " data, recorded_at, prev_hash, hash, chain_version)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12)"
+    " data, recorded_at, prev_hash, hash, chain_version, idempotency_key)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, $12, $13)"
     f" RETURNING {_COLUMNS}"
 )
 # The same row, written only if the chain's head is still the row it links to: under
 # the tenant's append lock (taken by an earlier statement, so this statement's snapshot
 # sees every committed append) nothing else can move the head meanwhile. No row back:
-# another process appended since; read the head and insert as above.
+# another process appended since, or this call's key is already written (a retry); read
+# the head (and the keyed row) and insert as above. A first call pays no extra round trip.
 _INSERT_AFTER_KNOWN_HEAD = (
     "INSERT INTO audit_events (tenant, seq, workflow_id, run_id, step_id, kind, actor,"
-    " data, recorded_at, prev_hash, hash, chain_version)"
+    " data, recorded_at, prev_hash, hash, chain_version, idempotency_key)"
     " SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::text, $7::text,"
-    " $8::text::jsonb, $9::timestamptz, $10::text, $11::text, $12::smallint"
+    " $8::text::jsonb, $9::timestamptz, $10::text, $11::text, $12::smallint, $13::text"
     " WHERE EXISTS (SELECT 1 FROM audit_events"
     "   WHERE tenant = $1::text AND seq = $2::bigint - 1 AND hash = $10::text)"
     " AND NOT EXISTS (SELECT 1 FROM audit_events WHERE tenant = $1::text AND seq >= $2::bigint)"
+    " AND ($13::text IS NULL OR NOT EXISTS (SELECT 1 FROM audit_events"
+    "   WHERE tenant = $1::text AND idempotency_key = $13::text))"
     f" RETURNING {_COLUMNS}"
 )
 # Each tenant's chain head (seq, hash) as this process last committed it. Only a hint:
 # the insert above checks it against the table under the lock, so a stale one (another
 # worker appended, a transaction rolled back) costs the one read it saves, nothing more.
 _HEADS: dict[str, tuple[int, str]] = {}
+
+
+def _own_row(key: bytes, event: AuditEvent, row: asyncpg.Record) -> AuditRecord:
+    """The row found under the key, once it is shown to be this event's: same run, step,
+    kind and actor, and a MAC that verifies (a row planted with a predicted key by a
+    writer without the audit key must not stand in for the event)."""
+    found = _record(row)
+    same = (found.workflow_id, found.run_id, found.step_id, found.kind, found.actor) == (
+        event.workflow_id,
+        event.run_id,
+        event.step_id,
+        event.kind,
+        event.actor,
+    )
+    mac = keyed_mac(key, found.prev_hash, _fields(found, found.seq, found.data, found.recorded_at))
+    if not same or not hmac.compare_digest(mac, found.hash):
+        raise AuditKeyConflict(
+            f"audit row seq {found.seq} of tenant {found.tenant} holds this append's key but "
+            "is not its event (or its MAC does not verify); nothing appended"
+        )
+    return found
 
 
 def _committed(chain: AuditChain, key: bytes, tenant: str, seq: int, mac: str) -> None:
@@ -212,7 +266,13 @@ def _fields(event: AuditEvent, seq: int, data: object, recorded_at: datetime) ->
 
 
 def _values(
-    event: AuditEvent, seq: int, data: object, recorded_at: datetime, prev_hash: str, mac: str
+    event: AuditEvent,
+    seq: int,
+    data: object,
+    recorded_at: datetime,
+    prev_hash: str,
+    mac: str,
+    idempotency_key: str | None,
 ) -> tuple[object, ...]:
     return (
         event.tenant,
@@ -227,6 +287,7 @@ def _values(
         prev_hash,
         mac,
         CHAIN_KEYED,
+        idempotency_key,
     )
 
 

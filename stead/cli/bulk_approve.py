@@ -9,6 +9,11 @@ update ``stead approve`` sends, with the principal token narrowed to that one ru
 step, plan hash and verdict. Every run's validator and approval activity check the
 approver, the plan hash and the token on their own, and audit a refusal; one refused
 vote does not stop the others, and the exit code says whether any was refused.
+
+After its last round the command lists again what still waits and names every matching
+step that was waiting when it started but got no vote from it (a run that could not
+answer what waits, one the listing did not return): a bulk vote that skipped a run it
+was asked to vote on says so and exits 1, instead of leaving the run parked unseen.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -47,7 +53,7 @@ from stead.cli.runs import (
     send_approval,
 )
 from stead.contracts.run import PendingApproval, Plan, Verdict
-from stead.errors import SteadError, UpdateNotTaken
+from stead.errors import ApprovalRepeated, SteadError, UpdateNotTaken
 from stead.settings import Settings
 
 # A vote Temporal answered instead of the run is sent again, at most this many times in
@@ -80,7 +86,9 @@ class Vote:
     ``unknown``: Temporal, not the run, answered (the run's workflow task failing or
     timing out, Temporal too slow or away), so whether the vote was recorded is not
     known; ``moved_on``: after such an answer the step no longer waited when it was
-    listed again (the vote was recorded, or someone else's decided it).
+    listed again (the vote was recorded, or someone else's decided it); ``already``:
+    the run refused the vote as a repeat, it holds this principal's vote on the step
+    already (or is writing its audit row: a vote counts once that row is written).
     """
 
     run_id: str
@@ -89,6 +97,7 @@ class Vote:
     unknown: bool = False
     attempts: int = 1
     moved_on: bool = False
+    already: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -98,7 +107,21 @@ class Vote:
             "unknown": self.unknown,
             "attempts": self.attempts,
             "moved_on": self.moved_on,
+            "already_voted": self.already,
         }
+
+
+@dataclass(frozen=True)
+class Missed:
+    """A matching step that waited when the command started and still waits, with no
+    vote from the command: ``step_id`` is empty when the run could not say what waits."""
+
+    run_id: str
+    step_id: str
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "step_id": self.step_id, "reason": self.reason}
 
 
 def register(app: typer.Typer) -> None:
@@ -143,7 +166,9 @@ def approve_all(
     task timed out twice, Temporal slow) has an unknown outcome: the run is asked again
     what still waits and the vote resent, for up to --attempts rounds. Exits 0 when every
     vote was accepted or its step no longer waits (or nothing matched), 1 when any was
-    refused by its run or is still unknown after the last round.
+    refused by its run or is still unknown after the last round, or when a matching step
+    that waited when the command started still waits without a vote from it (listed
+    again after the last round: "missed").
     """
     from stead.cli.identity import principal_token_input
 
@@ -153,15 +178,28 @@ def approve_all(
     verdict: Verdict = "reject" if reject else "approve"
 
     ballot = None if dry_run else Ballot(principal, verdict, comment, raw_token)
-    chosen, votes = with_client(
-        lambda client: vote_on_matching(
-            client, cfg, selection, ballot, concurrency, attempts, on_round=said_again
+
+    async def go(client: Client) -> tuple[list[PendingApproval], list[Vote], list[Missed]]:
+        started_at = datetime.now(UTC)
+        listed: set[str] = set()
+        chosen, votes = await vote_on_matching(
+            client, cfg, selection, ballot, concurrency, attempts, on_round=said_again,
+            listed=listed,
+        )  # fmt: skip
+        if ballot is None:
+            return chosen, votes, []
+        return (
+            chosen,
+            votes,
+            await never_voted(client, selection, votes, started_at, listed, concurrency),
         )
-    )
+
+    chosen, votes, missed = with_client(go)
     refused = [v for v in votes if v.error is not None and not v.unknown]
     unknown = [v for v in votes if v.unknown]
     moved_on = [v for v in votes if v.moved_on]
-    accepted = len(votes) - len(refused) - len(unknown) - len(moved_on)
+    already = [v for v in votes if v.already]
+    accepted = len(votes) - len(refused) - len(unknown) - len(moved_on) - len(already)
     if json_out:
         print_json(
             {
@@ -173,7 +211,10 @@ def approve_all(
                 "refused": len(refused),
                 "unknown": len(unknown),
                 "no_longer_waiting": len(moved_on),
+                "already_voted": len(already),
                 "retried": sum(v.attempts > 1 for v in votes),
+                "missed": len(missed),
+                "missed_runs": [m.as_json() for m in missed],
                 "runs": [v.as_json() for v in votes]
                 if not dry_run
                 else [{"run_id": p.workflow_id, "step_id": p.step_id} for p in chosen],
@@ -191,15 +232,25 @@ def approve_all(
                 f"unknown after {v.attempts} attempt(s): {v.run_id} {v.step_id}: {v.error}",
                 highlight=False,
             )
+        for m in missed:
+            console.print(
+                f"missed: {m.run_id} {m.step_id or '(unknown step)'}: {m.reason}",
+                highlight=False,
+                markup=False,
+            )
         console.print(
             f"{verdict}d {accepted} of {len(chosen)} waiting steps of {tenant} as {principal}"
             + (f"; {len(moved_on)} no longer waiting after a retry" if moved_on else "")
+            + (f"; {len(already)} held its vote already" if already else "")
             + (f"; {len(refused)} refused" if refused else "")
-            + (f"; {len(unknown)} unknown (list them: stead pending)" if unknown else ""),
+            + (f"; {len(unknown)} unknown (list them: stead pending)" if unknown else "")
+            + (
+                f"; {len(missed)} waiting since before it started, never voted on" if missed else ""
+            ),
             highlight=False,
             markup=False,
         )
-    if refused or unknown:
+    if refused or unknown or missed:
         raise typer.Exit(1)
 
 
@@ -232,6 +283,7 @@ async def vote_on_matching(
     attempts: int = 1,
     first_pause_s: float = FIRST_PAUSE_S,
     on_round: Callable[[int, int, float], None] | None = None,
+    listed: set[str] | None = None,
 ) -> tuple[list[PendingApproval], list[Vote]]:
     """Ask each flagged run of the tenant what waits, and vote on what matches right
     away, ``concurrency`` runs at a time; with no ``ballot`` only list what matches.
@@ -244,7 +296,8 @@ async def vote_on_matching(
     ``attempts`` rounds in all: each round first asks the run again what still waits, so
     a vote that was recorded after all is not sent twice (and if it were, the run would
     refuse a second vote by the same approver: votes are idempotent). ``on_round`` hears
-    (round, runs to ask again, pause in seconds) before each pause.
+    (round, runs to ask again, pause in seconds) before each pause; ``listed`` receives
+    the workflow ids of the first listing (for ``never_voted``).
     """
     gate = asyncio.Semaphore(concurrency)
 
@@ -264,6 +317,8 @@ async def vote_on_matching(
             return chosen, [await vote(client, cfg, p, ballot) for p in chosen]
 
     handles = await flagged_runs(client, selection.tenant)
+    if listed is not None:
+        listed.update(h.id for h in handles)
     chosen: dict[tuple[str, str], PendingApproval] = {}
     final: dict[tuple[str, str], Vote] = {}
     for attempt in range(1, max(attempts, 1) + 1):
@@ -301,16 +356,82 @@ async def vote_on_matching(
     return list(chosen.values()), list(final.values())
 
 
-async def asked(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval] | None:
-    """The run's own list of waiting steps; none if it closed, None if Temporal would not
-    let it answer right now (its workflow task failing, Temporal slow or away)."""
+async def never_voted(
+    client: Client,
+    selection: Selection,
+    votes: list[Vote],
+    started_at: datetime,
+    listed: set[str],
+    concurrency: int,
+) -> list[Missed]:
+    """List again what waits and name each matching step that waited when the command
+    started yet got no vote from it.
+
+    A step waited at the start when its own ``since`` (the run's clock, Temporal's) is
+    not after ``started_at`` (this host's); one that began to wait later (the next step
+    of a run just approved) was never asked about and is not named. A run whose answer
+    was already reported as unknown is not named again. A run that was in the first
+    listing, still waits according to Temporal's listing and cannot say on what (its
+    worker down, Temporal answering for it) is named with an empty step: nobody can say
+    it was voted on.
+    """
+    voted = {(v.run_id, v.step_id) for v in votes}
+    unasked = {v.run_id for v in votes if not v.step_id}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(handle: WorkflowHandle[Any, Any]) -> list[Missed]:
+        if handle.id in unasked:
+            return []
+        async with gate:
+            waiting = await answered(handle)
+            if isinstance(waiting, Exception):
+                if handle.id not in listed:
+                    return []
+                why = waiting.message if isinstance(waiting, RPCError) else str(waiting)
+                return [Missed(handle.id, "", f"it still waits and cannot say on what: {why}")]
+            chosen = [
+                p
+                for p in waiting
+                if p.tenant == selection.tenant
+                and selection.matches(p)
+                and (p.workflow_id, p.step_id) not in voted
+                and p.since <= started_at
+            ]
+            if (
+                chosen
+                and selection.playbook is not None
+                and await planned_from(handle) != selection.playbook
+            ):
+                return []
+            return [
+                Missed(p.workflow_id, p.step_id, f"waiting since {p.since.isoformat()}, no vote")
+                for p in chosen
+            ]
+
+    found = await asyncio.gather(*map(one, await flagged_runs(client, selection.tenant)))
+    return [m for missed in found for m in missed]
+
+
+async def answered(
+    handle: WorkflowHandle[Any, Any],
+) -> list[PendingApproval] | RPCError | WorkflowQueryFailedError | WorkflowQueryRejectedError:
+    """The run's own list of waiting steps, or why Temporal or the run gave none."""
     try:
         waiting: list[PendingApproval] = await handle.query(
             "pending_approvals", result_type=list[PendingApproval]
         )
-    except RPCError as exc:
-        return None if transient(exc) else []
-    except (WorkflowQueryFailedError, WorkflowQueryRejectedError):
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+        return exc
+    return waiting
+
+
+async def asked(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval] | None:
+    """The run's own list of waiting steps; none if it closed, None if Temporal would not
+    let it answer right now (its workflow task failing, Temporal slow or away)."""
+    waiting = await answered(handle)
+    if isinstance(waiting, RPCError):
+        return None if transient(waiting) else []
+    if isinstance(waiting, Exception):
         return []
     return waiting
 
@@ -349,6 +470,8 @@ async def vote(client: Client, cfg: Settings, pending: PendingApproval, ballot: 
         )
     except UpdateNotTaken as exc:
         return Vote(pending.workflow_id, pending.step_id, exc.message, unknown=True)
+    except ApprovalRepeated:
+        return Vote(pending.workflow_id, pending.step_id, already=True)
     except SteadError as exc:
         return Vote(pending.workflow_id, pending.step_id, exc.message)
     except WorkflowUpdateRPCTimeoutOrCancelledError:

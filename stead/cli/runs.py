@@ -63,6 +63,7 @@ from stead.contracts.run import (
 from stead.contracts.search_attributes import start_search_attributes
 from stead.errors import (
     ApprovalRefused,
+    ApprovalRepeated,
     CancelRefused,
     ConfigError,
     TemporalUnavailable,
@@ -614,6 +615,8 @@ async def send_approval(
         cause = exc.cause
         # One line, whether the validator or the handler refused (both audit it).
         reason = " ".join(str(getattr(cause, "message", None) or cause).split())
+        if getattr(cause, "type", None) == "ApprovalRepeated":
+            raise ApprovalRepeated(f"approval refused: {reason}") from None
         raise ApprovalRefused(f"approval refused: {reason}") from None
     except RPCError as exc:
         if task_in_failed_state(exc):

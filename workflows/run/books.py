@@ -49,6 +49,9 @@ class RunBooks:
         self._pending: dict[str, PendingApproval] = {}
         self._pending_policy: dict[str, tuple[frozenset[str], bool]] = {}
         self._votes: dict[str, list[ApprovalRecord]] = {}
+        # Votes accepted whose approval_accepted row is still being written, as
+        # (step id, approver): not counted yet, but a repeat of one is refused.
+        self._voting: set[tuple[str, str]] = set()
         # Workflow input is not trusted: a carry counts only once its seal is verified
         # (``_continuation_refusal``); until then the run knows nothing.
         self._run = RunProgress(

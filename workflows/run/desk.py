@@ -37,8 +37,16 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-def _refused(reason: str) -> ApplicationError:
-    return ApplicationError(reason, type="ApprovalRefused", non_retryable=True)
+# A vote counts once its approval_accepted row is written (before: as it arrived, so the
+# step could run, and its effect be audited, while that row was still being retried).
+VOTE_AFTER_AUDIT = "vote-after-audit"
+
+
+def _refused(reason: str, *, repeat: bool = False) -> ApplicationError:
+    """``repeat``: the approver's vote is already in (or on its way into) the run, which
+    a client resending after an unknown outcome needs to tell from a refusal."""
+    kind = "ApprovalRepeated" if repeat else "ApprovalRefused"
+    return ApplicationError(reason, type=kind, non_retryable=True)
 
 
 class RunApprovals(RunPlanning):
@@ -115,17 +123,18 @@ class RunApprovals(RunPlanning):
         problem = self._approval_problem(approval)
         if problem is not None:
             await self._approval_refused(received, problem, via="update")
-            raise _refused(problem)
+            raise _refused(problem, repeat=self._has_voted(approval))
         check = await self._authenticate(approval, via="update")
         if not check.accepted:
-            raise _refused(check.reason or "approval refused")
+            raise _refused(check.reason or "approval refused", repeat=self._has_voted(approval))
         await self._accept(approval, check)
         return self._result_for_voter(approval.step_id)
 
     def _result_for_voter(self, step_id: str) -> StepResult:
         """The step as the approver's vote left it. A rejection can trigger a replan while
         the vote's audit activity is still running, and the replan drops the rejected
-        step's result from the carry: the update then answers from ``_replaced``. (An
+        step's result from the carry: the update then answers from ``_replaced``. A step
+        still awaiting approval answers with the votes counted so far. (An
         uncaught KeyError here would fail the workflow task on every retry and hang the
         approver's update.)"""
         result = self._run.results.get(step_id) or self._replaced.get(step_id)
@@ -133,6 +142,10 @@ class RunApprovals(RunPlanning):
             raise ApplicationError(
                 f"step {step_id} is no longer part of this run", type="ApprovalRefused"
             )
+        if result.status == "awaiting_approval":
+            # Written when the step began to wait: the votes counted since (this one,
+            # now counted after its audit row) are the run's, not yet the result's.
+            return result.model_copy(update={"approvals": self._votes_of(step_id)})
         return result
 
     def _validate_approval(self, args: tuple[Any, ...]) -> None:
@@ -272,30 +285,51 @@ class RunApprovals(RunPlanning):
             return f"{approval.approver} started this run and may not approve its steps"
         if approval.approver not in eligible:
             return f"{approval.approver} is not an approver for step {approval.step_id}"
-        if any(v.approver == approval.approver for v in self._votes.get(approval.step_id, ())):
+        if self._has_voted(approval):
             return f"{approval.approver} already voted on step {approval.step_id}"
         return None
 
+    def _has_voted(self, approval: ApprovalInput) -> bool:
+        """The approver's vote on the step is counted, or its audit row is being written."""
+        step_votes = self._votes.get(approval.step_id, ())
+        return any(v.approver == approval.approver for v in step_votes) or (
+            (approval.step_id, approval.approver) in self._voting
+        )
+
     async def _accept(self, approval: ApprovalInput, check: ApprovalCheck) -> None:
+        """Count the vote once its ``approval_accepted`` row is written.
+
+        The step waits on ``_votes``, so a vote counted before its row is written lets
+        the step run (and its effect be audited) while the approval's row is still being
+        retried, or never written at all. Until the row is written the vote is in
+        ``_voting``: a second vote by the same approver meanwhile is refused as a
+        repeat, and a vote whose row cannot be written is not counted (the approver's
+        update fails, the step still waits). Runs that took the old order replay it.
+        """
         record = ApprovalRecord(
             approver=approval.approver,
             verdict=approval.verdict,
             comment=approval.comment,
             at=workflow.now(),
         )
+        data: dict[str, object] = {
+            "verdict": approval.verdict,
+            "comment": approval.comment,
+            "plan_hash": approval.plan_hash,
+            "authenticated": check.authenticated,
+            "token_id": check.token_id,
+        }
+        if not workflow.patched(VOTE_AFTER_AUDIT):
+            self._votes.setdefault(approval.step_id, []).append(record)
+            await self._audit("approval_accepted", approval.approver, approval.step_id, data)
+            return
+        voting = (approval.step_id, approval.approver)
+        self._voting.add(voting)
+        try:
+            await self._audit("approval_accepted", approval.approver, approval.step_id, data)
+        finally:
+            self._voting.discard(voting)
         self._votes.setdefault(approval.step_id, []).append(record)
-        await self._audit(
-            "approval_accepted",
-            approval.approver,
-            approval.step_id,
-            {
-                "verdict": approval.verdict,
-                "comment": approval.comment,
-                "plan_hash": approval.plan_hash,
-                "authenticated": check.authenticated,
-                "token_id": check.token_id,
-            },
-        )
 
     def _approvals(self, step_id: str) -> int:
         return sum(1 for v in self._votes.get(step_id, ()) if v.verdict == "approve")
