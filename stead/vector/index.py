@@ -149,6 +149,15 @@ class VectorIndex(Protocol):
         """Exact number of points stored for `tenant`."""
         ...
 
+    async def optimize(self) -> bool:
+        """Build the engine's search structures (HNSW graphs, per tenant) over what was
+        written since; True if there was anything to do. Until then a query scores every
+        point of the shard, not only the tenant's (7 ms instead of 1 at 100k points).
+        The embedded engine has no background optimizer, so the scheduled reindex calls
+        this; a Qdrant server optimizes by itself (no-op). Blocking: seconds to minutes
+        after a bulk load; reads and writes go on meanwhile."""
+        ...
+
     async def close(self) -> None:
         """Release the engine or connection; idempotent."""
         ...
