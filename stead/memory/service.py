@@ -291,6 +291,11 @@ class MemoryService:
         for t in tenants:
             done, gone = await self._indexer.repair(t, full=full)
             indexed, removed = indexed + done, removed + gone
+        # The embedded engine builds its search graphs only when asked (a no-op when
+        # nothing changed, and on a Qdrant server): without it every query scores the
+        # whole shard.
+        await self._indexer.ensure()
+        await self.index.optimize()
         return ReindexResult(tenants=len(tenants), indexed=indexed, removed=removed, failed=0)
 
     # ------------------------------------------------------------------- reads
@@ -351,12 +356,13 @@ class MemoryService:
         propose candidates, fused (`fusion.py`), with a bonus for event times in a period
         the question names (`when.py`), for a subject label the question names, and a
         share of a sequence neighbour's score (`cues.py`). Both rankings come from the
-        index in one call (`VectorIndex.hybrid`: the term vectors of `vector/terms.py`,
-        IDF over this tenant's points); Postgres only checks the candidates' rows.
+        index (`VectorIndex.hybrid`: the term vectors of `vector/terms.py`, IDF over
+        this tenant's points), the term query while the question is embedded; Postgres
+        only checks the candidates' rows.
         Exact terms are ranked in Postgres instead (`store.lexical`) when the index
         cannot hold the answer: a read of the past (`as_of`) or of an event-time window
         (`max_age`, `valid_at`), a tenant with versions the index has no terms for yet
-        (`store.terms_lag`), or no index at all. Every candidate of either path is
+        (`store.backlog`), or no index at all. Every candidate of either path is
         checked against Postgres in the same transaction: only versions of this tenant
         current now (or at `q.as_of`) leave. With the index or the model unavailable the
         result says `degraded`. Under a 'fresh' consistency policy, writes the index has
@@ -374,12 +380,12 @@ class MemoryService:
                 # The embedding and the index run while Postgres looks for a backlog.
                 searched = asyncio.create_task(self._search(q, depth, terms))
                 try:
-                    pending = (
-                        await store.unindexed(conn, q.tenant, q.namespaces, FRESH_LIMIT)
+                    # Reads of the past rank terms in Postgres anyway (`terms` is None).
+                    pending, lagging = (
+                        await store.backlog(conn, q.tenant, q.namespaces, FRESH_LIMIT)
                         if q.as_of is None
-                        else []
+                        else ([], True)
                     )
-                    lagging = bool(pending) or await store.terms_lag(conn, q.tenant)
                 finally:
                     vector, found = await searched
                 if found is not None and terms is not None and not lagging:
@@ -448,21 +454,40 @@ class MemoryService:
     async def _search(
         self, q: RecallQuery, depth: int, terms: TermVector | None
     ) -> tuple[list[float] | None, HybridHits | None]:
-        """The query vector and both of the index's rankings. Without the model: no
-        vector, and the index still ranks exact terms; without the index: (vector, None).
-        Either way the recall is degraded, and the log and metric say why."""
+        """The query vector and both of the index's rankings. The term query needs no
+        vector, so it runs while the question is embedded; the dense query follows the
+        embedding. Without the model: no vector, and the index still ranks exact terms;
+        without the index: (vector, None). Either way the recall is degraded, and the
+        log and metric say why."""
+        by_terms = asyncio.create_task(self._ranked(q, None, terms, depth))
         vector: list[float] | None = None
         try:
-            [vector] = await self.embedder.embed([q.query])
-        except EmbeddingUnavailable as exc:
-            _degraded(q.tenant, "embedding_unavailable", exc.message)
+            try:
+                [vector] = await self.embedder.embed([q.query])
+            except EmbeddingUnavailable as exc:
+                _degraded(q.tenant, "embedding_unavailable", exc.message)
+            by_meaning = await self._ranked(q, vector, None, depth)
+        finally:
+            lexical = await by_terms
+        for answer in (by_meaning, lexical):
+            if isinstance(answer, VectorIndexUnavailable):
+                _degraded(q.tenant, "index_unavailable", answer.message)
+                return vector, None
+        assert isinstance(by_meaning, HybridHits) and isinstance(lexical, HybridHits)
+        return vector, HybridHits(dense=by_meaning.dense, lexical=lexical.lexical)
+
+    async def _ranked(
+        self, q: RecallQuery, vector: list[float] | None, terms: TermVector | None, depth: int
+    ) -> HybridHits | VectorIndexUnavailable:
+        """One index query (nothing to ask: no hits); an unavailable index is returned,
+        not raised, so the other query's task is still awaited."""
+        if vector is None and terms is None:
+            return HybridHits()
         try:
             await self._indexer.ensure()
-            found = await self.index.hybrid(q.tenant, vector, terms, depth, q.namespaces)
+            return await self.index.hybrid(q.tenant, vector, terms, depth, q.namespaces)
         except VectorIndexUnavailable as exc:
-            _degraded(q.tenant, "index_unavailable", exc.message)
-            return vector, None
-        return vector, found
+            return exc
 
     async def _with_unindexed(
         self,
