@@ -8,11 +8,12 @@ never after the fact and never from caller-supplied payload.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
 
 from stead.contracts.base import Closed
 from stead.errors import ConfigError, ErrorCode, SteadError
@@ -27,9 +28,15 @@ MEMORY_ID_FIELD = "memory_id"
 TERMS_VECTOR = "terms"
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _canonical_uuid(value: str) -> str:
     # Engines hand ids back in canonical form; normalising on the way in keeps
-    # `hit.id == point.id` true for callers who wrote an upper-case UUID.
+    # `hit.id == point.id` true for callers who wrote an upper-case UUID. A canonical
+    # id is its own normal form (recall checks ~100 hits per question: no parse).
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     return str(uuid.UUID(value))
 
 
@@ -163,16 +170,18 @@ class VectorIndex(Protocol):
         ...
 
 
+_HITS: TypeAdapter[tuple[VectorHit, ...]] = TypeAdapter(tuple[VectorHit, ...])
+
+
 def hits_from(scored: Iterable[Any]) -> tuple[VectorHit, ...]:
     """An engine's scored points (either backend's type: id, score, payload) as hits,
-    each payload re-validated against the contract."""
-    return tuple(
-        VectorHit(
-            id=str(point.id),
-            score=point.score,
-            payload=VectorPayload.model_validate(point.payload or {}),
-        )
-        for point in scored
+    each payload re-validated against the contract (all of them in one validator call:
+    a model per hit built in Python cost recall ~2 ms for 100 candidates)."""
+    return _HITS.validate_python(
+        [
+            {"id": str(point.id), "score": point.score, "payload": point.payload or {}}
+            for point in scored
+        ]
     )
 
 
