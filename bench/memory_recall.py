@@ -40,7 +40,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -356,21 +355,9 @@ def pct(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
 
 
-@dataclass(frozen=True)
-class Sizes:
-    memories: int = 100_000
-    tenants: int = 10
-    queries: int = 200
-    warmup: int = 20
-    k: int = 5
-    seed: int = 7
-    local: bool = False
-    reuse_vectors: bool | None = None  # None: reuse only when the corpus is not all embedded
-    cache: Path = REPO / ".stead" / "bench"
-
-
-FULL = Sizes()
-QUICK = Sizes(memories=5_000, queries=60, warmup=10)
+# Command lines for `bench.run_all` (full sizes: the defaults).
+FULL: tuple[str, ...] = ()
+QUICK = ("--memories", "5000", "--queries", "60", "--warmup", "10")
 GOAL_P95_MS = 20.0
 PATHS = ("recall", "stored", "both", "vector", "bare")
 LABELS = {
@@ -382,7 +369,7 @@ LABELS = {
 }
 
 
-def corpus_vectors(texts: list[str], sizes: Sizes) -> np.ndarray[Any, Any]:
+def corpus_vectors(texts: list[str], sizes: argparse.Namespace) -> np.ndarray[Any, Any]:
     """Real embeddings of the corpus, or (`reuse_vectors`, or when only a prefix is cached)
     the cached prefix reused (`reused`): latency only. With nothing cached, 2,048 are
     embedded first (a minute or two)."""
@@ -396,7 +383,7 @@ def corpus_vectors(texts: list[str], sizes: Sizes) -> np.ndarray[Any, Any]:
     return reused(len(texts), sizes.cache, sizes.seed)
 
 
-async def measure_recall(cfg: Settings, sizes: Sizes, work: Path) -> Section:
+async def measure_recall(cfg: Settings, sizes: argparse.Namespace, work: Path) -> Section:
     texts = corpus(sizes.memories, sizes.seed)
     print(f"corpus: {len(texts)} memories x {sizes.tenants} tenants; embedding (cached)...")
     vectors = corpus_vectors(texts, sizes)
@@ -460,7 +447,7 @@ async def measure_recall(cfg: Settings, sizes: Sizes, work: Path) -> Section:
     return report(sizes, times)
 
 
-def report(sizes: Sizes, times: dict[str, dict[str, list[float]]]) -> Section:
+def report(sizes: argparse.Namespace, times: dict[str, dict[str, list[float]]]) -> Section:
     scale = f"{sizes.memories // 1000}k x {sizes.tenants} tenants"
     section = Section(
         f"memory recall, {sizes.memories} memories x {sizes.tenants} tenants,"
@@ -488,9 +475,10 @@ def report(sizes: Sizes, times: dict[str, dict[str, list[float]]]) -> Section:
     return section
 
 
-async def measure(stack: BenchStack, sizes: Sizes) -> Section:
+async def measure(stack: BenchStack, argv: Sequence[str]) -> Section:
     """For `bench.run_all`: the stack's Postgres, a shard of its own under the stack's dir."""
     _quiet_local_mode()
+    sizes = options().parse_args(list(argv))
     return await measure_recall(stack.settings, sizes, stack.work / "memory-recall")
 
 
@@ -501,17 +489,17 @@ def _quiet_local_mode() -> None:
     warnings.filterwarnings("ignore", message="Local mode is not recommended")
 
 
-def main() -> None:
+def options() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--memories", type=int, default=FULL.memories)
-    parser.add_argument("--tenants", type=int, default=FULL.tenants)
-    parser.add_argument("--queries", type=int, default=FULL.queries)
-    parser.add_argument("--warmup", type=int, default=FULL.warmup)
-    parser.add_argument("--k", type=int, default=FULL.k)
-    parser.add_argument("--seed", type=int, default=FULL.seed)
-    parser.add_argument("--cache", type=Path, default=FULL.cache)
+    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cache", type=Path, default=REPO / ".stead" / "bench")
     parser.add_argument("--prepare-only", action="store_true", help="Only compute the embeddings.")
     parser.add_argument(
         "--reuse-vectors",
@@ -526,21 +514,14 @@ def main() -> None:
         help="Also measure qdrant-client's local mode (brute force in Python: seconds per "
         "hybrid query beyond a few thousand memories).",
     )
-    args = parser.parse_args()
-    if args.prepare_only:
-        embeddings(corpus(args.memories, args.seed), args.cache, args.seed)
+    return parser
+
+
+def main() -> None:
+    sizes = options().parse_args()
+    if sizes.prepare_only:
+        embeddings(corpus(sizes.memories, sizes.seed), sizes.cache, sizes.seed)
         return
-    sizes = Sizes(
-        memories=args.memories,
-        tenants=args.tenants,
-        queries=args.queries,
-        warmup=args.warmup,
-        k=args.k,
-        seed=args.seed,
-        local=args.local,
-        reuse_vectors=args.reuse_vectors,
-        cache=args.cache,
-    )
     _quiet_local_mode()
 
     async def measured(cfg: Settings, work: Path) -> None:
