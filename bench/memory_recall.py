@@ -514,6 +514,7 @@ def options() -> argparse.ArgumentParser:
         help="Also measure qdrant-client's local mode (brute force in Python: seconds per "
         "hybrid query beyond a few thousand memories).",
     )
+    parser.add_argument("--no-local", dest="local", action="store_false", help="The default.")
     return parser
 
 
