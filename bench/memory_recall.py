@@ -1,9 +1,9 @@
 """Recall latency at scale: 100k memories x 10 tenants on the embedded stack.
 
 What is measured: `MemoryService.recall` end to end (embed the query with the local
-all-MiniLM-L6-v2; the index's term query (BM25 term vectors, IDF over the tenant's
-points) while the question is embedded, then its nearest points; fetch and check the
-versions in Postgres under row-level security; fuse), the same with the query
+all-MiniLM-L6-v2; one index call for the nearest points and the best by exact terms
+(BM25 term vectors, IDF over the tenant's points); fetch and check the versions in
+Postgres under row-level security; fuse), the same with the query
 pre-embedded, both index rankings in one call, and the vector query alone, for
 `--memories` memories spread evenly over `--tenants` tenants. Every question is
 distinct, so none is answered from the embedder's cache of recent texts. The same-run

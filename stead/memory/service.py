@@ -356,9 +356,10 @@ class MemoryService:
         propose candidates, fused (`fusion.py`), with a bonus for event times in a period
         the question names (`when.py`), for a subject label the question names, and a
         share of a sequence neighbour's score (`cues.py`). Both rankings come from the
-        index (`VectorIndex.hybrid`: the term vectors of `vector/terms.py`, IDF over
-        this tenant's points), the term query while the question is embedded; Postgres
-        only checks the candidates' rows.
+        index in one call after the question is embedded (`VectorIndex.hybrid`: the
+        term vectors of `vector/terms.py`, IDF over this tenant's points; running the
+        term query beside the embedding instead was measured no faster on 2 cores,
+        bench/README.md); Postgres only checks the candidates' rows.
         Exact terms are ranked in Postgres instead (`store.lexical`) when the index
         cannot hold the answer: a read of the past (`as_of`) or of an event-time window
         (`max_age`, `valid_at`), a tenant with versions the index has no terms for yet
@@ -454,40 +455,21 @@ class MemoryService:
     async def _search(
         self, q: RecallQuery, depth: int, terms: TermVector | None
     ) -> tuple[list[float] | None, HybridHits | None]:
-        """The query vector and both of the index's rankings. The term query needs no
-        vector, so it runs while the question is embedded; the dense query follows the
-        embedding. Without the model: no vector, and the index still ranks exact terms;
-        without the index: (vector, None). Either way the recall is degraded, and the
-        log and metric say why."""
-        by_terms = asyncio.create_task(self._ranked(q, None, terms, depth))
+        """The query vector and both of the index's rankings. Without the model: no
+        vector, and the index still ranks exact terms; without the index: (vector, None).
+        Either way the recall is degraded, and the log and metric say why."""
         vector: list[float] | None = None
         try:
-            try:
-                [vector] = await self.embedder.embed([q.query])
-            except EmbeddingUnavailable as exc:
-                _degraded(q.tenant, "embedding_unavailable", exc.message)
-            by_meaning = await self._ranked(q, vector, None, depth)
-        finally:
-            lexical = await by_terms
-        for answer in (by_meaning, lexical):
-            if isinstance(answer, VectorIndexUnavailable):
-                _degraded(q.tenant, "index_unavailable", answer.message)
-                return vector, None
-        assert isinstance(by_meaning, HybridHits) and isinstance(lexical, HybridHits)
-        return vector, HybridHits(dense=by_meaning.dense, lexical=lexical.lexical)
-
-    async def _ranked(
-        self, q: RecallQuery, vector: list[float] | None, terms: TermVector | None, depth: int
-    ) -> HybridHits | VectorIndexUnavailable:
-        """One index query (nothing to ask: no hits); an unavailable index is returned,
-        not raised, so the other query's task is still awaited."""
-        if vector is None and terms is None:
-            return HybridHits()
+            [vector] = await self.embedder.embed([q.query])
+        except EmbeddingUnavailable as exc:
+            _degraded(q.tenant, "embedding_unavailable", exc.message)
         try:
             await self._indexer.ensure()
-            return await self.index.hybrid(q.tenant, vector, terms, depth, q.namespaces)
+            found = await self.index.hybrid(q.tenant, vector, terms, depth, q.namespaces)
         except VectorIndexUnavailable as exc:
-            return exc
+            _degraded(q.tenant, "index_unavailable", exc.message)
+            return vector, None
+        return vector, found
 
     async def _with_unindexed(
         self,
