@@ -1,30 +1,37 @@
-"""Recall latency at scale: the embedded stack against qdrant-client's local mode.
+"""Recall latency at scale: 100k memories x 10 tenants on the embedded stack.
 
 What is measured: `MemoryService.recall` end to end (embed the query with the local
-all-MiniLM-L6-v2; one index call for both rankings, the nearest points and the best
-by exact terms (BM25 term vectors), filtered by tenant; fetch and check the versions
-in Postgres under row-level security; fuse), the index call alone, and the vector
-query alone, for
-`--memories` memories spread evenly over `--tenants` tenants. The same service code
-runs twice, once on the embedded Qdrant engine (`EdgeVectorIndex`, the default
-stack) and once on qdrant-client's `:memory:` local mode (the baseline in the same
-run); queries alternate between the two so drift hits both columns alike.
+all-MiniLM-L6-v2; one index call for the nearest points and the best by exact terms
+(BM25 term vectors, IDF over the tenant's points); fetch and check the versions in
+Postgres under row-level security; fuse), the same with the query
+pre-embedded, both index rankings in one call, and the vector query alone, for
+`--memories` memories spread evenly over `--tenants` tenants. Every question is
+distinct, so none is answered from the embedder's cache of recent texts. The same-run
+baseline is a bare vector store's recall: embed the question, ask the index for its 5
+nearest points (no terms, no Postgres, no checks). Goal: recall p95 <= 20 ms.
+`--local` also runs the same service code on qdrant-client's `:memory:` local mode
+(queries alternate between the two so drift hits both columns alike); it ranks terms
+by brute force in Python, seconds per query beyond a few thousand memories.
 
 How the data gets there: the corpus is generated from a seed; its embeddings are
 computed once with the real local model and cached as a .npy file (computing 100k
 takes ~25 min on 2 idle cores, hours on a loaded machine; progress is saved, so a
-run resumes, and `--memories` below what is done already uses it). Postgres is
-bulk-loaded with COPY as the admin role (COPY FROM does not run under row-level
-security), already marked indexed; both indexes get the same points (embedding and
-term vector) by batched upserts.
+run resumes, and `--memories` below what is done already uses it). When fewer than
+`--memories` are cached, the cached ones are reused for the rest (`reused`: latency
+only). Postgres is bulk-loaded with COPY as the admin role (COPY FROM does not run
+under row-level security), already marked indexed; the index gets the same points
+(embedding and term vector) by batched upserts. `bench.run_all` runs it as the
+`memory_recall` row (`--quick`: 5k memories).
 
     .venv/bin/python -m bench.memory_recall                     # 100k memories x 10 tenants
     .venv/bin/python -m bench.memory_recall --memories 5000 --queries 100   # a quick run
+    .venv/bin/python -m bench.memory_recall --prepare-only --memories 8192  # embed a prefix
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import hashlib
 import random
@@ -40,7 +47,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from bench.harness import on_stack
+from bench.harness import BenchStack, Row, Section, machine_line, on_stack
+from bench.harness import report as report_rows
 from stead.db.pool import create_pool
 from stead.embeddings import MiniLmEmbedder
 from stead.memory import RecallQuery
@@ -130,12 +138,22 @@ def corpus(n: int, seed: int) -> list[str]:
 
 
 def questions(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed + 1)
+    """`n` questions, distinct: a repeated question would be answered from the embedder's
+    cache of recent texts, and the end-to-end row must pay for the query embedding (the
+    templates give 334 distinct ones; beyond that a copy is numbered)."""
+    distinct = sorted(
+        {
+            template.format(city=city, channel=channel, product=product)
+            for template in QUESTIONS
+            for city in CITIES
+            for channel in CHANNELS
+            for product in PRODUCTS
+        }
+    )
+    random.Random(seed + 1).shuffle(distinct)
     return [
-        rng.choice(QUESTIONS).format(
-            city=rng.choice(CITIES), channel=rng.choice(CHANNELS), product=rng.choice(PRODUCTS)
-        )
-        for _ in range(n)
+        distinct[i % len(distinct)] + (f" ({i // len(distinct)})" if i >= len(distinct) else "")
+        for i in range(n)
     ]
 
 
@@ -337,84 +355,141 @@ def pct(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
 
 
-async def measure(cfg: Settings, args: argparse.Namespace, work: Path) -> None:
-    texts = corpus(args.memories, args.seed)
-    print(f"corpus: {len(texts)} memories x {args.tenants} tenants; embedding (cached)...")
-    vectors = (
-        reused(len(texts), args.cache, args.seed)
-        if args.reuse_vectors
-        else embeddings(texts, args.cache, args.seed)
-    )
-    tenants = [f"bench{t:02d}" for t in range(args.tenants)]
+# Command lines for `bench.run_all` (full sizes: the defaults).
+FULL: tuple[str, ...] = ()
+QUICK = ("--memories", "5000", "--queries", "60", "--warmup", "10")
+GOAL_P95_MS = 20.0
+PATHS = ("recall", "stored", "both", "vector", "bare")
+LABELS = {
+    "recall": "recall, end to end",
+    "stored": "recall, query pre-embedded",
+    "both": "index: dense + terms (one call)",
+    "vector": "vector query only",
+    "bare": "bare: embed + vector query (baseline)",
+}
+
+
+def corpus_vectors(texts: list[str], sizes: argparse.Namespace) -> np.ndarray[Any, Any]:
+    """Real embeddings of the corpus, or (`reuse_vectors`, or when only a prefix is cached)
+    the cached prefix reused (`reused`): latency only. With nothing cached, 2,048 are
+    embedded first (a minute or two)."""
+    cached = max((_cached_size(f) for f in sizes.cache.glob(f"memory_recall-*-{sizes.seed}.npy")),
+                 default=0)  # fmt: skip
+    reuse = sizes.reuse_vectors if sizes.reuse_vectors is not None else cached < len(texts)
+    if not reuse:
+        return embeddings(texts, sizes.cache, sizes.seed)
+    if not cached:
+        embeddings(texts[:2048], sizes.cache, sizes.seed)
+    return reused(len(texts), sizes.cache, sizes.seed)
+
+
+async def measure_recall(cfg: Settings, sizes: argparse.Namespace, work: Path) -> Section:
+    texts = corpus(sizes.memories, sizes.seed)
+    print(f"corpus: {len(texts)} memories x {sizes.tenants} tenants; embedding (cached)...")
+    vectors = corpus_vectors(texts, sizes)
+    tenants = [f"bench{t:02d}" for t in range(sizes.tenants)]
     started = time.perf_counter()
     points = await load_postgres(cfg.postgres_admin_dsn or "", texts, tenants)
     print(f"postgres: COPY of {len(points)} versions in {time.perf_counter() - started:.1f} s")
     edge = EdgeVectorIndex(work / "qdrant")
     local = QdrantServerIndex(location=":memory:")
-    names = ("edge", "local") if args.local else ("edge",)
-    for name, index in (("edge", edge), ("local", local))[: len(names)]:
+    names = ("edge", "local") if sizes.local else ("edge",)
+    indexes: tuple[tuple[str, VectorIndex], ...] = (("edge", edge), ("local", local))[: len(names)]
+    for name, index in indexes:
         took = await load_index(index, points, vectors, texts)
         print(f"{name}: {len(points)} points upserted in {took:.1f} s")
+        # What the scheduled reindex does after writes: build the search graphs.
+        started = time.perf_counter()
+        await index.optimize()
+        print(f"{name}: optimized in {time.perf_counter() - started:.1f} s")
 
     embedder = MiniLmEmbedder()
     pool = await create_pool(cfg.postgres_dsn, min_size=2, max_size=4)
-    asked = questions(args.queries + args.warmup, args.seed)
+    asked = questions(sizes.queries + sizes.warmup, sizes.seed)
     qvecs = embedder.embed_sync(asked)
     cached = PrecomputedEmbedder(dict(zip(asked, qvecs, strict=True)))
-    indexes: tuple[tuple[str, VectorIndex], ...] = (("edge", edge), ("local", local))[: len(names)]
     services = {name: MemoryService(pool, idx, embedder) for name, idx in indexes}
     storage = {name: MemoryService(pool, idx, cached) for name, idx in indexes}
-    recall: dict[str, list[float]] = {"edge": [], "local": []}
-    depth = max(services["edge"].fusion.depth, args.k * 4 + 8)  # what recall asks
-    stored: dict[str, list[float]] = {"edge": [], "local": []}
-    both: dict[str, list[float]] = {"edge": [], "local": []}
-    vector: dict[str, list[float]] = {"edge": [], "local": []}
+    depth = max(services["edge"].fusion.depth, sizes.k * 4 + 8)  # what recall asks
+    times: dict[str, dict[str, list[float]]] = {path: {n: [] for n in names} for path in PATHS}
     try:
         for i, text in enumerate(asked):
             tenant = tenants[i % len(tenants)]
-            q = RecallQuery(tenant=tenant, query=text, principal="service:bench", k=args.k)
+            q = RecallQuery(tenant=tenant, query=text, principal="service:bench", k=sizes.k)
             for name in names if i % 2 == 0 else tuple(reversed(names)):
                 svc = services[name]
-                r = await timed(functools.partial(svc.recall, q))
-                s = await timed(functools.partial(storage[name].recall, q))
                 terms = query_terms(text)
-                h = await timed(functools.partial(svc.index.hybrid, tenant, qvecs[i], terms, depth))
-                v = await timed(functools.partial(svc.index.query, tenant, qvecs[i], args.k))
-                if i >= args.warmup:
-                    recall[name].append(r)
-                    stored[name].append(s)
-                    both[name].append(h)
-                    vector[name].append(v)
+
+                async def bare(
+                    svc: MemoryService = svc, text: str = text, tenant: str = tenant
+                ) -> None:
+                    [vector] = await asyncio.to_thread(embedder.embed_sync, [text])
+                    await svc.index.query(tenant, vector, sizes.k)
+
+                spent = {
+                    "bare": await timed(bare),
+                    "recall": await timed(functools.partial(svc.recall, q)),
+                    "stored": await timed(functools.partial(storage[name].recall, q)),
+                    "both": await timed(
+                        functools.partial(svc.index.hybrid, tenant, qvecs[i], terms, depth)
+                    ),
+                    "vector": await timed(
+                        functools.partial(svc.index.query, tenant, qvecs[i], sizes.k)
+                    ),
+                }
+                if i >= sizes.warmup:
+                    for path, ms in spent.items():
+                        times[path][name].append(ms)
     finally:
         await pool.close()
         await edge.close()
         await local.close()
-    report(args, {"recall": recall, "stored": stored, "both": both, "vector": vector})
+    return report(sizes, times)
 
 
-def report(args: argparse.Namespace, times: dict[str, dict[str, list[float]]]) -> None:
-    print()
-    print(
-        f"memory recall, {args.memories} memories x {args.tenants} tenants,"
-        f" k={args.k}, {args.queries} queries"
+def report(sizes: argparse.Namespace, times: dict[str, dict[str, list[float]]]) -> Section:
+    scale = f"{sizes.memories // 1000}k x {sizes.tenants} tenants"
+    section = Section(
+        f"memory recall, {sizes.memories} memories x {sizes.tenants} tenants,"
+        f" k={sizes.k}, {sizes.queries} distinct questions"
     )
-    print(f"{'path':<42}{'p50 ms':>10}{'p95 ms':>10}{'local/edge p50':>17}{'p95':>8}")
-    rows = (
-        ("recall, end to end", times["recall"]),
-        ("recall, query pre-embedded", times["stored"]),
-        ("index: dense + terms (one call)", times["both"]),
-        ("vector query only", times["vector"]),
-    )
-    for label, data in rows:
-        for name in [n for n in ("edge", "local") if data[n]]:
+    lines = section.lines
+    lines.append(f"{'path':<46}{'p50 ms':>10}{'p95 ms':>10}{'local/edge p50':>17}{'p95':>8}")
+    for path in PATHS:
+        data = times[path]
+        for name in [n for n in ("edge", "local") if data.get(n)]:
             p50, p95 = pct(data[name], 50), pct(data[name], 95)
             ratio = ""
             if name == "local":
                 ratio = f"{p50 / pct(data['edge'], 50):>16.1f}x{p95 / pct(data['edge'], 95):>7.1f}x"
-            print(f"{label + ' / ' + name:<42}{p50:>10.2f}{p95:>10.2f}{ratio}")
+            lines.append(f"{LABELS[path] + ' / ' + name:<46}{p50:>10.2f}{p95:>10.2f}{ratio}")
+    r50, r95 = pct(times["recall"]["edge"], 50), pct(times["recall"]["edge"], 95)
+    b50, b95 = pct(times["bare"]["edge"], 50), pct(times["bare"]["edge"], 95)
+    section.rows += [
+        Row("memory_recall", f"recall p50 ms, {scale}", f"{r50:.1f}",
+            f"{b50:.1f} (embed + vector query)", f"{r50 / b50:.2f}x"),
+        Row("memory_recall", f"recall p95 ms, {scale}", f"{r95:.1f}",
+            f"{b95:.1f} (embed + vector query)", f"{r95 / b95:.2f}x",
+            f"<= {GOAL_P95_MS:.0f} ms", r95 <= GOAL_P95_MS),
+    ]  # fmt: skip
+    return section
 
 
-def main() -> None:
+async def measure(stack: BenchStack, argv: Sequence[str]) -> Section:
+    """For `bench.run_all`: the stack's Postgres, a shard of its own under the stack's dir."""
+    _quiet_local_mode()
+    sizes = options().parse_args(list(argv))
+    return await measure_recall(stack.settings, sizes, stack.work / "memory-recall")
+
+
+def _quiet_local_mode() -> None:
+    # Local mode says it ignores payload indexes and is not meant for this size: that
+    # is exactly what makes it the baseline.
+    warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+    warnings.filterwarnings("ignore", message="Local mode is not recommended")
+
+
+def options() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -429,24 +504,33 @@ def main() -> None:
     parser.add_argument(
         "--reuse-vectors",
         action="store_true",
-        help="Fill the corpus from the embeddings cached so far (latency only; see reused()).",
+        default=None,
+        help="Fill the corpus from the embeddings cached so far (latency only; see reused()); "
+        "the default when fewer than --memories are cached.",
     )
     parser.add_argument(
-        "--no-local",
-        dest="local",
-        action="store_false",
-        help="Skip the local-mode baseline (brute force in Python: seconds per hybrid query "
-        "beyond a few thousand memories).",
+        "--local",
+        action="store_true",
+        help="Also measure qdrant-client's local mode (brute force in Python: seconds per "
+        "hybrid query beyond a few thousand memories).",
     )
-    args = parser.parse_args()
-    if args.prepare_only:
-        embeddings(corpus(args.memories, args.seed), args.cache, args.seed)
+    parser.add_argument("--no-local", dest="local", action="store_false", help="The default.")
+    return parser
+
+
+def main() -> None:
+    sizes = options().parse_args()
+    if sizes.prepare_only:
+        embeddings(corpus(sizes.memories, sizes.seed), sizes.cache, sizes.seed)
         return
-    # Local mode says it ignores payload indexes and is not meant for this size: that
-    # is exactly what makes it the baseline.
-    warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
-    warnings.filterwarnings("ignore", message="Local mode is not recommended")
-    on_stack("stead-bench-memory-", lambda settings, work: measure(settings, args, work))
+    _quiet_local_mode()
+
+    async def measured(cfg: Settings, work: Path) -> None:
+        print(machine_line())
+        report_rows(await measure_recall(cfg, sizes, work))
+        print(machine_line())
+
+    on_stack("stead-bench-memory-", measured)
 
 
 if __name__ == "__main__":

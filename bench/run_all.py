@@ -49,6 +49,7 @@ from bench import (
     fairness,
     locomo,
     long_run,
+    memory_recall,
     parked,
     peer_dbos,
     peer_langgraph,
@@ -149,6 +150,12 @@ def benchmarks(quick: bool, locomo_path: Path | None = None) -> dict[str, Bench]
             lambda s: fairness.measure(s, pick(fairness.FULL, fairness.QUICK)),
             "dev",
             "the cluster launcher does not enable matching.enableFairness",
+        ),
+        "memory_recall": Bench(
+            "",
+            lambda s: memory_recall.measure(s, pick(memory_recall.FULL, memory_recall.QUICK)),
+            "once",
+            "the memory service alone, no Temporal",
         ),
         "locomo": Bench(
             "",

@@ -6,6 +6,7 @@ hand-made so that the other tenant's point is always the better match.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -167,6 +168,50 @@ async def test_ensure_collection_with_another_dim_is_a_mismatch(index: VectorInd
 async def test_empty_tenant_is_refused(index: VectorIndex) -> None:
     with pytest.raises(ValueError, match="tenant"):
         await index.query("", EAST, k=1)
+
+
+async def test_optimize_keeps_the_answers_and_the_tenant_scope(index: VectorIndex) -> None:
+    east, north = point("acme", EAST), point("acme", NORTH)
+    globex_east = point("globex", EAST)
+    await index.upsert([east, north, globex_east])
+    before = [hit.id for hit in await index.query("acme", EAST, k=3)]
+
+    assert isinstance(await index.optimize(), bool)
+    await index.upsert([later := point("acme", NORTH_EAST)])
+
+    assert [hit.id for hit in await index.query("acme", EAST, k=3)] == [
+        before[0],
+        later.id,
+        before[1],
+    ]
+    assert [hit.id for hit in await index.query("globex", NORTH, k=3)] == [globex_east.id]
+
+
+async def test_edge_close_waits_for_reads_in_flight_and_refuses_later_ones(
+    tmp_path: Path,
+) -> None:
+    """Reads do not hold the lifecycle lock while the engine works (recall's two index
+    queries overlap), so close must wait for them: a read either answers or is refused
+    as unavailable, never fails inside a shard closed under it."""
+    index = EdgeVectorIndex(tmp_path / "qdrant")
+    await index.ensure_collection(DIM)
+    stored = point("acme", EAST)
+    await index.upsert([stored])
+    terms = query_terms("east")
+
+    answers = await asyncio.gather(
+        *(index.hybrid("acme", EAST, terms, 5) for _ in range(8)),
+        index.close(),
+        *(index.query("acme", EAST, 1) for _ in range(4)),
+        return_exceptions=True,
+    )
+
+    for answer in answers:
+        assert answer is None or isinstance(answer, (HybridHits, list, VectorIndexUnavailable))
+        if isinstance(answer, HybridHits):
+            assert [hit.id for hit in answer.dense] == [stored.id]
+    with pytest.raises(VectorIndexUnavailable):
+        await index.query("acme", EAST, 1)
 
 
 async def test_edge_data_survives_close_and_reopen(tmp_path: Path) -> None:

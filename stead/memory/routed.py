@@ -117,6 +117,10 @@ class WorkerRoutedIndex:
     async def count(self, tenant: str) -> int:
         return (await self._call(self._op("count", tenant=tenant))).count
 
+    async def optimize(self) -> bool:
+        # The worker that owns the shard optimizes it in its own reindex.
+        return False
+
     async def close(self) -> None:
         return None
 
@@ -245,6 +249,9 @@ class UnavailableIndex:
         raise self._fail()
 
     async def count(self, tenant: str) -> int:
+        raise self._fail()
+
+    async def optimize(self) -> bool:
         raise self._fail()
 
     async def close(self) -> None:

@@ -291,6 +291,11 @@ class MemoryService:
         for t in tenants:
             done, gone = await self._indexer.repair(t, full=full)
             indexed, removed = indexed + done, removed + gone
+        # The embedded engine builds its search graphs only when asked (a no-op when
+        # nothing changed, and on a Qdrant server): without it every query scores the
+        # whole shard.
+        await self._indexer.ensure()
+        await self.index.optimize()
         return ReindexResult(tenants=len(tenants), indexed=indexed, removed=removed, failed=0)
 
     # ------------------------------------------------------------------- reads
@@ -351,12 +356,14 @@ class MemoryService:
         propose candidates, fused (`fusion.py`), with a bonus for event times in a period
         the question names (`when.py`), for a subject label the question names, and a
         share of a sequence neighbour's score (`cues.py`). Both rankings come from the
-        index in one call (`VectorIndex.hybrid`: the term vectors of `vector/terms.py`,
-        IDF over this tenant's points); Postgres only checks the candidates' rows.
+        index in one call after the question is embedded (`VectorIndex.hybrid`: the
+        term vectors of `vector/terms.py`, IDF over this tenant's points; running the
+        term query beside the embedding instead was measured no faster on 2 cores,
+        bench/README.md); Postgres only checks the candidates' rows.
         Exact terms are ranked in Postgres instead (`store.lexical`) when the index
         cannot hold the answer: a read of the past (`as_of`) or of an event-time window
         (`max_age`, `valid_at`), a tenant with versions the index has no terms for yet
-        (`store.terms_lag`), or no index at all. Every candidate of either path is
+        (`store.backlog`), or no index at all. Every candidate of either path is
         checked against Postgres in the same transaction: only versions of this tenant
         current now (or at `q.as_of`) leave. With the index or the model unavailable the
         result says `degraded`. Under a 'fresh' consistency policy, writes the index has
@@ -374,12 +381,12 @@ class MemoryService:
                 # The embedding and the index run while Postgres looks for a backlog.
                 searched = asyncio.create_task(self._search(q, depth, terms))
                 try:
-                    pending = (
-                        await store.unindexed(conn, q.tenant, q.namespaces, FRESH_LIMIT)
+                    # Reads of the past rank terms in Postgres anyway (`terms` is None).
+                    pending, lagging = (
+                        await store.backlog(conn, q.tenant, q.namespaces, FRESH_LIMIT)
                         if q.as_of is None
-                        else []
+                        else ([], True)
                     )
-                    lagging = bool(pending) or await store.terms_lag(conn, q.tenant)
                 finally:
                     vector, found = await searched
                 if found is not None and terms is not None and not lagging:

@@ -112,6 +112,12 @@ class GuardedEdgeIndex:
         self._open = True
         return total
 
+    async def optimize(self) -> bool:
+        self._guard()
+        done = await self._inner.optimize()
+        self._open = True
+        return done
+
     async def close(self) -> None:
         self._open = False
         await self._inner.close()

@@ -280,23 +280,6 @@ async def lexical(
     return [(r["id"], float(r["score"])) for r in rows]
 
 
-async def unindexed(
-    conn: asyncpg.Connection, tenant: str, namespaces: Sequence[str] | None, limit: int
-) -> list[asyncpg.Record]:
-    """Live versions written but not yet in the vector index (newest first): what a
-    'fresh' recall ranks by meaning itself so the reader sees its own writes."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT {VERSION_COLUMNS}, true AS live {_FROM}"
-        f" WHERE v.tenant = $1 AND v.index_state = 'pending' AND {LIVE}"
-        " AND ($2::text[] IS NULL OR m.namespace = ANY($2::text[]))"
-        " ORDER BY v.recorded_at DESC LIMIT $3",
-        tenant,
-        None if namespaces is None else list(namespaces),
-        limit,
-    )
-    return rows
-
-
 async def version_at(
     conn: asyncpg.Connection,
     tenant: str,
@@ -442,16 +425,28 @@ async def index_work(
     return waiting[0], waiting[1], [r["id"] for r in stale]
 
 
-async def terms_lag(conn: asyncpg.Connection, tenant: str) -> bool:
-    """Whether some live version of `tenant` cannot be found by its terms in the index
-    (not indexed yet, or indexed before term vectors): then recall ranks exact terms in
-    Postgres instead, so a lagging index never hides a match."""
-    lagging: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM memory_versions v WHERE v.tenant = $1"
-        f" AND v.index_state IN ('pending', 'terms') AND {LIVE})",
+async def backlog(
+    conn: asyncpg.Connection, tenant: str, namespaces: Sequence[str] | None, limit: int
+) -> tuple[list[asyncpg.Record], bool]:
+    """What the index has not caught up with, in one statement (one round trip per
+    recall): the newest live versions written but not yet indexed (what a 'fresh' recall
+    ranks by meaning itself, so the reader sees its own writes), and whether some live
+    version of `tenant` cannot be found by its terms in the index (not indexed yet, or
+    indexed before term vectors): then recall ranks exact terms in Postgres instead, so
+    a lagging index never hides a match."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT lag.lagging, p.* FROM (SELECT EXISTS (SELECT 1 FROM memory_versions v"
+        f" WHERE v.tenant = $1 AND v.index_state IN ('pending', 'terms') AND {LIVE})"
+        " AS lagging) lag"
+        f" LEFT JOIN LATERAL (SELECT {VERSION_COLUMNS}, true AS live {_FROM}"
+        f" WHERE v.tenant = $1 AND v.index_state = 'pending' AND {LIVE}"
+        " AND ($2::text[] IS NULL OR m.namespace = ANY($2::text[]))"
+        " ORDER BY v.recorded_at DESC LIMIT $3) p ON true",
         tenant,
+        None if namespaces is None else list(namespaces),
+        limit,
     )
-    return lagging
+    return [r for r in rows if r["id"] is not None], bool(rows[0]["lagging"])
 
 
 async def mark_all_pending(conn: asyncpg.Connection, tenant: str) -> int:

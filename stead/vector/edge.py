@@ -82,8 +82,14 @@ class EdgeVectorIndex:
         self._dim: int | None = None
         self._closed = False
         # The engine tolerates threads, but close() racing an in-flight call would
-        # fail it with "Shard is not initialized"; one lock keeps the lifecycle simple.
+        # fail it with "Shard is not initialized": the lock guards the lifecycle (open,
+        # ensure, close) and writes, and close waits for the reads in flight. Reads do
+        # not hold it while the engine works, so recall's term query can run while its
+        # question is embedded and the dense query of another recall runs beside it.
         self._lock = asyncio.Lock()
+        self._reads = 0
+        self._no_reads = asyncio.Event()
+        self._no_reads.set()
 
     async def ensure_collection(self, dim: int) -> None:
         async with self._lock:
@@ -91,6 +97,7 @@ class EdgeVectorIndex:
             if self._shard is not None and self._dim != dim:
                 # Opened lazily without a config, so its dimension is unknown: reopen
                 # with one and let the engine verify it against the stored segments.
+                await self._no_reads.wait()
                 await asyncio.to_thread(self._shard.close)
                 self._shard = None
             if self._shard is None:
@@ -154,7 +161,7 @@ class EdgeVectorIndex:
         if not requests:
             return HybridHits()
         batch = QueryBatchRequest(requests)
-        answers = await self._run(lambda shard: shard.query_batch(batch))
+        answers = await self._read(lambda shard: shard.query_batch(batch))
         dense = hits_from(answers.pop(0)) if vector is not None else ()
         lexical = hits_from(answers.pop(0)) if terms is not None else ()
         return HybridHits(dense=dense, lexical=lexical)
@@ -191,22 +198,46 @@ class EdgeVectorIndex:
 
     async def count(self, tenant: str) -> int:
         request = CountRequest(exact=True, filter=Filter(must=[_tenant_condition(tenant)]))
-        return await self._run(lambda shard: shard.count(request))
+        return await self._read(lambda shard: shard.count(request))
+
+    async def optimize(self) -> bool:
+        # Counted as a read, not under the write lock: the engine optimizes segment
+        # copies (proxy segments) while queries and writes go on.
+        return await self._read(lambda shard: shard.optimize())
 
     async def close(self) -> None:
         async with self._lock:
             self._closed = True
+            await self._no_reads.wait()
             if self._shard is not None:
                 await asyncio.to_thread(self._shard.close)
                 self._shard = None
 
     async def _run(self, op: Callable[[EdgeShard], T]) -> T:
+        """A write (or a read-modify-write): one at a time, under the lifecycle lock."""
         async with self._lock:
-            self._check_open()
-            if self._shard is None:
-                # A shard from an earlier process is usable before ensure_collection.
-                self._shard = await asyncio.to_thread(self._open, None)
-            return await asyncio.to_thread(op, self._shard)
+            shard = await self._opened()
+            return await asyncio.to_thread(op, shard)
+
+    async def _read(self, op: Callable[[EdgeShard], T]) -> T:
+        """A read: the lock only to find the shard open; counted, so close waits for it."""
+        async with self._lock:
+            shard = await self._opened()
+            self._reads += 1
+            self._no_reads.clear()
+        try:
+            return await asyncio.to_thread(op, shard)
+        finally:
+            self._reads -= 1
+            if not self._reads:
+                self._no_reads.set()
+
+    async def _opened(self) -> EdgeShard:
+        self._check_open()
+        if self._shard is None:
+            # A shard from an earlier process is usable before ensure_collection.
+            self._shard = await asyncio.to_thread(self._open, None)
+        return self._shard
 
     def _check_open(self) -> None:
         if self._closed:

@@ -8,11 +8,12 @@ never after the fact and never from caller-supplied payload.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
 
 from stead.contracts.base import Closed
 from stead.errors import ConfigError, ErrorCode, SteadError
@@ -27,9 +28,15 @@ MEMORY_ID_FIELD = "memory_id"
 TERMS_VECTOR = "terms"
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _canonical_uuid(value: str) -> str:
     # Engines hand ids back in canonical form; normalising on the way in keeps
-    # `hit.id == point.id` true for callers who wrote an upper-case UUID.
+    # `hit.id == point.id` true for callers who wrote an upper-case UUID. A canonical
+    # id is its own normal form (recall checks ~100 hits per question: no parse).
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     return str(uuid.UUID(value))
 
 
@@ -149,21 +156,32 @@ class VectorIndex(Protocol):
         """Exact number of points stored for `tenant`."""
         ...
 
+    async def optimize(self) -> bool:
+        """Build the engine's search structures (HNSW graphs, per tenant) over what was
+        written since; True if there was anything to do. Until then a query scores every
+        point of the shard, not only the tenant's (7 ms instead of 1 at 100k points).
+        The embedded engine has no background optimizer, so the scheduled reindex calls
+        this; a Qdrant server optimizes by itself (no-op). Blocking: seconds to minutes
+        after a bulk load; reads and writes go on meanwhile."""
+        ...
+
     async def close(self) -> None:
         """Release the engine or connection; idempotent."""
         ...
 
 
+_HITS: TypeAdapter[tuple[VectorHit, ...]] = TypeAdapter(tuple[VectorHit, ...])
+
+
 def hits_from(scored: Iterable[Any]) -> tuple[VectorHit, ...]:
     """An engine's scored points (either backend's type: id, score, payload) as hits,
-    each payload re-validated against the contract."""
-    return tuple(
-        VectorHit(
-            id=str(point.id),
-            score=point.score,
-            payload=VectorPayload.model_validate(point.payload or {}),
-        )
-        for point in scored
+    each payload re-validated against the contract (all of them in one validator call:
+    a model per hit built in Python cost recall ~2 ms for 100 candidates)."""
+    return _HITS.validate_python(
+        [
+            {"id": str(point.id), "score": point.score, "payload": point.payload or {}}
+            for point in scored
+        ]
     )
 
 

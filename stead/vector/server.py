@@ -193,6 +193,10 @@ class QdrantServerIndex:
             )
         return result.count
 
+    async def optimize(self) -> bool:
+        # A server runs its optimizers in the background; local mode has no index.
+        return False
+
     async def close(self) -> None:
         await self._client.close()
 
