@@ -76,10 +76,11 @@ def test_make_bench_says_why_a_benchmark_runs_on_one_server_only() -> None:
     servers = ["dev", "cluster"]
     full = run_all.benchmarks(quick=False)
     assert [n for n, b in full.items() if not run_all.runs_on(b, "cluster", servers)] == [
-        "wft_wait", "decisions", "peer", "sandbox_cost", "parked", "fairness", "locomo",
+        "wft_wait", "decisions", "peer", "sandbox_cost", "parked", "fairness", "memory_recall",
+        "locomo",
     ]  # fmt: skip
     why = run_all.notes(full, servers)
-    assert len(why) == 7
+    assert len(why) == 8
     assert all(line.split(": ", 2)[2] for line in why)
     assert [n for n, b in full.items() if b.goal in {"1", "2", "3", "4", "5", "6"}] == [
         "wft_wait", "sequential", "express", "throughput", "actions",
