@@ -11,9 +11,11 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest_asyncio
+from temporalio.client import WorkflowHandle
 
 from stead.audit.log import list_events
 from stead.cli.runs import flagged_runs
@@ -135,16 +137,9 @@ async def test_with_tokens_each_run_counts_its_own_narrowed_token(
         assert [(e.actor, e.data["authenticated"]) for e in accepted] == [("user:bob", True)]
 
 
-async def test_a_run_that_waited_at_the_start_and_got_no_vote_is_named_and_fails_the_command(
-    cli: Cli,  # noqa: F811
-) -> None:
-    """A run parked on a queue whose worker is gone cannot say what waits: Temporal answers
-    its query "no poller seen" (FAILED_PRECONDITION), which the bulk vote took for "closed"
-    and skipped without a word. Listing again after the last round names it, and the
-    command exits 1; the run it could vote on is approved."""
-    tenant = await approval_tenant(cli)
-    [mine] = await parked(cli, tenant, 1)
-    await listed(cli, tenant, 1)
+async def orphaned_run(cli: Cli, tenant: str) -> tuple[WorkflowHandle[Any, Any], str]:  # noqa: F811
+    """A run parked on a queue whose worker is gone, listed by visibility as waiting:
+    Temporal answers its query "no poller seen" (FAILED_PRECONDITION)."""
     client = await connect(cli.settings)
     orphan_queue = f"orphan-{uuid.uuid4().hex[:8]}"
     with worker_process(cli.settings, orphan_queue):
@@ -157,20 +152,60 @@ async def test_a_run_that_waited_at_the_start_and_got_no_vote_is_named_and_fails
         return orphan.id in {h.id for h in await flagged_runs(client, tenant)}
 
     await until(orphan_listed, "visibility to list the orphan as waiting")
+    return orphan, orphan_queue
+
+
+async def test_a_run_whose_worker_is_gone_is_unknown_not_closed_and_fails_the_command(
+    cli: Cli,  # noqa: F811
+) -> None:
+    """The bulk vote used to take "no poller seen" for "closed" and skip the run without a
+    word. Temporal says the run still runs, so its outcome is unknown (asked again each
+    round), named with Temporal's reason, and the command exits 1; the run it could vote
+    on is approved."""
+    tenant = await approval_tenant(cli)
+    [mine] = await parked(cli, tenant, 1)
+    await listed(cli, tenant, 1)
+    orphan, orphan_queue = await orphaned_run(cli, tenant)
 
     child = await cli.start("approve-all", "--tenant", tenant, "--as", "user:bob",
                             "--attempts", "1", "--json")  # fmt: skip
     out, err = await asyncio.wait_for(child.communicate(), timeout=240)
     assert child.returncode == 1, (out, err)
     report = json.loads(out)
-    assert (report["accepted"], report["refused"], report["unknown"]) == (1, 0, 0), report
-    assert [(m["run_id"], m["step_id"]) for m in report["missed_runs"]] == [(orphan.id, "")]
-    assert "no poller" in report["missed_runs"][0]["reason"], report
+    assert (report["accepted"], report["refused"], report["unknown"]) == (1, 0, 1), report
+    [unknown] = [run for run in report["runs"] if run["unknown"]]
+    assert (unknown["run_id"], unknown["step_id"]) == (orphan.id, ""), report
+    assert "no poller" in unknown["error"], report
+    assert report["missed_runs"] == [], report
     assert (await wait_for_status(cli, mine, "completed"))["steps"][0]["status"] == "succeeded"
     # The orphan was never voted on: once a worker serves its queue again it still waits.
     with worker_process(cli.settings, orphan_queue):
         assert (await wait_pending(orphan, "put")).step_id == "put"
     await orphan.terminate("test over")
+
+
+async def test_a_run_whose_worker_comes_back_between_rounds_gets_its_vote(
+    cli: Cli,  # noqa: F811
+) -> None:
+    """Asked again each round, a run whose worker returns is voted on, and the command
+    exits 0 with every vote accepted."""
+    tenant = await approval_tenant(cli)
+    orphan, orphan_queue = await orphaned_run(cli, tenant)
+
+    child = await cli.start("approve-all", "--tenant", tenant, "--as", "user:bob",
+                            "--attempts", "20", "--json")  # fmt: skip
+    assert child.stderr is not None
+    said = b""
+    while not said.startswith(b"round 1: 1 run(s) with an unknown outcome"):
+        said = await asyncio.wait_for(child.stderr.readline(), timeout=120)
+        assert said, "approve-all ended before its first round of unknown outcomes"
+    with worker_process(cli.settings, orphan_queue):
+        out, err = await asyncio.wait_for(child.communicate(), timeout=300)
+        assert child.returncode == 0, (out, err)
+        report = json.loads(out)
+        assert (report["accepted"], report["unknown"], report["missed"]) == (1, 0, 0), report
+        assert [run["run_id"] for run in report["runs"]] == [orphan.id], report
+        assert (await wait_for_status(cli, orphan.id, "completed"))["status"] == "completed"
 
 
 async def test_a_step_the_approver_already_voted_on_is_counted_as_held_not_refused(

@@ -27,6 +27,7 @@ from typing import Annotated, Any
 import typer
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
@@ -303,11 +304,11 @@ async def vote_on_matching(
 
     async def one(
         handle: WorkflowHandle[Any, Any],
-    ) -> tuple[list[PendingApproval] | None, list[Vote]]:
+    ) -> tuple[list[PendingApproval] | RPCError, list[Vote]]:
         async with gate:
             waiting = await asked(handle)
-            if waiting is None:
-                return None, []
+            if isinstance(waiting, RPCError):
+                return waiting, []
             chosen = [p for p in waiting if p.tenant == selection.tenant and selection.matches(p)]
             playbook = selection.playbook
             if chosen and playbook is not None and await planned_from(handle) != playbook:
@@ -326,10 +327,10 @@ async def vote_on_matching(
         for handle, (waiting, votes) in zip(
             handles, await asyncio.gather(*map(one, handles)), strict=True
         ):
-            if waiting is None:
+            if isinstance(waiting, RPCError):
                 final[(handle.id, "")] = Vote(
-                    handle.id, "", "Temporal did not let the run answer what waits",
-                    unknown=True, attempts=attempt,
+                    handle.id, "", f"Temporal did not let the run answer what waits: "
+                    f"{waiting.message}", unknown=True, attempts=attempt,
                 )  # fmt: skip
                 again.append(handle)
                 continue
@@ -425,15 +426,29 @@ async def answered(
     return waiting
 
 
-async def asked(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval] | None:
-    """The run's own list of waiting steps; none if it closed, None if Temporal would not
-    let it answer right now (its workflow task failing, Temporal slow or away)."""
+async def asked(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval] | RPCError:
+    """The run's own list of waiting steps; none if it closed, Temporal's error if it
+    would not let a run still running answer right now (its workflow task failing, no
+    worker polling its queue, Temporal slow or away): ask again later."""
     waiting = await answered(handle)
     if isinstance(waiting, RPCError):
-        return None if transient(waiting) else []
+        # No poller seen (FAILED_PRECONDITION) is not "closed": whether the run still
+        # runs is Temporal's to say, not its error's wording.
+        if transient(waiting) or await still_running(handle):
+            return waiting
+        return []
     if isinstance(waiting, Exception):
         return []
     return waiting
+
+
+async def still_running(handle: WorkflowHandle[Any, Any]) -> bool:
+    """True unless Temporal says the run closed (or no longer knows it)."""
+    try:
+        described = await handle.describe()
+    except RPCError as exc:
+        return exc.status != RPCStatusCode.NOT_FOUND
+    return described.status == WorkflowExecutionStatus.RUNNING
 
 
 def transient(exc: RPCError) -> bool:
