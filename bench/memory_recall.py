@@ -51,6 +51,7 @@ from bench.harness import BenchStack, Row, Section, machine_line, on_stack
 from bench.harness import report as report_rows
 from stead.db.pool import create_pool
 from stead.embeddings import MiniLmEmbedder
+from stead.embeddings.minilm import MODEL_NAME
 from stead.memory import RecallQuery
 from stead.memory.service import MemoryService
 from stead.settings import Settings
@@ -249,7 +250,7 @@ async def load_postgres(
                 "service:bench",
                 "bench",
                 "indexed",
-                f"local/all-MiniLM-L6-v2+{TERMS_MODEL}",
+                f"{MODEL_NAME}+{TERMS_MODEL}",
             )
         )
         points.append((str(version_id), tenant, namespace, str(memory_id)))
@@ -478,7 +479,7 @@ def report(sizes: argparse.Namespace, times: dict[str, dict[str, list[float]]]) 
 async def measure(stack: BenchStack, argv: Sequence[str]) -> Section:
     """For `bench.run_all`: the stack's Postgres, a shard of its own under the stack's dir."""
     _quiet_local_mode()
-    sizes = options().parse_args(list(argv))
+    sizes = parse_sizes(list(argv))
     return await measure_recall(stack.settings, sizes, stack.work / "memory-recall")
 
 
@@ -518,8 +519,15 @@ def options() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_sizes(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    sizes = options().parse_args(argv)
+    # Another model's vectors (the float MiniLM's before int8) are another corpus.
+    sizes.cache = sizes.cache / MODEL_NAME.replace("/", "_")
+    return sizes
+
+
 def main() -> None:
-    sizes = options().parse_args()
+    sizes = parse_sizes()
     if sizes.prepare_only:
         embeddings(corpus(sizes.memories, sizes.seed), sizes.cache, sizes.seed)
         return

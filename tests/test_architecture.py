@@ -80,10 +80,11 @@ ENV_ALLOWED: dict[tuple[str, str], str] = {
     ): "copied whole for the OPA child: its runtime tuning (GOGC=400) is a default under the "
     "environment, so an operator's own GOGC or GOMAXPROCS wins; not a Stead setting",
     (
-        "stead/devstack/opa.py",
+        "stead/machine_cache.py",
         'base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")',
-    ): "the XDG base-directory convention for the per-machine binary cache, a platform "
-    "location like $HOME (which Path.home() reads), not a Stead setting",
+    ): "the XDG base-directory convention for the per-machine cache (the OPA binary, the "
+    "built embedding model), a platform location like $HOME (which Path.home() reads), "
+    "not a Stead setting",
     (
         "stead/devstack/cluster.py",
         '"PATH": os.environ.get("PATH", ""),',

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from stead.embeddings import EmbeddingMismatch, EmbeddingUnavailable, LiteLlmEmbedder, open_embedder
+from stead.embeddings.bert_graph import build_encoder
+from stead.embeddings.minilm import (
+    MODEL_NAME,
+    MiniLmEmbedder,
+    _Encoder,
+    _session,
+    bundled_model_dir,
+)
 from tests.peers import serve_handler
 from tests.test_memory_support import EMBEDDER
 
@@ -157,24 +167,99 @@ async def test_litellm_embedder_failure_is_unavailable_and_hides_the_key(
 
 
 def test_factory_needs_a_dimension_for_a_remote_model() -> None:
-    assert open_embedder(None).name == "local/all-MiniLM-L6-v2"
+    assert open_embedder(None).name == MODEL_NAME == "local/all-MiniLM-L6-v2-int8"
     with pytest.raises(Exception, match="STEAD_EMBEDDING_DIM"):
         open_embedder("openai/text-embedding-3-small")
 
 
-async def test_loading_the_local_model_runs_numpys_blas_on_one_thread() -> None:
-    import ctypes
+# The float model's first six components for two texts, as the float32 pipeline that
+# matched sentence-transformers computed them before int8 (numpy, commit 1ad8552).
+FLOAT_REFERENCE = {
+    "How do I reset my password?": [0.0069, -0.06302, -0.07204, -0.0325, -0.04271, 0.07043],
+    UNRELATED: [-0.06423, 0.0919, 0.01326, -0.0637, -0.06949, -0.03568],
+}
+MEANING_TEXTS = (
+    *PARAPHRASES,
+    UNRELATED,
+    "When did Caroline go to the LGBTQ support group?",
+    "Run ended completed.\nPlaybook: refunds\nSteps: 3 succeeded",
+    "a much longer sentence " * 40,
+)
 
-    from stead.embeddings.minilm import _blas_libraries
 
-    await EMBEDDER.embed(["load the model"])
+def float_encoder() -> _Encoder:
+    """The same graph with float32 weights: the reference int8 is held to."""
+    from safetensors.numpy import load_file
 
-    # Idle OpenBLAS helper threads busy-wait after every product: on a worker's shared
-    # cores one embedding cost ~25x its own CPU. Loading the model turns them off.
-    getters = [
-        getattr(ctypes.CDLL(str(lib)), "scipy_openblas_get_num_threads64_", None)
-        for lib in _blas_libraries()
-    ]
-    found = [get for get in getters if get is not None]
-    assert found, "numpy's wheel ships scipy-openblas64 on Linux (positive control)"
-    assert [get() for get in found] == [1] * len(found)
+    model_dir = bundled_model_dir()
+    config = json.loads((model_dir / "config.json").read_text())
+    graph = build_encoder(load_file(str(model_dir / "model.safetensors")), config, int8=False)
+    return _Encoder(_session(graph), EMBEDDER._load().tokenizer)
+
+
+def test_int8_vectors_keep_the_float_models_meaning() -> None:
+    reference = float_encoder()
+    encodings = reference.tokenizer.encode_batch(list(MEANING_TEXTS))
+    floats = np.stack([reference.encode(e) for e in encodings])
+    int8 = np.array(EMBEDDER.embed_sync(list(MEANING_TEXTS)))
+
+    # The float graph is the model: it reproduces the float pipeline's vectors.
+    for text, head in FLOAT_REFERENCE.items():
+        np.testing.assert_allclose(floats[MEANING_TEXTS.index(text)][:6], head, atol=2e-5)
+    # Int8 weights move each vector a little and nothing more.
+    agreement = (floats * int8).sum(axis=1)
+    assert agreement.min() > 0.99, agreement
+    # Meaning survives: each text is still nearest its own float vector.
+    assert list((int8 @ floats.T).argmax(axis=1)) == list(range(len(MEANING_TEXTS)))
+
+
+def test_the_built_graph_is_cached_per_machine_and_a_damaged_copy_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    expected = EMBEDDER.embed_sync([UNRELATED])
+
+    assert MiniLmEmbedder().embed_sync([UNRELATED]) == expected
+    [cached] = (tmp_path / "stead" / "models").glob("minilm-int8-*.onnx")
+    built = cached.read_bytes()
+
+    cached.write_bytes(built[: len(built) // 3])  # a torn or damaged copy
+    assert MiniLmEmbedder().embed_sync([UNRELATED]) == expected
+    assert cached.read_bytes() == built
+
+    # An unwritable cache (a read-only home): the graph is built in memory each time.
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert MiniLmEmbedder().embed_sync([UNRELATED]) == expected
+
+
+def thread_cpu_ticks() -> dict[int, int]:
+    """CPU clock ticks (user + system) of each thread of this process, from /proc."""
+    ticks = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        ticks[int(task.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def test_embedding_runs_on_the_calling_thread_only() -> None:
+    """An embedding shares the worker's cores with its workflows and activities. A
+    runtime that splits each call over a thread per core, whose helpers then busy-wait
+    (OpenBLAS did: ~220 ms of CPU for one 8 ms embedding), takes CPU on other threads;
+    one thread per call takes it only on the caller's. Load changes neither."""
+    EMBEDDER.embed_sync(["load the model"])
+    texts = [f"question {i} about the refund of order {i * 7}" for i in range(60)]
+
+    before = thread_cpu_ticks()
+    for text in texts:
+        EMBEDDER.embed_sync([text])
+    after = thread_cpu_ticks()
+
+    spent = {tid: after[tid] - before.get(tid, 0) for tid in after}
+    caller = spent.pop(threading.get_native_id())
+    assert caller > 0, "the embeddings ran on this thread (positive control)"
+    assert sum(spent.values()) <= max(3, caller // 5), (caller, spent)

@@ -25,6 +25,7 @@ import httpx
 from stead.devstack import proc
 from stead.devstack.ports import LOOPBACK
 from stead.errors import BinaryMissing, StackError
+from stead.machine_cache import machine_cache_dir
 from stead.policy.authz import (
     AUTHZ_DATA_FILE,
     AUTHZ_POLICY,
@@ -74,11 +75,6 @@ def server_argv(
     ]
 
 
-def machine_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "stead" / "bin"
-
-
 def find_binary(home: Path, explicit: Path | None) -> Path | None:
     if explicit is not None:
         if not explicit.exists():
@@ -87,7 +83,7 @@ def find_binary(home: Path, explicit: Path | None) -> Path | None:
     on_path = shutil.which("opa")
     if on_path:
         return Path(on_path)
-    for candidate in (home / "bin" / "opa", machine_cache_dir() / "opa"):
+    for candidate in (home / "bin" / "opa", machine_cache_dir("bin") / "opa"):
         if candidate.exists():
             return candidate
     return None
@@ -102,7 +98,7 @@ def ensure_binary(home: Path, explicit: Path | None, *, build: bool = True) -> P
     if go is None or not build:
         raise BinaryMissing(
             "the `opa` binary was not found (checked $STEAD_OPA_BIN, PATH, "
-            f"{home / 'bin'}, {machine_cache_dir()}) and Go is not installed to build it. "
+            f"{home / 'bin'}, {machine_cache_dir('bin')}) and Go is not installed to build it. "
             f"Install Go and run `GOBIN={home / 'bin'} go install {OPA_MODULE}@{OPA_VERSION}`, "
             "or download OPA and set STEAD_OPA_BIN to its path."
         )
