@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 # Part of the cached graph's name: change it with anything that changes the graph.
-GRAPH_VERSION = "bert-int8-1"
+GRAPH_VERSION = "bert-int8-2"
 OPSET = 21
 MS_DOMAIN = "com.microsoft"
 LEVELS = 127
@@ -43,11 +43,13 @@ def quantize_columns(weight: F32) -> tuple[npt.NDArray[np.uint8], F32]:
 class _Builder:
     """Collects nodes and initializers; names are generated, so callers only wire."""
 
-    def __init__(self, *, int8: bool) -> None:
+    def __init__(self, weights: dict[str, F32], *, eps: float, int8: bool) -> None:
         from onnx import helper, numpy_helper
 
         self._helper = helper
         self._tensor = numpy_helper.from_array
+        self.w = weights
+        self.eps = eps
         self.int8 = int8
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
@@ -68,6 +70,10 @@ class _Builder:
         self.nodes.append(node)
         return out
 
+    def dense(self, x: str, prefix: str) -> str:
+        """The checkpoint's linear layer `prefix`."""
+        return self.linear(x, self.w[f"{prefix}.weight"], self.w[f"{prefix}.bias"], "dense")
+
     def linear(self, x: str, weight: F32, bias: F32, hint: str) -> str:
         """x @ weight.T + bias, weight stored (out, in) as PyTorch does; int8 when asked."""
         b = self.const(bias, f"{hint}_b")
@@ -84,13 +90,15 @@ class _Builder:
         ]
         return self.op("DynamicQuantizeMatMul", inputs, MS_DOMAIN)
 
-    def norm(self, x: str, gamma: F32, beta: F32, eps: float, hint: str) -> str:
-        return self.op(
-            "LayerNormalization",
-            [x, self.const(gamma, f"{hint}_g"), self.const(beta, f"{hint}_b")],
-            axis=-1,
-            epsilon=eps,
-        )
+    def norm(self, x: str, prefix: str) -> str:
+        """The checkpoint's LayerNorm `prefix` over the hidden axis."""
+        gamma = self.const(self.w[f"{prefix}.weight"], "ln_g")
+        beta = self.const(self.w[f"{prefix}.bias"], "ln_b")
+        return self.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=self.eps)
+
+    def add_norm(self, x: str, y: str, prefix: str) -> str:
+        """A residual connection and the LayerNorm after it."""
+        return self.norm(self.op("Add", [x, y]), prefix)
 
 
 def build_encoder(weights: dict[str, F32], config: dict[str, Any], *, int8: bool) -> bytes:
@@ -101,30 +109,26 @@ def build_encoder(weights: dict[str, F32], config: dict[str, Any], *, int8: bool
     """
     from onnx import TensorProto, helper
 
-    g = _Builder(int8=int8)
+    g = _Builder(weights, eps=float(config["layer_norm_eps"]), int8=int8)
     heads = int(config["num_attention_heads"])
     hidden = int(config["hidden_size"])
     d = hidden // heads
-    eps = float(config["layer_norm_eps"])
     w = weights
 
     def gather(table: str, ids: str) -> str:
-        return g.op("Gather", [g.const(w[table], "table"), ids])
+        return g.op("Gather", [g.const(w[f"embeddings.{table}.weight"], "table"), ids])
 
     x = g.op(
         "Add",
         [
             g.op(
                 "Add",
-                [
-                    gather("embeddings.word_embeddings.weight", "ids"),
-                    gather("embeddings.position_embeddings.weight", "positions"),
-                ],
+                [gather("word_embeddings", "ids"), gather("position_embeddings", "positions")],
             ),
-            gather("embeddings.token_type_embeddings.weight", "types"),
+            gather("token_type_embeddings", "types"),
         ],
     )
-    x = g.norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps, "ln")
+    x = g.norm(x, "embeddings.LayerNorm")
     split_shape = g.const([0, 0, 3, heads, d], "shape", np.int64)
     merge_shape = g.const([0, 0, hidden], "shape", np.int64)
     scale = g.const(1.0 / np.sqrt(d), "scale")
@@ -146,40 +150,10 @@ def build_encoder(weights: dict[str, F32], config: dict[str, Any], *, int8: bool
         )
         context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
         context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), merge_shape])
-        attended = g.linear(
-            context,
-            w[f"{p}.attention.output.dense.weight"],
-            w[f"{p}.attention.output.dense.bias"],
-            "out",
-        )
-        x = g.norm(
-            g.op("Add", [x, attended]),
-            w[f"{p}.attention.output.LayerNorm.weight"],
-            w[f"{p}.attention.output.LayerNorm.bias"],
-            eps,
-            "ln",
-        )
-        inner = g.op(
-            "Gelu",
-            [
-                g.linear(
-                    x,
-                    w[f"{p}.intermediate.dense.weight"],
-                    w[f"{p}.intermediate.dense.bias"],
-                    "inner",
-                )
-            ],
-        )
-        projected = g.linear(
-            inner, w[f"{p}.output.dense.weight"], w[f"{p}.output.dense.bias"], "proj"
-        )
-        x = g.norm(
-            g.op("Add", [x, projected]),
-            w[f"{p}.output.LayerNorm.weight"],
-            w[f"{p}.output.LayerNorm.bias"],
-            eps,
-            "ln",
-        )
+        attended = g.dense(context, f"{p}.attention.output.dense")
+        x = g.add_norm(x, attended, f"{p}.attention.output.LayerNorm")
+        inner = g.op("Gelu", [g.dense(x, f"{p}.intermediate.dense")])
+        x = g.add_norm(x, g.dense(inner, f"{p}.output.dense"), f"{p}.output.LayerNorm")
     g.nodes.append(helper.make_node("Identity", [x], ["hidden"]))
 
     def int_input(name: str, shape: list[str]) -> Any:
