@@ -30,6 +30,8 @@ def cached_bytes(path: Path, build: Callable[[], bytes]) -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
             tmp.write(data)
+        # Readable by every user (an image builds it as root for a non-root worker).
+        os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, path)
     except OSError:
         pass

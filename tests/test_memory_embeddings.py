@@ -222,6 +222,8 @@ def test_the_built_graph_is_cached_per_machine_and_a_damaged_copy_is_rebuilt(
     assert MiniLmEmbedder().embed_sync([UNRELATED]) == expected
     [cached] = (tmp_path / "stead" / "models").glob("minilm-int8-*.onnx")
     built = cached.read_bytes()
+    # Readable by others: an image builds it as root for its non-root worker.
+    assert cached.stat().st_mode & 0o777 == 0o644
 
     cached.write_bytes(built[: len(built) // 3])  # a torn or damaged copy
     assert MiniLmEmbedder().embed_sync([UNRELATED]) == expected
