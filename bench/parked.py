@@ -78,6 +78,7 @@ from stead.settings import Settings
 from stead.temporal import connect
 
 GOAL_RSS_MB = 1000.0
+APPROVAL_WAIT_S = 24 * 3600
 STEP = "s0"
 
 
@@ -259,7 +260,16 @@ async def measure(stack: BenchStack, sizes: Sizes = FULL, log: Path | None = Non
     settings = stack.settings
     write_playbook(stack.playbook_dir, "park", [{"id": STEP, "operation": "core.echo"}])
     tenant = new_tenant("park")
-    await configure_tenant(settings, tenant, approval_risk="low", approvers=[APPROVER])
+    # Approvals wait as long as the whole benchmark may take: with the policy's default
+    # of an hour, runs parked first timed out (rejected) before the bulk vote reached
+    # them in the 10,000-run row (3,135 of them, 2026-12-07).
+    await configure_tenant(
+        settings,
+        tenant,
+        approval_risk="low",
+        approvers=[APPROVER],
+        approval_timeout_seconds=APPROVAL_WAIT_S,
+    )
     task_queue = f"bench-park-{uuid.uuid4().hex[:8]}"
     with worker_process(settings, task_queue, sizes.cache, log, sizes.workflow_tasks) as child:
         rss = Rss(psutil.Process(child.pid))

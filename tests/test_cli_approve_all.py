@@ -137,6 +137,17 @@ async def test_with_tokens_each_run_counts_its_own_narrowed_token(
         assert [(e.actor, e.data["authenticated"]) for e in accepted] == [("user:bob", True)]
 
 
+async def test_the_longest_waiting_runs_are_listed_first(cli: Cli) -> None:  # noqa: F811
+    """Runs listed for a bulk vote come oldest first, so those nearest their approval
+    deadline are voted on first (Temporal's visibility lists newest first)."""
+    tenant = await approval_tenant(cli)
+    started = await parked(cli, tenant, 3)
+    await listed(cli, tenant, 3)
+
+    client = await connect(cli.settings)
+    assert [h.id for h in await flagged_runs(client, tenant)] == started
+
+
 async def orphaned_run(cli: Cli, tenant: str) -> tuple[WorkflowHandle[Any, Any], str]:  # noqa: F811
     """A run parked on a queue whose worker is gone, listed by visibility as waiting:
     Temporal answers its query "no poller seen" (FAILED_PRECONDITION)."""

@@ -470,19 +470,20 @@ async def list_pending(
 
 
 async def flagged_runs(client: Client, tenant: str | None) -> list[WorkflowHandle[Any, Any]]:
-    """Running runs whose ``SteadPendingApproval`` search attribute is set."""
+    """Running runs whose ``SteadPendingApproval`` search attribute is set, oldest first:
+    a bulk vote reaches first the runs nearest their approval deadline (visibility lists
+    newest first, and SQL visibility cannot order by anything else)."""
     query = "SteadPendingApproval = true AND ExecutionStatus = 'Running'"
     if tenant:
         query += f" AND SteadTenant = '{_quote(tenant)}'"
     try:
-        return [
-            client.get_workflow_handle(e.id, run_id=e.run_id)
-            async for e in client.list_workflows(query)
-        ]
+        listed = [e async for e in client.list_workflows(query)]
     except RPCError as exc:
         if is_outage(exc):
             raise temporal_unavailable(exc) from None
         raise ConfigError(f"cannot list runs from Temporal visibility: {exc.message}") from None
+    listed.sort(key=lambda e: e.start_time)
+    return [client.get_workflow_handle(e.id, run_id=e.run_id) for e in listed]
 
 
 async def pending_of(handle: WorkflowHandle[Any, Any]) -> list[PendingApproval]:
