@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,13 @@ from stead.contracts.approval_token import (
     exposed_revocation_ids,
     narrowing_problem,
 )
+from stead.contracts.identity import VerifyApprovalInput
 from stead.contracts.run import ApprovalInput
 from stead.db.pool import tenant_transaction
+from stead.identity.approvals import ApprovalAuthenticator
 from stead.identity.tokens import PrincipalTokenIssuer, scope_to_approval
 from stead.keys import IDENTITY, key_store
+from stead.policy.opa import OpaClient, PolicyUnavailable
 from tests.conftest import WorkerHandle
 from tests.identity_support import (
     PUT,
@@ -467,6 +471,30 @@ async def test_a_tenant_with_no_policy_answer_needs_tokens(
         handle, vote(pending, "user:bob", None)
     )
     await still_waiting_then_cancel(handle, pool, tenant)
+
+
+async def test_an_opa_outage_is_retried_not_read_as_a_missing_token(
+    pool: asyncpg.Pool,
+) -> None:
+    """A tokenless vote while OPA cannot answer raises, so Temporal retries the check
+    (and the run then refuses the vote saying OPA did not answer). It used to be refused
+    at once "for lacking a token", final, on a tenant that needs none: one of 10,000
+    bulk approvals in bench.parked, when OPA was slow for 1.5 s under load."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # released below: nothing listens on it
+    vote = VerifyApprovalInput(
+        tenant=new_tenant(),
+        workflow_id="run-1",
+        step_id="s0",
+        plan_hash="0" * 64,
+        approver="user:bob",
+        verdict="approve",
+        approvers=("user:bob",),
+    )
+    async with OpaClient(f"http://127.0.0.1:{closed}") as down:
+        with pytest.raises(PolicyUnavailable, match="could not be reached"):
+            await ApprovalAuthenticator(pool, down, None).check(vote)
 
 
 # ------------------------------------------- the narrowing check, without a stack

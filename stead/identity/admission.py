@@ -59,6 +59,19 @@ async def approval_authentication(opa: OpaClient, tenant: str) -> ApprovalAuthen
     return mode
 
 
+async def approval_authentication_now(opa: OpaClient, tenant: str) -> ApprovalAuthentication:
+    """The mode for a vote or cancel arriving without a token, where an OPA outage must
+    not read as ``token``: that refuses the vote for lacking a token the tenant may not
+    need, and a refusal is final. Raises ``PolicyUnavailable`` instead, so the activity
+    is retried and, if OPA stays away, the vote is refused saying so. An undefined
+    answer (policy says nothing about the tenant) is still ``token``: fail closed."""
+    try:
+        value = await opa.evaluate(AUTH_MODE_PATH, {"tenant": tenant})
+    except PolicyUndefined:
+        return "token"
+    return "none" if value == "none" else "token"
+
+
 async def start_authentication(opa: OpaClient, tenant: str) -> ApprovalAuthentication:
     mode, _ = await _mode(opa, START_MODE_PATH, tenant)
     return mode

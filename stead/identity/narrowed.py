@@ -2,9 +2,11 @@
 
 Both travel in the run's history, so both are checked the same way, in this order:
 
-1. the tenant's policy, read from OPA *now* (``approval_authentication``): ``none``
-   accepts a claimed name, anything else (and an OPA that cannot say) needs a token.
-   Workflow state cannot switch it;
+1. for an act without a token, the tenant's policy, read from OPA *now*
+   (``approval_authentication_now``): ``none`` accepts a claimed name, anything else
+   (an undefined answer too) needs a token. Workflow state cannot switch it. OPA down
+   or slow raises, so Temporal retries the check: an outage never reads as a missing
+   token;
 2. the token's shape: narrowed to exactly this act (``stead.contracts.approval_token``,
    ``cancel_token``). A token that is not was written to history anyway (signals cannot
    be refused before they are), so it is burned before it is refused;
@@ -32,7 +34,7 @@ from stead.contracts.approval_token import exposed_revocation_ids
 from stead.contracts.identity import ApprovalCheck, BurnedToken, BurnTokenInput
 from stead.contracts.token_blocks import revocation_ids
 from stead.db.pool import tenant_transaction
-from stead.identity.admission import approval_authentication
+from stead.identity.admission import approval_authentication_now
 from stead.identity.burned import burn, burned_in
 from stead.identity.directory import get_principal, get_tenant
 from stead.identity.errors import PrincipalTokenRefused
@@ -85,8 +87,9 @@ class NarrowedTokenAuthenticator:
 
     async def authenticate(self, act: NarrowedAct) -> ApprovalCheck:
         """Accept or refuse one act; raises only when a dependency is down (retryable)."""
-        mode = await approval_authentication(self._opa, act.tenant)
         if act.token is None:
+            # Only a tokenless act depends on the mode: a token is checked either way.
+            mode = await approval_authentication_now(self._opa, act.tenant)
             return ApprovalCheck(accepted=True) if mode == "none" else _refuse(act.token_required)
         if self._tokens is None:
             return _refuse(NO_IDENTITY_KEY)
