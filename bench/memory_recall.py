@@ -4,7 +4,8 @@ What is measured: `MemoryService.recall` end to end (embed the query with the lo
 all-MiniLM-L6-v2; one index call for the nearest points and the best by exact terms
 (BM25 term vectors, IDF over the tenant's points); fetch and check the versions in
 Postgres under row-level security; fuse), the same with the query
-pre-embedded, both index rankings in one call, and the vector query alone, for
+pre-embedded, both index rankings in one call, the term query alone and the vector
+query alone, for
 `--memories` memories spread evenly over `--tenants` tenants. Every question is
 distinct, so none is answered from the embedder's cache of recent texts. The same-run
 baseline is a bare vector store's recall: embed the question, ask the index for its 5
@@ -360,11 +361,12 @@ def pct(samples: list[float], q: float) -> float:
 FULL: tuple[str, ...] = ()
 QUICK = ("--memories", "5000", "--queries", "60", "--warmup", "10")
 GOAL_P95_MS = 20.0
-PATHS = ("recall", "stored", "both", "vector", "bare")
+PATHS = ("recall", "stored", "both", "terms", "vector", "bare")
 LABELS = {
     "recall": "recall, end to end",
     "stored": "recall, query pre-embedded",
     "both": "index: dense + terms (one call)",
+    "terms": "index: terms only (BM25, tenant IDF)",
     "vector": "vector query only",
     "bare": "bare: embed + vector query (baseline)",
 }
@@ -433,6 +435,9 @@ async def measure_recall(cfg: Settings, sizes: argparse.Namespace, work: Path) -
                     "stored": await timed(functools.partial(storage[name].recall, q)),
                     "both": await timed(
                         functools.partial(svc.index.hybrid, tenant, qvecs[i], terms, depth)
+                    ),
+                    "terms": await timed(
+                        functools.partial(svc.index.hybrid, tenant, None, terms, depth)
                     ),
                     "vector": await timed(
                         functools.partial(svc.index.query, tenant, qvecs[i], sizes.k)

@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from stead.db.pool import tenant_transaction
+from stead.embeddings import LiteLlmEmbedder
 from stead.memory import store
 from stead.memory.fusion import DEFAULT_FUSION
 from stead.memory.service import MemoryService
@@ -34,7 +36,13 @@ from tests.test_memory_support import (
     utcnow,
 )
 
+DEGRADED_RECALLS_TOTAL = "stead_memory_degraded_recalls_total"
 LEVELS = ["public", "internal"]
+REASONS = ("embedding_unavailable", "index_unavailable")
+
+
+def degraded_recalls(reason: str) -> float:
+    return REGISTRY.get_sample_value(DEGRADED_RECALLS_TOTAL, {"reason": reason}) or 0.0
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -283,6 +291,32 @@ async def test_an_unindexed_write_is_found_through_its_terms(stack: Settings) ->
 
     assert not written.indexed
     assert result.degraded and [i.key for i in result.items] == ["runbook"]
+
+
+# litellm builds some pydantic schemas on first use, which warn about `ReadOnly`.
+@pytest.mark.filterwarnings("ignore:Item .* is using the `ReadOnly` qualifier:UserWarning")
+async def test_with_the_model_down_the_index_still_answers_by_exact_terms(
+    service: MemoryService,
+) -> None:
+    """The model unreachable: recall says degraded (and counts why) and still answers
+    from the index's term ranking (the tenant's terms are not lagging, so Postgres does
+    not rank them instead)."""
+    tenant = new_tenant()
+    await service.remember(remember(tenant, "ops", "runbook", "Restart the billing cron nightly."))
+    await service.remember(remember(tenant, "ops", "menu", "The canteen serves soup on Fridays."))
+    # Nothing listens on the discard port: every embedding call fails.
+    dead_model = LiteLlmEmbedder(
+        "openai/text-embedding-test", 384, api_base="http://127.0.0.1:9/v1", api_key="sk-test"
+    )
+    without_model = MemoryService(service.pool, service.index, dead_model)
+    before = {reason: degraded_recalls(reason) for reason in REASONS}
+
+    result = await without_model.recall(query(tenant, "billing cron restart", k=1))
+
+    assert result.degraded and [i.key for i in result.items] == ["runbook"]
+    after = {reason: degraded_recalls(reason) for reason in REASONS}
+    assert after == {"embedding_unavailable": before["embedding_unavailable"] + 1,
+                     "index_unavailable": before["index_unavailable"]}  # fmt: skip
 
 
 async def test_a_lagging_index_leaves_exact_terms_to_postgres_until_it_catches_up(
