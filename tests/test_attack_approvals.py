@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from tests.identity_support import _identity_public_key as _identity_public_key 
 from tests.identity_support import issuer as issuer
 from tests.identity_support import pool as pool
 from tests.runs import configure_tenant, new_tenant, start_run, wait_pending
+from tests.test_opa_client import closed_port as closed_port  # fixture
 from workflows.approval_input import burnable, receive
 
 # ------------------------------------------------------------------ fixtures
@@ -474,15 +474,12 @@ async def test_a_tenant_with_no_policy_answer_needs_tokens(
 
 
 async def test_an_opa_outage_is_retried_not_read_as_a_missing_token(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, closed_port: int
 ) -> None:
     """A tokenless vote while OPA cannot answer raises, so Temporal retries the check
     (and the run then refuses the vote saying OPA did not answer). It used to be refused
     at once "for lacking a token", final, on a tenant that needs none: one of 10,000
     bulk approvals in bench.parked, when OPA was slow for 1.5 s under load."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]  # released below: nothing listens on it
     vote = VerifyApprovalInput(
         tenant=new_tenant(),
         workflow_id="run-1",
@@ -492,7 +489,7 @@ async def test_an_opa_outage_is_retried_not_read_as_a_missing_token(
         verdict="approve",
         approvers=("user:bob",),
     )
-    async with OpaClient(f"http://127.0.0.1:{closed}") as down:
+    async with OpaClient(f"http://127.0.0.1:{closed_port}") as down:
         with pytest.raises(PolicyUnavailable, match="could not be reached"):
             await ApprovalAuthenticator(pool, down, None).check(vote)
 

@@ -26,6 +26,7 @@ from stead.memory.service import MemoryService
 from stead.settings import Settings
 from stead.vector import EdgeVectorIndex, QdrantServerIndex, VectorPayload, VectorPoint
 from stead.vector.terms import TERMS_MODEL, document_terms, query_terms
+from tests.test_memory_contract import DEGRADED
 from tests.test_memory_support import (
     EMBEDDER,
     admin_fetch,
@@ -36,13 +37,12 @@ from tests.test_memory_support import (
     utcnow,
 )
 
-DEGRADED_RECALLS_TOTAL = "stead_memory_degraded_recalls_total"
 LEVELS = ["public", "internal"]
 REASONS = ("embedding_unavailable", "index_unavailable")
 
 
 def degraded_recalls(reason: str) -> float:
-    return REGISTRY.get_sample_value(DEGRADED_RECALLS_TOTAL, {"reason": reason}) or 0.0
+    return REGISTRY.get_sample_value(DEGRADED, {"reason": reason}) or 0.0
 
 
 @pytest_asyncio.fixture(scope="module")
